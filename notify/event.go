@@ -1,0 +1,41 @@
+package notify
+
+import (
+	"context"
+	"time"
+
+	"github.com/portwatchd/portwatchd/policy"
+)
+
+// Event types.
+const (
+	TypeOpened  = "listener.opened"
+	TypeClosed  = "listener.closed"
+	TypeChanged = "listener.changed"
+	TypeTest    = "test"
+)
+
+// Event is one thing that happened to a listener, as delivered to sinks.
+type Event struct {
+	ID       string          `json:"id"` // unique, and stable across retries
+	Type     string          `json:"type"`
+	Time     time.Time       `json:"time"`
+	Host     string          `json:"host"`
+	Listener policy.Decision `json:"listener"`
+	Severity string          `json:"severity"` // "warning", "notice" or "info"
+	Message  string          `json:"message"`  // one readable line
+}
+
+// Notifier delivers a batch of events, produced by one snapshot, to one sink.
+// When err is not nil, retry says whether trying again may succeed.
+type Notifier interface {
+	Notify(ctx context.Context, events []Event) (retry bool, err error)
+}
+
+// NotifierFunc adapts a function to a Notifier.
+type NotifierFunc func(ctx context.Context, events []Event) (bool, error)
+
+// Notify calls f.
+func (f NotifierFunc) Notify(ctx context.Context, events []Event) (bool, error) {
+	return f(ctx, events)
+}

@@ -1,0 +1,70 @@
+package policy
+
+import (
+	"time"
+
+	"github.com/portwatchd/portwatchd/watcher"
+)
+
+// Verdict is the policy's answer for one listener.
+type Verdict string
+
+// Verdicts.
+const (
+	Allowed    Verdict = "allowed"
+	Unexpected Verdict = "unexpected"
+	Ignored    Verdict = "ignored" // ephemeral UDP with ignore_ephemeral_udp
+)
+
+// Decision is a listener with the policy's verdict on it. Its JSON form is the
+// listener object of `portwatchd list --json` and of alert events.
+type Decision struct {
+	watcher.Listener
+	Verdict Verdict `json:"verdict"`
+	Rule    string  `json:"rule"`   // name of the allowing rule, or of the closest rule when unexpected
+	Reason  string  `json:"reason"` // the rule's reason when allowed; why not, in one line, when unexpected
+}
+
+// Settings are the top-level scalar keys; drop-ins may not set them.
+type Settings struct {
+	Interval           time.Duration // interval: snapshot period, default 1s
+	IgnoreEphemeralUDP bool          // ignore_ephemeral_udp, default true
+	LogAllowed         bool          // log_allowed: journald info entries for allowed listeners
+	RepeatInterval     time.Duration // repeat_interval: 0 = no reminders
+	FlapWindow         time.Duration // flap_window, default 30s
+	ShutdownGrace      time.Duration // shutdown_grace: time given to pending deliveries on stop, default 5s
+	StateDir           string        // state_dir: default $STATE_DIRECTORY or /var/lib/portwatch
+}
+
+// Severity of an event, in increasing order.
+type Severity int
+
+// Severities; they map onto syslog priorities.
+const (
+	SeverityInfo Severity = iota
+	SeverityNotice
+	SeverityWarning
+)
+
+// Webhook is one validated webhook sink from notify.webhooks.
+type Webhook struct {
+	Name   string
+	Format string // generic | slack | mattermost | discord | teams | googlechat | ntfy | alertmanager
+	// URL is the target, read from url: or url_file: at load time. It is a
+	// secret: never log it, print it or put it in an error.
+	URL         string
+	Secret      []byte        // from secret_file:, for generic signing; nil when unset
+	Timeout     time.Duration // default 10s
+	Events      []string      // subset of opened, changed, closed, test; default all
+	MinSeverity Severity      // default info
+	Insecure    bool          // allow plain http to non-loopback hosts
+	Topic       string        // ntfy topic
+	File        string        // file:line of the definition, for messages
+}
+
+// Notify is the validated notify: section.
+type Notify struct {
+	Journald  bool // default true
+	SpoolSize int  // spool_size: events kept per sink, default 10000
+	Webhooks  []Webhook
+}

@@ -1,0 +1,89 @@
+package watcher
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Protocol names used in Listener.Protocol.
+const (
+	TCP = "tcp"
+	UDP = "udp"
+)
+
+// Address families used in Listener.Family.
+const (
+	IPv4 = "ipv4"
+	IPv6 = "ipv6"
+)
+
+// HostNetns is the name of the host's (PID 1's) network namespace.
+const HostNetns = "host"
+
+// Process is one process that holds a listening socket.
+type Process struct {
+	PID        int      `json:"pid"`
+	Comm       string   `json:"comm"`        // /proc/PID/comm: spoofable with prctl(PR_SET_NAME)
+	Exe        string   `json:"exe"`         // readlink /proc/PID/exe, without the " (deleted)" suffix
+	ExeDeleted bool     `json:"exe_deleted"` // the executable was deleted, or is a memfd
+	Cmdline    []string `json:"cmdline"`
+	UID        uint32   `json:"uid"` // real uid
+	User       string   `json:"user"`
+	Unit       string   `json:"unit"`      // systemd unit from /proc/PID/cgroup, empty when none
+	Container  string   `json:"container"` // container id from /proc/PID/cgroup, empty when none
+}
+
+// Listener is one listening socket: a TCP socket in LISTEN, or a bound and
+// unconnected UDP socket.
+type Listener struct {
+	Protocol   string     `json:"protocol"` // TCP or UDP
+	Family     string     `json:"family"`   // IPv4 or IPv6; an IPv4-mapped IPv6 address is IPv4
+	Address    netip.Addr `json:"address"`
+	Port       uint16     `json:"port"`
+	Service    string     `json:"service"`    // /etc/services name for Port and Protocol, or ""
+	DualStack  bool       `json:"dual_stack"` // IPv6 wildcard without IPV6_V6ONLY: also accepts IPv4
+	Ephemeral  bool       `json:"ephemeral"`  // UDP port inside the namespace's ip_local_port_range
+	Netns      string     `json:"netns"`      // namespace name: host, /run/netns name, container:<id>, pid:<pid>
+	NetnsInode uint64     `json:"netns_inode"`
+	Inode      uint64     `json:"inode"` // socket inode
+	UID        uint32     `json:"uid"`   // socket owner
+	Interface  string     `json:"interface"`
+	// Processes holds every process with a descriptor for the socket. It is
+	// empty, never nil, for an unattributed socket (a kernel socket, or one
+	// whose holder exited during the snapshot).
+	Processes []Process `json:"processes"`
+}
+
+// Key identifies a listener across snapshots: the daemon diffs on it.
+type Key struct {
+	Netns    string
+	Protocol string
+	Address  netip.Addr
+	Port     uint16
+}
+
+// Key returns the listener's identity across snapshots.
+func (l *Listener) Key() Key {
+	return Key{Netns: l.Netns, Protocol: l.Protocol, Address: l.Address, Port: l.Port}
+}
+
+// Namespace describes one network namespace seen by a snapshot.
+type Namespace struct {
+	Name  string `json:"name"`
+	Inode uint64 `json:"inode"`
+	// Inspected is false when the namespace could not be read, for example a
+	// /run/netns namespace with no process inside that cannot be entered
+	// without CAP_SYS_ADMIN. Err then says why.
+	Inspected bool   `json:"inspected"`
+	Err       string `json:"error,omitempty"`
+}
+
+// Snapshot is every listener seen at one moment.
+type Snapshot struct {
+	Time       time.Time
+	Listeners  []Listener  // sorted by netns, protocol, port, address
+	Namespaces []Namespace // sorted by name
+	// Partial is true when attribution could not see every process (not root,
+	// or no CAP_SYS_PTRACE): holders may be missing.
+	Partial bool
+}
