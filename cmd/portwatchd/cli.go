@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/portwatchd/portwatchd/policy"
+)
+
+// Exit codes shared by every subcommand.
+const (
+	exitOK    = 0
+	exitFound = 1 // validate: invalid config; check: unexpected listeners; notify-test: a sink failed
+	exitError = 2
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// command is one subcommand. run gets the arguments after the subcommand name.
+type command struct {
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
+
+// commands is filled by each subcommand's file in its init function, so that
+// each subcommand lives in a file of its own.
+var commands = map[string]command{}
+
+// aliases map alternative names onto commands.
+var aliases = map[string]string{"check-config": "validate"}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	name := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if a, ok := aliases[name]; ok {
+		name = a
+	}
+	switch name {
+	case "help", "-h", "--help":
+		usage(stdout)
+		return exitOK
+	}
+	c, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "portwatchd: unknown command %q\n", name)
+		usage(stderr)
+		return exitError
+	}
+	return c.run(args, stdout, stderr)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: portwatchd [command] [flags]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'portwatchd COMMAND -h' for a command's flags. With no command, portwatchd runs the daemon.")
+}
+
+// newFlagSet returns a flag set that reports errors instead of exiting.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("portwatchd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// configFlag registers -c and --config on fs.
+func configFlag(fs *flag.FlagSet) *string {
+	p := new(string)
+	fs.StringVar(p, "c", "", "config `file` (default "+policy.DefaultPath+")")
+	fs.StringVar(p, "config", "", "config `file` (default "+policy.DefaultPath+")")
+	return p
+}
+
+// loadConfig loads the config at path. With no explicit path, a missing
+// default file selects the embedded default policy, which is said on stderr.
+func loadConfig(path string, stderr io.Writer) (*policy.Config, error) {
+	if path == "" {
+		if _, err := os.Stat(policy.DefaultPath); errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "portwatchd: %s does not exist; using the embedded default policy (only loopback listeners are allowed)\n", policy.DefaultPath)
+			return policy.Default(), nil
+		}
+		path = policy.DefaultPath
+	}
+	return policy.Load(path)
+}
