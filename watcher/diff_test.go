@@ -1,0 +1,252 @@
+package watcher
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// lst builds a listener for the diff tests. holders are "exe:user:pid"
+// triples given as separate values; none means unattributed.
+func lst(netns, proto, addr string, port uint16, holders ...Process) Listener {
+	if holders == nil {
+		holders = []Process{}
+	}
+	return Listener{
+		Protocol:  proto,
+		Family:    IPv4,
+		Address:   netip.MustParseAddr(addr),
+		Port:      port,
+		Netns:     netns,
+		Processes: holders,
+	}
+}
+
+func proc(pid int, exe, user string) Process {
+	return Process{PID: pid, Exe: exe, User: user}
+}
+
+func snap(ls ...Listener) *Snapshot {
+	return &Snapshot{Listeners: ls, Namespaces: []Namespace{{Name: HostNetns, Inspected: true}}}
+}
+
+var diffOpts = cmp.Options{cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmpopts.EquateEmpty()}
+
+func TestDiff(t *testing.T) {
+	sshd := proc(100, "/usr/sbin/sshd", "root")
+	sshdWorker := proc(101, "/usr/sbin/sshd", "root")
+	evil := proc(200, "/tmp/x", "root")
+	evilNobody := proc(201, "/usr/sbin/sshd", "nobody")
+	renamed := Process{PID: 100, Comm: "nginx", Exe: "/usr/sbin/sshd", User: "root", Cmdline: []string{"nginx"}}
+	noExe := proc(100, "", "root")
+
+	tests := []struct {
+		name       string
+		prev, next *Snapshot
+		want       Delta
+	}{
+		{
+			name: "both nil",
+		},
+		{
+			name: "first snapshot opens everything",
+			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd), lst("host", UDP, "0.0.0.0", 53)),
+			want: Delta{Opened: []Listener{lst("host", TCP, "0.0.0.0", 22, sshd), lst("host", UDP, "0.0.0.0", 53)}},
+		},
+		{
+			name: "nothing changed",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+		},
+		{
+			name: "opened and closed",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd), lst("host", TCP, "0.0.0.0", 80, evil)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd), lst("host", TCP, "0.0.0.0", 8080, evil)),
+			want: Delta{
+				Opened: []Listener{lst("host", TCP, "0.0.0.0", 8080, evil)},
+				Closed: []Listener{lst("host", TCP, "0.0.0.0", 80, evil)},
+			},
+		},
+		{
+			name: "all closed",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			next: snap(),
+			want: Delta{Closed: []Listener{lst("host", TCP, "0.0.0.0", 22, sshd)}},
+		},
+		{
+			name: "same port in another protocol, address or namespace is another key",
+			prev: snap(lst("host", TCP, "0.0.0.0", 53, sshd)),
+			next: snap(
+				lst("container:abc", TCP, "0.0.0.0", 53, sshd),
+				lst("host", TCP, "127.0.0.1", 53, sshd),
+				lst("host", UDP, "0.0.0.0", 53, sshd),
+			),
+			want: Delta{
+				Opened: []Listener{
+					lst("container:abc", TCP, "0.0.0.0", 53, sshd),
+					lst("host", TCP, "127.0.0.1", 53, sshd),
+					lst("host", UDP, "0.0.0.0", 53, sshd),
+				},
+				Closed: []Listener{lst("host", TCP, "0.0.0.0", 53, sshd)},
+			},
+		},
+		{
+			name: "exe changed",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, evil)),
+			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshd), New: lst("host", TCP, "0.0.0.0", 22, evil)}}},
+		},
+		{
+			name: "user changed",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, evilNobody)),
+			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshd), New: lst("host", TCP, "0.0.0.0", 22, evilNobody)}}},
+		},
+		{
+			name: "a second holder with another exe is a change",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd, evil)),
+			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshd), New: lst("host", TCP, "0.0.0.0", 22, sshd, evil)}}},
+		},
+		{
+			name: "another pid with the same exe and user is no change (pre-fork worker, restart)",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, sshdWorker, proc(102, "/usr/sbin/sshd", "root"))),
+		},
+		{
+			name: "a renamed process is no change",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, renamed)),
+		},
+		{
+			name: "unattributed now is unknown, not a change",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22)),
+		},
+		{
+			name: "attributed after being unattributed is not a change",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, evil)),
+		},
+		{
+			name: "an unreadable exe is left out of the exes",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd, noExe)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+		},
+		{
+			name: "reuseport sockets sharing a key are one listener",
+			prev: snap(lst("host", TCP, "0.0.0.0", 80, sshd), lst("host", TCP, "0.0.0.0", 80, sshdWorker)),
+			next: snap(lst("host", TCP, "0.0.0.0", 80, sshdWorker), lst("host", TCP, "0.0.0.0", 80, evil)),
+			want: Delta{Changed: []Change{{
+				Old: lst("host", TCP, "0.0.0.0", 80, sshd, sshdWorker),
+				New: lst("host", TCP, "0.0.0.0", 80, sshdWorker, evil),
+			}}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Diff(tt.prev, tt.next)
+			if diff := cmp.Diff(tt.want, got, diffOpts); diff != "" {
+				t.Errorf("Diff() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDiffCarry(t *testing.T) {
+	sshd := proc(100, "/usr/sbin/sshd", "root")
+	web := proc(300, "/usr/sbin/nginx", "www-data")
+	prev := &Snapshot{
+		Listeners: []Listener{
+			lst("container:abc", TCP, "0.0.0.0", 80, web),
+			lst("container:gone", TCP, "0.0.0.0", 81, web),
+			lst("host", TCP, "0.0.0.0", 22, sshd),
+		},
+		Namespaces: []Namespace{
+			{Name: "container:abc", Inspected: true},
+			{Name: "container:gone", Inspected: true},
+			{Name: HostNetns, Inspected: true},
+		},
+	}
+	tests := []struct {
+		name string
+		next *Snapshot
+		want Delta
+	}{
+		{
+			name: "a namespace not inspected this time keeps its listeners",
+			next: &Snapshot{
+				Listeners: []Listener{lst("host", TCP, "0.0.0.0", 22, sshd)},
+				Namespaces: []Namespace{
+					{Name: "container:abc", Inspected: false, Err: "no process left to read"},
+					{Name: HostNetns, Inspected: true},
+				},
+			},
+			want: Delta{Closed: []Listener{lst("container:gone", TCP, "0.0.0.0", 81, web)}},
+		},
+		{
+			name: "an inspected namespace without the listener closes it",
+			next: &Snapshot{
+				Listeners: []Listener{lst("host", TCP, "0.0.0.0", 22, sshd)},
+				Namespaces: []Namespace{
+					{Name: "container:abc", Inspected: true},
+					{Name: HostNetns, Inspected: true},
+				},
+			},
+			want: Delta{Closed: []Listener{
+				lst("container:abc", TCP, "0.0.0.0", 80, web),
+				lst("container:gone", TCP, "0.0.0.0", 81, web),
+			}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eff := Carry(prev, tt.next)
+			got := Diff(prev, eff)
+			if diff := cmp.Diff(tt.want, got, diffOpts); diff != "" {
+				t.Errorf("Diff(prev, Carry(prev, next)) mismatch (-want +got):\n%s", diff)
+			}
+			// The carried listener must still be closed once its namespace
+			// is read again without it.
+			again := &Snapshot{Listeners: []Listener{lst("host", TCP, "0.0.0.0", 22, sshd)}, Namespaces: []Namespace{{Name: HostNetns, Inspected: true}}}
+			got = Diff(eff, Carry(eff, again))
+			for _, l := range got.Closed {
+				if l.Netns == HostNetns {
+					t.Errorf("host listener closed: %+v", l)
+				}
+			}
+			carried := lst("container:abc", TCP, "0.0.0.0", 80)
+			if _, ok := Index(eff.Listeners)[carried.Key()]; ok && len(got.Closed) == 0 {
+				t.Errorf("carried listener never closed")
+			}
+		})
+	}
+	if got := Carry(nil, prev); got != prev {
+		t.Errorf("Carry(nil, next) = %p, want next %p", got, prev)
+	}
+}
+
+func TestDiffOwnersOf(t *testing.T) {
+	tests := []struct {
+		name string
+		l    Listener
+		want Owners
+	}{
+		{name: "unattributed", l: lst("host", TCP, "0.0.0.0", 1), want: Owners{}},
+		{
+			name: "sorted and deduplicated",
+			l: lst("host", TCP, "0.0.0.0", 1,
+				proc(3, "/b", "root"), proc(1, "/a", "root"), proc(2, "/b", "www"), Process{PID: 4, UID: 1234}),
+			want: Owners{Known: true, Exes: []string{"/a", "/b"}, Users: []string{"1234", "root", "www"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, OwnersOf(&tt.l), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("OwnersOf() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
