@@ -209,7 +209,8 @@ func runInit(args []string) int {
 		fmt.Fprintln(os.Stderr, "scene: build:", err)
 		return 2
 	}
-	fmt.Fprintf(ready, "READY scene=%s %s built_in=%v\n", o.size, sc.summary(), time.Since(start).Round(time.Millisecond))
+	setup := fmt.Sprintf("%s built_in=%v", sc.summary(), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(ready, "READY scene=%s %s\n", o.size, setup)
 	ready.Close()
 
 	if len(o.command) == 0 {
@@ -219,7 +220,7 @@ func runInit(args []string) int {
 	}
 	cmd := exec.Command(o.command[0], o.command[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "PORTWATCH_BENCH_SCENE="+o.size)
+	cmd.Env = append(os.Environ(), "PORTWATCH_BENCH_SCENE="+o.size, "PORTWATCH_BENCH_SETUP="+setup)
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "scene:", err)
 		return 2

@@ -1,0 +1,64 @@
+#!/bin/sh
+# Benchmark portwatchd against ss (called by `make bench`; see bench/README.md).
+#
+# Builds portwatchd and the bench tools, then for each scene starts
+# bench/scene (its own network, PID and mount namespaces; it stops by itself
+# within 5 minutes) and runs bench/measure inside it. Prints the figures of
+# each scene, then a Markdown table of all of them.
+#
+# Environment: SCENES ("small large"), REPS (11), TICKS (200),
+# BENCH_OUT (a fresh /tmp directory), PROFILE (non-empty: CPU and heap
+# profiles of the watcher in $BENCH_OUT).
+set -eu
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+	echo "bench: must run as root (the scenes use network, PID and mount namespaces)" >&2
+	exit 2
+fi
+SCENES=${SCENES:-small large}
+REPS=${REPS:-11}
+TICKS=${TICKS:-200}
+OUT=${BENCH_OUT:-$(mktemp -d /tmp/portwatchd-bench.XXXXXX)}
+mkdir -p "$OUT"
+SS=$(command -v ss) || { echo "bench: ss not found (apt-get install iproute2)" >&2; exit 2; }
+
+echo "bench: building into $OUT"
+go build -o "$OUT/portwatchd" ./cmd/portwatchd
+for p in scene measure tick; do
+	go build -o "$OUT/$p" "./bench/$p"
+done
+
+jsons=""
+status=0
+for s in $SCENES; do
+	tickargs="-n $TICKS -warm 5"
+	if [ -n "${PROFILE:-}" ]; then
+		tickargs="$tickargs -cpuprofile $OUT/$s.tick.pprof -coldprofile $OUT/$s.cold.pprof -memprofile $OUT/$s.heap.pprof"
+	fi
+	rm -f "$OUT/$s.json"
+	# The scene stops itself after 5 minutes; timeout is a second fence.
+	timeout -k 10 330 "$OUT/scene" -size "$s" -timeout 5m -- \
+		"$OUT/measure" -scene "$s" -n "$REPS" -portwatchd "$OUT/portwatchd" -ss "$SS" \
+		-tick "$OUT/tick" -tick-args "$tickargs" -json "$OUT/$s.json" -timeout 4m </dev/null || status=$?
+	[ -f "$OUT/$s.json" ] && jsons="$jsons $OUT/$s.json"
+done
+
+# No process of any scene may outlive it: PID 1 of a scene takes its PID
+# namespace down with it. Check, and say so loudly if not.
+sleep 1
+left=$(ps -eo pid=,args= | grep -E '__scene_init|sleep 361$' | grep -v grep || true)
+if [ -n "$left" ]; then
+	echo "bench: scene processes still running:" >&2
+	echo "$left" >&2
+	status=1
+fi
+
+if [ -n "$jsons" ]; then
+	echo
+	# shellcheck disable=SC2086
+	"$OUT/measure" -report $jsons
+fi
+echo
+echo "bench: figures and profiles in $OUT"
+exit $status
