@@ -1,18 +1,27 @@
 package watcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
 )
-
-// CONTRACT (owned by the watcher work): the signatures in this file are used by
-// cmd/portwatchd and must stay; the bodies are placeholders to be replaced.
 
 // Options configure a Watcher. The zero value watches the real host.
 type Options struct {
 	ProcRoot     string // default "/proc"
 	NetnsDir     string // default "/run/netns"
 	ServicesFile string // default "/etc/services"; read once by New
+	// PasswdFile names users; default "/etc/passwd", read once by New.
+	PasswdFile string
 	// DisableSetns forces the /proc/PID/net fallback for namespaces other
 	// than the host's, as when running without CAP_SYS_ADMIN.
 	DisableSetns bool
@@ -26,17 +35,707 @@ type Options struct {
 // Watcher takes snapshots. It caches attribution between calls, so the
 // daemon's steady-state tick costs far less than the first snapshot. A
 // Watcher is not safe for concurrent use.
+//
+// The cache maps each listening socket inode to the pids holding it. A tick
+// reads /proc once to learn which pids came and went, scans the descriptors
+// of new pids only, drops holders that exited, and searches existing
+// processes only for sockets it has never seen (first those whose /proc
+// owner matches the socket's uid, then the rest). A socket searched for and
+// not found (a kernel socket) is remembered as unattributed and not searched
+// for again; a new process holding it is still found by the new-pid scan.
 type Watcher struct {
-	opts Options
+	opts      Options
+	proc      *procDir
+	services  map[serviceKey]string
+	users     map[uint32]string
+	canPtrace bool
+	canSetns  bool
+	selfNS    uint64
+	hostNS    uint64
+
+	gen     uint32
+	pids    map[int32]pidState
+	holders map[uint64][]int32 // listening socket inode -> holder pids, ascending
+	procs   map[int32]*procInfo
+	lost    map[uint64]struct{} // listening inodes searched for and not found
+	nss     map[uint64]*nsState
+	warned  map[string]bool
+	denied  atomic.Int64 // fd directories we were not allowed to read this tick
+
+	// Buffers reused across ticks.
+	pidList   []int32
+	newPids   []int32
+	refs      []sockRef
+	socks     []sockEntry
+	listening map[uint64]*sockEntry
+	unknown   map[uint64]uint32 // unknown inode -> socket uid
 }
 
-// New returns a Watcher.
+type pidState struct {
+	gen     uint32 // last tick the pid was in /proc
+	scanned uint32 // last tick its descriptors were read
+	netns   uint64 // 0 when unknown (not allowed to read)
+}
+
+type procInfo struct {
+	p    Process
+	used uint32 // last tick it held a listener
+}
+
+// nsState is one network namespace the watcher knows about.
+type nsState struct {
+	inode   uint64
+	name    string
+	runName string // name under Options.NetnsDir, if any
+	lowPid  int32  // lowest pid inside this tick, 0 for none
+	conn    *sockDiagConn
+	ports   portRange
+	ifnames map[uint32]string
+	err     string // why it is not inspected this tick
+	seen    uint32
+}
+
+// New returns a Watcher. It reads /etc/services and /etc/passwd once and
+// opens a sock_diag socket in its own network namespace.
 func New(opts Options) (*Watcher, error) {
-	return &Watcher{opts: opts}, nil
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	if opts.NetnsDir == "" {
+		opts.NetnsDir = "/run/netns"
+	}
+	if opts.ServicesFile == "" {
+		opts.ServicesFile = "/etc/services"
+	}
+	if opts.PasswdFile == "" {
+		opts.PasswdFile = "/etc/passwd"
+	}
+	proc, err := openProc(opts.ProcRoot)
+	if err != nil {
+		return nil, fmt.Errorf("watcher: %w", err)
+	}
+	w := &Watcher{
+		opts:      opts,
+		proc:      proc,
+		pids:      make(map[int32]pidState),
+		holders:   make(map[uint64][]int32),
+		procs:     make(map[int32]*procInfo),
+		lost:      make(map[uint64]struct{}),
+		nss:       make(map[uint64]*nsState),
+		warned:    make(map[string]bool),
+		listening: make(map[uint64]*sockEntry),
+		unknown:   make(map[uint64]uint32),
+	}
+	// Both files are optional: without them names are just left out.
+	if b, err := os.ReadFile(opts.ServicesFile); err == nil {
+		w.services = parseServices(b)
+	}
+	if b, err := os.ReadFile(opts.PasswdFile); err == nil {
+		w.users = parsePasswd(b)
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		if caps, ok := parseCapEff(b); ok {
+			w.canPtrace = caps&(1<<capSysPtrace) != 0
+			w.canSetns = caps&(1<<capSysAdmin) != 0
+		}
+	}
+	s := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(s)
+	if link, err := os.Readlink("/proc/self/ns/net"); err == nil {
+		w.selfNS, _ = parseNetnsLink([]byte(link))
+	}
+	if w.hostNS, err = w.proc.netnsOf(s, 1); err != nil {
+		// PID 1's namespace is hidden from us: ours stands for the host.
+		w.hostNS = w.selfNS
+	}
+	own := &nsState{inode: w.selfNS, lowPid: int32(os.Getpid()), ports: readPortRange(opts.ProcRoot)}
+	if !opts.DisableSockDiag {
+		if own.conn, err = dialSockDiag(); err != nil {
+			w.warn(fmt.Sprintf("%v; reading /proc/net instead", err))
+		}
+	}
+	own.name = w.nameNetns(own)
+	w.nss[w.selfNS] = own
+	return w, nil
+}
+
+// Close releases the watcher's sockets.
+func (w *Watcher) Close() error {
+	for _, ns := range w.nss {
+		if ns.conn != nil {
+			ns.conn.Close()
+		}
+	}
+	return w.proc.Close()
+}
+
+func (w *Watcher) warn(msg string) {
+	if w.warned[msg] {
+		return
+	}
+	w.warned[msg] = true
+	if w.opts.Warn != nil {
+		w.opts.Warn(msg)
+	}
 }
 
 // Snapshot returns every listener now, sorted by netns, protocol, port and
 // address. It fails only when nothing at all could be read.
 func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
-	return nil, errors.New("not implemented")
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	w.gen++
+	w.denied.Store(0)
+	s := scratchPool.Get().(*scratch)
+	pids, err := w.proc.pids(s, w.pidList[:0])
+	scratchPool.Put(s)
+	if err != nil {
+		return nil, fmt.Errorf("watcher: %w", err)
+	}
+	w.pidList = pids
+	newPids := w.newPids[:0]
+	for _, pid := range pids {
+		if st, ok := w.pids[pid]; ok {
+			st.gen = w.gen
+			w.pids[pid] = st
+		} else {
+			newPids = append(newPids, pid)
+		}
+	}
+	w.newPids = newPids
+
+	// The own namespace is dumped while new processes are scanned: on the
+	// first snapshot that scan is nearly all the work.
+	own := w.nss[w.selfNS]
+	var (
+		ownSocks []sockEntry
+		ownErr   error
+		wg       sync.WaitGroup
+	)
+	if own.conn != nil {
+		wg.Go(func() { ownSocks, ownErr = own.conn.dumpAll(w.socks[:0]) })
+	}
+	nsOf := make([]uint64, len(newPids))
+	refs := w.scan(newPids, nsOf, w.refs[:0])
+	wg.Wait()
+	for i, pid := range newPids {
+		if nsOf[i] == 1 { // gone before we could read it
+			continue
+		}
+		w.pids[pid] = pidState{gen: w.gen, scanned: w.gen, netns: nsOf[i]}
+	}
+	for pid, st := range w.pids {
+		if st.gen != w.gen {
+			delete(w.pids, pid)
+			if w.procs[pid] != nil {
+				w.dropHolder(pid)
+			}
+		}
+	}
+
+	w.updateNamespaces()
+	socks := ownSocks
+	if own.conn == nil {
+		socks = w.socks[:0]
+	}
+	for _, ns := range w.sortedNamespaces() {
+		start := len(socks)
+		if ns == own && own.conn != nil {
+			if ownErr != nil {
+				ns.err = ownErr.Error()
+				w.warn(fmt.Sprintf("network namespace %s: %v", ns.name, ownErr))
+				socks = socks[:0]
+				continue
+			}
+			start = 0
+		} else {
+			var err error
+			if socks, err = w.dump(ns, socks); err != nil {
+				ns.err = err.Error()
+				if !errors.Is(err, errProcessLeft) {
+					w.warn(fmt.Sprintf("network namespace %s not inspected: %v", ns.name, err))
+				}
+			}
+		}
+		for i := start; i < len(socks); i++ {
+			socks[i].ns = ns
+		}
+	}
+	w.socks = socks
+
+	clear(w.listening)
+	for i := range socks {
+		w.listening[socks[i].inode] = &socks[i]
+	}
+	for ino := range w.holders {
+		if w.listening[ino] == nil {
+			delete(w.holders, ino)
+		}
+	}
+	for ino := range w.lost {
+		if w.listening[ino] == nil {
+			delete(w.lost, ino)
+		}
+	}
+	w.addRefs(refs)
+	refs = w.searchUnknown(refs[:0])
+	w.refs = refs[:0]
+	w.readHolders()
+
+	snap := w.build(now)
+	if !w.canPtrace || w.denied.Load() > 0 {
+		snap.Partial = true
+		w.warn("attribution is partial: without root or CAP_SYS_PTRACE the descriptors of other users' processes cannot be read, so some holders are missing")
+	}
+	return snap, nil
+}
+
+// scan reads the descriptors (and, when nsOf is not nil, the network
+// namespace) of pids on up to four goroutines. nsOf[i] is set to 1 for a
+// process that has gone.
+func (w *Watcher) scan(pids []int32, nsOf []uint64, out []sockRef) []sockRef {
+	workers := min(runtime.GOMAXPROCS(0), 4, (len(pids)+31)/32)
+	if workers <= 1 {
+		s := scratchPool.Get().(*scratch)
+		defer scratchPool.Put(s)
+		for i, pid := range pids {
+			out = w.scanOne(s, pid, nsOf, i, out)
+		}
+		return out
+	}
+	const chunk = 16
+	var (
+		next    atomic.Int64
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		results = make([][]sockRef, workers)
+	)
+	for k := range workers {
+		wg.Go(func() {
+			s := scratchPool.Get().(*scratch)
+			defer scratchPool.Put(s)
+			var mine []sockRef
+			if k == 0 {
+				mine = out
+			}
+			for {
+				lo := int(next.Add(chunk)) - chunk
+				if lo >= len(pids) {
+					break
+				}
+				for i := lo; i < min(lo+chunk, len(pids)); i++ {
+					mine = w.scanOne(s, pids[i], nsOf, i, mine)
+				}
+			}
+			mu.Lock()
+			results[k] = mine
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	out = results[0]
+	for _, r := range results[1:] {
+		out = append(out, r...)
+	}
+	return out
+}
+
+func (w *Watcher) scanOne(s *scratch, pid int32, nsOf []uint64, i int, out []sockRef) []sockRef {
+	if nsOf != nil {
+		ino, err := w.proc.netnsOf(s, pid)
+		if err != nil && isGone(err) {
+			nsOf[i] = 1
+			return out
+		}
+		nsOf[i] = ino
+	}
+	out, err := w.proc.scanFDs(s, pid, out)
+	if err != nil && !isGone(err) {
+		w.denied.Add(1)
+	}
+	return out
+}
+
+// addRefs records the holders of listening sockets found in refs.
+func (w *Watcher) addRefs(refs []sockRef) {
+	for _, r := range refs {
+		if w.listening[r.inode] == nil {
+			continue
+		}
+		h := w.holders[r.inode]
+		i, found := slices.BinarySearch(h, r.pid)
+		if !found {
+			w.holders[r.inode] = slices.Insert(h, i, r.pid)
+		}
+		delete(w.lost, r.inode)
+	}
+}
+
+// dropHolder forgets pid, which has exited, as a holder. A socket left with
+// no holder is searched for again: someone else (a process it was passed to)
+// still holds it.
+func (w *Watcher) dropHolder(pid int32) {
+	delete(w.procs, pid)
+	for ino, h := range w.holders {
+		if i, found := slices.BinarySearch(h, pid); found {
+			h = slices.Delete(h, i, i+1)
+			if len(h) == 0 {
+				delete(w.holders, ino)
+			} else {
+				w.holders[ino] = h
+			}
+		}
+	}
+}
+
+// searchUnknown looks for the holders of listening sockets never seen
+// before among the processes not scanned this tick: first those whose /proc
+// owner is the socket's uid (whoever created a socket usually holds it),
+// then all the rest. What is still not found is unattributed.
+func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
+	clear(w.unknown)
+	for ino, e := range w.listening {
+		if _, ok := w.holders[ino]; ok {
+			continue
+		}
+		if _, ok := w.lost[ino]; ok {
+			continue
+		}
+		w.unknown[ino] = e.uid
+	}
+	if len(w.unknown) == 0 {
+		return refs
+	}
+	uids := make(map[uint32]bool)
+	for _, uid := range w.unknown {
+		uids[uid] = true
+	}
+	s := scratchPool.Get().(*scratch)
+	var narrow, rest []int32
+	for pid, st := range w.pids {
+		if st.scanned == w.gen {
+			continue
+		}
+		if uid, err := w.proc.ownerUID(s, pid); err == nil && uids[uid] {
+			narrow = append(narrow, pid)
+		} else if err == nil {
+			rest = append(rest, pid)
+		}
+	}
+	scratchPool.Put(s)
+	for _, pass := range [][]int32{narrow, rest} {
+		if len(pass) == 0 {
+			continue
+		}
+		refs = w.scan(pass, nil, refs[:0])
+		for _, pid := range pass {
+			st := w.pids[pid]
+			st.scanned = w.gen
+			w.pids[pid] = st
+		}
+		w.addRefs(refs)
+		for ino := range w.unknown {
+			if _, ok := w.holders[ino]; ok {
+				delete(w.unknown, ino)
+			}
+		}
+		if len(w.unknown) == 0 {
+			return refs
+		}
+	}
+	for ino := range w.unknown {
+		w.lost[ino] = struct{}{}
+	}
+	return refs
+}
+
+// readHolders reads the details of holders not yet known, and forgets those
+// that are no longer holders.
+func (w *Watcher) readHolders() {
+	var todo []int32
+	for _, h := range w.holders {
+		for _, pid := range h {
+			if pi := w.procs[pid]; pi != nil {
+				pi.used = w.gen
+			} else if !slices.Contains(todo, pid) {
+				todo = append(todo, pid)
+			}
+		}
+	}
+	got := make([]*procInfo, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	workers := min(runtime.GOMAXPROCS(0), 4, (len(todo)+7)/8)
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(todo) {
+					return
+				}
+				if p, err := readProcess(w.opts.ProcRoot, todo[i], w.users); err == nil {
+					got[i] = &procInfo{p: p, used: w.gen}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, pid := range todo {
+		if got[i] != nil {
+			w.procs[pid] = got[i]
+		} else {
+			// Gone between the fd scan and now.
+			w.dropHolder(pid)
+		}
+	}
+	for pid, pi := range w.procs {
+		if pi.used != w.gen {
+			delete(w.procs, pid)
+		}
+	}
+}
+
+// build turns the sockets of this tick into a sorted Snapshot.
+func (w *Watcher) build(now time.Time) *Snapshot {
+	snap := &Snapshot{Time: now, Listeners: make([]Listener, 0, len(w.socks))}
+	// The /proc/net fallback cannot see IPV6_V6ONLY. An IPv6 wildcard cannot
+	// be dual stack when an IPv4 socket holds the same port.
+	type v4key struct {
+		ns   *nsState
+		tcp  bool
+		port uint16
+	}
+	var v4 map[v4key]bool
+	for i := range w.socks {
+		if w.socks[i].v6only < 0 && w.socks[i].v6 {
+			v4 = make(map[v4key]bool)
+			for j := range w.socks {
+				if e := &w.socks[j]; !e.v6 {
+					v4[v4key{e.ns, e.tcp, e.port}] = true
+				}
+			}
+			break
+		}
+	}
+	for i := range w.socks {
+		e := &w.socks[i]
+		l := Listener{
+			Protocol:   UDP,
+			Family:     IPv4,
+			Address:    e.addr,
+			Port:       e.port,
+			DualStack:  e.dualStack() && !(e.v6only < 0 && v4[v4key{e.ns, e.tcp, e.port}]),
+			Netns:      e.ns.name,
+			NetnsInode: e.ns.inode,
+			Inode:      e.inode,
+			UID:        e.uid,
+			Processes:  []Process{},
+		}
+		if e.tcp {
+			l.Protocol = TCP
+		} else {
+			l.Ephemeral = e.ns.ports.contains(e.port)
+		}
+		if e.v6 {
+			l.Family = IPv6
+		}
+		l.Service = w.services[serviceKey{e.tcp, e.port}]
+		if e.ifindex != 0 {
+			l.Interface = w.ifName(e.ns, e.ifindex)
+		}
+		if h := w.holders[e.inode]; len(h) > 0 {
+			l.Processes = make([]Process, 0, len(h))
+			for _, pid := range h {
+				if pi := w.procs[pid]; pi != nil {
+					l.Processes = append(l.Processes, pi.p)
+				}
+			}
+		}
+		snap.Listeners = append(snap.Listeners, l)
+	}
+	slices.SortFunc(snap.Listeners, listenerOrder)
+	for _, ns := range w.nss {
+		snap.Namespaces = append(snap.Namespaces, Namespace{Name: ns.name, Inode: ns.inode, Inspected: ns.err == "", Err: ns.err})
+	}
+	slices.SortFunc(snap.Namespaces, func(a, b Namespace) int { return cmp.Compare(a.Name, b.Name) })
+	return snap
+}
+
+// listenerOrder is compareListeners (diff.go) with the inode as the last
+// key, so that SO_REUSEPORT groups come out in a stable order.
+func listenerOrder(a, b Listener) int {
+	return cmp.Or(compareListeners(a, b), cmp.Compare(a.Inode, b.Inode))
+}
+
+// ifName names an interface of ns, refreshing the namespace's table once
+// when the index is new.
+func (w *Watcher) ifName(ns *nsState, idx uint32) string {
+	if n, ok := ns.ifnames[idx]; ok {
+		return n
+	}
+	switch {
+	case ns.inode == w.selfNS:
+		ns.ifnames = interfaceNames()
+	case ns.conn != nil:
+		_ = inNetns(w.netnsPath(ns), ns.inode, func() error {
+			ns.ifnames = interfaceNames()
+			return nil
+		})
+	}
+	if n, ok := ns.ifnames[idx]; ok {
+		return n
+	}
+	if ns.ifnames == nil {
+		ns.ifnames = make(map[uint32]string)
+	}
+	// Remember the miss so as not to look again every tick.
+	n := "if" + strconv.FormatUint(uint64(idx), 10)
+	ns.ifnames[idx] = n
+	return n
+}
+
+// netnsPath is a file that refers to ns, for setns.
+func (w *Watcher) netnsPath(ns *nsState) string {
+	if ns.runName != "" {
+		return filepath.Join(w.opts.NetnsDir, ns.runName)
+	}
+	return filepath.Join(w.opts.ProcRoot, strconv.Itoa(int(ns.lowPid)), "ns/net")
+}
+
+// updateNamespaces finds the namespaces of this tick: those of the
+// processes, and those bound under /run/netns. New ones are named and opened;
+// vanished ones are closed.
+func (w *Watcher) updateNamespaces() {
+	for _, ns := range w.nss {
+		ns.lowPid = 0
+	}
+	for pid, st := range w.pids {
+		if st.netns == 0 {
+			continue
+		}
+		ns := w.nss[st.netns]
+		if ns == nil {
+			ns = &nsState{inode: st.netns}
+			w.nss[st.netns] = ns
+		}
+		ns.seen = w.gen
+		if ns.lowPid == 0 || pid < ns.lowPid {
+			ns.lowPid = pid
+		}
+	}
+	own := w.nss[w.selfNS]
+	own.seen = w.gen
+	if own.lowPid == 0 {
+		own.lowPid = int32(os.Getpid())
+	}
+	for ino, name := range namedNetns(w.opts.NetnsDir) {
+		ns := w.nss[ino]
+		if ns == nil {
+			ns = &nsState{inode: ino}
+			w.nss[ino] = ns
+		}
+		ns.seen = w.gen
+		ns.runName = name
+	}
+	for ino, ns := range w.nss {
+		if ns.seen != w.gen {
+			if ns.conn != nil {
+				ns.conn.Close()
+			}
+			delete(w.nss, ino)
+			continue
+		}
+		ns.err = ""
+		if ns.name == "" {
+			ns.name = w.nameNetns(ns)
+			w.open(ns)
+		}
+	}
+}
+
+// nameNetns names a namespace: host, its /run/netns name, the container
+// whose processes are inside, or the lowest pid inside. The name is kept for
+// the namespace's life, so that listeners keep their key.
+func (w *Watcher) nameNetns(ns *nsState) string {
+	switch {
+	case ns.inode == w.hostNS:
+		return HostNetns
+	case ns.runName != "":
+		return ns.runName
+	case ns.lowPid != 0:
+		if id := readCgroupContainer(w.opts.ProcRoot, ns.lowPid); id != "" {
+			return "container:" + id[:12]
+		}
+		return "pid:" + strconv.Itoa(int(ns.lowPid))
+	}
+	return "netns:" + strconv.FormatUint(ns.inode, 10)
+}
+
+// open prepares a new namespace for dumps: a sock_diag socket created inside
+// it when we may enter it, else nothing (the /proc/PID/net fallback).
+func (w *Watcher) open(ns *nsState) {
+	ns.ports = defaultPortRange
+	if w.opts.DisableSockDiag || w.opts.DisableSetns || !w.canSetns {
+		return
+	}
+	err := inNetns(w.netnsPath(ns), ns.inode, func() error {
+		c, err := dialSockDiag()
+		if err != nil {
+			return err
+		}
+		ns.conn = c
+		ns.ports = readPortRange("/proc")
+		return nil
+	})
+	if err != nil {
+		w.warn(fmt.Sprintf("network namespace %s: cannot enter, reading /proc/PID/net instead: %v", ns.name, err))
+	}
+}
+
+// errProcessLeft says a namespace was not read because the process it was
+// to be read through exited: normal, and not worth a warning.
+var errProcessLeft = errors.New("process inside exited")
+
+// dump appends the listening sockets of a namespace other than our own.
+func (w *Watcher) dump(ns *nsState, out []sockEntry) ([]sockEntry, error) {
+	if ns.conn != nil {
+		start := len(out)
+		out, err := ns.conn.dumpAll(out)
+		if err != nil {
+			return out[:start], err
+		}
+		return out, nil
+	}
+	if ns.lowPid == 0 {
+		if w.opts.DisableSetns || !w.canSetns {
+			return out, errors.New("no process inside, and entering it needs CAP_SYS_ADMIN")
+		}
+		return out, errors.New("cannot enter it")
+	}
+	start := len(out)
+	pid := strconv.Itoa(int(ns.lowPid))
+	if ns.inode == w.selfNS {
+		pid = "self"
+	}
+	out, err := readProcNet(filepath.Join(w.opts.ProcRoot, pid, "net"), out)
+	if err != nil {
+		if isGone(err) {
+			// The next tick uses another process.
+			return out[:start], fmt.Errorf("%w: %w", errProcessLeft, err)
+		}
+		return out[:start], err
+	}
+	return out, nil
+}
+
+// sortedNamespaces returns the namespaces in a fixed order.
+func (w *Watcher) sortedNamespaces() []*nsState {
+	out := make([]*nsState, 0, len(w.nss))
+	for _, ns := range w.nss {
+		out = append(out, ns)
+	}
+	slices.SortFunc(out, func(a, b *nsState) int { return cmp.Compare(a.inode, b.inode) })
+	return out
 }

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
+)
+
+func init() {
+	commands["list"] = command{"print every listening socket and the program behind it", runList}
+}
+
+// listOutput is the document `portwatchd list --json` prints.
+type listOutput struct {
+	Host      string            `json:"host"`
+	Time      time.Time         `json:"time"`
+	Listeners []policy.Decision `json:"listeners"`
+}
+
+func runList(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("list", stderr)
+	cfgPath := configFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	if err := fs.Parse(args); err != nil {
+		return exitError
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "portwatchd list: unexpected argument %q\n", fs.Arg(0))
+		return exitError
+	}
+	cfg, err := loadConfig(*cfgPath, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "portwatchd list: %s\n", oneLine(err.Error()))
+		return exitError
+	}
+	w, err := watcher.New(watcher.Options{
+		Warn: func(msg string) { fmt.Fprintf(stderr, "portwatchd list: warning: %s\n", oneLine(msg)) },
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "portwatchd list: %s\n", oneLine(err.Error()))
+		return exitError
+	}
+	defer w.Close()
+	snap, err := w.Snapshot(context.Background())
+	if err != nil {
+		fmt.Fprintf(stderr, "portwatchd list: %s\n", oneLine(err.Error()))
+		return exitError
+	}
+	decisions := make([]policy.Decision, 0, len(snap.Listeners))
+	for _, l := range snap.Listeners {
+		decisions = append(decisions, cfg.Evaluate(l, snap.Time))
+	}
+	if *asJSON {
+		host, _ := os.Hostname()
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(listOutput{Host: host, Time: snap.Time, Listeners: decisions}); err != nil {
+			fmt.Fprintf(stderr, "portwatchd list: write: %s\n", oneLine(err.Error()))
+			return exitError
+		}
+		return exitOK
+	}
+	if err := writeTable(stdout, decisions); err != nil {
+		fmt.Fprintf(stderr, "portwatchd list: write: %s\n", oneLine(err.Error()))
+		return exitError
+	}
+	return exitOK
+}
+
+// writeTable prints decisions in the style of ss, one line per listener.
+// Every field a process controls is escaped.
+func writeTable(out io.Writer, ds []policy.Decision) error {
+	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROTO\tLOCAL ADDRESS:PORT\tNETNS\tPID/PROGRAM\tEXE\tUSER\tUNIT\tVERDICT")
+	for i := range ds {
+		d := &ds[i]
+		l := &d.Listener
+		prog, exe, user, unit := "-", "-", "-", "-"
+		if len(l.Processes) > 0 {
+			p := l.Processes[0]
+			prog = strconv.Itoa(p.PID) + "/" + escape(p.Comm)
+			if n := len(l.Processes) - 1; n > 0 {
+				prog += "+" + strconv.Itoa(n)
+			}
+			if p.Exe != "" {
+				exe = escape(p.Exe)
+				if p.ExeDeleted {
+					exe += " (deleted)"
+				}
+			}
+			user = escape(p.User)
+			switch {
+			case p.Unit != "":
+				unit = escape(p.Unit)
+			case p.Container != "":
+				unit = "container:" + escape(p.Container[:min(12, len(p.Container))])
+			}
+		}
+		verdict := string(d.Verdict)
+		if d.Rule != "" {
+			verdict += " (" + escape(d.Rule) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			protoColumn(l), addrColumn(l), escape(l.Netns), prog, exe, user, unit, verdict)
+	}
+	return tw.Flush()
+}
+
+// protoColumn is the protocol with its family, as netstat writes it:
+// tcp, tcp6, and tcp46 for an IPv6 socket that also accepts IPv4.
+func protoColumn(l *watcher.Listener) string {
+	switch {
+	case l.DualStack:
+		return l.Protocol + "46"
+	case l.Family == watcher.IPv6:
+		return l.Protocol + "6"
+	}
+	return l.Protocol
+}
+
+// addrColumn is "address%interface:port (service)".
+func addrColumn(l *watcher.Listener) string {
+	var b strings.Builder
+	a := l.Address
+	switch {
+	case a.Is6():
+		b.WriteString("[" + a.String() + "]")
+	case a == netip.IPv4Unspecified():
+		b.WriteString("0.0.0.0")
+	default:
+		b.WriteString(a.String())
+	}
+	if l.Interface != "" {
+		b.WriteString("%" + escape(l.Interface))
+	}
+	b.WriteString(":" + strconv.Itoa(int(l.Port)))
+	if l.Service != "" {
+		b.WriteString(" (" + escape(l.Service) + ")")
+	}
+	if l.Ephemeral {
+		b.WriteString(" ephemeral")
+	}
+	return b.String()
+}
+
+// escape makes s safe for a terminal and for one table cell: control and
+// other non-printable characters (including bidi overrides), invalid UTF-8,
+// backslashes and tabs are written as Go escapes.
+func escape(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || r == '\\' || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case !unicode.IsPrint(r):
+			q := strconv.QuoteRune(r) // 'x' with escapes
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// oneLine joins a multi-line message so that the error is one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}

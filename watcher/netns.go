@@ -1,0 +1,130 @@
+package watcher
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Capability bits from <linux/capability.h>.
+const (
+	capSysPtrace = 19
+	capSysAdmin  = 21
+)
+
+// parseCapEff returns the effective capability set from /proc/self/status.
+func parseCapEff(status []byte) (uint64, bool) {
+	i := bytes.Index(status, []byte("\nCapEff:"))
+	if i < 0 {
+		return 0, false
+	}
+	f := bytes.Fields(status[i+8:])
+	if len(f) == 0 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(f[0]), 16, 64)
+	return v, err == nil
+}
+
+// errNetnsChanged is returned when the namespace file opened is not the
+// namespace that was asked for (the process exited and its pid was reused).
+var errNetnsChanged = errors.New("network namespace changed")
+
+// inNetns runs fn on a fresh OS thread that has entered the network
+// namespace at path, which must have inode wantIno (0: any). The thread is
+// never unlocked, so the runtime throws it away when fn returns instead of
+// handing a thread in a foreign namespace to other goroutines. Sockets fn
+// creates stay in that namespace for their whole life.
+func inNetns(path string, wantIno uint64, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: see above.
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- &os.PathError{Op: "open", Path: path, Err: err}
+			return
+		}
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			errc <- &os.PathError{Op: "stat", Path: path, Err: err}
+			return
+		}
+		if wantIno != 0 && st.Ino != wantIno {
+			errc <- fmt.Errorf("%s: %w", path, errNetnsChanged)
+			return
+		}
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", path, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// interfaceNames maps ifindex to name in the calling thread's namespace.
+func interfaceNames() map[uint32]string {
+	ifs, err := net.Interfaces()
+	m := make(map[uint32]string, len(ifs))
+	if err != nil {
+		return m
+	}
+	for _, i := range ifs {
+		m[uint32(i.Index)] = i.Name
+	}
+	return m
+}
+
+// readPortRange reads ip_local_port_range as the calling thread's namespace
+// sees it; /proc/sys/net follows the reading thread's network namespace.
+func readPortRange(procRoot string) portRange {
+	b, err := os.ReadFile(filepath.Join(procRoot, "sys/net/ipv4/ip_local_port_range"))
+	if err != nil {
+		return defaultPortRange
+	}
+	r, err := parsePortRange(b)
+	if err != nil {
+		return defaultPortRange
+	}
+	return r
+}
+
+// namedNetns lists the namespaces bound under dir (/run/netns, as `ip netns
+// add` does): inode -> the first name in sorted order.
+func namedNetns(dir string) map[uint64]string {
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	m := make(map[uint64]string, len(names))
+	for _, n := range names {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(dir, n), &st); err != nil {
+			continue
+		}
+		// An unmounted placeholder file is on the /run tmpfs, not nsfs.
+		var fs unix.Statfs_t
+		if err := unix.Statfs(filepath.Join(dir, n), &fs); err != nil || fs.Type != unix.NSFS_MAGIC {
+			continue
+		}
+		if _, dup := m[st.Ino]; !dup {
+			m[st.Ino] = n
+		}
+	}
+	return m
+}
