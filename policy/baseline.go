@@ -1,0 +1,212 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/portwatchd/portwatchd/watcher"
+)
+
+// Baseline writes a reviewable allowlist that allows every listener in ls.
+// It makes one rule per program (the same network namespace, exe, user and
+// unit), with the program's ports merged into a list, its protocols,
+// "address: loopback" when it binds only to loopback, and a comment with its
+// cmdline and the date it was seen. Ephemeral UDP listeners are left out
+// when ignoreEphemeralUDP is set, since the policy ignores them then. Rule
+// names derive from the unit or the exe, and are unique.
+//
+// The output validates and allows every listener of ls by construction:
+// process fields are written only when they can be matched back exactly.
+func Baseline(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool) []byte {
+	type group struct {
+		key       string
+		netns     string
+		proc      *watcher.Process // nil: unattributed
+		exe, user string
+		unit      string
+		protos    []string
+		ports     []int
+		loopback  bool
+		cmdlines  []string
+		listeners int
+	}
+	var groups []*group
+	byKey := map[string]*group{}
+	for i := range ls {
+		l := &ls[i]
+		if ignoreEphemeralUDP && l.Protocol == watcher.UDP && l.Ephemeral {
+			continue
+		}
+		g := &group{netns: l.Netns, loopback: true}
+		if len(l.Processes) > 0 {
+			p := &l.Processes[0]
+			g.proc = p
+			if p.Exe != "" && utf8.ValidString(p.Exe) && !hasControl(p.Exe) {
+				g.exe = p.Exe
+			}
+			g.user = strconv.FormatUint(uint64(p.UID), 10)
+			if p.User != "" && !isDigits(p.User) && utf8.ValidString(p.User) && !hasControl(p.User) {
+				g.user = p.User
+			}
+			if p.Unit != "" && utf8.ValidString(p.Unit) && !hasControl(p.Unit) {
+				g.unit = p.Unit
+			}
+		}
+		g.key = strings.Join([]string{g.netns, strconv.FormatBool(g.proc != nil), g.exe, g.user, g.unit}, "\x00")
+		if old, ok := byKey[g.key]; ok {
+			g = old
+		} else {
+			byKey[g.key] = g
+			groups = append(groups, g)
+		}
+		g.listeners++
+		if !contains(g.protos, l.Protocol) {
+			g.protos = append(g.protos, l.Protocol)
+		}
+		if !slices.Contains(g.ports, int(l.Port)) {
+			g.ports = append(g.ports, int(l.Port))
+		}
+		if !l.Address.Unmap().IsLoopback() {
+			g.loopback = false
+		}
+		if g.proc != nil && len(g.cmdlines) < 3 {
+			c := cmdline(&l.Processes[0])
+			if !contains(g.cmdlines, c) {
+				g.cmdlines = append(g.cmdlines, c)
+			}
+		}
+	}
+
+	var b strings.Builder
+	day := seen.Format("2006-01-02")
+	fmt.Fprintf(&b, "# portwatchd baseline: %d listeners seen on %s.\n", len(ls), seen.Format("2006-01-02 15:04:05 MST"))
+	b.WriteString("# Review every rule before trusting it: this allows what runs now, good or bad.\n")
+	b.WriteString("# Validate with: portwatchd validate -c FILE\n")
+	b.WriteString("version: 1\n")
+	fmt.Fprintf(&b, "ignore_ephemeral_udp: %t\n", ignoreEphemeralUDP)
+	if len(groups) == 0 {
+		b.WriteString("allow: []\n")
+		return []byte(b.String())
+	}
+	b.WriteString("allow:\n")
+	names := map[string]bool{}
+	for _, g := range groups {
+		base := "unattributed"
+		if g.proc != nil {
+			base = ruleBaseName(g.unit, g.exe, g.proc.Comm)
+		}
+		name := base
+		for i := 2; names[name]; i++ {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		names[name] = true
+		slices.Sort(g.ports)
+		slices.Sort(g.protos)
+
+		if g.proc == nil {
+			b.WriteString("  # sockets with no known process (kernel sockets, or held by a process that exited)\n")
+		}
+		for _, c := range g.cmdlines {
+			fmt.Fprintf(&b, "  # %s\n", c)
+		}
+		fmt.Fprintf(&b, "  - name: %s\n", yamlQuote(name))
+		fmt.Fprintf(&b, "    netns: %s\n", yamlQuote(escapeGlob(g.netns)))
+		fmt.Fprintf(&b, "    protocol: [%s]\n", strings.Join(g.protos, ", "))
+		ports := make([]string, len(g.ports))
+		for i, p := range g.ports {
+			ports[i] = strconv.Itoa(p)
+		}
+		fmt.Fprintf(&b, "    port: [%s]\n", strings.Join(ports, ", "))
+		if g.loopback {
+			b.WriteString("    address: loopback\n")
+		}
+		if g.exe != "" {
+			fmt.Fprintf(&b, "    exe: %s\n", yamlQuote(escapeGlob(g.exe)))
+		}
+		if g.proc != nil {
+			fmt.Fprintf(&b, "    user: %s\n", yamlQuote(g.user))
+		}
+		if g.unit != "" {
+			fmt.Fprintf(&b, "    unit: %s\n", yamlQuote(escapeGlob(g.unit)))
+		}
+		fmt.Fprintf(&b, "    reason: %s\n", yamlQuote("baseline "+day))
+	}
+	return []byte(b.String())
+}
+
+// cmdline renders a process's command line for a YAML comment: one line,
+// control characters escaped, clipped.
+func cmdline(p *watcher.Process) string {
+	s := strings.Join(p.Cmdline, " ")
+	if s == "" {
+		s = "[" + p.Comm + "]"
+	}
+	s = clean(s)
+	if len(s) > 160 {
+		// Cut on a rune boundary.
+		i := 157
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s = s[:i] + "..."
+	}
+	return fmt.Sprintf("pid %d: %s", p.PID, s)
+}
+
+// ruleBaseName derives a readable rule name from a service unit, else the
+// exe's base name, else the process name.
+func ruleBaseName(unit, exe, comm string) string {
+	var s string
+	switch {
+	case strings.HasSuffix(unit, ".service"):
+		s = strings.TrimSuffix(unit, ".service")
+	case exe != "":
+		s = exe[strings.LastIndexByte(exe, '/')+1:]
+	default:
+		s = comm
+	}
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash && b.Len() > 0 {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	out := strings.TrimRight(b.String(), "-")
+	if len(out) > 40 {
+		out = strings.TrimRight(out[:40], "-")
+	}
+	if out == "" {
+		out = "listener"
+	}
+	return out
+}
+
+// escapeGlob quotes path.Match metacharacters so that the pattern matches s
+// literally.
+func escapeGlob(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// yamlQuote writes s as a YAML double-quoted scalar. Go's escapes for
+// printable valid UTF-8 (\" and \\) are valid YAML; callers pass nothing
+// else.
+func yamlQuote(s string) string {
+	return strconv.Quote(s)
+}

@@ -1,0 +1,269 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/portwatchd/portwatchd/watcher"
+)
+
+// Evaluate returns the verdict on l at time now. A listener is allowed when
+// some rule matches it: every socket field the rule names matches the
+// socket, and one holder of the socket matches every process field the rule
+// names. (One holder for all fields, rather than any holder per field, so
+// that the exe of one process and the user of another cannot add up to a
+// match.) An expired rule allows nothing.
+func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
+	d := Decision{Listener: l}
+	if c.IgnoreEphemeralUDP && l.Protocol == watcher.UDP && l.Ephemeral {
+		d.Verdict = Ignored
+		d.Reason = "ephemeral UDP port (ignore_ephemeral_udp)"
+		return d
+	}
+	best := -1
+	var bestWhy []string
+	for i := range c.Rules {
+		r := &c.Rules[i]
+		why := r.mismatch(&l, now)
+		if len(why) == 0 {
+			d.Verdict, d.Rule, d.Reason = Allowed, r.Name, r.Reason
+			return d
+		}
+		if best < 0 || len(why) < len(bestWhy) {
+			best, bestWhy = i, why
+		}
+	}
+	d.Verdict = Unexpected
+	d.Reason = "no rule allows " + describe(&l)
+	if best < 0 {
+		d.Reason += "; the policy has no rules"
+		return d
+	}
+	r := &c.Rules[best]
+	d.Rule = r.Name
+	d.Reason += fmt.Sprintf("; closest: rule %q (%s) %s", clean(r.Name), r.File, joinWhy(bestWhy))
+	return d
+}
+
+// Expired returns the rules that have expired at now, in file order.
+func (c *Config) Expired(now time.Time) []Rule {
+	var out []Rule
+	for _, r := range c.Rules {
+		if r.expired(now) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (r *Rule) expired(now time.Time) bool {
+	return !r.Expires.IsZero() && !now.Before(r.Expires)
+}
+
+// Matches reports whether r allows l at now.
+func (r *Rule) Matches(l watcher.Listener, now time.Time) bool {
+	return len(r.mismatch(&l, now)) == 0
+}
+
+// mismatch returns why r does not allow l: "expired ..." and "wants ..."
+// phrases, one per failing field; nil when r allows l.
+func (r *Rule) mismatch(l *watcher.Listener, now time.Time) []string {
+	var why []string
+	if r.expired(now) {
+		why = append(why, "expired after "+r.ExpiresText)
+	}
+	if len(r.Protocols) > 0 && !contains(r.Protocols, l.Protocol) {
+		why = append(why, "wants protocol "+strings.Join(r.Protocols, ","))
+	}
+	if len(r.Ports) > 0 && !r.matchPort(l.Protocol, l.Port) {
+		why = append(why, "wants port "+r.portText)
+	}
+	if len(r.Addresses) > 0 && !r.matchAddress(l) {
+		w := "wants address " + r.addrText
+		if l.DualStack && r.matchAddr(l.Address) {
+			w += " (the listener is dual-stack: the rule must cover both 0.0.0.0 and ::)"
+		}
+		why = append(why, w)
+	}
+	if r.Netns != "" && !globMatch(r.Netns, l.Netns) {
+		why = append(why, "wants netns "+r.Netns)
+	}
+	if !r.hasProcessFields() {
+		return why
+	}
+	if len(l.Processes) == 0 {
+		return append(why, r.processWants(nil)...)
+	}
+	var bestP []string
+	for i := range l.Processes {
+		w := r.processWants(&l.Processes[i])
+		if len(w) == 0 {
+			return why
+		}
+		if bestP == nil || len(w) < len(bestP) {
+			bestP = w
+		}
+	}
+	return append(why, bestP...)
+}
+
+// processWants lists the process fields of r that p fails; with p nil (an
+// unattributed listener) every process field fails.
+func (r *Rule) processWants(p *watcher.Process) []string {
+	var why []string
+	suffix := ""
+	if p == nil {
+		suffix = " (the listener has no known process)"
+	}
+	check := func(field, pattern, value string) {
+		if pattern != "" && (p == nil || !globMatch(pattern, value)) {
+			why = append(why, "wants "+field+" "+pattern+suffix)
+		}
+	}
+	var exe, comm, unit, container string
+	if p != nil {
+		exe, comm, unit, container = p.Exe, p.Comm, p.Unit, p.Container
+	}
+	check("exe", r.Exe, exe)
+	check("comm", r.Comm, comm)
+	if r.User != "" && (p == nil || !r.matchUser(p)) {
+		why = append(why, "wants user "+r.User+suffix)
+	}
+	check("unit", r.Unit, unit)
+	check("container", r.Container, container)
+	return why
+}
+
+func (r *Rule) matchUser(p *watcher.Process) bool {
+	if r.UserIsUID {
+		return p.UID == r.UID
+	}
+	return p.User != "" && p.User == r.User
+}
+
+func (r *Rule) matchPort(proto string, port uint16) bool {
+	for _, pr := range r.Ports {
+		if (pr.Protocol == "" || pr.Protocol == proto) && port >= pr.Lo && port <= pr.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Rule) matchAddr(a netip.Addr) bool {
+	for _, m := range r.Addresses {
+		if m.Match(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchAddress matches the listener's address. A dual-stack IPv6 wildcard
+// socket also accepts IPv4, so the rule must cover both wildcards.
+func (r *Rule) matchAddress(l *watcher.Listener) bool {
+	if l.DualStack && l.Address.IsUnspecified() {
+		return r.matchAddr(netip.IPv6Unspecified()) && r.matchAddr(netip.IPv4Unspecified())
+	}
+	return r.matchAddr(l.Address)
+}
+
+// globMatch matches a validated path.Match pattern. An empty value never
+// matches: "container: '*'" means "in some container", not "anywhere".
+func globMatch(pattern, value string) bool {
+	if value == "" {
+		return false
+	}
+	ok, _ := path.Match(pattern, value)
+	return ok
+}
+
+func joinWhy(why []string) string {
+	var exp, wants []string
+	for _, w := range why {
+		if s, ok := strings.CutPrefix(w, "wants "); ok {
+			wants = append(wants, s)
+		} else {
+			exp = append(exp, w)
+		}
+	}
+	out := strings.Join(exp, ", ")
+	if len(wants) > 0 {
+		if out != "" {
+			out += " and "
+		}
+		out += "wants " + strings.Join(wants, ", ")
+	}
+	return out
+}
+
+// describe renders a listener for a one-line message: "tcp 0.0.0.0:8080
+// (pid 4242 /usr/bin/python3.11, user www-data)".
+func describe(l *watcher.Listener) string {
+	var b strings.Builder
+	b.WriteString(l.Protocol)
+	b.WriteByte(' ')
+	b.WriteString(netip.AddrPortFrom(l.Address, l.Port).String())
+	if l.DualStack {
+		b.WriteString(" (dual-stack)")
+	}
+	if l.Netns != "" && l.Netns != watcher.HostNetns {
+		b.WriteString(" in netns ")
+		b.WriteString(clean(l.Netns))
+	}
+	b.WriteString(" (")
+	if len(l.Processes) == 0 {
+		b.WriteString("no known process")
+	} else {
+		b.WriteString(describeProcess(&l.Processes[0]))
+		if n := len(l.Processes) - 1; n > 0 {
+			fmt.Fprintf(&b, "; and %d more", n)
+		}
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+func describeProcess(p *watcher.Process) string {
+	name := p.Exe
+	if name == "" {
+		name = "[" + p.Comm + "]"
+	}
+	user := p.User
+	if user == "" {
+		user = "uid " + strconv.FormatUint(uint64(p.UID), 10)
+	} else {
+		user = "user " + user
+	}
+	return fmt.Sprintf("pid %d %s, %s", p.PID, clean(name), clean(user))
+}
+
+// clean escapes what would break a one-line message: control characters,
+// line separators and invalid UTF-8. Process names and paths are chosen by
+// whoever runs the process.
+func clean(s string) string {
+	if !hasControl(s) && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029':
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}

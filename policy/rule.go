@@ -1,0 +1,322 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/portwatchd/portwatchd/watcher"
+)
+
+// Rule is one validated allow rule. An empty or nil field matches anything.
+type Rule struct {
+	Name   string
+	File   string // file:line of the rule, for messages
+	Reason string // free text shown in alerts
+
+	// Socket fields.
+	Protocols []string       // watcher.TCP, watcher.UDP
+	Ports     []PortRange    // port:
+	Addresses []AddressMatch // address:
+	Netns     string         // glob on watcher.Listener.Netns ("host", "container:<id>", ...)
+
+	// Process fields: one holder of the socket must match all of them.
+	Exe       string // glob on the real executable path
+	Comm      string // glob on the process name (spoofable)
+	User      string // user name, or a uid when UserIsUID
+	UserIsUID bool
+	UID       uint32 // when UserIsUID
+	Unit      string // glob on the systemd unit
+	Container string // glob on the container id
+
+	// Expires is the first instant at which the rule allows nothing (local
+	// midnight after the expires: date); zero means never.
+	Expires time.Time
+	// ExpiresText is the date as written, YYYY-MM-DD.
+	ExpiresText string
+
+	portText, addrText string
+}
+
+// PortRange is an inclusive range of ports. Protocol is set when the range
+// came from a service name that exists for that protocol only.
+type PortRange struct {
+	Protocol string
+	Lo, Hi   uint16
+}
+
+// AddressMatch is one entry of address:.
+type AddressMatch struct {
+	Kind   AddressKind
+	Prefix netip.Prefix // for AddressPrefix; a single IP is a /32 or /128
+}
+
+// AddressKind says how an AddressMatch matches.
+type AddressKind int
+
+// Address kinds.
+const (
+	AddressAny      AddressKind = iota // any
+	AddressLoopback                    // 127.0.0.0/8 and ::1
+	AddressWildcard                    // 0.0.0.0 and ::
+	AddressPrefix                      // an IP or a CIDR
+)
+
+// Match reports whether a matches addr.
+func (a AddressMatch) Match(addr netip.Addr) bool {
+	addr = addr.Unmap().WithZone("")
+	switch a.Kind {
+	case AddressAny:
+		return true
+	case AddressLoopback:
+		return addr.IsLoopback()
+	case AddressWildcard:
+		return addr.IsUnspecified()
+	default:
+		return a.Prefix.Contains(addr)
+	}
+}
+
+// hasProcessFields reports whether the rule names any process field; only a
+// rule without them can allow an unattributed listener.
+func (r *Rule) hasProcessFields() bool {
+	return r.Exe != "" || r.Comm != "" || r.User != "" || r.Unit != "" || r.Container != ""
+}
+
+var ruleKeys = []string{"name", "protocol", "port", "address", "netns", "exe", "comm", "user", "unit", "container", "expires", "reason"}
+
+// rule builds one rule from its mapping node. It returns false when the rule
+// has errors, which are recorded.
+func (l *loader) rule(d *decoder, n *yaml.Node) (Rule, bool) {
+	r := Rule{File: fmt.Sprintf("%s:%d", d.file, n.Line)}
+	fs := d.fields(n, "rule", ruleKeys)
+	if n.Kind != yaml.MappingNode {
+		return r, false
+	}
+	before := len(*d.errs)
+	byKey := map[string]field{}
+	for _, f := range fs {
+		byKey[f.key] = f
+	}
+	if f, ok := byKey["name"]; ok {
+		r.Name, _ = d.str(f)
+	} else {
+		d.errorf(n, "rule: name is required")
+	}
+	// Protocols first: service names in port: resolve for them.
+	protos := []string{watcher.TCP, watcher.UDP}
+	if f, ok := byKey["protocol"]; ok {
+		items, ok := d.strs(f)
+		if ok {
+			protos = nil
+			for _, it := range items {
+				p := strings.ToLower(it.Value)
+				if p != watcher.TCP && p != watcher.UDP {
+					d.errorf(it, "protocol: %q is not tcp or udp", clip(it.Value))
+					continue
+				}
+				if !contains(protos, p) {
+					protos = append(protos, p)
+				}
+			}
+			r.Protocols = protos
+		}
+	}
+	for _, f := range fs {
+		switch f.key {
+		case "port":
+			r.Ports, r.portText = l.ports(d, f, protos)
+		case "address":
+			r.Addresses, r.addrText = d.addresses(f)
+		case "netns":
+			r.Netns = d.glob(f)
+		case "exe":
+			r.Exe = d.glob(f)
+			if r.Exe != "" && !strings.HasPrefix(r.Exe, "/") && !strings.HasPrefix(r.Exe, "*") {
+				d.errorf(f.v, "exe: must be an absolute path (or a glob on one), got %q", clip(r.Exe))
+			}
+		case "comm":
+			r.Comm = d.glob(f)
+		case "unit":
+			r.Unit = d.glob(f)
+		case "container":
+			r.Container = d.glob(f)
+		case "user":
+			if s, ok := d.str(f); ok {
+				r.User = s
+				if uid, err := strconv.ParseUint(s, 10, 32); err == nil {
+					r.UserIsUID, r.UID = true, uint32(uid)
+				}
+			}
+		case "expires":
+			if s, ok := d.str(f); ok {
+				t, err := time.ParseInLocation("2006-01-02", s, time.Local)
+				if err != nil {
+					d.errorf(f.v, "expires: invalid date %q (use YYYY-MM-DD)", clip(s))
+				} else {
+					r.Expires, r.ExpiresText = t.AddDate(0, 0, 1), s
+				}
+			}
+		case "reason":
+			r.Reason, _ = d.str(f)
+		}
+	}
+	return r, len(*d.errs) == before
+}
+
+// glob decodes a path.Match pattern.
+func (d *decoder) glob(f field) string {
+	s, ok := d.str(f)
+	if !ok {
+		return ""
+	}
+	if _, err := path.Match(s, ""); err != nil {
+		d.errorf(f.v, "%s: invalid glob %q: %v", f.key, clip(s), err)
+		return ""
+	}
+	return s
+}
+
+func (l *loader) ports(d *decoder, f field, protos []string) ([]PortRange, string) {
+	var items []*yaml.Node
+	switch f.v.Kind {
+	case yaml.ScalarNode:
+		items = []*yaml.Node{f.v}
+	case yaml.SequenceNode:
+		items = f.v.Content
+		if len(items) == 0 {
+			d.errorf(f.v, "port: empty list")
+			return nil, ""
+		}
+	default:
+		d.errorf(f.v, "port: expected a port, a service name, a range lo-hi, or a list of them, got %s", kindName(f.v))
+		return nil, ""
+	}
+	var out []PortRange
+	var text []string
+	for _, it := range items {
+		if it.Kind != yaml.ScalarNode || it.Tag == "!!null" || it.Value == "" {
+			d.errorf(it, "port: expected a port, a service name or a range lo-hi, got %s", kindName(it))
+			continue
+		}
+		v := it.Value
+		text = append(text, v)
+		if lo, hi, ok := strings.Cut(v, "-"); ok && isDigits(lo) && isDigits(hi) {
+			a, okA := d.portNum(it, lo)
+			b, okB := d.portNum(it, hi)
+			if okA && okB {
+				if a > b {
+					d.errorf(it, "port: reversed range %s (%d > %d)", v, a, b)
+					continue
+				}
+				out = append(out, PortRange{Lo: a, Hi: b})
+			}
+			continue
+		}
+		if isDigits(v) || it.Tag == "!!int" || it.Tag == "!!float" {
+			if p, ok := d.portNum(it, v); ok {
+				out = append(out, PortRange{Lo: p, Hi: p})
+			}
+			continue
+		}
+		if strings.ContainsAny(v, " \t") || hasControl(v) {
+			d.errorf(it, "port: %q is not a port, a range lo-hi or a service name", clip(v))
+			continue
+		}
+		svc, err := l.services()
+		if err != nil {
+			d.errorf(it, "port: cannot resolve service %q: %v", clip(v), err)
+			continue
+		}
+		found := false
+		for _, p := range protos {
+			if port, ok := svc[v][p]; ok {
+				out = append(out, PortRange{Protocol: p, Lo: port, Hi: port})
+				found = true
+			}
+		}
+		if !found {
+			d.errorf(it, "port: unknown service %q for %s in %s", clip(v), strings.Join(protos, "/"), l.servicesFile)
+		}
+	}
+	return out, strings.Join(text, ",")
+}
+
+func (d *decoder) portNum(n *yaml.Node, s string) (uint16, bool) {
+	p, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || p < 1 || p > 65535 {
+		d.errorf(n, "port: %s is outside 1..65535", clip(s))
+		return 0, false
+	}
+	return uint16(p), true
+}
+
+func (d *decoder) addresses(f field) ([]AddressMatch, string) {
+	items, ok := d.strs(f)
+	if !ok {
+		return nil, ""
+	}
+	var out []AddressMatch
+	var text []string
+	for _, it := range items {
+		v := it.Value
+		text = append(text, v)
+		switch strings.ToLower(v) {
+		case "any":
+			out = append(out, AddressMatch{Kind: AddressAny})
+			continue
+		case "loopback":
+			out = append(out, AddressMatch{Kind: AddressLoopback})
+			continue
+		case "wildcard":
+			out = append(out, AddressMatch{Kind: AddressWildcard})
+			continue
+		}
+		if strings.Contains(v, "/") {
+			p, err := netip.ParsePrefix(v)
+			if err != nil {
+				d.errorf(it, "address: invalid CIDR %q", clip(v))
+				continue
+			}
+			if p.Addr().Is4In6() {
+				p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+			}
+			out = append(out, AddressMatch{Kind: AddressPrefix, Prefix: p.Masked()})
+			continue
+		}
+		a, err := netip.ParseAddr(v)
+		if err != nil || a.Zone() != "" {
+			d.errorf(it, "address: %q is not any, loopback, wildcard, an IP address or a CIDR", clip(v))
+			continue
+		}
+		a = a.Unmap()
+		out = append(out, AddressMatch{Kind: AddressPrefix, Prefix: netip.PrefixFrom(a, a.BitLen())})
+	}
+	return out, strings.Join(text, ",")
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
