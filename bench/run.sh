@@ -25,7 +25,7 @@ SS=$(command -v ss) || { echo "bench: ss not found (apt-get install iproute2)" >
 
 echo "bench: building into $OUT"
 go build -o "$OUT/portwatchd" ./cmd/portwatchd
-for p in scene measure tick; do
+for p in scene measure tick launch; do
 	go build -o "$OUT/$p" "./bench/$p"
 done
 

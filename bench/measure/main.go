@@ -13,12 +13,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -37,6 +37,7 @@ func run() int {
 	reps := flag.Int("n", 11, "repetitions of each one-shot command (the median is reported)")
 	pw := flag.String("portwatchd", "portwatchd", "portwatchd binary")
 	ss := flag.String("ss", "ss", "ss binary")
+	launcher := flag.String("launch", "", "bench/launch binary (default: launch next to this program)")
 	tick := flag.String("tick", "", "bench/tick binary; empty skips the steady-state figures")
 	tickArgs := flag.String("tick-args", "-n 200 -warm 5", "arguments for bench/tick")
 	out := flag.String("json", "", "also write the figures as JSON to this file")
@@ -49,6 +50,14 @@ func run() int {
 	if *reps < 1 {
 		fmt.Fprintln(os.Stderr, "measure: -n must be at least 1")
 		return 2
+	}
+	if *launcher == "" {
+		self, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "measure: -launch not given:", err)
+			return 2
+		}
+		*launcher = filepath.Join(filepath.Dir(self), "launch")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -101,7 +110,7 @@ func run() int {
 		order := []bool{i%2 == 0, i%2 != 0}
 		for _, isPW := range order {
 			if isPW && res.Portwatchd.Err == "" {
-				s, err := measure(ctx, pwCmd)
+				s, err := measure(ctx, *launcher, pwCmd)
 				if err != nil {
 					res.Portwatchd.Err = err.Error()
 					continue
@@ -109,7 +118,7 @@ func run() int {
 				pwRuns = append(pwRuns, s)
 			}
 			if !isPW {
-				s, err := measure(ctx, ssCmd)
+				s, err := measure(ctx, *launcher, ssCmd)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, "measure:", err)
 					return 2
@@ -165,33 +174,46 @@ type sample struct {
 	maxRSS    int64 // KiB
 }
 
-// measure runs a command once with its output thrown away and returns its
-// wall time and rusage.
-func measure(ctx context.Context, args []string) (sample, error) {
+// measure runs a command once through bench/launch (see there why), with
+// its output thrown away, and returns its wall time and rusage.
+func measure(ctx context.Context, launcher string, args []string) (sample, error) {
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return sample{}, err
 	}
 	defer devnull.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return sample{}, err
+	}
+	defer pr.Close()
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd := exec.CommandContext(ctx, launcher, args...)
 	cmd.Stdout = devnull
 	cmd.Stderr = &limited{w: &stderr, n: 4096}
-	t0 := time.Now()
-	err = cmd.Run()
-	wall := time.Since(t0)
+	cmd.ExtraFiles = []*os.File{pw}
+	err = cmd.Start()
+	pw.Close()
 	if err != nil {
+		return sample{}, fmt.Errorf("start launcher: %w", err)
+	}
+	b, readErr := io.ReadAll(pr)
+	if err := cmd.Wait(); err != nil {
 		return sample{}, fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, firstLine(stderr.String()))
 	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return sample{}, errors.New("no rusage")
+	if readErr != nil {
+		return sample{}, fmt.Errorf("launcher result: %w", readErr)
 	}
-	return sample{
-		wall:   wall,
-		cpu:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
-		maxRSS: ru.Maxrss,
-	}, nil
+	var wall, cpu time.Duration
+	var rss int64
+	var status int
+	if _, err := fmt.Sscan(string(b), &wall, &cpu, &rss, &status); err != nil {
+		return sample{}, fmt.Errorf("launcher result %q: %w", b, err)
+	}
+	if status != 0 {
+		return sample{}, fmt.Errorf("%s: exit status %d: %s", strings.Join(args, " "), status, firstLine(stderr.String()))
+	}
+	return sample{wall: wall, cpu: cpu, maxRSS: rss}, nil
 }
 
 // output runs a command once and returns its standard output.
