@@ -1,0 +1,384 @@
+package notify
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/portwatchd/portwatchd/policy"
+)
+
+// formatter turns a batch into one request body for a service.
+type formatter struct {
+	build func(events []Event, h policy.Webhook) ([]byte, error)
+	// path, when set, derives the request URL from the configured one.
+	path func(u url.URL) url.URL
+}
+
+// formats maps the format: names onto their builders.
+var formats = map[string]formatter{
+	"generic":      {build: buildGeneric},
+	"slack":        {build: buildSlack},
+	"mattermost":   {build: buildMattermost},
+	"discord":      {build: buildDiscord},
+	"teams":        {build: buildTeams},
+	"googlechat":   {build: buildGoogleChat},
+	"ntfy":         {build: buildNtfy, path: ntfyURL},
+	"alertmanager": {build: buildAlertmanager, path: alertmanagerURL},
+}
+
+// Formats lists the supported format: names.
+func Formats() []string {
+	return []string{"generic", "slack", "mattermost", "discord", "teams", "googlechat", "ntfy", "alertmanager"}
+}
+
+// marshal encodes v without HTML escaping, so that "<" stays readable where
+// a format escapes it itself; every format is still valid JSON.
+func marshal(v any) ([]byte, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return []byte(b.String()), nil
+}
+
+func buildGeneric(events []Event, _ policy.Webhook) ([]byte, error) {
+	return marshal(struct {
+		Events []Event `json:"events"`
+	}{events})
+}
+
+// title is the headline of a chat message for a batch.
+func title(events []Event) string {
+	host := "unknown host"
+	if len(events) > 0 && events[0].Host != "" {
+		host = escape(events[0].Host)
+	}
+	var opened, closed, test, other int
+	for _, ev := range events {
+		switch {
+		case ev.Type == TypeTest:
+			test++
+		case ev.Type == TypeClosed:
+			closed++
+		case ev.Severity == SeverityWarning:
+			opened++
+		default:
+			other++
+		}
+	}
+	var parts []string
+	if opened > 0 {
+		parts = append(parts, plural(opened, "unexpected listener", "unexpected listeners"))
+	}
+	if closed > 0 {
+		parts = append(parts, plural(closed, "resolved", "resolved"))
+	}
+	if other > 0 {
+		parts = append(parts, plural(other, "event", "events"))
+	}
+	if test > 0 {
+		parts = append(parts, "test notification")
+	}
+	return "portwatchd on " + host + ": " + strings.Join(parts, ", ")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
+}
+
+// maxLine bounds one event's line in a chat summary, so one hostile path
+// cannot push every other event out of the message.
+const maxLine = 400
+
+// summary joins one line per event, each already escaped for the target by
+// esc and prefixed by bullet, keeping the result at most limit characters
+// (runes); events that do not fit are counted in a final "… and N more".
+func summary(events []Event, limit int, bullet, sep string, esc func(string) string) string {
+	var b strings.Builder
+	n := 0
+	for i, ev := range events {
+		line := bullet + esc(truncate(ev.Message, maxLine))
+		more := ""
+		if rest := len(events) - i - 1; rest > 0 {
+			more = sep + esc(fmt.Sprintf("… and %d more", rest))
+		}
+		add := line
+		if i > 0 {
+			add = sep + line
+		}
+		if utf8.RuneCountInString(b.String())+utf8.RuneCountInString(add)+utf8.RuneCountInString(more) > limit {
+			break
+		}
+		b.WriteString(add)
+		n++
+	}
+	if rest := len(events) - n; rest > 0 {
+		if n > 0 {
+			b.WriteString(sep)
+		}
+		b.WriteString(esc(fmt.Sprintf("… and %d more", rest)))
+	}
+	return b.String()
+}
+
+// escapeSlack escapes the three characters Slack's mrkdwn requires, which
+// also turns <!channel> and <@U123> into inert text.
+func escapeSlack(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// markdownEscaper backslash-escapes CommonMark's punctuation that can start
+// formatting, links or code, as Discord, Mattermost and Teams accept.
+var markdownEscaper = strings.NewReplacer(
+	`\`, `\\`, "*", `\*`, "_", `\_`, "`", "\\`", "~", `\~`, "|", `\|`,
+	"[", `\[`, "]", `\]`, "(", `\(`, ")", `\)`, "#", `\#`, ">", `\>`, "<", `\<`,
+)
+
+// muteMentions puts a zero-width space after every "@", so that @channel,
+// @here, @all, @everyone or @user in a process name cannot notify anyone.
+func muteMentions(s string) string { return strings.ReplaceAll(s, "@", "@\u200b") }
+
+// escapeMattermost escapes Markdown, then &, < and > as for Slack (Mattermost
+// expands Slack's <!channel> in incoming webhooks), then mutes @mentions,
+// which Mattermost also fires from plain text.
+func escapeMattermost(s string) string {
+	return muteMentions(escapeSlack(markdownNoAngle.Replace(s)))
+}
+
+var markdownNoAngle = strings.NewReplacer(
+	`\`, `\\`, "*", `\*`, "_", `\_`, "`", "\\`", "~", `\~`, "|", `\|`,
+	"[", `\[`, "]", `\]`, "(", `\(`, ")", `\)`, "#", `\#`,
+)
+
+func escapeDiscord(s string) string { return muteMentions(markdownEscaper.Replace(s)) }
+
+func buildSlack(events []Event, _ policy.Webhook) ([]byte, error) {
+	// Slack: a section's text holds at most 3000 characters, a header 150.
+	head := escapeSlack(truncate(title(events), 150))
+	body := summary(events, 2900, "• ", "\n", escapeSlack)
+	return marshal(map[string]any{
+		"text": head + "\n" + body,
+		"blocks": []any{
+			map[string]any{"type": "header", "text": map[string]any{"type": "plain_text", "text": head}},
+			map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": body}},
+		},
+	})
+}
+
+func buildMattermost(events []Event, _ policy.Webhook) ([]byte, error) {
+	// Mattermost posts hold 16383 characters; keep chat messages short.
+	text := "#### " + escapeMattermost(title(events)) + "\n" + summary(events, 4000, "- ", "\n", escapeMattermost)
+	return marshal(map[string]any{"text": text})
+}
+
+func buildDiscord(events []Event, _ policy.Webhook) ([]byte, error) {
+	head := "**" + escapeDiscord(title(events)) + "**\n"
+	content := head + summary(events, 2000-utf8.RuneCountInString(head), "- ", "\n", escapeDiscord)
+	// Embeds: at most 10, and 6000 characters in total.
+	var embeds []any
+	total := 0
+	for _, ev := range events {
+		if len(embeds) == 10 {
+			break
+		}
+		t := truncate(escapeDiscord(shortType(ev.Type)+" "+endpoint(ev.Listener.Listener)), 256)
+		if ev.Type == TypeTest {
+			t = "test"
+		}
+		d := truncate(escapeDiscord(ev.Message), 1000)
+		size := utf8.RuneCountInString(t) + utf8.RuneCountInString(d)
+		if total+size > 5500 {
+			break
+		}
+		total += size
+		embeds = append(embeds, map[string]any{
+			"title":       t,
+			"description": d,
+			"color":       colour(ev.Severity),
+			"timestamp":   ev.Time.UTC().Format(time.RFC3339),
+		})
+	}
+	return marshal(map[string]any{
+		"content":          content,
+		"embeds":           embeds,
+		"allowed_mentions": map[string]any{"parse": []string{}},
+	})
+}
+
+func colour(severity string) int {
+	switch severity {
+	case SeverityWarning:
+		return 0xE67E22
+	case SeverityNotice:
+		return 0x2ECC71
+	}
+	return 0x95A5A6
+}
+
+func buildTeams(events []Event, _ policy.Webhook) ([]byte, error) {
+	card := map[string]any{
+		"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+		"type":    "AdaptiveCard",
+		"version": "1.4",
+		"body": []any{
+			map[string]any{"type": "TextBlock", "text": markdownEscaper.Replace(title(events)), "weight": "Bolder", "size": "Medium", "wrap": true},
+			map[string]any{"type": "TextBlock", "text": summary(events, 8000, "- ", "\n", markdownEscaper.Replace), "wrap": true},
+		},
+	}
+	return marshal(map[string]any{
+		"type": "message",
+		"attachments": []any{map[string]any{
+			"contentType": "application/vnd.microsoft.card.adaptive",
+			"contentUrl":  nil,
+			"content":     card,
+		}},
+	})
+}
+
+// escapeGoogleChat neutralises Google Chat's mention syntax (<users/all>)
+// and its formatting markers.
+func escapeGoogleChat(s string) string {
+	return muteMentions(strings.NewReplacer("<", "‹", ">", "›", "*", "∗", "_", "\u02cd", "~", "∼", "`", "ˋ").Replace(s))
+}
+
+func buildGoogleChat(events []Event, _ policy.Webhook) ([]byte, error) {
+	text := "*" + escapeGoogleChat(title(events)) + "*\n" + summary(events, 4000, "• ", "\n", escapeGoogleChat)
+	return marshal(map[string]any{"text": text})
+}
+
+// ntfyURL posts to the server root; a topic in the URL's path is taken as
+// the default topic by buildNtfy.
+func ntfyURL(u url.URL) url.URL {
+	u.Path, u.RawPath, u.RawQuery = "/", "", ""
+	return u
+}
+
+func buildNtfy(events []Event, h policy.Webhook) ([]byte, error) {
+	topic := h.Topic
+	if topic == "" {
+		if u, err := url.Parse(h.URL); err == nil {
+			topic = strings.Trim(u.Path, "/")
+		}
+	}
+	prio, tags := 3, []string{"white_check_mark"}
+	for _, ev := range events {
+		switch {
+		case ev.Type == TypeTest:
+			tags = []string{"test_tube"}
+		case ev.Severity == SeverityWarning:
+			prio, tags = 4, []string{"warning", "rotating_light"}
+		}
+	}
+	// ntfy turns messages over 4096 bytes into attachments; stay below.
+	msg := summary(events, 3500, "- ", "\n", func(s string) string { return s })
+	for len(msg) > 4000 {
+		msg = truncate(msg, utf8.RuneCountInString(msg)-200)
+	}
+	return marshal(map[string]any{
+		"topic":    topic,
+		"title":    title(events),
+		"message":  msg,
+		"priority": prio,
+		"tags":     tags,
+	})
+}
+
+// alertmanagerURL appends the v2 alerts path unless the URL already ends in
+// it.
+func alertmanagerURL(u url.URL) url.URL {
+	if !strings.HasSuffix(u.Path, "/api/v2/alerts") {
+		u.Path = strings.TrimSuffix(u.Path, "/") + "/api/v2/alerts"
+		u.RawPath = ""
+	}
+	return u
+}
+
+// AlertName is the alertname label of portwatchd's alerts in Alertmanager.
+const AlertName = "PortwatchUnexpectedListener"
+
+// alertLifetime is the endsAt given to a firing alert. portwatchd sends an
+// alert once (plus optional reminders) rather than re-sending it every
+// minute the way Prometheus does, so the default resolve_timeout (5m) would
+// resolve a listener that is still open. The closed event resolves it.
+const alertLifetime = 30 * 24 * time.Hour
+
+func alertLabels(ev Event) map[string]string {
+	l := ev.Listener
+	labels := map[string]string{"alertname": AlertName, "instance": ev.Host}
+	if ev.Type == TypeTest {
+		labels["alertname"] = "PortwatchTest"
+		return dropEmpty(labels)
+	}
+	labels["protocol"] = l.Protocol
+	if l.Address.IsValid() {
+		labels["address"] = l.Address.String()
+	}
+	labels["port"] = strconv.Itoa(int(l.Port))
+	labels["netns"] = l.Netns
+	if len(l.Processes) > 0 {
+		labels["exe"] = l.Processes[0].Exe
+	}
+	labels["rule"] = l.Rule
+	return dropEmpty(labels)
+}
+
+func dropEmpty(m map[string]string) map[string]string {
+	for k, v := range m {
+		if v == "" || !utf8.ValidString(v) {
+			if v != "" {
+				m[k] = strings.ToValidUTF8(v, "\uFFFD")
+				continue
+			}
+			delete(m, k)
+		}
+	}
+	return m
+}
+
+func buildAlertmanager(events []Event, _ policy.Webhook) ([]byte, error) {
+	type alert struct {
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+		StartsAt    string            `json:"startsAt,omitempty"`
+		EndsAt      string            `json:"endsAt,omitempty"`
+	}
+	alerts := make([]alert, 0, len(events))
+	for _, ev := range events {
+		a := alert{
+			Labels: alertLabels(ev),
+			Annotations: dropEmpty(map[string]string{
+				"summary":     ev.Message,
+				"description": ev.Listener.Reason,
+				"event_id":    ev.ID,
+				"event":       shortType(ev.Type),
+			}),
+		}
+		t := ev.Time.UTC()
+		switch ev.Type {
+		case TypeClosed:
+			// Only endsAt: Alertmanager merges it into the firing alert with
+			// the same labels, which resolves it.
+			a.EndsAt = t.Format(time.RFC3339Nano)
+		case TypeTest:
+			a.StartsAt = t.Format(time.RFC3339Nano)
+			a.EndsAt = t.Add(5 * time.Minute).Format(time.RFC3339Nano)
+		default:
+			// startsAt is the event's time, so a retry is the same alert.
+			a.StartsAt = t.Format(time.RFC3339Nano)
+			a.EndsAt = t.Add(alertLifetime).Format(time.RFC3339Nano)
+		}
+		alerts = append(alerts, a)
+	}
+	return marshal(alerts)
+}

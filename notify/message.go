@@ -1,0 +1,206 @@
+package notify
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
+)
+
+// Severity names used in Event.Severity.
+const (
+	SeverityWarning = "warning"
+	SeverityNotice  = "notice"
+	SeverityInfo    = "info"
+)
+
+// severityOf maps an event's severity name onto the policy's ordered type.
+func severityOf(s string) policy.Severity {
+	switch s {
+	case SeverityWarning:
+		return policy.SeverityWarning
+	case SeverityNotice:
+		return policy.SeverityNotice
+	}
+	return policy.SeverityInfo
+}
+
+// shortType is the event type without its "listener." prefix: opened,
+// closed, changed or test. It is the value of PORTWATCH_EVENT and of the
+// webhook events: filter.
+func shortType(typ string) string { return strings.TrimPrefix(typ, "listener.") }
+
+// newID returns a random 128-bit id in hex.
+func newID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand does not fail on Linux >= 3.17; a panic here is a
+		// broken system, not bad input.
+		panic(fmt.Sprintf("notify: crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// severityFor implements the severity rules: an unexpected listener that
+// opens or changes is a warning; the close of an unexpected (hence alerted)
+// listener is a notice, which resolves the alert; everything about allowed or
+// ignored listeners is info, which goes to journald only.
+func severityFor(typ string, d policy.Decision) string {
+	switch {
+	case typ == TypeTest:
+		return SeverityNotice
+	case d.Verdict != policy.Unexpected:
+		return SeverityInfo
+	case typ == TypeClosed:
+		return SeverityNotice
+	default:
+		return SeverityWarning
+	}
+}
+
+// endpoint formats a listener as "tcp 0.0.0.0:4444", with the namespace when
+// it is not the host's.
+func endpoint(l watcher.Listener) string {
+	s := l.Protocol + " " + hostPort(l.Address, l.Port)
+	if l.Netns != "" && l.Netns != watcher.HostNetns {
+		s += " in netns " + escape(l.Netns)
+	}
+	return s
+}
+
+func hostPort(a netip.Addr, port uint16) string {
+	if !a.IsValid() {
+		return "*:" + strconv.Itoa(int(port))
+	}
+	return netip.AddrPortFrom(a, port).String()
+}
+
+// holder describes the first process holding the socket: "/tmp/x (pid 812,
+// user nobody)". When the comm differs from the executable's base name it is
+// shown too, because a renamed process must not pass for another one.
+func holder(l watcher.Listener) string {
+	if len(l.Processes) == 0 {
+		return "an unattributed process"
+	}
+	p := l.Processes[0]
+	name := p.Exe
+	if name == "" {
+		name = p.Comm
+	}
+	s := escape(name)
+	if p.ExeDeleted {
+		s += " (deleted)"
+	}
+	var attrs []string
+	if p.Exe != "" && p.Comm != "" && p.Comm != filepath.Base(p.Exe) {
+		attrs = append(attrs, "comm "+strconv.Quote(escape(p.Comm)))
+	}
+	attrs = append(attrs, "pid "+strconv.Itoa(p.PID))
+	user := p.User
+	if user == "" {
+		user = strconv.FormatUint(uint64(p.UID), 10)
+	}
+	attrs = append(attrs, "user "+escape(user))
+	if p.Container != "" {
+		attrs = append(attrs, "container "+escape(p.Container))
+	} else if p.Unit != "" {
+		attrs = append(attrs, "unit "+escape(p.Unit))
+	}
+	if n := len(l.Processes) - 1; n > 0 {
+		attrs = append(attrs, fmt.Sprintf("+%d more", n))
+	}
+	return s + " (" + strings.Join(attrs, ", ") + ")"
+}
+
+// message builds the one-line description of an event. Every part that comes
+// from a process (names, paths, users) is escaped, so the line holds no
+// control characters.
+func message(typ string, d policy.Decision, host string) string {
+	why := escape(d.Reason)
+	if why == "" {
+		switch d.Verdict {
+		case policy.Unexpected:
+			why = "no rule allows it"
+		case policy.Allowed:
+			why = "allowed"
+		}
+	}
+	if d.Rule != "" && d.Verdict == policy.Allowed {
+		why = "rule " + escape(d.Rule) + ": " + why
+	}
+	ep := endpoint(d.Listener)
+	switch typ {
+	case TypeTest:
+		return "portwatchd test notification from " + escape(host)
+	case TypeOpened:
+		return fmt.Sprintf("%s listener %s opened by %s: %s", d.Verdict, ep, holder(d.Listener), why)
+	case TypeChanged:
+		return fmt.Sprintf("%s listener %s changed owner to %s: %s", d.Verdict, ep, holder(d.Listener), why)
+	case TypeClosed:
+		if d.Verdict == policy.Unexpected {
+			return fmt.Sprintf("unexpected listener %s closed, alert resolved (was held by %s)", ep, holder(d.Listener))
+		}
+		return fmt.Sprintf("%s listener %s closed (was held by %s)", d.Verdict, ep, holder(d.Listener))
+	}
+	return fmt.Sprintf("%s: %s listener %s held by %s: %s", escape(typ), d.Verdict, ep, holder(d.Listener), why)
+}
+
+// escape makes s safe to show on one line: backslashes, control and format
+// characters (newlines, ESC, bidi overrides, zero-width characters) and
+// invalid UTF-8 are written as Go escapes. Printable text, including
+// non-ASCII letters, is kept.
+func escape(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == '\\' || r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		case r < 0x80:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r <= 0xffff:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			fmt.Fprintf(&b, `\U%08x`, r)
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// truncate shortens s to at most n runes, ending it with "…" when cut.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
