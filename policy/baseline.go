@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -204,9 +205,21 @@ func escapeGlob(s string) string {
 	return b.String()
 }
 
-// yamlQuote writes s as a YAML double-quoted scalar. Go's escapes for
+// plainYAML matches strings that YAML reads back as the same string when
+// written unquoted.
+var plainYAML = regexp.MustCompile(`^[A-Za-z_/.][A-Za-z0-9_/.@+-]*$`)
+
+// yamlQuote writes s as a YAML scalar that reads back as the string s:
+// plain when that is unambiguous, else double-quoted. Go's escapes for
 // printable valid UTF-8 (\" and \\) are valid YAML; callers pass nothing
 // else.
 func yamlQuote(s string) string {
+	switch strings.ToLower(s) {
+	case "true", "false", "yes", "no", "on", "off", "null", "y", "n", ".inf", ".nan":
+		return strconv.Quote(s)
+	}
+	if plainYAML.MatchString(s) {
+		return s
+	}
 	return strconv.Quote(s)
 }

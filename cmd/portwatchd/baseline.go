@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/portwatchd/portwatchd/policy"
+)
+
+func init() {
+	commands["baseline"] = command{"write an allowlist that covers every current listener, for review", runBaseline}
+}
+
+func runBaseline(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("baseline", stderr)
+	cfgPath := configFlag(fs)
+	outPath := fs.String("o", "", "write to `file` (atomically) instead of stdout")
+	force := fs.Bool("force", false, "with -o, replace an existing file")
+	if err := fs.Parse(args); err != nil {
+		return exitError
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "portwatchd baseline: unexpected argument %q\n", fs.Arg(0))
+		return exitError
+	}
+	// The current config only tells whether ephemeral UDP is ignored, so
+	// that the baseline and the check that follows agree.
+	cfg, err := loadConfig(*cfgPath, stderr)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitError
+	}
+	if *outPath != "" && !*force {
+		if _, err := os.Lstat(*outPath); err == nil {
+			fmt.Fprintf(stderr, "portwatchd baseline: %s exists; use --force to replace it\n", *outPath)
+			return exitError
+		}
+	}
+	snap, err := takeSnapshot("baseline", stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "portwatchd baseline: %v\n", err)
+		return exitError
+	}
+	data := policy.Baseline(snap.Listeners, snap.Time, cfg.IgnoreEphemeralUDP)
+
+	// Baseline output is valid by construction; prove it before writing.
+	got, err := policy.Parse("baseline", data)
+	if err != nil {
+		fmt.Fprintf(stderr, "portwatchd baseline: internal error: generated policy is invalid: %v\n", err)
+		return exitError
+	}
+	for _, l := range snap.Listeners {
+		if d := got.Evaluate(l, snap.Time); d.Verdict == policy.Unexpected {
+			fmt.Fprintf(stderr, "portwatchd baseline: internal error: generated policy does not allow: %s\n", oneLine(d.Reason))
+			return exitError
+		}
+	}
+	if snap.Partial {
+		fmt.Fprintln(stderr, "portwatchd baseline: warning: attribution is partial (not root?): rules may lack exe, user and unit")
+	}
+	if *outPath == "" {
+		if _, err := stdout.Write(data); err != nil {
+			fmt.Fprintf(stderr, "portwatchd baseline: write: %v\n", err)
+			return exitError
+		}
+		return exitOK
+	}
+	if err := writeNewFile(*outPath, data, *force); err != nil {
+		fmt.Fprintf(stderr, "portwatchd baseline: %v\n", err)
+		return exitError
+	}
+	fmt.Fprintf(stderr, "portwatchd baseline: wrote %s (%s)\n", *outPath, plural(len(got.Rules), "rule"))
+	return exitOK
+}
+
+// writeNewFile writes data to path atomically: a temporary file in the same
+// directory, fsynced, then linked into place (which fails if path exists,
+// so nothing is clobbered) or, with replace, renamed over it.
+func writeNewFile(path string, data []byte, replace bool) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".portwatch-baseline-*")
+	if err != nil {
+		return fmt.Errorf("create temporary file: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if replace {
+		if err := os.Rename(tmp, path); err != nil {
+			return fmt.Errorf("rename: %w", err)
+		}
+	} else {
+		if err := os.Link(tmp, path); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%s exists; use --force to replace it", path)
+			}
+			return fmt.Errorf("link: %w", err)
+		}
+		os.Remove(tmp)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
