@@ -1,0 +1,383 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portwatchd/portwatchd/notify"
+	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
+)
+
+// The event engine decides, from each snapshot and the policy in force, which
+// events to send. It does no I/O: the daemon loop feeds it snapshots and
+// sends what it returns, and the tests feed it synthetic snapshots.
+//
+// The rules it keeps:
+//   - One alert per unexpected listener while it stays open (keyed on netns,
+//     protocol, address, port), with optional reminders every repeat_interval.
+//   - An alerted listener that closes is resolved (a listener.closed event
+//     carrying the decision as alerted). The resolve waits for flap_window: if
+//     the same key reopens within it with the same executables, the alert is
+//     simply still in force, and nothing is sent. A crash-looping service thus
+//     gives one alert and, once it stays down, one resolve; and a listener that
+//     is open is never shown as resolved.
+//   - A new key with no holder found yet is given one more snapshot to be
+//     attributed before it is judged, so that the fd scan catching up is not
+//     read as an unattributed (and so unexpected) listener.
+//   - An owner change (watcher.Owners) needs two consecutive snapshots to
+//     agree. Until then the previous owners hold. Unknown owners (no holder
+//     found) are no information, never a change.
+//   - A listener that becomes allowed (reload, owner change) is resolved; one
+//     that becomes unexpected (reload, expired rule) alerts.
+//   - Allowed listeners give info events only with log_allowed, and only for
+//     what happens after the first snapshot.
+
+// verdicter is the part of a policy the engine uses; *policy.Config is one.
+type verdicter interface {
+	Evaluate(l watcher.Listener, now time.Time) policy.Decision
+}
+
+// engineConfig is the policy in force, as the engine sees it.
+type engineConfig struct {
+	policy.Settings
+	verdicter
+}
+
+// fullEvalEvery is how often every listener is evaluated again even when
+// nothing changed, so that a rule passing its expires: date takes effect.
+const fullEvalEvery = time.Minute
+
+// emission is one event the engine wants sent. The daemon turns it into a
+// notify.Event with notify.NewEvent.
+type emission struct {
+	Type     string // notify.TypeOpened, TypeClosed or TypeChanged
+	Decision policy.Decision
+	// Message, when set, replaces the message notify.NewEvent writes, for
+	// events whose type alone would mislead (a resolve of a listener that is
+	// still open but now allowed).
+	Message string
+	// Note, when set, is added to the message in parentheses.
+	Note string
+}
+
+// engineResult is what one step of the engine produced.
+type engineResult struct {
+	Emit []emission
+	// StateChanged says the persisted alert state changed and must be saved.
+	StateChanged bool
+}
+
+// engineStats are the live figures for STATUS and the start summary.
+type engineStats struct {
+	Listeners, Unexpected, Namespaces int
+}
+
+// track is what the engine knows about one key that is open now.
+type track struct {
+	l       watcher.Listener // last seen with the confirmed owners
+	owners  watcher.Owners   // confirmed owners
+	pending *watcher.Owners  // owners seen once, waiting for the next snapshot to agree
+	dec     policy.Decision  // verdict on l
+	// announced is false for a new key still waiting to be attributed.
+	announced  bool
+	unknownFor int // snapshots seen unattributed while not announced
+}
+
+// engine is the event engine. It is not safe for concurrent use.
+type engine struct {
+	alerts   map[watcher.Key]*alert // persisted
+	tracks   map[watcher.Key]*track
+	prev     *watcher.Snapshot // last snapshot, with carried listeners
+	lastFull time.Time
+	stats    engineStats
+}
+
+// newEngine returns an engine starting from the persisted alerts (which it
+// then owns and updates).
+func newEngine(alerts map[watcher.Key]*alert) *engine {
+	if alerts == nil {
+		alerts = map[watcher.Key]*alert{}
+	}
+	return &engine{alerts: alerts, tracks: map[watcher.Key]*track{}}
+}
+
+// step takes one snapshot and returns the events it gives.
+func (e *engine) step(snap *watcher.Snapshot, cfg engineConfig, now time.Time) engineResult {
+	var r engineResult
+	first := e.prev == nil
+	eff := watcher.Carry(e.prev, snap)
+	delta := watcher.Diff(e.prev, eff)
+	e.prev = eff
+
+	for _, l := range delta.Closed {
+		e.closed(&r, l.Key(), cfg, now)
+	}
+	cur := watcher.Index(eff.Listeners)
+	seen := make(map[watcher.Key]bool, len(cur))
+	for i := range eff.Listeners {
+		k := eff.Listeners[i].Key()
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		t := e.tracks[k]
+		if t == nil {
+			t = &track{}
+			e.tracks[k] = t
+		}
+		e.observe(&r, k, t, cur[k], cfg, now, first)
+	}
+	if first {
+		// Alerted before a restart, and gone now: closed while we were down.
+		for _, k := range sortedKeys(e.alerts) {
+			if !seen[k] {
+				e.resolve(&r, k, "", "")
+			}
+		}
+		e.lastFull = now
+	}
+	e.expirePending(&r, cfg, now)
+	e.remind(&r, cfg, now)
+	if now.Sub(e.lastFull) >= fullEvalEvery {
+		e.reevaluate(&r, cfg, now, "policy re-evaluated")
+	}
+	e.count(snap)
+	return r
+}
+
+// reload evaluates every current listener again under a new policy.
+func (e *engine) reload(cfg engineConfig, now time.Time) engineResult {
+	var r engineResult
+	e.reevaluate(&r, cfg, now, "config reloaded")
+	e.count(e.prev)
+	return r
+}
+
+// observe handles a key present in this snapshot.
+func (e *engine) observe(r *engineResult, k watcher.Key, t *track, l watcher.Listener, cfg engineConfig, now time.Time, first bool) {
+	o := watcher.OwnersOf(&l)
+	if !t.announced {
+		if !o.Known {
+			t.unknownFor++
+			if t.unknownFor < 2 {
+				return
+			}
+		}
+		e.announce(r, k, t, l, o, cfg, now, first)
+		return
+	}
+	if !o.Known {
+		return // hold the confirmed owners
+	}
+	if o.Equal(t.owners) {
+		t.l, t.pending = l, nil
+		return
+	}
+	if t.pending == nil || !o.Equal(*t.pending) {
+		t.pending = &o
+		return
+	}
+	// Two snapshots agree: the owners changed.
+	wasKnown := t.owners.Known
+	t.l, t.owners, t.pending = l, o, nil
+	t.dec = cfg.Evaluate(l, now)
+	a := e.openAlert(k)
+	if !wasKnown {
+		// First attribution of a listener judged unattributed: not a
+		// change of hands, just a better view of the same one.
+		switch {
+		case t.dec.Verdict == policy.Unexpected && a == nil:
+			e.raise(r, k, notify.TypeOpened, t, now, "")
+		case t.dec.Verdict == policy.Unexpected:
+			a.Exes, a.Users, a.Known = o.Exes, o.Users, o.Known
+			r.StateChanged = true
+		case a != nil:
+			e.resolve(r, k, nowAllowedMessage(a.Decision, t.dec, "now attributed"), "")
+		}
+		return
+	}
+	switch {
+	case t.dec.Verdict == policy.Unexpected:
+		e.raise(r, k, notify.TypeChanged, t, now, "")
+	case a != nil:
+		e.resolve(r, k, nowAllowedMessage(a.Decision, t.dec, "owner changed"), "")
+		if t.dec.Verdict == policy.Allowed && cfg.LogAllowed {
+			r.Emit = append(r.Emit, emission{Type: notify.TypeChanged, Decision: t.dec})
+		}
+	case t.dec.Verdict == policy.Allowed && cfg.LogAllowed:
+		r.Emit = append(r.Emit, emission{Type: notify.TypeChanged, Decision: t.dec})
+	}
+}
+
+// announce judges a key for the first time since it opened (or since the
+// daemon started).
+func (e *engine) announce(r *engineResult, k watcher.Key, t *track, l watcher.Listener, o watcher.Owners, cfg engineConfig, now time.Time, first bool) {
+	t.announced, t.l, t.owners, t.pending = true, l, o, nil
+	t.dec = cfg.Evaluate(l, now)
+	if a := e.alerts[k]; a != nil {
+		unexpected := t.dec.Verdict == policy.Unexpected
+		switch {
+		case a.ClosedAt.IsZero() && unexpected && (!o.Known || o.Equal(a.owners())):
+			return // alerted before a restart and still the same: nothing new
+		case a.ClosedAt.IsZero() && unexpected:
+			e.raise(r, k, notify.TypeChanged, t, now, "")
+			return
+		case a.ClosedAt.IsZero():
+			e.resolve(r, k, nowAllowedMessage(a.Decision, t.dec, "since the last run"), "")
+			return
+		case unexpected && slices.Equal(a.Exes, o.Exes) && now.Sub(a.ClosedAt) < cfg.FlapWindow:
+			// Flap: the alert was never resolved, and is in force again.
+			a.ClosedAt = time.Time{}
+			r.StateChanged = true
+			return
+		default:
+			e.resolve(r, k, "", "")
+		}
+	}
+	switch {
+	case t.dec.Verdict == policy.Unexpected:
+		e.raise(r, k, notify.TypeOpened, t, now, "")
+	case t.dec.Verdict == policy.Allowed && cfg.LogAllowed && !first:
+		r.Emit = append(r.Emit, emission{Type: notify.TypeOpened, Decision: t.dec})
+	}
+}
+
+// closed handles a key gone in this snapshot.
+func (e *engine) closed(r *engineResult, k watcher.Key, cfg engineConfig, now time.Time) {
+	t := e.tracks[k]
+	delete(e.tracks, k)
+	if a := e.openAlert(k); a != nil {
+		if cfg.FlapWindow > 0 {
+			a.ClosedAt = now
+			r.StateChanged = true
+		} else {
+			e.resolve(r, k, "", "")
+		}
+		return
+	}
+	if t != nil && t.announced && t.dec.Verdict == policy.Allowed && cfg.LogAllowed {
+		r.Emit = append(r.Emit, emission{Type: notify.TypeClosed, Decision: t.dec})
+	}
+}
+
+// expirePending sends the resolves that waited out the flap window.
+func (e *engine) expirePending(r *engineResult, cfg engineConfig, now time.Time) {
+	for _, k := range sortedKeys(e.alerts) {
+		a := e.alerts[k]
+		if !a.ClosedAt.IsZero() && now.Sub(a.ClosedAt) >= cfg.FlapWindow && e.tracks[k] == nil {
+			e.resolve(r, k, "", "")
+		}
+	}
+}
+
+// remind sends repeat_interval reminders for alerts still open.
+func (e *engine) remind(r *engineResult, cfg engineConfig, now time.Time) {
+	if cfg.RepeatInterval <= 0 {
+		return
+	}
+	for _, k := range sortedKeys(e.alerts) {
+		a := e.alerts[k]
+		if a.ClosedAt.IsZero() && now.Sub(a.LastSent) >= cfg.RepeatInterval {
+			a.LastSent = now
+			r.StateChanged = true
+			r.Emit = append(r.Emit, emission{
+				Type:     notify.TypeOpened,
+				Decision: a.Decision,
+				Note:     "reminder: open since " + a.AlertedAt.UTC().Format(time.RFC3339),
+			})
+		}
+	}
+}
+
+// reevaluate judges every announced listener again.
+func (e *engine) reevaluate(r *engineResult, cfg engineConfig, now time.Time, why string) {
+	e.lastFull = now
+	for _, k := range sortedKeys(e.tracks) {
+		t := e.tracks[k]
+		if !t.announced {
+			continue
+		}
+		t.dec = cfg.Evaluate(t.l, now)
+		a := e.openAlert(k)
+		switch {
+		case a != nil && t.dec.Verdict != policy.Unexpected:
+			e.resolve(r, k, nowAllowedMessage(a.Decision, t.dec, why), "")
+		case a == nil && t.dec.Verdict == policy.Unexpected:
+			e.raise(r, k, notify.TypeOpened, t, now, why)
+		}
+	}
+}
+
+// raise records and emits an alert for t.
+func (e *engine) raise(r *engineResult, k watcher.Key, typ string, t *track, now time.Time, note string) {
+	e.alerts[k] = &alert{
+		Decision:  t.dec,
+		Exes:      t.owners.Exes,
+		Users:     t.owners.Users,
+		Known:     t.owners.Known,
+		AlertedAt: now,
+		LastSent:  now,
+	}
+	r.StateChanged = true
+	r.Emit = append(r.Emit, emission{Type: typ, Decision: t.dec, Note: note})
+}
+
+// resolve emits the resolved event of the alert on k and forgets it.
+func (e *engine) resolve(r *engineResult, k watcher.Key, message, note string) {
+	a := e.alerts[k]
+	delete(e.alerts, k)
+	r.StateChanged = true
+	r.Emit = append(r.Emit, emission{Type: notify.TypeClosed, Decision: a.Decision, Message: message, Note: note})
+}
+
+// openAlert returns the alert on k if it is in force (not closed).
+func (e *engine) openAlert(k watcher.Key) *alert {
+	if a := e.alerts[k]; a != nil && a.ClosedAt.IsZero() {
+		return a
+	}
+	return nil
+}
+
+func (e *engine) count(snap *watcher.Snapshot) {
+	s := engineStats{Listeners: len(e.tracks)}
+	if snap != nil {
+		s.Namespaces = len(snap.Namespaces)
+	}
+	for _, t := range e.tracks {
+		if t.announced && t.dec.Verdict == policy.Unexpected {
+			s.Unexpected++
+		}
+	}
+	e.stats = s
+}
+
+// nowAllowedMessage is the message of a resolve for a listener that is still
+// open but no longer unexpected.
+func nowAllowedMessage(alerted, now policy.Decision, why string) string {
+	var verdict string
+	switch now.Verdict {
+	case policy.Allowed:
+		verdict = fmt.Sprintf("allowed by rule %q", now.Rule)
+	default:
+		verdict = string(now.Verdict)
+	}
+	return fmt.Sprintf("listener %s is now %s (%s); alert resolved", describe(alerted.Listener), verdict, why)
+}
+
+// describe names a listener in one line: protocol, address:port, and the
+// namespace when it is not the host's.
+func describe(l watcher.Listener) string {
+	var b strings.Builder
+	b.WriteString(l.Protocol)
+	b.WriteByte(' ')
+	b.WriteString(netip.AddrPortFrom(l.Address, l.Port).String())
+	if l.Netns != "" && l.Netns != watcher.HostNetns {
+		b.WriteString(" in netns ")
+		b.WriteString(l.Netns)
+	}
+	return b.String()
+}

@@ -1,0 +1,602 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
+)
+
+// fakePolicy judges listeners for the engine tests: a port is allowed when
+// it is in allow and, if an exe is given, some holder runs it.
+type fakePolicy struct {
+	allow   map[uint16]string    // port -> required exe ("" = any, unattributed too)
+	ignore  map[uint16]bool      // ports judged ignored (ephemeral UDP)
+	expires map[uint16]time.Time // port -> end of its rule
+}
+
+func (p fakePolicy) Evaluate(l watcher.Listener, now time.Time) policy.Decision {
+	d := policy.Decision{Listener: l, Verdict: policy.Unexpected, Reason: "no rule allows it"}
+	if p.ignore[l.Port] {
+		d.Verdict, d.Reason = policy.Ignored, "ephemeral"
+		return d
+	}
+	exe, ok := p.allow[l.Port]
+	if !ok {
+		return d
+	}
+	if end, ok := p.expires[l.Port]; ok && !now.Before(end) {
+		return d
+	}
+	if exe != "" && !slices.ContainsFunc(l.Processes, func(pr watcher.Process) bool { return pr.Exe == exe }) {
+		d.Rule = fmt.Sprintf("port-%d", l.Port)
+		return d
+	}
+	d.Verdict, d.Rule, d.Reason = policy.Allowed, fmt.Sprintf("port-%d", l.Port), "test"
+	return d
+}
+
+var (
+	sshd   = watcher.Process{PID: 100, Comm: "sshd", Exe: "/usr/sbin/sshd", User: "root"}
+	sshd2  = watcher.Process{PID: 101, Comm: "sshd", Exe: "/usr/sbin/sshd", User: "root"}
+	helper = watcher.Process{PID: 102, Comm: "helper", Exe: "/usr/lib/helper", User: "root"}
+	evil   = watcher.Process{PID: 200, Comm: "sshd", Exe: "/tmp/x", User: "nobody"}
+	evil2  = watcher.Process{PID: 201, Comm: "x", Exe: "/tmp/y", User: "nobody"}
+)
+
+// L builds a listener on 0.0.0.0:port in the host namespace, or in the
+// namespace given as "netns/port" style through LN.
+func L(proto string, port uint16, holders ...watcher.Process) watcher.Listener {
+	return LN(watcher.HostNetns, proto, port, holders...)
+}
+
+func LN(netns, proto string, port uint16, holders ...watcher.Process) watcher.Listener {
+	if holders == nil {
+		holders = []watcher.Process{}
+	}
+	return watcher.Listener{
+		Protocol: proto, Family: watcher.IPv4, Address: netip.MustParseAddr("0.0.0.0"), Port: port,
+		Netns: netns, Processes: holders,
+	}
+}
+
+// S builds a snapshot where every namespace named by a listener, and host,
+// was inspected.
+func S(ls ...watcher.Listener) *watcher.Snapshot {
+	s := &watcher.Snapshot{Listeners: ls}
+	names := []string{watcher.HostNetns}
+	for _, l := range ls {
+		if !slices.Contains(names, l.Netns) {
+			names = append(names, l.Netns)
+		}
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		s.Namespaces = append(s.Namespaces, watcher.Namespace{Name: n, Inspected: true})
+	}
+	slices.SortFunc(s.Listeners, func(a, b watcher.Listener) int { return compareKeys(a.Key(), b.Key()) })
+	return s
+}
+
+// blind marks namespace name as not inspected in s.
+func blind(s *watcher.Snapshot, name string) *watcher.Snapshot {
+	s.Namespaces = append(s.Namespaces, watcher.Namespace{Name: name, Err: "gone mid-snapshot"})
+	return s
+}
+
+// summarize renders emissions as one line each, for readable diffs.
+func summarize(em []emission) []string {
+	var out []string
+	for _, e := range em {
+		var exes []string
+		for _, p := range e.Decision.Processes {
+			exes = append(exes, p.Exe)
+		}
+		s := fmt.Sprintf("%s %s %s [%s]", strings.TrimPrefix(e.Type, "listener."), e.Decision.Verdict, describe(e.Decision.Listener), strings.Join(exes, ","))
+		if e.Message != "" {
+			s += " msg=" + e.Message
+		}
+		if e.Note != "" {
+			s += " note=" + e.Note
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// engineStep is one step of an engine test: a snapshot, a reload to a new
+// policy, or a restart (the state saved to disk and loaded by a new engine).
+type engineStep struct {
+	at       time.Duration
+	snap     *watcher.Snapshot
+	reload   *fakePolicy
+	settings *policy.Settings // with reload: new settings
+	restart  bool
+	want     []string
+	// wantState, when not nil, is whether the step must report a state
+	// change.
+	wantState *bool
+}
+
+var (
+	yes = new(true)
+	no  = new(false)
+)
+
+func TestEngine(t *testing.T) {
+	base := policy.Settings{FlapWindow: 30 * time.Second}
+	allow22 := fakePolicy{allow: map[uint16]string{22: "/usr/sbin/sshd"}}
+	tests := []struct {
+		name     string
+		settings policy.Settings
+		policy   fakePolicy
+		steps    []engineStep
+	}{
+		{
+			name:   "first snapshot alerts every unexpected listener, and nothing twice",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 22, sshd), L("tcp", 4444, evil), L("udp", 53, evil2)), wantState: yes, want: []string{
+					"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]",
+					"opened unexpected udp 0.0.0.0:53 [/tmp/y]",
+				}},
+				{at: time.Second, snap: S(L("tcp", 22, sshd), L("tcp", 4444, evil), L("udp", 53, evil2)), wantState: no},
+				{at: 2 * time.Second, snap: S(L("tcp", 22, sshd), L("tcp", 4444, evil), L("udp", 53, evil2)), wantState: no},
+			},
+		},
+		{
+			name:   "an unexpected listener opening later alerts once",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 22, sshd)), wantState: no},
+				{at: time.Second, snap: S(L("tcp", 22, sshd), L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 2 * time.Second, snap: S(L("tcp", 22, sshd), L("tcp", 4444, evil))},
+			},
+		},
+		{
+			name:   "without a flap window, closing resolves at once",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: time.Second, snap: S(), wantState: yes, want: []string{"closed unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 2 * time.Second, snap: S(), wantState: no},
+			},
+		},
+		{
+			name:     "the resolve waits out the flap window",
+			settings: base,
+			policy:   allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: time.Second, snap: S(), wantState: yes},
+				{at: 30 * time.Second, snap: S()},
+				{at: 31 * time.Second, snap: S(), want: []string{"closed unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 32 * time.Second, snap: S()},
+			},
+		},
+		{
+			name:     "flapping within the window with the same exe: one alert, one resolve",
+			settings: base,
+			policy:   allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 1 * time.Second, snap: S()},
+				{at: 2 * time.Second, snap: S(L("tcp", 4444, evil))},
+				{at: 3 * time.Second, snap: S()},
+				{at: 20 * time.Second, snap: S(L("tcp", 4444, evil))},
+				{at: 21 * time.Second, snap: S()},
+				{at: 50 * time.Second, snap: S(L("tcp", 4444, evil))},
+				{at: 51 * time.Second, snap: S()},
+				{at: 81 * time.Second, snap: S(), want: []string{"closed unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+			},
+		},
+		{
+			name:     "reopening within the window with another exe resolves and alerts again",
+			settings: base,
+			policy:   allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 1 * time.Second, snap: S()},
+				{at: 2 * time.Second, snap: S(L("tcp", 4444, evil2)), want: []string{
+					"closed unexpected tcp 0.0.0.0:4444 [/tmp/x]",
+					"opened unexpected tcp 0.0.0.0:4444 [/tmp/y]",
+				}},
+			},
+		},
+		{
+			name:     "reopening after the window alerts again",
+			settings: base,
+			policy:   allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 1 * time.Second, snap: S()},
+				{at: 40 * time.Second, snap: S(), want: []string{"closed unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 41 * time.Second, snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+			},
+		},
+		{
+			name:     "reopening after the window, before a snapshot saw the window pass",
+			settings: base,
+			policy:   allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 1 * time.Second, snap: S()},
+				{at: 60 * time.Second, snap: S(L("tcp", 4444, evil)), want: []string{
+					"closed unexpected tcp 0.0.0.0:4444 [/tmp/x]",
+					"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]",
+				}},
+			},
+		},
+		{
+			name:     "repeat_interval sends reminders while open",
+			settings: policy.Settings{RepeatInterval: 10 * time.Second},
+			policy:   allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 9 * time.Second, snap: S(L("tcp", 4444, evil)), wantState: no},
+				{at: 10 * time.Second, snap: S(L("tcp", 4444, evil)), wantState: yes, want: []string{
+					"opened unexpected tcp 0.0.0.0:4444 [/tmp/x] note=reminder: open since 2026-01-01T00:00:00Z",
+				}},
+				{at: 15 * time.Second, snap: S(L("tcp", 4444, evil))},
+				{at: 20 * time.Second, snap: S(L("tcp", 4444, evil)), want: []string{
+					"opened unexpected tcp 0.0.0.0:4444 [/tmp/x] note=reminder: open since 2026-01-01T00:00:00Z",
+				}},
+				{at: 25 * time.Second, snap: S(), want: []string{"closed unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 40 * time.Second, snap: S()},
+			},
+		},
+		{
+			name:   "allowed listeners are silent without log_allowed",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S()},
+				{at: time.Second, snap: S(L("tcp", 22, sshd)), wantState: no},
+				{at: 2 * time.Second, snap: S()},
+			},
+		},
+		{
+			name:     "log_allowed gives info events for allowed listeners after the first snapshot",
+			settings: policy.Settings{LogAllowed: true},
+			policy:   fakePolicy{allow: map[uint16]string{22: "/usr/sbin/sshd", 80: ""}},
+			steps: []engineStep{
+				{snap: S(L("tcp", 80, helper))},
+				{at: time.Second, snap: S(L("tcp", 22, sshd), L("tcp", 80, helper)), wantState: no, want: []string{"opened allowed tcp 0.0.0.0:22 [/usr/sbin/sshd]"}},
+				{at: 2 * time.Second, snap: S(L("tcp", 80, helper)), want: []string{"closed allowed tcp 0.0.0.0:22 [/usr/sbin/sshd]"}},
+				{at: 3 * time.Second, snap: S(L("tcp", 80, evil))},
+				{at: 4 * time.Second, snap: S(L("tcp", 80, evil)), want: []string{"changed allowed tcp 0.0.0.0:80 [/tmp/x]"}},
+			},
+		},
+		{
+			name:   "ignored listeners give nothing",
+			policy: fakePolicy{ignore: map[uint16]bool{40000: true}},
+			steps: []engineStep{
+				{snap: S(L("udp", 40000, evil))},
+				{at: time.Second, snap: S()},
+				{at: 2 * time.Second, snap: S(L("udp", 40000, evil))},
+			},
+		},
+		{
+			name:   "a new listener briefly unattributed is judged once attributed",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S()},
+				{at: time.Second, snap: S(L("tcp", 22))},
+				{at: 2 * time.Second, snap: S(L("tcp", 22, sshd))},
+				{at: 3 * time.Second, snap: S(L("tcp", 22, sshd))},
+				{at: 4 * time.Second, snap: S(L("tcp", 4444))},
+				{at: 5 * time.Second, snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+			},
+		},
+		{
+			name:   "a new listener unattributed twice is judged as unattributed",
+			policy: fakePolicy{allow: map[uint16]string{22: "/usr/sbin/sshd", 2049: ""}},
+			steps: []engineStep{
+				{snap: S(L("tcp", 2049), L("tcp", 22))},
+				{at: time.Second, snap: S(L("tcp", 2049), L("tcp", 22)), want: []string{"opened unexpected tcp 0.0.0.0:22 []"}},
+				// Attribution that shows an allowed owner resolves the
+				// alert once two snapshots agree.
+				{at: 2 * time.Second, snap: S(L("tcp", 2049), L("tcp", 22, sshd))},
+				{at: 3 * time.Second, snap: S(L("tcp", 2049), L("tcp", 22, sshd)), want: []string{
+					`closed unexpected tcp 0.0.0.0:22 [] msg=listener tcp 0.0.0.0:22 is now allowed by rule "port-22" (now attributed); alert resolved`,
+				}},
+			},
+		},
+		{
+			name:   "an unattributed alert learning its owner is no new alert",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444))},
+				{at: time.Second, snap: S(L("tcp", 4444)), want: []string{"opened unexpected tcp 0.0.0.0:4444 []"}},
+				{at: 2 * time.Second, snap: S(L("tcp", 4444, evil))},
+				{at: 3 * time.Second, snap: S(L("tcp", 4444, evil)), wantState: yes},
+				{at: 4 * time.Second, snap: S(L("tcp", 4444, evil)), wantState: no},
+			},
+		},
+		{
+			name:   "a new unattributed listener that closes at once gives nothing",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S()},
+				{at: time.Second, snap: S(L("tcp", 4444))},
+				{at: 2 * time.Second, snap: S()},
+			},
+		},
+		{
+			name:   "an owner change needs two snapshots to agree",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 22, sshd))},
+				{at: 1 * time.Second, snap: S(L("tcp", 22, evil))},
+				{at: 2 * time.Second, snap: S(L("tcp", 22, sshd))},
+				{at: 3 * time.Second, snap: S(L("tcp", 22, evil))},
+				{at: 4 * time.Second, snap: S(L("tcp", 22, evil)), want: []string{"changed unexpected tcp 0.0.0.0:22 [/tmp/x]"}},
+				{at: 5 * time.Second, snap: S(L("tcp", 22, evil))},
+			},
+		},
+		{
+			name:   "unknown owners between two agreeing snapshots hold the change",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 22, sshd))},
+				{at: 1 * time.Second, snap: S(L("tcp", 22, evil))},
+				{at: 2 * time.Second, snap: S(L("tcp", 22))},
+				{at: 3 * time.Second, snap: S(L("tcp", 22, evil)), want: []string{"changed unexpected tcp 0.0.0.0:22 [/tmp/x]"}},
+			},
+		},
+		{
+			name:   "a holder briefly unattributed is no change",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 22, sshd))},
+				{at: 1 * time.Second, snap: S(L("tcp", 22))},
+				{at: 2 * time.Second, snap: S(L("tcp", 22))},
+				{at: 3 * time.Second, snap: S(L("tcp", 22, sshd2))},
+			},
+		},
+		{
+			name:   "a process exiting mid-snapshot is no change",
+			policy: fakePolicy{allow: map[uint16]string{22: "/usr/sbin/sshd"}},
+			steps: []engineStep{
+				{snap: S(L("tcp", 22, sshd, helper))},
+				{at: 1 * time.Second, snap: S(L("tcp", 22, sshd))},
+				{at: 2 * time.Second, snap: S(L("tcp", 22, sshd, helper))},
+			},
+		},
+		{
+			name:   "an alerted listener taken over by an allowed owner is resolved",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 22, evil)), want: []string{"opened unexpected tcp 0.0.0.0:22 [/tmp/x]"}},
+				{at: 1 * time.Second, snap: S(L("tcp", 22, sshd))},
+				{at: 2 * time.Second, snap: S(L("tcp", 22, sshd)), want: []string{
+					`closed unexpected tcp 0.0.0.0:22 [/tmp/x] msg=listener tcp 0.0.0.0:22 is now allowed by rule "port-22" (owner changed); alert resolved`,
+				}},
+				{at: 3 * time.Second, snap: S(), wantState: no},
+			},
+		},
+		{
+			name:   "an alerted listener changing to another unexpected owner alerts the change",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 1 * time.Second, snap: S(L("tcp", 4444, evil2))},
+				{at: 2 * time.Second, snap: S(L("tcp", 4444, evil2)), want: []string{"changed unexpected tcp 0.0.0.0:4444 [/tmp/y]"}},
+				{at: 3 * time.Second, snap: S(), want: []string{"closed unexpected tcp 0.0.0.0:4444 [/tmp/y]"}},
+			},
+		},
+		{
+			name:   "reload: newly unexpected alerts, unexpected now allowed resolves",
+			policy: fakePolicy{allow: map[uint16]string{22: "/usr/sbin/sshd"}},
+			steps: []engineStep{
+				{snap: S(L("tcp", 22, sshd), L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: time.Second, reload: &fakePolicy{allow: map[uint16]string{4444: "/tmp/x"}}, wantState: yes, want: []string{
+					"opened unexpected tcp 0.0.0.0:22 [/usr/sbin/sshd] note=config reloaded",
+					`closed unexpected tcp 0.0.0.0:4444 [/tmp/x] msg=listener tcp 0.0.0.0:4444 is now allowed by rule "port-4444" (config reloaded); alert resolved`,
+				}},
+				{at: 2 * time.Second, snap: S(L("tcp", 22, sshd), L("tcp", 4444, evil))},
+				{at: 3 * time.Second, reload: &fakePolicy{allow: map[uint16]string{4444: "/tmp/x"}}, wantState: no},
+				{at: 4 * time.Second, snap: S(L("tcp", 4444, evil)), want: []string{"closed unexpected tcp 0.0.0.0:22 [/usr/sbin/sshd]"}},
+			},
+		},
+		{
+			name:   "reload to an ignoring policy resolves",
+			policy: fakePolicy{},
+			steps: []engineStep{
+				{snap: S(L("udp", 40000, evil)), want: []string{"opened unexpected udp 0.0.0.0:40000 [/tmp/x]"}},
+				{at: time.Second, reload: &fakePolicy{ignore: map[uint16]bool{40000: true}}, want: []string{
+					"closed unexpected udp 0.0.0.0:40000 [/tmp/x] msg=listener udp 0.0.0.0:40000 is now ignored (config reloaded); alert resolved",
+				}},
+			},
+		},
+		{
+			name:   "reload to a new flap window applies to the next close",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: time.Second, reload: &allow22, settings: &base},
+				{at: 2 * time.Second, snap: S()},
+				{at: 3 * time.Second, snap: S(L("tcp", 4444, evil))},
+			},
+		},
+		{
+			name:   "an expiring rule alerts at the next full evaluation",
+			policy: fakePolicy{allow: map[uint16]string{8080: ""}, expires: map[uint16]time.Time{8080: t0.Add(10 * time.Second)}},
+			steps: []engineStep{
+				{snap: S(L("tcp", 8080, helper))},
+				{at: 30 * time.Second, snap: S(L("tcp", 8080, helper))},
+				{at: 61 * time.Second, snap: S(L("tcp", 8080, helper)), want: []string{"opened unexpected tcp 0.0.0.0:8080 [/usr/lib/helper] note=policy re-evaluated"}},
+				{at: 200 * time.Second, snap: S(L("tcp", 8080, helper)), wantState: no},
+			},
+		},
+		{
+			name:   "restart with an alerted listener still open: no second alert",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: time.Second, restart: true},
+				{at: 2 * time.Second, snap: S(L("tcp", 4444, evil))},
+				{at: 3 * time.Second, snap: S(L("tcp", 4444, evil))},
+				{at: 4 * time.Second, snap: S(), want: []string{"closed unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+			},
+		},
+		{
+			name:   "restart with an alerted listener still open but unattributed waits, then keeps the alert",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: time.Second, restart: true},
+				{at: 2 * time.Second, snap: S(L("tcp", 4444))},
+				{at: 3 * time.Second, snap: S(L("tcp", 4444, evil))},
+			},
+		},
+		{
+			name:     "restart after the alerted listener closed while down: resolved",
+			settings: base,
+			policy:   allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil), L("tcp", 5555, evil2)), want: []string{
+					"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]",
+					"opened unexpected tcp 0.0.0.0:5555 [/tmp/y]",
+				}},
+				{at: time.Second, snap: S(L("tcp", 4444, evil))},
+				{at: 2 * time.Second, restart: true},
+				{at: 3 * time.Second, snap: S(), want: []string{
+					"closed unexpected tcp 0.0.0.0:4444 [/tmp/x]",
+					"closed unexpected tcp 0.0.0.0:5555 [/tmp/y]",
+				}},
+				{at: 4 * time.Second, snap: S(), wantState: no},
+			},
+		},
+		{
+			name:     "restart within the flap window of a closed alert, listener back: silent",
+			settings: base,
+			policy:   allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: time.Second, snap: S()},
+				{at: 2 * time.Second, restart: true},
+				{at: 3 * time.Second, snap: S(L("tcp", 4444, evil))},
+			},
+		},
+		{
+			name:   "restart with an alerted listener now allowed or changed hands",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 22, evil), L("tcp", 4444, evil)), want: []string{
+					"opened unexpected tcp 0.0.0.0:22 [/tmp/x]",
+					"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]",
+				}},
+				{at: time.Second, restart: true},
+				{at: 2 * time.Second, snap: S(L("tcp", 22, sshd), L("tcp", 4444, evil2)), want: []string{
+					`closed unexpected tcp 0.0.0.0:22 [/tmp/x] msg=listener tcp 0.0.0.0:22 is now allowed by rule "port-22" (since the last run); alert resolved`,
+					"changed unexpected tcp 0.0.0.0:4444 [/tmp/y]",
+				}},
+			},
+		},
+		{
+			name:   "a namespace not inspected this time closes nothing",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(LN("container:abc", "tcp", 4444, evil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 in netns container:abc [/tmp/x]"}},
+				{at: time.Second, snap: blind(S(), "container:abc")},
+				{at: 2 * time.Second, snap: S(LN("container:abc", "tcp", 4444, evil))},
+				{at: 3 * time.Second, snap: S(), want: []string{"closed unexpected tcp 0.0.0.0:4444 in netns container:abc [/tmp/x]"}},
+			},
+		},
+		{
+			name:   "reuseport sockets sharing a key are one listener, alerted once",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: S(L("tcp", 8080, evil), L("tcp", 8080, watcher.Process{PID: 202, Exe: "/tmp/x", User: "nobody"})), want: []string{
+					"opened unexpected tcp 0.0.0.0:8080 [/tmp/x,/tmp/x]",
+				}},
+				{at: time.Second, snap: S(L("tcp", 8080, evil))},
+			},
+		},
+	}
+
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			e := newEngine(nil)
+			cfg := engineConfig{Settings: tt.settings, verdicter: tt.policy}
+			for i, st := range tt.steps {
+				now := t0.Add(st.at)
+				var r engineResult
+				switch {
+				case st.restart:
+					if err := saveState(dir, e.alerts); err != nil {
+						t.Fatalf("step %d: %v", i, err)
+					}
+					alerts, err := loadState(dir)
+					if err != nil {
+						t.Fatalf("step %d: %v", i, err)
+					}
+					e = newEngine(alerts)
+				case st.reload != nil:
+					cfg.verdicter = *st.reload
+					if st.settings != nil {
+						cfg.Settings = *st.settings
+					}
+					r = e.reload(cfg, now)
+				default:
+					r = e.step(st.snap, cfg, now)
+				}
+				if diff := cmp.Diff(st.want, summarize(r.Emit)); diff != "" {
+					t.Errorf("step %d (at %v): events mismatch (-want +got):\n%s", i, st.at, diff)
+				}
+				if st.wantState != nil && r.StateChanged != *st.wantState {
+					t.Errorf("step %d (at %v): StateChanged = %v, want %v", i, st.at, r.StateChanged, *st.wantState)
+				}
+			}
+		})
+	}
+}
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func TestEngineStats(t *testing.T) {
+	e := newEngine(nil)
+	cfg := engineConfig{verdicter: fakePolicy{allow: map[uint16]string{22: ""}}}
+	s := S(L("tcp", 22, sshd), L("tcp", 4444, evil), LN("container:abc", "tcp", 80, evil), L("udp", 9))
+	e.step(s, cfg, t0)
+	want := engineStats{Listeners: 4, Unexpected: 2, Namespaces: 2}
+	if diff := cmp.Diff(want, e.stats); diff != "" {
+		t.Errorf("stats after the first snapshot mismatch (-want +got):\n%s", diff)
+	}
+	e.step(s, cfg, t0.Add(time.Second))
+	want.Unexpected = 3 // the unattributed udp listener, judged now
+	if diff := cmp.Diff(want, e.stats); diff != "" {
+		t.Errorf("stats after the second snapshot mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestEngineStateFile(t *testing.T) {
+	dir := t.TempDir()
+	e := newEngine(nil)
+	cfg := engineConfig{verdicter: fakePolicy{}}
+	e.step(S(L("tcp", 4444, evil)), cfg, t0)
+	if err := saveState(dir, e.alerts); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(e.alerts, got, cmp.AllowUnexported(alert{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("state round trip mismatch (-want +got):\n%s", diff)
+	}
+	if _, err := lockStateDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockStateDir(dir); err == nil || !strings.Contains(err.Error(), "in use by another portwatchd") {
+		t.Errorf("second lock: err = %v, want in use", err)
+	}
+}
