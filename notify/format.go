@@ -139,10 +139,13 @@ func escapeSlack(s string) string {
 }
 
 // markdownEscaper backslash-escapes CommonMark's punctuation that can start
-// formatting, links or code, as Discord, Mattermost and Teams accept.
+// emphasis, code, spoilers, links, quotes or (in Discord) mentions, as
+// Discord, Mattermost and Teams accept. Parentheses and "#" need no escape:
+// without "[" and "]" there is no link, and a summary line never starts with
+// "#" (control characters, newlines included, are already escaped).
 var markdownEscaper = strings.NewReplacer(
 	`\`, `\\`, "*", `\*`, "_", `\_`, "`", "\\`", "~", `\~`, "|", `\|`,
-	"[", `\[`, "]", `\]`, "(", `\(`, ")", `\)`, "#", `\#`, ">", `\>`, "<", `\<`,
+	"[", `\[`, "]", `\]`, ">", `\>`, "<", `\<`,
 )
 
 // muteMentions puts a zero-width space after every "@", so that @channel,
@@ -158,7 +161,7 @@ func escapeMattermost(s string) string {
 
 var markdownNoAngle = strings.NewReplacer(
 	`\`, `\\`, "*", `\*`, "_", `\_`, "`", "\\`", "~", `\~`, "|", `\|`,
-	"[", `\[`, "]", `\]`, "(", `\(`, ")", `\)`, "#", `\#`,
+	"[", `\[`, "]", `\]`,
 )
 
 func escapeDiscord(s string) string { return muteMentions(markdownEscaper.Replace(s)) }

@@ -101,7 +101,7 @@ func holder(l watcher.Listener) string {
 	}
 	var attrs []string
 	if p.Exe != "" && p.Comm != "" && p.Comm != filepath.Base(p.Exe) {
-		attrs = append(attrs, "comm "+strconv.Quote(escape(p.Comm)))
+		attrs = append(attrs, "comm "+strconv.Quote(p.Comm))
 	}
 	attrs = append(attrs, "pid "+strconv.Itoa(p.PID))
 	user := p.User

@@ -1,0 +1,259 @@
+package notify
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/portwatchd/portwatchd/policy"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func goldenBatches() map[string][]Event {
+	var many []Event
+	for i := 0; i < 60; i++ {
+		many = append(many, fixedEvent(i, TypeOpened, unexpected(uint16(4000+i), "x")))
+	}
+	return map[string][]Event{
+		"single": {fixedEvent(1, TypeOpened, unexpected(4444, "x"))},
+		"mixed": {
+			fixedEvent(1, TypeOpened, unexpected(4444, "x")),
+			fixedEvent(2, TypeChanged, unexpected(4445, "nc")),
+			fixedEvent(3, TypeClosed, unexpected(4446, "x")),
+		},
+		"hostile": {fixedEvent(1, TypeOpened, unexpected(4444, hostile))},
+		"many":    many,
+		"test":    {fixedEvent(1, TypeTest, policy.Decision{})},
+	}
+}
+
+// TestFormatsGolden compares every format's payload for several batches with
+// testdata/format/<format>-<batch>.json. Run with -update to rewrite them.
+func TestFormatsGolden(t *testing.T) {
+	hook := policy.Webhook{Name: "t", URL: "https://ntfy.example/alerts", Topic: ""}
+	for _, format := range Formats() {
+		for name, events := range goldenBatches() {
+			t.Run(format+"/"+name, func(t *testing.T) {
+				got, err := formats[format].build(events, hook)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !json.Valid(got) {
+					t.Fatalf("invalid JSON:\n%s", got)
+				}
+				path := filepath.Join("testdata", "format", format+"-"+name+".json")
+				if *update {
+					if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(path, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatalf("%v (run go test ./notify -run TestFormatsGolden -update)", err)
+				}
+				if diff := cmp.Diff(string(want), string(got)); diff != "" {
+					t.Errorf("%s (-want +got):\n%s", path, diff)
+				}
+			})
+		}
+	}
+}
+
+// TestFormatsHostile checks, for every format, that a hostile process name
+// keeps the JSON valid and fires no mention.
+func TestFormatsHostile(t *testing.T) {
+	names := []string{
+		hostile,
+		"<@U123> <!here> <!everyone> @channel @here @all @everyone <users/all>",
+		"```\n**bold** [link](https://evil.example) ~~x~~ | # h",
+		"\u202eexe.txt\u200b\x00\x7f\xff",
+		`"}]},{"text":"injected`,
+	}
+	for _, format := range Formats() {
+		for i, comm := range names {
+			t.Run(format, func(t *testing.T) {
+				d := unexpected(4444, comm)
+				d.Processes[0].Exe = "/tmp/" + comm
+				d.Reason = "no rule allows " + comm
+				events := []Event{fixedEvent(i, TypeOpened, d), fixedEvent(i+1, TypeChanged, d)}
+				body, err := formats[format].build(events, policy.Webhook{Name: "t", URL: "https://h.example/t"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !json.Valid(body) {
+					t.Fatalf("invalid JSON:\n%s", body)
+				}
+				if format == "generic" || format == "alertmanager" {
+					// Machine formats carry the raw values, JSON-escaped.
+					return
+				}
+				var texts []string
+				collectStrings(t, body, &texts)
+				all := strings.Join(texts, "\n")
+				bads := []string{"<!channel>", "<!here>", "<!everyone>", "<@U123>", "<users/all>", "\x1b", "\x00", "\u202e"}
+				if format == "ntfy" {
+					// ntfy shows plain text: no mentions, no Markdown
+					// unless asked for. Only control characters matter.
+					bads = []string{"\x1b", "\x00", "\u202e"}
+				}
+				for _, bad := range bads {
+					if strings.Contains(all, bad) {
+						t.Errorf("%s payload contains live %q:\n%s", format, bad, all)
+					}
+				}
+				switch format {
+				case "mattermost", "discord", "googlechat":
+					for _, m := range []string{"@channel", "@here", "@all", "@everyone"} {
+						if strings.Contains(all, m) {
+							t.Errorf("%s payload contains live %q:\n%s", format, m, all)
+						}
+					}
+				}
+				switch format {
+				case "mattermost", "discord", "teams":
+					if strings.Contains(all, "**bold**") || strings.Contains(all, "[link](") || strings.Contains(all, "\n```") {
+						t.Errorf("%s payload contains live Markdown:\n%s", format, all)
+					}
+				}
+				if format == "discord" {
+					var p struct {
+						Content         string `json:"content"`
+						AllowedMentions struct {
+							Parse []string `json:"parse"`
+						} `json:"allowed_mentions"`
+					}
+					if err := json.Unmarshal(body, &p); err != nil {
+						t.Fatal(err)
+					}
+					if p.AllowedMentions.Parse == nil || len(p.AllowedMentions.Parse) != 0 {
+						t.Errorf("allowed_mentions.parse = %v, want []", p.AllowedMentions.Parse)
+					}
+					if n := utf8.RuneCountInString(p.Content); n > 2000 {
+						t.Errorf("content has %d characters, want <= 2000", n)
+					}
+				}
+			})
+		}
+	}
+}
+
+// collectStrings appends every string value in a JSON document.
+func collectStrings(t *testing.T, body []byte, out *[]string) {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case string:
+			*out = append(*out, v)
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		case map[string]any:
+			for _, e := range v {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+}
+
+// TestFormatsLimits checks each chat service's length limits with a big batch
+// and a very long executable path.
+func TestFormatsLimits(t *testing.T) {
+	var events []Event
+	for i := 0; i < 500; i++ {
+		d := unexpected(uint16(1000+i), "x")
+		d.Processes[0].Exe = "/tmp/" + strings.Repeat("a", 3000)
+		events = append(events, fixedEvent(i, TypeOpened, d))
+	}
+	tests := []struct {
+		name   string
+		format string
+		field  func(map[string]any) string
+		max    int
+	}{
+		{name: "slack section", format: "slack", max: 3000, field: func(m map[string]any) string {
+			return m["blocks"].([]any)[1].(map[string]any)["text"].(map[string]any)["text"].(string)
+		}},
+		{name: "slack header", format: "slack", max: 150, field: func(m map[string]any) string {
+			return m["blocks"].([]any)[0].(map[string]any)["text"].(map[string]any)["text"].(string)
+		}},
+		{name: "discord content", format: "discord", max: 2000, field: func(m map[string]any) string { return m["content"].(string) }},
+		{name: "mattermost text", format: "mattermost", max: 16383, field: func(m map[string]any) string { return m["text"].(string) }},
+		{name: "googlechat text", format: "googlechat", max: 4096, field: func(m map[string]any) string { return m["text"].(string) }},
+		{name: "ntfy message", format: "ntfy", max: 4096, field: func(m map[string]any) string { return m["message"].(string) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body, err := formats[tt.format].build(events, policy.Webhook{Name: "t", URL: "https://h.example/t"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			s := tt.field(m)
+			if n := utf8.RuneCountInString(s); n > tt.max {
+				t.Errorf("%d characters, want <= %d", n, tt.max)
+			}
+			if tt.format == "ntfy" && len(s) > tt.max {
+				t.Errorf("%d bytes, want <= %d", len(s), tt.max)
+			}
+			if tt.name != "slack header" && !strings.Contains(s, "more") {
+				t.Errorf("no \"… and N more\" in %q", truncate(s, 300))
+			}
+		})
+	}
+	var m map[string]any
+	body, _ := formats["discord"].build(events, policy.Webhook{})
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	embeds := m["embeds"].([]any)
+	total := 0
+	for _, e := range embeds {
+		e := e.(map[string]any)
+		total += utf8.RuneCountInString(e["title"].(string)) + utf8.RuneCountInString(e["description"].(string))
+	}
+	if len(embeds) > 10 || total > 6000 {
+		t.Errorf("discord: %d embeds, %d characters; want <= 10 and <= 6000", len(embeds), total)
+	}
+}
+
+func TestSummary(t *testing.T) {
+	events := []Event{{Message: "aaaa"}, {Message: "bbbb"}, {Message: "cccccccccccc"}}
+	id := func(s string) string { return s }
+	tests := []struct {
+		name  string
+		limit int
+		want  string
+	}{
+		{name: "all fit", limit: 100, want: "- aaaa\n- bbbb\n- cccccccccccc"},
+		{name: "two fit", limit: 27, want: "- aaaa\n- bbbb\n… and 1 more"},
+		{name: "one fits", limit: 21, want: "- aaaa\n… and 2 more"},
+		{name: "none fit", limit: 5, want: "… and 3 more"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, summary(events, tt.limit, "- ", "\n", id)); diff != "" {
+				t.Errorf("summary (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

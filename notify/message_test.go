@@ -1,0 +1,116 @@
+package notify
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
+)
+
+func TestNewEvent(t *testing.T) {
+	plain := unexpected(4444, "x")
+	v6 := unexpected(22, "x")
+	v6.Address = netip.MustParseAddr("::")
+	v6.Netns = "container:abc"
+	none := unexpected(4444, "x")
+	none.Processes = []watcher.Process{}
+	renamed := unexpected(4444, "sshd")
+	tests := []struct {
+		name     string
+		typ      string
+		d        policy.Decision
+		severity string
+		message  string
+	}{
+		{name: "opened unexpected", typ: TypeOpened, d: plain, severity: "warning",
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "renamed process shows its comm", typ: TypeOpened, d: renamed, severity: "warning",
+			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (comm "sshd", pid 812, user nobody, unit evil.service): no rule allows it`},
+		{name: "ipv6 in a container", typ: TypeOpened, d: v6, severity: "warning",
+			message: "unexpected listener tcp [::]:22 in netns container:abc opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "unattributed", typ: TypeOpened, d: none, severity: "warning",
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by an unattributed process: no rule allows it"},
+		{name: "changed", typ: TypeChanged, d: plain, severity: "warning",
+			message: "unexpected listener tcp 0.0.0.0:4444 changed owner to /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "closed after alert", typ: TypeClosed, d: plain, severity: "notice",
+			message: "unexpected listener tcp 0.0.0.0:4444 closed, alert resolved (was held by /tmp/x (pid 812, user nobody, unit evil.service))"},
+		{name: "allowed", typ: TypeOpened, d: allowed(22), severity: "info",
+			message: "allowed listener tcp 0.0.0.0:22 opened by /usr/sbin/sshd (pid 812, user nobody, unit evil.service): rule ssh: remote administration"},
+		{name: "allowed closed", typ: TypeClosed, d: allowed(22), severity: "info",
+			message: "allowed listener tcp 0.0.0.0:22 closed (was held by /usr/sbin/sshd (pid 812, user nobody, unit evil.service))"},
+		{name: "hostile", typ: TypeOpened, d: unexpected(4444, hostile), severity: "warning",
+			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (comm "x\n<!channel>\x1b[2J", pid 812, user nobody, unit evil.service): no rule allows it`},
+		{name: "test", typ: TypeTest, d: policy.Decision{}, severity: "notice", message: "portwatchd test notification from web-1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := NewEvent(tt.typ, tt.d, "web-1", testTime)
+			got := struct{ Severity, Message string }{ev.Severity, ev.Message}
+			want := struct{ Severity, Message string }{tt.severity, tt.message}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("NewEvent (-want +got):\n%s", diff)
+			}
+			if len(ev.ID) != 32 || ev.Type != tt.typ || !ev.Time.Equal(testTime) || ev.Host != "web-1" {
+				t.Errorf("id %q type %q time %v host %q", ev.ID, ev.Type, ev.Time, ev.Host)
+			}
+			if strings.ContainsAny(ev.Message, "\n\r\x1b\x00") {
+				t.Errorf("message holds control characters: %q", ev.Message)
+			}
+		})
+	}
+	if a, b := NewEvent(TypeOpened, plain, "h", testTime), NewEvent(TypeOpened, plain, "h", testTime); a.ID == b.ID {
+		t.Errorf("two events share id %s", a.ID)
+	}
+}
+
+func TestEscape(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{name: "plain", in: "nginx: worker", want: "nginx: worker"},
+		{name: "unicode kept", in: "café-日本", want: "café-日本"},
+		{name: "hostile", in: hostile, want: `x\n<!channel>\x1b[2J`},
+		{name: "backslash", in: `a\nb`, want: `a\\nb`},
+		{name: "bidi and zero width", in: "a\u202eb\u200bc", want: `a\u202eb\u200bc`},
+		{name: "invalid utf8", in: "a\xffb", want: `a\xffb`},
+		{name: "nul del tab", in: "\x00\x7f\t", want: `\x00\x7f\t`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, escape(tt.in)); diff != "" {
+				t.Errorf("escape(%q) (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
+
+func TestAccepts(t *testing.T) {
+	warn := NewEvent(TypeOpened, unexpected(1, "x"), "h", testTime)
+	closed := NewEvent(TypeClosed, unexpected(1, "x"), "h", testTime)
+	info := NewEvent(TypeOpened, allowed(22), "h", testTime)
+	test := NewEvent(TypeTest, policy.Decision{}, "h", testTime)
+	tests := []struct {
+		name string
+		hook policy.Webhook
+		ev   Event
+		want bool
+	}{
+		{name: "warning to default hook", ev: warn, want: true},
+		{name: "info never to webhooks", ev: info, want: false},
+		{name: "info not even with min info", hook: policy.Webhook{MinSeverity: policy.SeverityInfo}, ev: info, want: false},
+		{name: "closed to default hook", ev: closed, want: true},
+		{name: "min warning drops notice", hook: policy.Webhook{MinSeverity: policy.SeverityWarning}, ev: closed, want: false},
+		{name: "events filter", hook: policy.Webhook{Events: []string{"opened", "changed"}}, ev: closed, want: false},
+		{name: "events filter passes", hook: policy.Webhook{Events: []string{"closed"}}, ev: closed, want: true},
+		{name: "test goes everywhere", hook: policy.Webhook{Events: []string{"opened"}, MinSeverity: policy.SeverityWarning}, ev: test, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := accepts(tt.hook, tt.ev); got != tt.want {
+				t.Errorf("accepts = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
