@@ -295,6 +295,10 @@ func (d *decoder) duration(f field, lo time.Duration) (time.Duration, bool) {
 		d.errorf(f.v, "%s: invalid duration %q (use a unit: 1s, 500ms, 2m)", f.key, clip(f.v.Value))
 		return 0, false
 	}
+	if dur < 0 {
+		d.errorf(f.v, "%s: must not be negative", f.key)
+		return 0, false
+	}
 	if dur < lo {
 		d.errorf(f.v, "%s: must be at least %s", f.key, lo)
 		return 0, false

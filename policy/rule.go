@@ -249,6 +249,10 @@ func (l *loader) ports(d *decoder, f field, protos []string) ([]PortRange, strin
 
 func (d *decoder) portNum(n *yaml.Node, s string) (uint16, bool) {
 	p, err := strconv.ParseUint(s, 10, 64)
+	if err != nil && !isDigits(strings.TrimPrefix(s, "-")) {
+		d.errorf(n, "port: %s is not a port number (1..65535)", clip(s))
+		return 0, false
+	}
 	if err != nil || p < 1 || p > 65535 {
 		d.errorf(n, "port: %s is outside 1..65535", clip(s))
 		return 0, false

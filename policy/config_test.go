@@ -1,0 +1,468 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+
+// testLoader is a loader on fixture files: the fixture services database,
+// no root-only permission checks, and a fixed environment.
+func testLoader(env map[string]string) *loader {
+	l := newLoader()
+	l.servicesFile = "testdata/services"
+	l.checkPerms = false
+	l.getenv = func(k string) string { return env[k] }
+	return l
+}
+
+// TestInvalid loads each file (or directory with drop-ins) under
+// testdata/bad and compares the errors with its golden file.
+func TestInvalid(t *testing.T) {
+	entries, err := os.ReadDir("testdata/bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		name := e.Name()
+		var path, golden string
+		switch {
+		case e.IsDir():
+			path = filepath.Join("testdata/bad", name, "portwatch.yaml")
+			golden = filepath.Join("testdata/bad", name+".golden")
+		case strings.HasSuffix(name, ".yaml"):
+			path = filepath.Join("testdata/bad", name)
+			golden = strings.TrimSuffix(path, ".yaml") + ".golden"
+			name = strings.TrimSuffix(name, ".yaml")
+		default:
+			continue
+		}
+		n++
+		t.Run(name, func(t *testing.T) {
+			c, err := testLoader(nil).load(path)
+			if err == nil {
+				t.Fatalf("Load(%s) = %d rules, want an error", path, len(c.Rules))
+			}
+			var list ErrorList
+			if !errors.As(err, &list) {
+				t.Fatalf("Load(%s) error is %T, want ErrorList", path, err)
+			}
+			got := err.Error() + "\n"
+			if strings.Contains(got, "SECRETTOKEN") {
+				t.Errorf("error leaks the webhook URL:\n%s", got)
+			}
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if diff := cmp.Diff(string(want), got); diff != "" {
+				t.Errorf("Load(%s) errors mismatch (-want +got):\n%s", path, diff)
+			}
+		})
+	}
+	if n < 40 {
+		t.Errorf("found %d cases under testdata/bad, want at least 40", n)
+	}
+}
+
+// TestHostileInput checks that inputs too big or too deep are refused with
+// a clear message.
+func TestHostileInput(t *testing.T) {
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{
+			name: "10 MB",
+			data: bytes.Repeat([]byte("# padding padding padding padding\n"), 10<<20/34),
+			want: "x.yaml:1:1: file is larger than 1048576 bytes",
+		},
+		{
+			name: "deep flow nesting",
+			data: []byte("allow: " + strings.Repeat("[", 100000)),
+			want: "x.yaml:1:1: YAML syntax: exceeded max depth of 10000",
+		},
+		{
+			name: "nesting within the parser's limit",
+			data: []byte("allow: " + strings.Repeat("[", 500) + strings.Repeat("]", 500)),
+			want: "x.yaml:1:40: nesting deeper than 32 levels",
+		},
+		{
+			name: "deep block nesting",
+			data: func() []byte {
+				var b strings.Builder
+				for i := range 200 {
+					b.WriteString(strings.Repeat(" ", i) + "a:\n")
+				}
+				return []byte(b.String())
+			}(),
+			want: "x.yaml:33:33: nesting deeper than 32 levels",
+		},
+		{
+			name: "billion laughs",
+			data: []byte("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b]\n"),
+			want: "x.yaml:1:4: YAML anchors (&a) are not supported",
+		},
+		{
+			name: "NUL bytes",
+			data: []byte("version: 1\nallow: []\n\x00\x00"),
+			want: "x.yaml:3:1: file contains a NUL byte: not a YAML text file",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := testLoader(nil)
+			l.followIncludes = false
+			_, err := l.parse("x.yaml", tt.data)
+			if err == nil {
+				t.Fatal("parse succeeded, want an error")
+			}
+			if diff := cmp.Diff(tt.want, err.Error()); diff != "" {
+				t.Errorf("error mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadBigFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(p, bytes.Repeat([]byte("#\n"), 5<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := testLoader(nil).load(p)
+	want := p + ": file is larger than 1048576 bytes"
+	if err == nil || err.Error() != want {
+		t.Errorf("Load(10 MB) = %v, want %q", err, want)
+	}
+}
+
+func TestLoadFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "fifo.yaml")
+	if err := mkfifo(p); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	_, err := testLoader(nil).load(p)
+	want := p + ": not a regular file (p---------)"
+	if err == nil || err.Error() != want {
+		t.Errorf("Load(fifo) = %v, want %q", err, want)
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	_, err := testLoader(nil).load("testdata/does-not-exist.yaml")
+	want := "testdata/does-not-exist.yaml: cannot open: no such file or directory"
+	if err == nil || err.Error() != want {
+		t.Errorf("Load(missing) = %v, want %q", err, want)
+	}
+}
+
+// TestReferenceConfig parses the shipped configs/portwatch.yaml and checks
+// the values it documents.
+func TestReferenceConfig(t *testing.T) {
+	l := testLoader(nil)
+	c, err := l.load("../configs/portwatch.yaml")
+	if err != nil {
+		t.Fatalf("Load(configs/portwatch.yaml): %v", err)
+	}
+	want := Settings{
+		Interval:           time.Second,
+		IgnoreEphemeralUDP: true,
+		FlapWindow:         30 * time.Second,
+		ShutdownGrace:      5 * time.Second,
+		StateDir:           "/var/lib/portwatch",
+	}
+	if diff := cmp.Diff(want, c.Settings); diff != "" {
+		t.Errorf("settings mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(Notify{Journald: true, SpoolSize: 10000}, c.Notify); diff != "" {
+		t.Errorf("notify mismatch (-want +got):\n%s", diff)
+	}
+	var names []string
+	for _, r := range c.Rules {
+		names = append(names, r.Name)
+	}
+	if diff := cmp.Diff([]string{"ssh", "local-dns", "web", "app-containers", "debug-server"}, names); diff != "" {
+		t.Errorf("rules mismatch (-want +got):\n%s", diff)
+	}
+	ssh := c.Rules[0]
+	if diff := cmp.Diff([]PortRange{{Protocol: "tcp", Lo: 22, Hi: 22}}, ssh.Ports); diff != "" {
+		t.Errorf("ssh ports mismatch (-want +got):\n%s", diff)
+	}
+
+	// Every key the loader knows is documented in the reference file.
+	data, err := os.ReadFile("../configs/portwatch.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, keys := range [][]string{topKeys, ruleKeys, notifyKeys, webhookKeys} {
+		for _, k := range keys {
+			if !bytes.Contains(data, []byte("# "+k+":")) && !bytes.Contains(data, []byte("#   "+k+":")) {
+				t.Errorf("key %q is not documented in a comment in configs/portwatch.yaml", k)
+			}
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := testLoader(map[string]string{"STATE_DIRECTORY": "/var/lib/portwatch-test:/var/lib/other"}).parse("x.yaml", []byte("version: 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Settings{
+		Interval:           time.Second,
+		IgnoreEphemeralUDP: true,
+		FlapWindow:         30 * time.Second,
+		ShutdownGrace:      5 * time.Second,
+		StateDir:           "/var/lib/portwatch-test",
+	}
+	if diff := cmp.Diff(want, c.Settings); diff != "" {
+		t.Errorf("settings mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(Notify{Journald: true, SpoolSize: 10000}, c.Notify); diff != "" {
+		t.Errorf("notify mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	data := `
+interval: 250ms
+ignore_ephemeral_udp: false
+log_allowed: true
+repeat_interval: 1h
+flap_window: 0
+shutdown_grace: 2s
+state_dir: /srv/portwatch/
+notify:
+  journald: false
+  spool_size: 50
+`
+	c, err := testLoader(nil).parse("x.yaml", []byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Settings{
+		Interval:       250 * time.Millisecond,
+		LogAllowed:     true,
+		RepeatInterval: time.Hour,
+		ShutdownGrace:  2 * time.Second,
+		StateDir:       "/srv/portwatch",
+	}
+	if diff := cmp.Diff(want, c.Settings); diff != "" {
+		t.Errorf("settings mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(Notify{Journald: false, SpoolSize: 50}, c.Notify); diff != "" {
+		t.Errorf("notify mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// writeFiles creates files (path relative to dir: content) under dir.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestDropins(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"portwatch.yaml":              "version: 1\nallow:\n  - name: main\n    port: 1\n",
+		"portwatch.d/20-b.yaml":       "allow:\n  - name: b\n    port: 3\n",
+		"portwatch.d/10-a.yaml":       "version: 1\nallow:\n  - name: a\n    port: 2\nnotify:\n  webhooks:\n    - name: hook-a\n      format: generic\n      url: http://127.0.0.1:9/a\n",
+		"portwatch.d/.30-hidden.yaml": "this is: [not even valid\n",
+		"portwatch.d/40-c.yaml~":      "this is: [not even valid\n",
+		"extra/z.yaml":                "allow:\n  - name: z\n    port: 4\n",
+	})
+	main := filepath.Join(dir, "portwatch.yaml")
+	c, err := testLoader(nil).load(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(c *Config) []string {
+		var out []string
+		for _, r := range c.Rules {
+			out = append(out, r.Name)
+		}
+		return out
+	}
+	if diff := cmp.Diff([]string{"main", "a", "b"}, names(c)); diff != "" {
+		t.Errorf("rules mismatch (-want +got):\n%s", diff)
+	}
+	wantFiles := []string{main, filepath.Join(dir, "portwatch.d/10-a.yaml"), filepath.Join(dir, "portwatch.d/20-b.yaml")}
+	if diff := cmp.Diff(wantFiles, c.Files); diff != "" {
+		t.Errorf("files mismatch (-want +got):\n%s", diff)
+	}
+	if len(c.Notify.Webhooks) != 1 || c.Notify.Webhooks[0].Name != "hook-a" {
+		t.Errorf("webhooks = %+v, want hook-a from the drop-in", c.Notify.Webhooks)
+	}
+	if got, want := c.Rules[1].File, filepath.Join(dir, "portwatch.d/10-a.yaml")+":3"; got != want {
+		t.Errorf("rule a File = %q, want %q", got, want)
+	}
+
+	// Explicit include: patterns replace the default, and all matches are
+	// merged in lexical order of their paths.
+	writeFiles(t, dir, map[string]string{
+		"portwatch.yaml": "version: 1\ninclude: [portwatch.d/*.yaml, extra/*.yaml, " + filepath.Join(dir, "portwatch.d/1*.yaml") + "]\nallow:\n  - name: main\n    port: 1\n",
+	})
+	c2, err := testLoader(nil).load(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"main", "z", "a", "b"}, names(c2)); diff != "" {
+		t.Errorf("rules mismatch (-want +got):\n%s", diff)
+	}
+	if c2.Hash == c.Hash {
+		t.Error("hash unchanged after the main file changed")
+	}
+
+	// include: [] turns drop-ins off.
+	writeFiles(t, dir, map[string]string{"portwatch.yaml": "include: []\n"})
+	c3, err := testLoader(nil).load(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c3.Rules) != 0 || len(c3.Files) != 1 {
+		t.Errorf("include: [] loaded %d rules from %v, want none from the main file alone", len(c3.Rules), c3.Files)
+	}
+}
+
+func TestHashCoversSecrets(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"portwatch.yaml": "include: []\nnotify:\n  webhooks:\n    - name: g\n      format: generic\n      url_file: ${CREDENTIALS_DIRECTORY}/g.url\n      secret_file: g.secret\n",
+		"creds/g.url":    "https://example.com/hook/TOKEN1\n",
+		"g.secret":       "whsec_c2VjcmV0\n",
+	})
+	env := map[string]string{"CREDENTIALS_DIRECTORY": filepath.Join(dir, "creds")}
+	main := filepath.Join(dir, "portwatch.yaml")
+	c1, err := testLoader(env).load(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := c1.Notify.Webhooks[0]
+	if w.URL != "https://example.com/hook/TOKEN1" || string(w.Secret) != "whsec_c2VjcmV0" {
+		t.Errorf("webhook = URL %q secret %q, want them read from the files, trimmed", w.URL, w.Secret)
+	}
+	if diff := cmp.Diff([]string{"opened", "changed", "closed", "test"}, w.Events); diff != "" {
+		t.Errorf("default events mismatch (-want +got):\n%s", diff)
+	}
+	c2, err := testLoader(env).load(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c1.Hash != c2.Hash {
+		t.Error("hash differs between two loads of the same files")
+	}
+	writeFiles(t, dir, map[string]string{"creds/g.url": "https://example.com/hook/TOKEN2\n"})
+	c3, err := testLoader(env).load(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c3.Hash == c1.Hash {
+		t.Error("hash unchanged after url_file changed")
+	}
+	writeFiles(t, dir, map[string]string{"g.secret": "whsec_b3RoZXI=\n"})
+	c4, err := testLoader(env).load(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c4.Hash == c3.Hash {
+		t.Error("hash unchanged after secret_file changed")
+	}
+}
+
+func TestWebhookURLs(t *testing.T) {
+	tests := []struct {
+		name     string
+		url      string
+		insecure bool
+		wantErr  string
+	}{
+		{name: "https", url: "https://hooks.example.com/services/x"},
+		{name: "http loopback v4", url: "http://127.0.0.1:9093"},
+		{name: "http loopback 127/8", url: "http://127.1.2.3:9093/x"},
+		{name: "http loopback v6", url: "http://[::1]:8080/"},
+		{name: "http localhost", url: "http://localhost:8080/"},
+		{name: "http insecure", url: "http://192.0.2.1/hook", insecure: true},
+		{name: "http refused", url: "http://192.0.2.1/hook", wantErr: "plain http is refused for a host other than loopback; use https, or set insecure: true"},
+		{name: "http localhost lookalike", url: "http://localhost.example.com/", wantErr: "plain http is refused for a host other than loopback; use https, or set insecure: true"},
+		{name: "no scheme", url: "hooks.example.com/x", wantErr: "the scheme must be http or https"},
+		{name: "no host", url: "https:///x", wantErr: "the URL has no host"},
+		{name: "unparsable", url: "https://[bad/x", wantErr: "not a valid URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkURL(tt.url, tt.insecure)
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if diff := cmp.Diff(tt.wantErr, got); diff != "" {
+				t.Errorf("checkURL(%q) mismatch (-want +got):\n%s", tt.url, diff)
+			}
+		})
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	tests := []struct {
+		name, key, want string
+	}{
+		{name: "prefix", key: "prot", want: "protocol"},
+		{name: "typo", key: "adress", want: "address"},
+		{name: "transposition", key: "exipres", want: "expires"},
+		{name: "ambiguous prefix falls back to distance", key: "e", want: ""},
+		{name: "far", key: "frobnicate", want: ""},
+		{name: "plural", key: "ports", want: "port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, suggest(tt.key, ruleKeys)); diff != "" {
+				t.Errorf("suggest(%q) mismatch (-want +got):\n%s", tt.key, diff)
+			}
+		})
+	}
+}
+
+func TestParseServices(t *testing.T) {
+	data := []byte("# comment\nssh 22/tcp\nhttp 80/tcp www www-http # web\nhttp 80/udp\nbad x/tcp\nzero 0/tcp\nnoproto 12\nssh 2222/tcp\n")
+	want := Services{
+		"ssh":      {"tcp": 22},
+		"http":     {"tcp": 80, "udp": 80},
+		"www":      {"tcp": 80},
+		"www-http": {"tcp": 80},
+	}
+	if diff := cmp.Diff(want, ParseServices(data)); diff != "" {
+		t.Errorf("ParseServices mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	if c.Source != "embedded default" || len(c.Rules) != 1 || c.Files != nil {
+		t.Errorf("Default() = source %q, %d rules, files %v", c.Source, len(c.Rules), c.Files)
+	}
+}
