@@ -1,0 +1,502 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/portwatchd/portwatchd/notify"
+	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
+)
+
+func init() {
+	commands["run"] = command{"watch in the foreground, as the systemd service does (the default command)", runDaemon}
+}
+
+// stallFileEnv names the test hook for a hung snapshot: when the variable
+// names a file that exists, each tick blocks before its snapshot, checking
+// every 100 ms, until the file is removed. The daemon's end-to-end test and
+// the packaging system test (under a real systemd) use it to prove that a
+// stuck snapshot loop stops the watchdog pings, so that systemd restarts the
+// daemon. Unset, it costs nothing; set, one stat per tick. SIGTERM still ends
+// a stalled daemon.
+const stallFileEnv = "PORTWATCHD_TEST_STALL_FILE"
+
+// maxUnsent bounds the events kept for another Send attempt when Send fails
+// (journald restarting, a full disk under the spool).
+const maxUnsent = 1000
+
+// daemonOptions are the flags of `portwatchd run`.
+type daemonOptions struct {
+	configPath string // -c/--config; "" = the default path or the embedded default
+	stateDir   string // --state-dir; "" = state_dir from the config
+	logFormat  string
+	logLevel   string
+}
+
+// runDaemon is `portwatchd run`.
+func runDaemon(args []string, stdout, stderr io.Writer) int {
+	// SIGHUP's default action kills the process: catch it before anything
+	// else, so that a reload sent during startup is not fatal. A channel of
+	// one, filled without blocking by the signal package: reloads asked for
+	// while one is pending fold into it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	fs := newFlagSet("run", stderr)
+	var o daemonOptions
+	cfgPath := configFlag(fs)
+	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for the alert state and webhook spools (default: state_dir from the config, $STATE_DIRECTORY or /var/lib/portwatch)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "operational log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "operational log level: debug, info, warning or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitError
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "portwatchd run: unexpected argument %q\n", fs.Arg(0))
+		return exitError
+	}
+	o.configPath = *cfgPath
+	log, err := newLogger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "portwatchd run: %v\n", err)
+		return exitError
+	}
+	d, err := startDaemon(o, log, stderr)
+	if err != nil {
+		log.Error(oneLine(err.Error()))
+		return exitError
+	}
+	return d.run(ctx, hup)
+}
+
+// newLogger returns the operational log. Under journald (stderr is the
+// stream named by JOURNAL_STREAM) the journal stamps each line itself, so the
+// text format leaves the time out.
+func newLogger(w io.Writer, format, level string) (*logrus.Logger, error) {
+	log := logrus.New()
+	log.SetOutput(w)
+	lvl, err := logrus.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	log.SetLevel(lvl)
+	switch format {
+	case "text":
+		log.SetFormatter(&logrus.TextFormatter{DisableTimestamp: underJournald(w), FullTimestamp: true})
+	case "json":
+		log.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
+	}
+	return log, nil
+}
+
+// underJournald reports whether w is the journal stream systemd connected
+// (JOURNAL_STREAM holds its device and inode), and not just any stderr of a
+// process that inherited the variable.
+func underJournald(w io.Writer) bool {
+	js := os.Getenv("JOURNAL_STREAM")
+	f, ok := w.(*os.File)
+	if js == "" || !ok {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return js == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// daemon is the running `portwatchd run`. Everything but the watchdog pinger
+// and the config file watcher runs in the goroutine of run, so the engine,
+// the config and the state need no lock.
+type daemon struct {
+	opts     daemonOptions
+	log      *logrus.Logger
+	host     string
+	stateDir string
+	lock     *os.File
+
+	cfg       *policy.Config
+	reloadErr string // last reload error, "" when the config in force is the latest
+	w         *watcher.Watcher
+	disp      *notify.Dispatcher
+	dispStop  context.CancelFunc
+	dispDone  chan struct{}
+	eng       *engine
+	files     *configWatcher // nil when file watching could not start
+	unsent    []notify.Event
+	expired   map[string]bool // expired rules already reported, by file:line
+	lastCheck time.Time       // last check for expired rules
+
+	ticker     *time.Ticker
+	ready      bool
+	status     string
+	stallFile  string
+	progress   atomic.Int64 // unix nanoseconds of the last tick the loop completed
+	intervalNS atomic.Int64 // the interval in force, for the watchdog
+}
+
+// startDaemon does everything before the first snapshot: config, state,
+// watcher, dispatcher.
+func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon, error) {
+	d := &daemon{opts: o, log: log, expired: map[string]bool{}, stallFile: os.Getenv(stallFileEnv)}
+	cfg, err := loadConfig(o.configPath, stderr)
+	if err != nil {
+		var list policy.ErrorList
+		if errors.As(err, &list) {
+			for _, e := range list {
+				log.WithField("config", e.File).Error(e.Error())
+			}
+		}
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	d.cfg = cfg
+	d.intervalNS.Store(int64(cfg.Interval))
+	d.logConfigWarnings(time.Now())
+
+	d.host, err = os.Hostname()
+	if err != nil {
+		return nil, fmt.Errorf("hostname: %w", err)
+	}
+	d.stateDir = o.stateDir
+	if d.stateDir == "" {
+		d.stateDir = cfg.StateDir
+	}
+	if err := os.MkdirAll(d.stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if d.lock, err = lockStateDir(d.stateDir); err != nil {
+		return nil, err
+	}
+	alerts, err := loadState(d.stateDir)
+	if err != nil {
+		// A damaged state costs at most a repeat of past alerts: better
+		// than not watching at all. Keep the bad file for a post-mortem.
+		aside := d.stateDir + "/" + stateFileName + ".bad"
+		log.WithError(err).Errorf("alert state unreadable; starting afresh (kept as %s)", aside)
+		_ = os.Rename(d.stateDir+"/"+stateFileName, aside)
+		alerts = nil
+	}
+	d.eng = newEngine(alerts)
+
+	d.w, err = watcher.New(watcher.Options{Warn: func(msg string) { log.Warn(oneLine(msg)) }})
+	if err != nil {
+		return nil, fmt.Errorf("watcher: %w", err)
+	}
+	d.disp, err = notify.New(cfg.Notify, notify.Options{StateDir: d.stateDir, Log: log, Stderr: stderr})
+	if err != nil {
+		d.w.Close()
+		return nil, fmt.Errorf("notify: %w", err)
+	}
+	return d, nil
+}
+
+// run is the daemon's life from the first snapshot to the exit code.
+func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
+	dispCtx, dispStop := context.WithCancel(context.Background())
+	d.dispStop, d.dispDone = dispStop, make(chan struct{})
+	go func() {
+		defer close(d.dispDone)
+		d.disp.Run(dispCtx)
+	}()
+
+	// Watch the config before the first snapshot, so that an edit made
+	// while starting is not missed.
+	var fileChanged <-chan struct{}
+	if cw, err := newConfigWatcher(d.configPathForWatch(), d.cfg.Files, d.log); err != nil {
+		d.log.WithError(err).Warn("cannot watch the config files for changes; reload with SIGHUP")
+	} else {
+		d.files = cw
+		fileChanged = cw.changed
+	}
+
+	d.ticker = time.NewTicker(d.cfg.Interval)
+	defer d.ticker.Stop()
+	d.tick(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return d.shutdown()
+		case <-d.ticker.C:
+			d.tick(ctx)
+		case <-hup:
+			d.reload("SIGHUP")
+		case <-fileChanged:
+			d.reload("file change")
+		}
+	}
+}
+
+// tick takes one snapshot and acts on it.
+func (d *daemon) tick(ctx context.Context) {
+	d.stall(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	snap, err := d.w.Snapshot(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.WithError(err).Error("snapshot failed")
+			d.setStatus("snapshot failed: " + oneLine(err.Error()))
+		}
+		return
+	}
+	now := time.Now()
+	r := d.eng.step(snap, d.engineConfig(), now)
+	d.emit(r, now)
+	if now.Sub(d.lastCheck) >= fullEvalEvery {
+		d.logExpired(now)
+	}
+	d.progress.Store(time.Now().UnixNano())
+	if !d.ready {
+		d.ready = true
+		s := d.eng.stats
+		d.log.WithFields(logrus.Fields{
+			"config":     d.cfg.Source,
+			"listeners":  s.Listeners,
+			"unexpected": s.Unexpected,
+			"namespaces": s.Namespaces,
+			"state_dir":  d.stateDir,
+			"version":    version,
+		}).Info("portwatchd started")
+		d.updateStatus()
+		sdNotify(d.log, "READY=1")
+		if wd, ok := watchdogInterval(d.log); ok {
+			go d.watchdog(ctx, wd)
+		}
+		return
+	}
+	d.updateStatus()
+}
+
+// stall is the test hook named by stallFileEnv.
+func (d *daemon) stall(ctx context.Context) {
+	if d.stallFile == "" {
+		return
+	}
+	logged := false
+	for ctx.Err() == nil {
+		if _, err := os.Stat(d.stallFile); err != nil {
+			return
+		}
+		if !logged {
+			d.log.WithField("file", d.stallFile).Warn("test hook: snapshot loop stalled until the file is removed")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (d *daemon) engineConfig() engineConfig {
+	return engineConfig{Settings: d.cfg.Settings, verdicter: d.cfg}
+}
+
+// emit sends what the engine produced and saves the state when it changed.
+// The state is saved after the send: a crash in between repeats an alert
+// (the same listener, a new id) rather than losing one.
+func (d *daemon) emit(r engineResult, now time.Time) {
+	for _, em := range r.Emit {
+		ev := notify.NewEvent(em.Type, em.Decision, d.host, now)
+		switch {
+		case em.Message != "":
+			ev.Message = em.Message
+		case em.Note != "":
+			ev.Message += " (" + em.Note + ")"
+		}
+		d.unsent = append(d.unsent, ev)
+	}
+	if len(d.unsent) > 0 {
+		if err := d.disp.Send(d.unsent); err != nil {
+			// Events with the same ids go again with the next tick;
+			// receivers deduplicate on the id.
+			d.log.WithError(err).WithField("events", len(d.unsent)).Error("send events; retrying with the next snapshot")
+			if n := len(d.unsent) - maxUnsent; n > 0 {
+				d.log.WithField("dropped", n).Error("too many unsent events; dropping the oldest")
+				d.unsent = append([]notify.Event(nil), d.unsent[n:]...)
+			}
+		} else {
+			d.unsent = d.unsent[:0]
+		}
+	}
+	if r.StateChanged {
+		if err := saveState(d.stateDir, d.eng.alerts); err != nil {
+			d.log.WithError(err).Error("save alert state")
+		}
+	}
+}
+
+// reload loads the config again and, when it changed and is good, swaps it
+// in. Everything that can fail happens before the swap.
+func (d *daemon) reload(trigger string) {
+	cfg, err := loadConfig(d.opts.configPath, io.Discard)
+	if err != nil {
+		d.reloadFailed(trigger, err)
+		return
+	}
+	if cfg.Hash == d.cfg.Hash {
+		lvl := logrus.InfoLevel
+		if trigger != "SIGHUP" {
+			// Editors and config management touch files without
+			// changing them; that is not news.
+			lvl = logrus.DebugLevel
+		}
+		d.log.WithField("trigger", trigger).Log(lvl, "config unchanged; reload skipped")
+		if d.reloadErr != "" {
+			d.log.Info("config is back to the one in force; the failed reload no longer applies")
+			d.reloadErr = ""
+			d.updateStatus()
+		}
+		return
+	}
+	sdNotify(d.log, "RELOADING=1\n"+monotonicUsec())
+	if err := d.disp.Reload(cfg.Notify); err != nil {
+		d.reloadFailed(trigger, fmt.Errorf("notify: %w", err))
+		sdNotify(d.log, "READY=1")
+		return
+	}
+	old := d.cfg
+	d.cfg, d.reloadErr = cfg, ""
+	d.intervalNS.Store(int64(cfg.Interval))
+	d.log.WithFields(logrus.Fields{
+		"trigger": trigger,
+		"config":  cfg.Source,
+		"rules":   len(cfg.Rules),
+		"files":   len(cfg.Files),
+	}).Info("config reloaded")
+	d.logConfigWarnings(time.Now())
+	if d.files != nil {
+		d.files.sync(cfg.Files)
+	}
+	if d.ready {
+		now := time.Now()
+		d.emit(d.eng.reload(d.engineConfig(), now), now)
+	}
+	if cfg.Interval != old.Interval {
+		d.ticker.Reset(cfg.Interval)
+		d.log.WithField("interval", cfg.Interval).Info("snapshot interval changed")
+	}
+	sdNotify(d.log, "READY=1")
+	d.updateStatus()
+}
+
+// reloadFailed keeps the old config, logs every problem with its position,
+// and shows the failure in the systemd status until a good reload.
+func (d *daemon) reloadFailed(trigger string, err error) {
+	msg := err.Error()
+	lines := strings.Split(msg, "\n")
+	lvl := logrus.ErrorLevel
+	if msg == d.reloadErr && trigger != "SIGHUP" {
+		lvl = logrus.DebugLevel // the same broken file seen again
+	}
+	for _, l := range lines {
+		d.log.WithField("trigger", trigger).Logf(lvl, "config reload failed, keeping the config in force: %s", l)
+	}
+	d.reloadErr = msg
+	d.updateStatus()
+}
+
+// logConfigWarnings logs the config's warnings and the rules expired at now.
+func (d *daemon) logConfigWarnings(now time.Time) {
+	for _, w := range d.cfg.Warnings {
+		d.log.Warn(w)
+	}
+	d.logExpired(now)
+}
+
+// logExpired reports each expired rule once.
+func (d *daemon) logExpired(now time.Time) {
+	d.lastCheck = now
+	for _, r := range d.cfg.Expired(now) {
+		if d.expired[r.File+"\x00"+r.Name] {
+			continue
+		}
+		d.expired[r.File+"\x00"+r.Name] = true
+		d.log.WithFields(logrus.Fields{"rule": r.Name, "file": r.File, "expires": r.ExpiresText}).
+			Warnf("%s: rule %q expired after %s and allows nothing", r.File, r.Name, r.ExpiresText)
+	}
+}
+
+// updateStatus sets the systemd STATUS= to the live figures, or to the
+// reload failure while one stands.
+func (d *daemon) updateStatus() {
+	s := d.eng.stats
+	st := fmt.Sprintf("watching %s in %s, %d unexpected",
+		plural(s.Listeners, "listener"), plural(s.Namespaces, "namespace"), s.Unexpected)
+	if d.reloadErr != "" {
+		first, _, more := strings.Cut(d.reloadErr, "\n")
+		if more {
+			first += fmt.Sprintf(" (and %d more)", strings.Count(d.reloadErr, "\n"))
+		}
+		st = "config reload failed: " + first + "; " + st + " with the previous config"
+	}
+	d.setStatus(st)
+}
+
+func (d *daemon) setStatus(st string) {
+	st = oneLine(st)
+	if st == d.status {
+		return
+	}
+	d.status = st
+	sdNotify(d.log, "STATUS="+st)
+}
+
+// configPathForWatch is the main config file to watch: the one given, or the
+// default path (which, when missing, may appear later).
+func (d *daemon) configPathForWatch() string {
+	if d.opts.configPath != "" {
+		return d.opts.configPath
+	}
+	return policy.DefaultPath
+}
+
+// shutdown stops polling, gives pending deliveries their grace, saves the
+// state and says goodbye.
+func (d *daemon) shutdown() int {
+	sdNotify(d.log, "STOPPING=1")
+	d.log.Info("stopping")
+	if d.files != nil {
+		d.files.close()
+	}
+	if len(d.unsent) > 0 {
+		if err := d.disp.Send(d.unsent); err != nil {
+			d.log.WithError(err).WithField("events", len(d.unsent)).Error("send events at shutdown")
+		}
+	}
+	d.disp.Drain(d.cfg.ShutdownGrace)
+	d.dispStop()
+	<-d.dispDone
+	if err := saveState(d.stateDir, d.eng.alerts); err != nil {
+		d.log.WithError(err).Error("save alert state")
+	}
+	d.w.Close()
+	pending := 0
+	for _, n := range d.disp.Pending() {
+		pending += n
+	}
+	d.log.WithField("pending", pending).Info("stopped")
+	d.lock.Close()
+	return exitOK
+}
