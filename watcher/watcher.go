@@ -52,6 +52,7 @@ type Watcher struct {
 	canSetns  bool
 	selfNS    uint64
 	hostNS    uint64
+	selfPid   int32
 
 	gen     uint32
 	pids    map[int32]pidState
@@ -125,6 +126,7 @@ func New(opts Options) (*Watcher, error) {
 		warned:    make(map[string]bool),
 		listening: make(map[uint64]*sockEntry),
 		unknown:   make(map[uint64]uint32),
+		selfPid:   int32(os.Getpid()),
 	}
 	// Both files are optional: without them names are just left out.
 	if b, err := os.ReadFile(opts.ServicesFile); err == nil {
@@ -141,7 +143,9 @@ func New(opts Options) (*Watcher, error) {
 	}
 	s := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(s)
-	if link, err := os.Readlink("/proc/self/ns/net"); err == nil {
+	// thread-self, not self: /proc/self is the main thread, which the runtime
+	// may have parked inside another namespace after an inNetns call.
+	if link, err := os.Readlink("/proc/thread-self/ns/net"); err == nil {
 		w.selfNS, _ = parseNetnsLink([]byte(link))
 	}
 	if w.hostNS, err = w.proc.netnsOf(s, 1); err != nil {
@@ -343,7 +347,10 @@ func (w *Watcher) scan(pids []int32, nsOf []uint64, out []sockRef) []sockRef {
 }
 
 func (w *Watcher) scanOne(s *scratch, pid int32, nsOf []uint64, i int, out []sockRef) []sockRef {
-	if nsOf != nil {
+	if nsOf != nil && pid == w.selfPid {
+		// Our main thread may be parked in another namespace (see New).
+		nsOf[i] = w.selfNS
+	} else if nsOf != nil {
 		ino, err := w.proc.netnsOf(s, pid)
 		if err != nil && isGone(err) {
 			nsOf[i] = 1
@@ -717,7 +724,7 @@ func (w *Watcher) dump(ns *nsState, out []sockEntry) ([]sockEntry, error) {
 	start := len(out)
 	pid := strconv.Itoa(int(ns.lowPid))
 	if ns.inode == w.selfNS {
-		pid = "self"
+		pid = "thread-self" // see New on why not self
 	}
 	out, err := readProcNet(filepath.Join(w.opts.ProcRoot, pid, "net"), out)
 	if err != nil {
