@@ -112,7 +112,7 @@ func Baseline(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool) []
 			b.WriteString("  # sockets with no known process (kernel sockets, or held by a process that exited)\n")
 		}
 		for _, c := range g.cmdlines {
-			fmt.Fprintf(&b, "  # %s\n", c)
+			fmt.Fprintf(&b, "  # seen %s, %s\n", day, c)
 		}
 		fmt.Fprintf(&b, "  - name: %s\n", yamlQuote(name))
 		fmt.Fprintf(&b, "    netns: %s\n", yamlQuote(escapeGlob(g.netns)))
