@@ -1,0 +1,585 @@
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/portwatchd/portwatchd/policy"
+)
+
+// waitTimeout is how long tests wait for something to happen: generous,
+// machines are shared and slow. Nothing is asserted about speed.
+const waitTimeout = 60 * time.Second
+
+// request is one request seen by a receiver.
+type request struct {
+	Path   string
+	Header http.Header
+	Body   []byte
+	At     time.Time
+}
+
+// receiver is a loopback webhook receiver. respond decides the answer to
+// the n-th request (1-based); nil answers 200.
+type receiver struct {
+	*httptest.Server
+	mu      sync.Mutex
+	reqs    []request
+	respond func(n int, w http.ResponseWriter, r *http.Request)
+	got     chan struct{}
+}
+
+func newReceiver(t *testing.T, respond func(n int, w http.ResponseWriter, r *http.Request)) *receiver {
+	t.Helper()
+	rc := &receiver{respond: respond, got: make(chan struct{}, 1000)}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rc.mu.Lock()
+		rc.reqs = append(rc.reqs, request{Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()})
+		n := len(rc.reqs)
+		rc.mu.Unlock()
+		if rc.respond != nil {
+			rc.respond(n, w, r)
+		}
+		rc.got <- struct{}{}
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+func (rc *receiver) requests() []request {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]request(nil), rc.reqs...)
+}
+
+// waitRequests waits until the receiver has answered n requests.
+func (rc *receiver) waitRequests(t *testing.T, n int) []request {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		if r := rc.requests(); len(r) >= n {
+			// Let the handler finish answering the n-th.
+			time.Sleep(10 * time.Millisecond)
+			return rc.requests()
+		}
+		select {
+		case <-rc.got:
+		case <-deadline:
+			t.Fatalf("receiver got %d requests after %v, want %d", len(rc.requests()), waitTimeout, n)
+		}
+	}
+}
+
+// logBuffer is a logrus logger writing JSON lines into a buffer.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newLog() (*logrus.Logger, *logBuffer) {
+	buf := &logBuffer{}
+	l := logrus.New()
+	l.SetOutput(buf)
+	l.SetFormatter(&logrus.JSONFormatter{})
+	l.SetLevel(logrus.DebugLevel)
+	return l, buf
+}
+
+// startDispatcher builds a dispatcher for hooks with fast backoff (the
+// journald sink is off, so that reports go to the returned log) and runs it
+// until the test ends.
+func startDispatcher(t *testing.T, stateDir string, hooks ...policy.Webhook) (*Dispatcher, *logBuffer) {
+	t.Helper()
+	log, buf := newLog()
+	d, err := New(policy.Notify{Webhooks: hooks}, Options{
+		StateDir: stateDir, Log: log, BackoffBase: 20 * time.Millisecond, BackoffCap: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			t.Logf("log:\n%s", buf.String())
+		}
+	})
+	return d, buf
+}
+
+func hook(name, format, url string) policy.Webhook {
+	return policy.Webhook{Name: name, Format: format, URL: url, Timeout: 5 * time.Second}
+}
+
+// waitEmpty waits until every spool of d is empty.
+func waitEmpty(t *testing.T, d *Dispatcher) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		empty := true
+		for _, n := range d.Pending() {
+			if n > 0 {
+				empty = false
+			}
+		}
+		if empty {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spools still pending after %v: %v", waitTimeout, d.Pending())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func decodeEventIDs(t *testing.T, body []byte) []string {
+	t.Helper()
+	var p struct {
+		Events []Event `json:"events"`
+	}
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+	return ids(p.Events)
+}
+
+// verifySignature checks a Standard Webhooks signature independently of
+// sign.
+func verifySignature(t *testing.T, secret []byte, r request) {
+	t.Helper()
+	id, ts := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp")
+	if id == "" || ts == "" {
+		t.Fatalf("missing webhook-id or webhook-timestamp: %v", r.Header)
+	}
+	if sec, err := strconv.ParseInt(ts, 10, 64); err != nil || time.Since(time.Unix(sec, 0)).Abs() > 5*time.Minute {
+		t.Errorf("webhook-timestamp %q is not a current Unix time", ts)
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(id + "." + ts + "."))
+	m.Write(r.Body)
+	want := "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+	if got := r.Header.Get("webhook-signature"); got != want {
+		t.Errorf("webhook-signature = %q, want %q", got, want)
+	}
+}
+
+func batchOf(n int, prefix string) []Event {
+	var events []Event
+	for i := 0; i < n; i++ {
+		ev := NewEvent(TypeOpened, unexpected(uint16(4000+i), "x"), "web-1", testTime)
+		ev.ID = fmt.Sprintf("%s-%d", prefix, i)
+		events = append(events, ev)
+	}
+	return events
+}
+
+// TestGenericSigned: one Send is one signed request holding every event of
+// the batch.
+func TestGenericSigned(t *testing.T) {
+	rc := newReceiver(t, nil)
+	h := hook("signed", "generic", rc.URL+"/hook")
+	h.Secret = []byte("whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")))
+	d, _ := startDispatcher(t, t.TempDir(), h)
+	events := batchOf(3, "sig")
+	if err := d.Send(events); err != nil {
+		t.Fatal(err)
+	}
+	reqs := rc.waitRequests(t, 1)
+	waitEmpty(t, d)
+	if len(reqs) != 1 {
+		t.Fatalf("got %d requests, want 1", len(reqs))
+	}
+	verifySignature(t, []byte("0123456789abcdef0123456789abcdef"), reqs[0])
+	if diff := cmp.Diff(ids(events), decodeEventIDs(t, reqs[0].Body)); diff != "" {
+		t.Errorf("event ids (-want +got):\n%s", diff)
+	}
+	if got, want := reqs[0].Header.Get("webhook-id"), deliveryID(events); got != want {
+		t.Errorf("webhook-id = %q, want %q", got, want)
+	}
+	if ct := reqs[0].Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+}
+
+// TestRetries covers the status codes: each case's receiver answers the
+// given statuses in turn, then 200.
+func TestRetries(t *testing.T) {
+	tests := []struct {
+		name      string
+		statuses  []int
+		attempts  int  // requests the receiver must see
+		delivered bool // false: the batch was dropped as a permanent failure
+		logged    string
+	}{
+		{name: "503 three times", statuses: []int{503, 503, 503}, attempts: 4, delivered: true, logged: "HTTP 503"},
+		{name: "500 then ok", statuses: []int{500}, attempts: 2, delivered: true, logged: "HTTP 500"},
+		{name: "408 is retried", statuses: []int{408}, attempts: 2, delivered: true, logged: "HTTP 408"},
+		{name: "400 once only", statuses: []int{400}, attempts: 1, logged: "HTTP 400"},
+		{name: "404 once only", statuses: []int{404}, attempts: 1, logged: "HTTP 404"},
+		{name: "201 is success", statuses: []int{201}, attempts: 1, delivered: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+				if n <= len(tt.statuses) {
+					w.WriteHeader(tt.statuses[n-1])
+					fmt.Fprint(w, "receiver says no")
+				}
+			})
+			d, log := startDispatcher(t, t.TempDir(), hook("r", "generic", rc.URL))
+			events := batchOf(2, "retry")
+			if err := d.Send(events); err != nil {
+				t.Fatal(err)
+			}
+			reqs := rc.waitRequests(t, tt.attempts)
+			waitEmpty(t, d)
+			// Give a wrong extra attempt the chance to show up.
+			time.Sleep(300 * time.Millisecond)
+			reqs = rc.requests()
+			if len(reqs) != tt.attempts {
+				t.Fatalf("receiver saw %d requests, want %d", len(reqs), tt.attempts)
+			}
+			for i, r := range reqs {
+				if diff := cmp.Diff(ids(events), decodeEventIDs(t, r.Body)); diff != "" {
+					t.Errorf("attempt %d event ids (-want +got):\n%s", i+1, diff)
+				}
+				if got := r.Header.Get("webhook-id"); got != reqs[0].Header.Get("webhook-id") {
+					t.Errorf("attempt %d webhook-id %q differs from the first %q", i+1, got, reqs[0].Header.Get("webhook-id"))
+				}
+			}
+			out := log.String()
+			if tt.logged != "" && !strings.Contains(out, tt.logged) {
+				t.Errorf("log lacks %q:\n%s", tt.logged, out)
+			}
+			if !tt.delivered && !(strings.Contains(out, "dropped 2 events after a permanent failure") && strings.Contains(out, `"sink":"r"`)) {
+				t.Errorf("permanent failure not reported with the sink name:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestRetryAfter: a 429 with Retry-After makes the loop wait that long,
+// whatever the (here tiny) backoff says.
+func TestRetryAfter(t *testing.T) {
+	tests := []struct {
+		name  string
+		value func() string
+		min   time.Duration
+	}{
+		{name: "seconds", value: func() string { return "2" }, min: 1900 * time.Millisecond},
+		{name: "http date", value: func() string { return time.Now().Add(3 * time.Second).UTC().Format(http.TimeFormat) }, min: 1 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+				if n == 1 {
+					w.Header().Set("Retry-After", tt.value())
+					w.WriteHeader(http.StatusTooManyRequests)
+				}
+			})
+			d, _ := startDispatcher(t, t.TempDir(), hook("ra", "generic", rc.URL))
+			if err := d.Send(batchOf(1, "ra")); err != nil {
+				t.Fatal(err)
+			}
+			reqs := rc.waitRequests(t, 2)
+			// A lower bound only: waiting less than asked is the bug.
+			if gap := reqs[1].At.Sub(reqs[0].At); gap < tt.min {
+				t.Errorf("retried after %v, want at least %v", gap, tt.min)
+			}
+		})
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		name string
+		in   string
+		want time.Duration
+	}{
+		{name: "empty", in: "", want: 0},
+		{name: "seconds", in: "7", want: 7 * time.Second},
+		{name: "negative", in: "-1", want: 0},
+		{name: "huge", in: "99999999999", want: maxRetryAfter},
+		{name: "date", in: "Fri, 02 Jan 2026 03:04:35 GMT", want: 30 * time.Second},
+		{name: "past date", in: "Fri, 02 Jan 2026 03:00:00 GMT", want: 0},
+		{name: "garbage", in: "soon", want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := parseRetryAfter(tt.in, now); got != tt.want {
+				t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestHang: a receiver that hangs past the sink's timeout is a retried
+// failure; the batch arrives on a later attempt.
+func TestHang(t *testing.T) {
+	release := make(chan struct{})
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+		}
+	})
+	defer close(release)
+	h := hook("hang", "generic", rc.URL)
+	h.Timeout = 300 * time.Millisecond
+	d, log := startDispatcher(t, t.TempDir(), h)
+	if err := d.Send(batchOf(1, "hang")); err != nil {
+		t.Fatal(err)
+	}
+	rc.waitRequests(t, 2)
+	waitEmpty(t, d)
+	if out := log.String(); !strings.Contains(out, "Client.Timeout") && !strings.Contains(out, "timeout") {
+		t.Errorf("log does not mention the timeout:\n%s", out)
+	}
+}
+
+// TestRedirectNotFollowed: a 3xx is a failure and the redirect target never
+// gets a request.
+func TestRedirectNotFollowed(t *testing.T) {
+	target := newReceiver(t, nil)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/stolen", http.StatusTemporaryRedirect)
+	})
+	d, log := startDispatcher(t, t.TempDir(), hook("redir", "slack", rc.URL))
+	if err := d.Send(batchOf(1, "redir")); err != nil {
+		t.Fatal(err)
+	}
+	rc.waitRequests(t, 1)
+	waitEmpty(t, d)
+	time.Sleep(300 * time.Millisecond)
+	if n := len(target.requests()); n != 0 {
+		t.Errorf("redirect target got %d requests, want 0", n)
+	}
+	if n := len(rc.requests()); n != 1 {
+		t.Errorf("receiver got %d requests, want 1", n)
+	}
+	if out := log.String(); !strings.Contains(out, "HTTP 307") || !strings.Contains(out, "redirects are not followed") {
+		t.Errorf("log lacks the redirect failure:\n%s", out)
+	}
+}
+
+// TestOrderPerSink: batches arrive in the order they were sent, even across
+// failures.
+func TestOrderPerSink(t *testing.T) {
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n%3 == 1 {
+			w.WriteHeader(http.StatusBadGateway)
+		}
+	})
+	d, _ := startDispatcher(t, t.TempDir(), hook("order", "generic", rc.URL))
+	var want []string
+	for i := 0; i < 8; i++ {
+		b := batchOf(1, fmt.Sprintf("b%d", i))
+		want = append(want, b[0].ID)
+		if err := d.Send(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitEmpty(t, d)
+	var got []string
+	seen := map[string]bool{}
+	for _, r := range rc.requests() {
+		id := decodeEventIDs(t, r.Body)[0]
+		if !seen[id] {
+			seen[id] = true
+			got = append(got, id)
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("delivery order (-want +got):\n%s", diff)
+	}
+}
+
+// TestRouting: info events never reach a webhook; filters apply per sink.
+func TestRouting(t *testing.T) {
+	all := newReceiver(t, nil)
+	closedOnly := newReceiver(t, nil)
+	h2 := hook("closed-only", "generic", closedOnly.URL)
+	h2.Events = []string{"closed"}
+	d, _ := startDispatcher(t, t.TempDir(), hook("all", "generic", all.URL), h2)
+	info := NewEvent(TypeOpened, allowed(22), "h", testTime)
+	opened := NewEvent(TypeOpened, unexpected(1, "x"), "h", testTime)
+	closed := NewEvent(TypeClosed, unexpected(1, "x"), "h", testTime)
+	if err := d.Send([]Event{info, opened, closed}); err != nil {
+		t.Fatal(err)
+	}
+	waitEmpty(t, d)
+	got := map[string][]string{}
+	for name, rc := range map[string]*receiver{"all": all, "closed-only": closedOnly} {
+		for _, r := range rc.requests() {
+			got[name] = append(got[name], decodeEventIDs(t, r.Body)...)
+		}
+	}
+	want := map[string][]string{"all": {opened.ID, closed.ID}, "closed-only": {closed.ID}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("routing (-want +got):\n%s", diff)
+	}
+}
+
+func TestNewWebhookChecks(t *testing.T) {
+	tests := []struct {
+		name    string
+		hook    policy.Webhook
+		wantErr string
+	}{
+		{name: "https ok", hook: policy.Webhook{Name: "a", Format: "slack", URL: "https://hooks.example/T/B/secret"}},
+		{name: "http to loopback ok", hook: policy.Webhook{Name: "a", Format: "slack", URL: "http://127.0.0.1:9/x"}},
+		{name: "http to ::1 ok", hook: policy.Webhook{Name: "a", Format: "slack", URL: "http://[::1]:9/x"}},
+		{name: "http to localhost ok", hook: policy.Webhook{Name: "a", Format: "slack", URL: "http://localhost:9/x"}},
+		{name: "plain http refused", hook: policy.Webhook{Name: "a", Format: "slack", URL: "http://hooks.example/secret"},
+			wantErr: "webhook a: plain http is only allowed to loopback; use https or set insecure: true"},
+		{name: "plain http with insecure", hook: policy.Webhook{Name: "a", Format: "slack", URL: "http://hooks.example/secret", Insecure: true}},
+		{name: "other scheme", hook: policy.Webhook{Name: "a", Format: "slack", URL: "ftp://hooks.example/secret"},
+			wantErr: "webhook a: url scheme must be https or http"},
+		{name: "relative", hook: policy.Webhook{Name: "a", Format: "slack", URL: "/secret"},
+			wantErr: "webhook a: url is not an absolute http(s) URL"},
+		{name: "unknown format", hook: policy.Webhook{Name: "a", Format: "irc", URL: "https://h.example/"},
+			wantErr: `webhook a: unknown format "irc"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := newWebhook(tt.hook, newTransport())
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if diff := cmp.Diff(tt.wantErr, got); diff != "" {
+				t.Errorf("error (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestTLSVerified: a loopback https receiver with a certificate we do not
+// trust is refused.
+func TestTLSVerified(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	d, err := New(policy.Notify{Webhooks: []policy.Webhook{hook("tls", "generic", srv.URL+"/secret-path")}}, Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := d.Test(context.Background(), NewEvent(TypeTest, policy.Decision{}, "h", time.Now()))
+	if len(rs) != 1 || rs[0].Err == nil || !strings.Contains(rs[0].Err.Error(), "certificate") {
+		t.Fatalf("results %v, want a certificate error", rs)
+	}
+	if strings.Contains(rs[0].Err.Error(), "secret-path") {
+		t.Errorf("error holds the URL: %v", rs[0].Err)
+	}
+}
+
+// TestRedaction drives every failure path with a URL and a secret that must
+// never appear in a log line, a report or an error.
+func TestRedaction(t *testing.T) {
+	const token, key, secret, pass = "TOKENtoken1234", "KEYkey5678", "SIGNsecret9012", "PASSpw3456"
+	secrets := []string{token, key, secret, pass}
+	// A hostile receiver echoes back what it got, URL included.
+	echo := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader([]int{503, 400}[min(n-1, 1)])
+		fmt.Fprintf(w, "bad request to %s %s sig=%s", r.URL.String(), r.URL.RawQuery, r.Header.Get("webhook-signature"))
+	})
+	redir := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://127.0.0.1:1/"+token, http.StatusFound)
+	})
+	hang := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close()
+
+	withSecrets := func(name, base string) policy.Webhook {
+		u := strings.Replace(base, "http://", "http://user:"+pass+"@", 1) + "/hooks/" + token + "?key=" + key
+		h := hook(name, "generic", u)
+		h.Secret = []byte(secret)
+		h.Timeout = 300 * time.Millisecond
+		return h
+	}
+	hooks := []policy.Webhook{
+		withSecrets("echo", echo.URL),
+		withSecrets("redir", redir.URL),
+		withSecrets("hang", hang.URL),
+		withSecrets("down", "http://"+down),
+	}
+	d, log := startDispatcher(t, t.TempDir(), hooks...)
+	var texts []string
+	for _, r := range d.Test(context.Background(), NewEvent(TypeTest, policy.Decision{}, "h", time.Now())) {
+		if r.Err == nil {
+			t.Errorf("%s: test delivery succeeded, want an error", r.Sink)
+			continue
+		}
+		texts = append(texts, r.Sink+": "+r.Err.Error())
+	}
+	if err := d.Send(batchOf(1, "redact")); err != nil {
+		texts = append(texts, err.Error())
+	}
+	// Wait for the permanent failures and a few retries of the others.
+	deadline := time.Now().Add(waitTimeout)
+	for !(strings.Contains(log.String(), "webhook echo: dropped") && strings.Contains(log.String(), "webhook redir: dropped") &&
+		strings.Count(log.String(), "webhook hang:") >= 2 && strings.Count(log.String(), "webhook down:") >= 2) {
+		if time.Now().After(deadline) {
+			t.Fatalf("expected failures not all logged:\n%s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A sink whose URL does not parse must not echo it either.
+	bad := policy.Webhook{Name: "bad", Format: "generic", URL: "http://h.example/" + token + "\x7f"}
+	if _, err := New(policy.Notify{Webhooks: []policy.Webhook{bad}}, Options{StateDir: t.TempDir()}); err != nil {
+		texts = append(texts, err.Error())
+	}
+	all := strings.Join(texts, "\n") + "\n" + log.String()
+	if testing.Verbose() {
+		t.Logf("errors and log:\n%s", all)
+	}
+	for _, s := range secrets {
+		if strings.Contains(all, s) {
+			t.Errorf("%q leaked:\n%s", s, all)
+		}
+	}
+	for _, want := range []string{"echo: HTTP 503", "redir: HTTP 302", "down: ", "connection refused", "hang: "} {
+		if !strings.Contains(all, want) {
+			t.Errorf("output lacks %q:\n%s", want, all)
+		}
+	}
+}
