@@ -133,7 +133,7 @@ func (j *journald) Notify(_ context.Context, events []Event) (bool, error) {
 // entry writes one entry; fields must include SYSLOG_IDENTIFIER and
 // MESSAGE_ID.
 func (j *journald) entry(msg string, p journal.Priority, fields map[string]string) error {
-	msg = escape(msg)
+	msg = escapeControl(msg)
 	if j.fallback == nil {
 		return j.send(msg, p, fields)
 	}

@@ -157,10 +157,17 @@ func message(typ string, d policy.Decision, host string) string {
 // characters (newlines, ESC, bidi overrides, zero-width characters) and
 // invalid UTF-8 are written as Go escapes. Printable text, including
 // non-ASCII letters, is kept.
-func escape(s string) string {
+func escape(s string) string { return escapeText(s, true) }
+
+// escapeControl is escape without the backslash rule: for text that is
+// escaped already (Event.Message), it only catches what escaping missed, so
+// an already clean message is left as it is.
+func escapeControl(s string) string { return escapeText(s, false) }
+
+func escapeText(s string, backslash bool) string {
 	clean := true
 	for _, r := range s {
-		if r == '\\' || r == utf8.RuneError || !unicode.IsPrint(r) {
+		if (backslash && r == '\\') || r == utf8.RuneError || !unicode.IsPrint(r) {
 			clean = false
 			break
 		}
@@ -174,7 +181,7 @@ func escape(s string) string {
 		switch {
 		case r == utf8.RuneError && n <= 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '\\':
+		case r == '\\' && backslash:
 			b.WriteString(`\\`)
 		case r == '\n':
 			b.WriteString(`\n`)
