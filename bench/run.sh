@@ -23,6 +23,13 @@ OUT=${BENCH_OUT:-$(mktemp -d /tmp/portwatchd-bench.XXXXXX)}
 mkdir -p "$OUT"
 SS=$(command -v ss) || { echo "bench: ss not found (apt-get install iproute2)" >&2; exit 2; }
 
+# Two benchmarks at once on a 2-core machine would distort each other's
+# figures: wait (up to 10 minutes) for any other run to finish.
+if command -v flock >/dev/null; then
+	exec 9>/tmp/portwatchd-bench.lock
+	flock -w 600 9 || echo "bench: another benchmark is still running; figures may be disturbed" >&2
+fi
+
 echo "bench: building into $OUT"
 go build -o "$OUT/portwatchd" ./cmd/portwatchd
 for p in scene measure tick launch; do
@@ -44,10 +51,12 @@ for s in $SCENES; do
 	[ -f "$OUT/$s.json" ] && jsons="$jsons $OUT/$s.json"
 done
 
-# No process of any scene may outlive it: PID 1 of a scene takes its PID
-# namespace down with it. Check, and say so loudly if not.
+# No process of any scene may outlive it. The holders die with PID 1 of their
+# scene (the kernel kills a PID namespace with its init), so it is enough to
+# check that no scene or PID 1 of this run is left: their arguments hold $OUT.
+# (Other benchmark runs on the machine have other directories.)
 sleep 1
-left=$(ps -eo pid=,args= | grep -E '__scene_init|sleep 361$' | grep -v grep || true)
+left=$(ps -eo pid=,args= | grep -F "$OUT/" | grep -v grep || true)
 if [ -n "$left" ]; then
 	echo "bench: scene processes still running:" >&2
 	echo "$left" >&2
