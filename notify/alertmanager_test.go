@@ -1,0 +1,160 @@
+package notify
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/portwatchd/portwatchd/policy"
+)
+
+const alertmanagerBin = "/usr/bin/prometheus-alertmanager"
+
+// startAlertmanager runs Debian's Alertmanager on a free loopback port with a
+// temporary config and data dir, clustering off, and returns its base URL.
+func startAlertmanager(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat(alertmanagerBin); err != nil {
+		t.Skipf("%s not installed (apt-get install prometheus-alertmanager; scripts/apt-packages.txt lists it): %v", alertmanagerBin, err)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "alertmanager.yml")
+	if err := os.WriteFile(conf, []byte("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var out bytes.Buffer
+	cmd := exec.Command(alertmanagerBin,
+		"--config.file="+conf, "--storage.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--cluster.listen-address=", "--log.level=debug")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("alertmanager output:\n%s", out.String())
+		}
+	})
+	base := "http://" + addr
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		select {
+		case err := <-exited:
+			t.Fatalf("alertmanager exited: %v\n%s", err, out.String())
+		default:
+		}
+		resp, err := http.Get(base + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alertmanager not ready after %v\n%s", waitTimeout, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type amAlert struct {
+	Labels map[string]string `json:"labels"`
+	Status struct {
+		State string `json:"state"`
+	} `json:"status"`
+	StartsAt time.Time `json:"startsAt"`
+	EndsAt   time.Time `json:"endsAt"`
+}
+
+func getAlerts(t *testing.T, base string) []amAlert {
+	t.Helper()
+	resp, err := http.Get(base + "/api/v2/alerts?filter=alertname%3D%22" + AlertName + "%22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var as []amAlert
+	if err := json.NewDecoder(resp.Body).Decode(&as); err != nil {
+		t.Fatal(err)
+	}
+	return as
+}
+
+// TestAlertmanager: an opened event fires an alert with our labels in a real
+// Alertmanager; the closed event resolves it.
+func TestAlertmanager(t *testing.T) {
+	base := startAlertmanager(t)
+	d, _ := startDispatcher(t, t.TempDir(), policy.Webhook{Name: "am", Format: "alertmanager", URL: base, Timeout: 10 * time.Second})
+	dec := unexpected(4444, hostile)
+	opened := NewEvent(TypeOpened, dec, "web-1", time.Now().Add(-time.Second).Truncate(time.Millisecond))
+	if err := d.Send([]Event{opened}); err != nil {
+		t.Fatal(err)
+	}
+	waitEmpty(t, d)
+	wantLabels := map[string]string{
+		"alertname": AlertName, "instance": "web-1", "protocol": "tcp", "address": "0.0.0.0", "port": "4444",
+		"netns": "host", "exe": "/tmp/x", "rule": "web",
+	}
+	deadline := time.Now().Add(waitTimeout)
+	var as []amAlert
+	for {
+		as = getAlerts(t, base)
+		if len(as) == 1 && as[0].Status.State == "active" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no active alert after %v: %+v", waitTimeout, as)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if diff := cmp.Diff(wantLabels, as[0].Labels); diff != "" {
+		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+	if !as[0].StartsAt.Equal(opened.Time) {
+		t.Errorf("startsAt %v, want the event time %v", as[0].StartsAt, opened.Time)
+	}
+
+	closed := NewEvent(TypeClosed, dec, "web-1", time.Now())
+	if err := d.Send([]Event{closed}); err != nil {
+		t.Fatal(err)
+	}
+	waitEmpty(t, d)
+	deadline = time.Now().Add(waitTimeout)
+	for {
+		as = getAlerts(t, base)
+		// Alertmanager's API leaves resolved alerts out, or shows them
+		// with an end in the past.
+		if len(as) == 0 || (len(as) == 1 && !as[0].EndsAt.After(time.Now())) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alert not resolved after %v: %+v", waitTimeout, as)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
