@@ -1,0 +1,693 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/portwatchd/portwatchd/internal/journaltest"
+)
+
+// The end-to-end test of `portwatchd run`: the real binary, a real
+// systemd-journald (in a private mount namespace), a unixgram socket standing
+// in for systemd's notify socket, a loopback webhook receiver, and real
+// listeners opened by child processes.
+
+// listenEnv makes the test binary a listener child: it listens on the
+// address in the variable, says "listening" on stdout, and exits when its
+// stdin closes.
+const listenEnv = "PORTWATCHD_TEST_LISTEN"
+
+// TestDaemonHelperListener is the listener child, not a test.
+func TestDaemonHelperListener(t *testing.T) {
+	addr := os.Getenv(listenEnv)
+	if addr == "" {
+		t.Skip("helper process for TestDaemonEndToEnd")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("listening")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	ln.Close()
+	os.Exit(0)
+}
+
+// listenerChild is a running listener child.
+type listenerChild struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+}
+
+// startListener starts a child listening on 127.0.0.1:port and returns once
+// its listen() has returned.
+func startListener(t *testing.T, port int) *listenerChild {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDaemonHelperListener$", "-test.count=1")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=127.0.0.1:%d", listenEnv, port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &listenerChild{cmd: cmd, stdin: stdin}
+	t.Cleanup(c.close)
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "listening" {
+		t.Fatalf("listener child on port %d: %q, %v", port, line, err)
+	}
+	return c
+}
+
+// close makes the child close its socket and exit, and waits for it.
+func (c *listenerChild) close() {
+	if c.stdin == nil {
+		return
+	}
+	c.stdin.Close()
+	c.stdin = nil
+	_ = c.cmd.Wait()
+}
+
+// notifySocket stands in for systemd's notification socket.
+type notifySocket struct {
+	path string
+	mu   sync.Mutex
+	msgs []string // one per line of every datagram, in order
+}
+
+func newNotifySocket(t *testing.T, dir string) *notifySocket {
+	t.Helper()
+	ns := &notifySocket{path: filepath.Join(dir, "notify.sock")}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			ns.mu.Lock()
+			for _, l := range strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n") {
+				ns.msgs = append(ns.msgs, l)
+			}
+			ns.mu.Unlock()
+		}
+	}()
+	return ns
+}
+
+// mark returns the number of messages so far, to look only at later ones.
+func (ns *notifySocket) mark() int {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	return len(ns.msgs)
+}
+
+// since returns the messages from mark on.
+func (ns *notifySocket) since(mark int) []string {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	return append([]string(nil), ns.msgs[mark:]...)
+}
+
+// count returns how many messages from mark on satisfy match.
+func (ns *notifySocket) count(mark int, match func(string) bool) int {
+	n := 0
+	for _, m := range ns.since(mark) {
+		if match(m) {
+			n++
+		}
+	}
+	return n
+}
+
+// wait waits for n messages from mark on that satisfy match, and returns the
+// index just after the n-th.
+func (ns *notifySocket) wait(t *testing.T, mark, n int, what string, match func(string) bool) int {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for {
+		seen := 0
+		for i, m := range ns.since(mark) {
+			if match(m) {
+				seen++
+				if seen == n {
+					return mark + i + 1
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("notify socket: %d of %d %s after %v; messages since mark:\n%s", seen, n, what, waitLong, strings.Join(ns.since(mark), "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func is(s string) func(string) bool        { return func(m string) bool { return m == s } }
+func hasPrefix(s string) func(string) bool { return func(m string) bool { return strings.HasPrefix(m, s) } }
+
+// webhookReceiver is a loopback generic-format webhook endpoint.
+type webhookReceiver struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	events map[string]webhookEvent // by id: a redelivery is the same event
+}
+
+type webhookEvent struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Listener struct {
+		Port    int    `json:"port"`
+		Netns   string `json:"netns"`
+		Verdict string `json:"verdict"`
+	} `json:"listener"`
+}
+
+func newWebhookReceiver(t *testing.T) *webhookReceiver {
+	w := &webhookReceiver{events: map[string]webhookEvent{}}
+	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Events []webhookEvent `json:"events"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			t.Errorf("webhook: bad body: %v", err)
+			http.Error(rw, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.mu.Lock()
+		for _, ev := range body.Events {
+			w.events[ev.ID] = ev
+		}
+		w.mu.Unlock()
+	}))
+	t.Cleanup(w.srv.Close)
+	return w
+}
+
+// count returns how many distinct events of type typ (opened, closed) for
+// the host's port were received.
+func (w *webhookReceiver) count(typ string, port int) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, ev := range w.events {
+		if ev.Type == "listener."+typ && ev.Listener.Port == port && ev.Listener.Netns == "host" {
+			n++
+		}
+	}
+	return n
+}
+
+func (w *webhookReceiver) wait(t *testing.T, typ string, port, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for w.count(typ, port) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("webhook: %d %s events for port %d after %v, want %d", w.count(typ, port), typ, port, waitLong, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitLong bounds every wait: generous, since machines are shared and slow.
+const waitLong = 60 * time.Second
+
+// e2e holds what the end-to-end test runs against.
+type e2e struct {
+	t        *testing.T
+	bin      string
+	dir      string
+	config   string
+	stateDir string
+	stall    string
+	j        *journaltest.Journal
+	notify   *notifySocket
+	hook     *webhookReceiver
+	base     int // first port of the block the test owns
+	next     int // next sentinel port
+}
+
+// daemonProc is one run of the daemon.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// logIdent is the SYSLOG_IDENTIFIER of the daemon's operational log, which
+// the test sends to journald the way systemd sends a service's stderr.
+const logIdent = "portwatchd-oplog"
+
+func (e *e2e) start() *daemonProc {
+	e.t.Helper()
+	cmd := e.j.Command("systemd-cat", "-t", logIdent, "--", e.bin, "run", "-c", e.config, "--state-dir", e.stateDir, "--log-level", "debug")
+	cmd.Env = append(os.Environ(),
+		"NOTIFY_SOCKET="+e.notify.path,
+		"WATCHDOG_USEC=2000000",
+		stallFileEnv+"="+e.stall,
+	)
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	p := &daemonProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	e.t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// waitExit waits for the daemon to exit and returns its exit code.
+func (p *daemonProc) waitExit(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		t.Fatalf("daemon still running %v after it was told to stop", within)
+	}
+	var ee *exec.ExitError
+	if p.err == nil {
+		return 0
+	}
+	if errors.As(p.err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	t.Fatalf("daemon: %v", p.err)
+	return -1
+}
+
+// writeConfig writes the config atomically: a temporary file in the same
+// directory renamed over the old one, as editors and config management do.
+func (e *e2e) writeConfig(content string) {
+	e.t.Helper()
+	tmp := e.config + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, e.config); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// configText is the test's config. It allows every port but the block the
+// test owns, so that other listeners on the machine stay quiet, and allows
+// the ports in extra.
+func (e *e2e) configText(extra ...int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `version: 1
+interval: 300ms
+flap_window: 8s
+shutdown_grace: 3s
+allow:
+  - name: everything-else
+    port: ["1-%d", "%d-65535"]
+    reason: not this test's business
+`, e.base-1, e.base+50)
+	for _, p := range extra {
+		fmt.Fprintf(&b, "  - name: allowed-%d\n    port: %d\n    reason: allowed by the test\n", p, p)
+	}
+	fmt.Fprintf(&b, `notify:
+  journald: true
+  webhooks:
+    - name: receiver
+      format: generic
+      url: %s
+      timeout: 5s
+`, e.hook.srv.URL)
+	return b.String()
+}
+
+// events returns the journald alert entries of type typ for the host's port.
+func (e *e2e) events(typ string, port int) []journaltest.Entry {
+	e.t.Helper()
+	es, err := e.j.Entries("SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT="+typ, "PORTWATCH_PORT="+strconv.Itoa(port), "PORTWATCH_NETNS=host")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return es
+}
+
+// waitEvents waits for n journald entries of type typ for port.
+func (e *e2e) waitEvents(typ string, port, n int) []journaltest.Entry {
+	e.t.Helper()
+	return e.j.Wait(e.t, n, "SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT="+typ, "PORTWATCH_PORT="+strconv.Itoa(port), "PORTWATCH_NETNS=host")
+}
+
+// waitLog waits for an operational log line containing s, at or after
+// entry number from of the log, and returns the number of log entries.
+func (e *e2e) waitLog(from int, s string) int {
+	e.t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for {
+		es, err := e.j.Entries("SYSLOG_IDENTIFIER=" + logIdent)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, en := range es[min(from, len(es)):] {
+			if strings.Contains(en["MESSAGE"], s) {
+				return len(es)
+			}
+		}
+		if time.Now().After(deadline) {
+			var all []string
+			for _, en := range es {
+				all = append(all, en["MESSAGE"])
+			}
+			e.t.Fatalf("no log line with %q after %v; log:\n%s", s, waitLong, strings.Join(all, "\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// logLen returns the number of operational log entries so far.
+func (e *e2e) logLen() int {
+	es, err := e.j.Entries("SYSLOG_IDENTIFIER=" + logIdent)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return len(es)
+}
+
+// barrier returns once the daemon has taken two snapshots that started
+// after the call: it opens two unexpected sentinel listeners one after the
+// other and waits for the alert of each. Whatever the daemon was going to
+// say about a listener opened before the call has been said by then.
+func (e *e2e) barrier() {
+	e.t.Helper()
+	for range 2 {
+		port := e.next
+		e.next++
+		if e.next >= e.base+50 {
+			e.t.Fatal("out of sentinel ports")
+		}
+		c := startListener(e.t, port)
+		e.waitEvents("opened", port, 1)
+		c.close()
+	}
+}
+
+// waitState waits until the state file holds s.
+func (e *e2e) waitState(s string) {
+	e.t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for {
+		b, _ := os.ReadFile(filepath.Join(e.stateDir, stateFileName))
+		if strings.Contains(string(b), s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("state file without %q after %v:\n%s", s, waitLong, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freeBlock finds 50 consecutive free loopback TCP ports below the usual
+// ephemeral range.
+func freeBlock(t *testing.T) int {
+	for base := 20000 + os.Getpid()%500*20; base < 32000; base += 50 {
+		ok := true
+		for p := base; p < base+50 && ok; p++ {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				ok = false
+				continue
+			}
+			ln.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no block of 50 free ports")
+	return 0
+}
+
+func TestDaemonEndToEnd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("TestDaemonEndToEnd needs root: it runs systemd-journald in a private mount namespace and attributes other processes' sockets")
+	}
+	if _, err := exec.LookPath("systemd-cat"); err != nil {
+		t.Skip("TestDaemonEndToEnd needs systemd-cat (install systemd)")
+	}
+	if testing.Short() {
+		t.Skip("end-to-end test skipped in -short mode")
+	}
+	j := journaltest.Start(t)
+	dir := t.TempDir()
+	e := &e2e{
+		t:        t,
+		bin:      filepath.Join(dir, "portwatchd"),
+		dir:      dir,
+		config:   filepath.Join(dir, "etc", "portwatch.yaml"),
+		stateDir: filepath.Join(dir, "state"),
+		stall:    filepath.Join(dir, "stall"),
+		j:        j,
+		notify:   newNotifySocket(t, dir),
+		hook:     newWebhookReceiver(t),
+	}
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", e.bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if err := os.Mkdir(filepath.Dir(e.config), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.base = freeBlock(t)
+	e.next = e.base + 10
+	target, held, flapper := e.base, e.base+1, e.base+2
+	selfExe, err := filepath.EvalSymlinks(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.writeConfig(e.configText())
+
+	// 1. READY=1 after the first snapshot, then watchdog pings.
+	p := e.start()
+	readyAt := e.notify.wait(t, 0, 1, "READY=1", is("READY=1"))
+	before := e.notify.since(0)[:readyAt-1]
+	if !containsFunc(before, hasPrefix("STATUS=watching ")) {
+		t.Errorf("READY=1 came before any STATUS=watching ...: %q", before)
+	}
+	e.notify.wait(t, readyAt, 2, "WATCHDOG=1", is("WATCHDOG=1"))
+	e.waitLog(0, `msg="portwatchd started" config=`+e.config)
+
+	t.Run("alert and resolve", func(t *testing.T) {
+		c := startListener(t, target)
+		es := e.waitEvents("opened", target, 1)
+		ent := es[0]
+		for k, want := range map[string]string{
+			"PORTWATCH_VERDICT":  "unexpected",
+			"PORTWATCH_PROTOCOL": "tcp",
+			"PORTWATCH_ADDRESS":  "127.0.0.1",
+			"PORTWATCH_PID":      strconv.Itoa(c.cmd.Process.Pid),
+			"PORTWATCH_EXE":      selfExe,
+			"PORTWATCH_RULE":     "everything-else",
+			"PRIORITY":           "4",
+		} {
+			if ent[k] != want {
+				t.Errorf("opened entry %s = %q, want %q", k, ent[k], want)
+			}
+		}
+		if ent["MESSAGE_ID"] == "" || ent["PORTWATCH_EVENT_ID"] == "" {
+			t.Errorf("opened entry without MESSAGE_ID or PORTWATCH_EVENT_ID: %v", ent)
+		}
+		e.hook.wait(t, "opened", target, 1)
+		c.close()
+		e.waitEvents("closed", target, 1)
+		e.hook.wait(t, "closed", target, 1)
+	})
+
+	t.Run("reload by atomic rename allows the port", func(t *testing.T) {
+		mark := e.notify.mark()
+		e.writeConfig(e.configText(target))
+		e.notify.wait(t, mark, 1, "RELOADING=1", hasPrefix("RELOADING=1"))
+		got := e.notify.since(mark)
+		if !containsFunc(got, hasPrefix("MONOTONIC_USEC=")) {
+			t.Errorf("RELOADING=1 without MONOTONIC_USEC: %q", got)
+		}
+		e.notify.wait(t, mark, 1, "READY=1 after RELOADING=1", is("READY=1"))
+		c := startListener(t, target)
+		e.barrier()
+		if n := len(e.events("opened", target)); n != 1 {
+			t.Errorf("%d opened entries for port %d, want still 1 (it is allowed now)", n, target)
+		}
+		if n := e.hook.count("opened", target); n != 1 {
+			t.Errorf("%d opened webhook events for port %d, want still 1", n, target)
+		}
+		c.close()
+	})
+
+	t.Run("broken config keeps the old policy", func(t *testing.T) {
+		from := e.logLen()
+		mark := e.notify.mark()
+		// The broken file would not allow target; the old policy does.
+		broken := strings.Replace(e.configText(), "    reason: not this test's business\n", "    reason: not this test's business\n    prot: tcp\n", 1)
+		e.writeConfig(broken)
+		e.notify.wait(t, mark, 1, "STATUS=config reload failed", hasPrefix("STATUS=config reload failed: "+e.config+":9:5: "))
+		e.waitLog(from, "config reload failed, keeping the config in force: "+e.config+":9:5: unknown key")
+		c := startListener(t, target)
+		e.barrier()
+		if n := len(e.events("opened", target)); n != 1 {
+			t.Errorf("%d opened entries for port %d, want still 1 (the old policy allows it)", n, target)
+		}
+		c.close()
+		if n := e.notify.count(mark, hasPrefix("RELOADING=1")); n != 0 {
+			t.Errorf("a failed reload sent RELOADING=1 %d times", n)
+		}
+		// Back to the config in force: the failure no longer stands.
+		mark = e.notify.mark()
+		e.writeConfig(e.configText(target))
+		e.notify.wait(t, mark, 1, "STATUS=watching after the config came back", hasPrefix("STATUS=watching "))
+	})
+
+	t.Run("SIGHUP with an unchanged file does no reload work", func(t *testing.T) {
+		from := e.logLen()
+		mark := e.notify.mark()
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		e.waitLog(from, `msg="config unchanged; reload skipped" trigger=SIGHUP`)
+		if got := e.notify.since(mark); containsFunc(got, hasPrefix("RELOADING=1")) {
+			t.Errorf("unchanged SIGHUP sent RELOADING=1: %q", got)
+		}
+	})
+
+	t.Run("kill -9 and restart", func(t *testing.T) {
+		c := startListener(t, held)
+		e.waitEvents("opened", held, 1)
+		e.hook.wait(t, "opened", held, 1)
+		e.waitState(fmt.Sprintf(`"port": %d,`, held))
+		if err := p.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		p.waitExit(t, waitLong)
+		mark := e.notify.mark()
+		p = e.start()
+		e.notify.wait(t, mark, 1, "READY=1 after restart", is("READY=1"))
+		e.barrier()
+		if n := len(e.events("opened", held)); n != 1 {
+			t.Errorf("%d opened entries for port %d after a restart, want still 1", n, held)
+		}
+		if n := e.hook.count("opened", held); n != 1 {
+			t.Errorf("%d opened webhook events for port %d after a restart, want still 1", n, held)
+		}
+		if err := p.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		p.waitExit(t, waitLong)
+		c.close() // while the daemon is down
+		mark = e.notify.mark()
+		p = e.start()
+		e.notify.wait(t, mark, 1, "READY=1 after the second restart", is("READY=1"))
+		e.waitEvents("closed", held, 1)
+		e.hook.wait(t, "closed", held, 1)
+	})
+
+	t.Run("flap within the window alerts once", func(t *testing.T) {
+		c := startListener(t, flapper)
+		e.waitEvents("opened", flapper, 1)
+		c.close()
+		e.barrier() // the close has been seen
+		c = startListener(t, flapper)
+		e.barrier() // the reopening has been seen
+		if n := len(e.events("opened", flapper)); n != 1 {
+			t.Errorf("%d opened entries for a listener reopened within flap_window, want 1", n)
+		}
+		if n := len(e.events("closed", flapper)); n != 0 {
+			t.Errorf("%d closed entries while the flapping listener is open, want 0", n)
+		}
+		c.close()
+		e.waitEvents("closed", flapper, 1)
+		e.hook.wait(t, "closed", flapper, 1)
+		if n := e.hook.count("opened", flapper); n != 1 {
+			t.Errorf("%d opened webhook events for the flapping listener, want 1", n)
+		}
+	})
+
+	t.Run("a stalled snapshot loop stops the watchdog pings", func(t *testing.T) {
+		from := e.logLen()
+		if err := os.WriteFile(e.stall, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e.waitLog(from, "snapshot loop stuck; withholding watchdog pings")
+		mark := e.notify.mark()
+		// With WATCHDOG_USEC=2s a healthy daemon pings every second;
+		// three quiet seconds mean the pings stopped.
+		time.Sleep(3 * time.Second)
+		if n := e.notify.count(mark, is("WATCHDOG=1")); n != 0 {
+			t.Errorf("%d WATCHDOG=1 while the snapshot loop was stalled", n)
+		}
+		if err := os.Remove(e.stall); err != nil {
+			t.Fatal(err)
+		}
+		e.notify.wait(t, mark, 1, "WATCHDOG=1 once the loop runs again", is("WATCHDOG=1"))
+	})
+
+	t.Run("SIGTERM exits 0 within the grace", func(t *testing.T) {
+		mark := e.notify.mark()
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		// shutdown_grace is 3s; what is bounded here is the wait, not
+		// the speed.
+		if code := p.waitExit(t, 3*time.Second+waitLong/2); code != 0 {
+			t.Errorf("exit code %d after SIGTERM, want 0", code)
+		}
+		if !containsFunc(e.notify.since(mark), is("STOPPING=1")) {
+			t.Errorf("no STOPPING=1 before exit: %q", e.notify.since(mark))
+		}
+		if _, err := os.Stat(filepath.Join(e.stateDir, stateFileName)); err != nil {
+			t.Errorf("state not saved: %v", err)
+		}
+	})
+}
+
+func containsFunc(ss []string, f func(string) bool) bool {
+	for _, s := range ss {
+		if f(s) {
+			return true
+		}
+	}
+	return false
+}
