@@ -172,8 +172,10 @@ func (ns *notifySocket) wait(t *testing.T, mark, n int, what string, match func(
 	}
 }
 
-func is(s string) func(string) bool        { return func(m string) bool { return m == s } }
-func hasPrefix(s string) func(string) bool { return func(m string) bool { return strings.HasPrefix(m, s) } }
+func is(s string) func(string) bool { return func(m string) bool { return m == s } }
+func hasPrefix(s string) func(string) bool {
+	return func(m string) bool { return strings.HasPrefix(m, s) }
+}
 
 // webhookReceiver is a loopback generic-format webhook endpoint.
 type webhookReceiver struct {
