@@ -223,7 +223,7 @@ func (w *webhook) Notify(ctx context.Context, events []Event) (bool, error) {
 		return false, nil
 	}
 	e := &deliveryError{status: code}
-	detail := strings.TrimSpace(escape(string(bytes.ToValidUTF8(snippet, nil))))
+	detail := escape(strings.TrimSpace(string(bytes.ToValidUTF8(snippet, nil))))
 	detail = truncate(w.redact.Replace(detail), 200)
 	e.msg = fmt.Sprintf("webhook %s: HTTP %d %s", w.hook.Name, code, http.StatusText(code))
 	if code >= 300 && code < 400 {
