@@ -258,3 +258,13 @@ func parseNetnsLink(b []byte) (inode uint64, ok bool) {
 	}
 	return inode, true
 }
+
+// parseLoadavgLastPid returns the last field of /proc/loadavg
+// ("0.00 0.01 0.05 1/123 4567"): the last pid allocated.
+func parseLoadavgLastPid(b []byte) (int, bool) {
+	f := bytes.Fields(b)
+	if len(f) != 5 {
+		return 0, false
+	}
+	return atoiBytes(f[4])
+}

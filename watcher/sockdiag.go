@@ -154,7 +154,10 @@ type sockDiagConn struct {
 }
 
 func dialSockDiag() (*sockDiagConn, error) {
-	c, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
+	// A fixed receive buffer saves the MSG_PEEK call the library otherwise
+	// makes before every read. 32 KiB is the most the kernel puts in one
+	// dump datagram.
+	c, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, &netlink.Config{MessageBufferSize: 32 << 10})
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag: %w", err)
 	}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Options configure a Watcher. The zero value watches the real host.
@@ -63,11 +65,15 @@ type Watcher struct {
 	warned  map[string]bool
 	denied  atomic.Int64 // fd directories we were not allowed to read this tick
 
+	lastPidSeen int // last allocated pid at the last full read of /proc
+	sinceFull   int // ticks since then
+
 	// Buffers reused across ticks.
 	pidList   []int32
 	newPids   []int32
 	refs      []sockRef
 	socks     []sockEntry
+	order     []*sockEntry
 	listening map[uint64]*sockEntry
 	unknown   map[uint64]uint32 // unknown inode -> socket uid
 }
@@ -192,20 +198,11 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	now := time.Now()
 	w.gen++
 	w.denied.Store(0)
-	s := scratchPool.Get().(*scratch)
-	pids, err := w.proc.pids(s, w.pidList[:0])
-	scratchPool.Put(s)
-	if err != nil {
-		return nil, fmt.Errorf("watcher: %w", err)
-	}
-	w.pidList = pids
 	newPids := w.newPids[:0]
-	for _, pid := range pids {
-		if st, ok := w.pids[pid]; ok {
-			st.gen = w.gen
-			w.pids[pid] = st
-		} else {
-			newPids = append(newPids, pid)
+	if w.needFullRead() {
+		var err error
+		if newPids, err = w.readPids(newPids); err != nil {
+			return nil, err
 		}
 	}
 	w.newPids = newPids
@@ -219,7 +216,12 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 		wg       sync.WaitGroup
 	)
 	if own.conn != nil {
-		wg.Go(func() { ownSocks, ownErr = own.conn.dumpAll(w.socks[:0]) })
+		if len(newPids) > 32 {
+			wg.Go(func() { ownSocks, ownErr = own.conn.dumpAll(w.socks[:0]) })
+		} else {
+			// Nothing worth overlapping: spare the goroutine handoff.
+			ownSocks, ownErr = own.conn.dumpAll(w.socks[:0])
+		}
 	}
 	nsOf := make([]uint64, len(newPids))
 	refs := w.scan(newPids, nsOf, w.refs[:0])
@@ -228,17 +230,9 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 		if nsOf[i] == 1 { // gone before we could read it
 			continue
 		}
+		// gen is set by readPids, which is what found the new pids.
 		w.pids[pid] = pidState{gen: w.gen, scanned: w.gen, netns: nsOf[i]}
 	}
-	for pid, st := range w.pids {
-		if st.gen != w.gen {
-			delete(w.pids, pid)
-			if w.procs[pid] != nil {
-				w.dropHolder(pid)
-			}
-		}
-	}
-
 	w.updateNamespaces()
 	socks := ownSocks
 	if own.conn == nil {
@@ -294,6 +288,89 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 		w.warn("attribution is partial: without root or CAP_SYS_PTRACE the descriptors of other users' processes cannot be read, so some holders are missing")
 	}
 	return snap, nil
+}
+
+// fullReadEvery bounds how many ticks may pass without reading /proc in
+// full; such a read is what notices idle processes and namespaces gone.
+const fullReadEvery = 10
+
+// needFullRead decides whether this tick reads the pid list from /proc. That
+// read costs about a microsecond per process in the kernel, so a tick skips
+// it when no process was created since the last one: the kernel's last
+// allocated pid (the fourth field of /proc/loadavg) has not moved, no pid we
+// rely on (a holder, a process we read a namespace through) has exited, and
+// the last full read is recent. Exited holders are then dropped here.
+func (w *Watcher) needFullRead() bool {
+	w.sinceFull++
+	last, ok := w.lastPid()
+	if w.gen == 1 || !ok || last != w.lastPidSeen || w.sinceFull >= fullReadEvery || w.opts.ProcRoot != "/proc" {
+		w.lastPidSeen = last
+		return true
+	}
+	for _, ns := range w.nss {
+		if ns.conn == nil && ns.lowPid != 0 && ns.inode != w.selfNS && !alive(ns.lowPid) {
+			return true
+		}
+	}
+	for pid := range w.procs {
+		if !alive(pid) {
+			delete(w.pids, pid)
+			w.dropHolder(pid)
+		}
+	}
+	return false
+}
+
+// alive reports whether pid exists (kill with signal 0 sends nothing).
+func alive(pid int32) bool {
+	return unix.Kill(int(pid), 0) != unix.ESRCH
+}
+
+// lastPid returns the last pid the kernel allocated in our pid namespace.
+func (w *Watcher) lastPid() (int, bool) {
+	fd, err := openat(w.proc.fd, &loadavgPath[0], unix.O_RDONLY)
+	if err != nil {
+		return 0, false
+	}
+	var buf [128]byte
+	n, err := unix.Read(fd, buf[:])
+	unix.Close(fd)
+	if err != nil {
+		return 0, false
+	}
+	return parseLoadavgLastPid(buf[:max(n, 0)])
+}
+
+var loadavgPath = []byte("loadavg\x00")
+
+// readPids reads the pid list from /proc, appends the pids not seen before
+// to newPids, and forgets the pids that have gone.
+func (w *Watcher) readPids(newPids []int32) ([]int32, error) {
+	w.sinceFull = 0
+	s := scratchPool.Get().(*scratch)
+	pids, err := w.proc.pids(s, w.pidList[:0])
+	scratchPool.Put(s)
+	if err != nil {
+		return newPids, fmt.Errorf("watcher: %w", err)
+	}
+	w.pidList = pids
+	for _, pid := range pids {
+		if st, ok := w.pids[pid]; ok {
+			st.gen = w.gen
+			w.pids[pid] = st
+		} else {
+			newPids = append(newPids, pid)
+		}
+	}
+	for pid, st := range w.pids {
+		if st.gen != w.gen {
+			delete(w.pids, pid)
+			if w.procs[pid] != nil {
+				w.dropHolder(pid)
+			}
+		}
+	}
+	return newPids, nil
 }
 
 // scan reads the descriptors (and, when nsOf is not nil, the network
@@ -526,8 +603,15 @@ func (w *Watcher) build(now time.Time) *Snapshot {
 			break
 		}
 	}
+	// Sorting pointers to the small raw entries is far cheaper than sorting
+	// the Listeners.
+	order := w.order[:0]
 	for i := range w.socks {
-		e := &w.socks[i]
+		order = append(order, &w.socks[i])
+	}
+	slices.SortFunc(order, compareEntries)
+	w.order = order
+	for _, e := range order {
 		l := Listener{
 			Protocol:   UDP,
 			Family:     IPv4,
@@ -562,7 +646,6 @@ func (w *Watcher) build(now time.Time) *Snapshot {
 		}
 		snap.Listeners = append(snap.Listeners, l)
 	}
-	slices.SortFunc(snap.Listeners, listenerOrder)
 	for _, ns := range w.nss {
 		snap.Namespaces = append(snap.Namespaces, Namespace{Name: ns.name, Inode: ns.inode, Inspected: ns.err == "", Err: ns.err})
 	}
@@ -570,10 +653,26 @@ func (w *Watcher) build(now time.Time) *Snapshot {
 	return snap
 }
 
-// listenerOrder is compareListeners (diff.go) with the inode as the last
-// key, so that SO_REUSEPORT groups come out in a stable order.
-func listenerOrder(a, b Listener) int {
-	return cmp.Or(compareListeners(a, b), cmp.Compare(a.Inode, b.Inode))
+// compareEntries orders raw sockets as Snapshot.Listeners are ordered
+// (compareListeners in diff.go: netns, protocol, port, address), with the
+// inode last so that SO_REUSEPORT groups come out in a stable order.
+func compareEntries(a, b *sockEntry) int {
+	if a.ns != b.ns {
+		if c := cmp.Compare(a.ns.name, b.ns.name); c != 0 {
+			return c
+		}
+	}
+	if a.tcp != b.tcp {
+		if a.tcp { // "tcp" < "udp"
+			return -1
+		}
+		return 1
+	}
+	return cmp.Or(
+		cmp.Compare(a.port, b.port),
+		a.addr.Compare(b.addr),
+		cmp.Compare(a.inode, b.inode),
+	)
 }
 
 // ifName names an interface of ns, refreshing the namespace's table once
