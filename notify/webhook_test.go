@@ -264,11 +264,11 @@ func TestRetries(t *testing.T) {
 			if err := d.Send(events); err != nil {
 				t.Fatal(err)
 			}
-			reqs := rc.waitRequests(t, tt.attempts)
+			rc.waitRequests(t, tt.attempts)
 			waitEmpty(t, d)
 			// Give a wrong extra attempt the chance to show up.
 			time.Sleep(300 * time.Millisecond)
-			reqs = rc.requests()
+			reqs := rc.requests()
 			if len(reqs) != tt.attempts {
 				t.Fatalf("receiver saw %d requests, want %d", len(reqs), tt.attempts)
 			}
