@@ -87,6 +87,8 @@ type loader struct {
 	checkPerms     bool
 	followIncludes bool
 	getenv         func(string) string
+	// readSecret reads url_file and secret_file targets.
+	readSecret func(string) ([]byte, fs.FileInfo, error)
 
 	svc    Services
 	svcErr error
@@ -105,6 +107,7 @@ func newLoader() *loader {
 		checkPerms:     os.Geteuid() == 0,
 		followIncludes: true,
 		getenv:         os.Getenv,
+		readSecret:     readLimited,
 	}
 }
 
@@ -188,7 +191,16 @@ func (l *loader) read(name string) ([]byte, error) {
 // loader), refuses anything but a regular file, and reads at most
 // maxFileSize bytes.
 func readLimited(name string) ([]byte, fs.FileInfo, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	// Stat before opening: opening some devices has side effects
+	// (/dev/watchdog arms a reboot, a tty can become ours).
+	pre, err := os.Stat(name)
+	if err != nil {
+		return nil, nil, unwrapPath(err)
+	}
+	if !pre.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("not a regular file (%s)", pre.Mode().Type())
+	}
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, nil, unwrapPath(err)
 	}
@@ -197,8 +209,8 @@ func readLimited(name string) ([]byte, fs.FileInfo, error) {
 	if err != nil {
 		return nil, nil, unwrapPath(err)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	if !fi.Mode().IsRegular() || !os.SameFile(pre, fi) {
+		return nil, nil, fmt.Errorf("file changed while being opened")
 	}
 	if fi.Size() > maxFileSize {
 		return nil, nil, fmt.Errorf("file is larger than %d bytes", maxFileSize)
@@ -218,7 +230,7 @@ func readLimited(name string) ([]byte, fs.FileInfo, error) {
 func unwrapPath(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
-		return fmt.Errorf("cannot %s: %w", pe.Op, pe.Err)
+		return fmt.Errorf("cannot read: %w", pe.Err)
 	}
 	return err
 }

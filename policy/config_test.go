@@ -167,7 +167,7 @@ func TestLoadFIFO(t *testing.T) {
 
 func TestLoadMissing(t *testing.T) {
 	_, err := testLoader(nil).load("testdata/does-not-exist.yaml")
-	want := "testdata/does-not-exist.yaml: cannot open: no such file or directory"
+	want := "testdata/does-not-exist.yaml: cannot read: no such file or directory"
 	if err == nil || err.Error() != want {
 		t.Errorf("Load(missing) = %v, want %q", err, want)
 	}

@@ -224,7 +224,7 @@ allow:
 		},
 		{
 			name: "hostile names stay on one line",
-			l: listener("tcp", "0.0.0.0", 4444, watcher.Process{PID: 7, Comm: "x\n<!channel>\x1b[2J", UID: 65534, User: "nobody"}),
+			l:    listener("tcp", "0.0.0.0", 4444, watcher.Process{PID: 7, Comm: "x\n<!channel>\x1b[2J", UID: 65534, User: "nobody"}),
 			want: `no rule allows tcp 0.0.0.0:4444 (pid 7 [x\x0a<!channel>\x1b[2J], user nobody); closest: rule "ssh" (x.yaml:3) wants port 22, exe /usr/sbin/sshd`,
 		},
 	}

@@ -263,7 +263,7 @@ func (l *loader) secretFile(d *decoder, f field) ([]byte, bool) {
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(filepath.Dir(d.file), p)
 	}
-	data, fi, err := readLimited(p)
+	data, fi, err := l.readSecret(p)
 	if err != nil {
 		d.errorf(f.v, "%s: %s: %v", f.key, p, err)
 		return nil, false

@@ -1,0 +1,68 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzParse feeds the loader arbitrary bytes, seeded with the reference
+// config and every testdata file. It must never panic or hang; it returns
+// either a usable Config or an ErrorList whose entries all carry a position.
+func FuzzParse(f *testing.F) {
+	seeds := []string{"../configs/portwatch.yaml", "default.yaml"}
+	for _, glob := range []string{"testdata/bad/*.yaml", "testdata/bad/*/*.yaml", "testdata/bad/*/*/*.yaml", "testdata/fuzz-seeds/*.yaml"} {
+		m, _ := filepath.Glob(glob)
+		seeds = append(seeds, m...)
+	}
+	for _, p := range seeds {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add(Baseline(baselineListeners(), time.Unix(0, 0).UTC(), true))
+	probe := baselineListeners()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l := testLoader(map[string]string{"CREDENTIALS_DIRECTORY": "/nonexistent"})
+		l.followIncludes = false
+		// Paths come from the input: read no file it names.
+		l.readSecret = func(string) ([]byte, fs.FileInfo, error) { return nil, nil, fs.ErrNotExist }
+		// A hang becomes a crash that names its input.
+		timer := time.AfterFunc(10*time.Second, func() { panic(fmt.Sprintf("HANG on %q", data)) })
+		defer timer.Stop()
+		c, err := l.parse("fuzz.yaml", data)
+		if err != nil {
+			var list ErrorList
+			if !errors.As(err, &list) || len(list) == 0 {
+				t.Fatalf("error is %T %v, want a non-empty ErrorList", err, err)
+			}
+			for _, e := range list {
+				if e.File == "" || e.Msg == "" || strings.ContainsAny(e.Msg, "\n\r") {
+					t.Fatalf("malformed error %q", e.Error())
+				}
+			}
+			return
+		}
+		names := map[string]bool{}
+		for _, r := range c.Rules {
+			if r.Name == "" || names[r.Name] {
+				t.Fatalf("rule name %q empty or duplicate", r.Name)
+			}
+			names[r.Name] = true
+		}
+		now := time.Now()
+		for _, l := range probe {
+			d := c.Evaluate(l, now)
+			if strings.ContainsAny(d.Reason, "\n\r") {
+				t.Fatalf("reason is not one line: %q", d.Reason)
+			}
+		}
+	})
+}
