@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+)
+
+// listHelperEnv makes the test binary a listener child for the list tests:
+// it renames itself to the variable's value, listens on a loopback port,
+// prints the port and waits for its stdin to close.
+const listHelperEnv = "PORTWATCHD_LIST_HELPER"
+
+func TestMain(m *testing.M) {
+	if name, ok := os.LookupEnv(listHelperEnv); ok {
+		os.Exit(listHelper(name))
+	}
+	os.Exit(m.Run())
+}
+
+func listHelper(name string) int {
+	if name != "" {
+		b := append([]byte(name), 0)
+		if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 3
+	}
+	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// hostileComm is a process name made to break a terminal: an escape
+// sequence, a newline and a bell (PR_SET_NAME keeps 15 bytes).
+const hostileComm = "\x1b[31mev\nil\a"
+
+// startListHelper runs the test binary, copied to a hostile path, as a
+// listener named hostileComm. It returns the child's pid and port.
+func startListHelper(t *testing.T) (pid, port int, exe string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe = filepath.Join(t.TempDir(), "bad\tname\x1b]0;pwned\a")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), listHelperEnv+"="+hostileComm)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() {
+		t.Fatalf("helper exited: %v", sc.Err())
+	}
+	port, err = strconv.Atoi(sc.Text())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid, port, exe
+}
+
+func requireRootList(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: reads the descriptors of every process")
+	}
+	if _, err := os.Stat("/etc/portwatch.yaml"); err == nil {
+		t.Skip("/etc/portwatch.yaml exists; these tests use the embedded default policy")
+	}
+}
+
+func TestListTable(t *testing.T) {
+	requireRootList(t)
+	pid, port, _ := startListHelper(t)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"list"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	for i, r := range out {
+		if r != '\n' && (r < 0x20 || r == 0x7f) {
+			t.Fatalf("raw control character %q at %d in the table:\n%s", r, i, out)
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if h := strings.Fields(lines[0]); !slices.Equal(h, []string{"PROTO", "LOCAL", "ADDRESS:PORT", "NETNS", "PID/PROGRAM", "EXE", "USER", "UNIT", "VERDICT"}) {
+		t.Errorf("header = %q", lines[0])
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	var mine []string
+	for _, l := range lines[1:] {
+		if strings.Contains(l, addr+" ") {
+			mine = append(mine, l)
+		}
+	}
+	if len(mine) != 1 {
+		t.Fatalf("want one line for %s, got %q in:\n%s", addr, mine, out)
+	}
+	f := strings.Fields(mine[0])
+	want := []string{"tcp", addr, "host", strconv.Itoa(pid) + `/\x1b[31mev\nil\a`}
+	if diff := cmp.Diff(want, f[:4]); diff != "" {
+		t.Errorf("line %q (-want +got):\n%s", mine[0], diff)
+	}
+	if !strings.Contains(mine[0], `bad\tname\x1b]0;pwned\a`) || !strings.Contains(mine[0], " root ") {
+		t.Errorf("line %q: want the escaped exe and user root", mine[0])
+	}
+}
+
+func TestListJSON(t *testing.T) {
+	requireRootList(t)
+	pid, port, exe := startListHelper(t)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"list", "--json"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatalf("%v in:\n%s", err, stdout.String())
+	}
+	if diff := cmp.Diff([]string{"host", "listeners", "time"}, listKeys(doc)); diff != "" {
+		t.Errorf("top-level keys (-want +got):\n%s", diff)
+	}
+	var listeners []map[string]any
+	if err := json.Unmarshal(doc["listeners"], &listeners); err != nil {
+		t.Fatal(err)
+	}
+	listenerKeys := []string{"address", "dual_stack", "ephemeral", "family", "inode", "interface", "netns", "netns_inode",
+		"port", "processes", "protocol", "reason", "rule", "service", "uid", "verdict"}
+	processKeys := []string{"cmdline", "comm", "container", "exe", "exe_deleted", "pid", "uid", "unit", "user"}
+	found := false
+	for _, l := range listeners {
+		if diff := cmp.Diff(listenerKeys, listKeys(l)); diff != "" {
+			t.Fatalf("listener keys (-want +got):\n%s", diff)
+		}
+		procs := l["processes"].([]any)
+		for _, p := range procs {
+			if diff := cmp.Diff(processKeys, listKeys(p.(map[string]any))); diff != "" {
+				t.Fatalf("process keys (-want +got):\n%s", diff)
+			}
+		}
+		if l["address"] != "127.0.0.1" || l["port"] != float64(port) {
+			continue
+		}
+		found = true
+		if len(procs) != 1 {
+			t.Fatalf("holders %v", procs)
+		}
+		p := procs[0].(map[string]any)
+		got := []any{l["protocol"], l["family"], l["netns"], p["pid"], p["comm"], p["exe"], p["exe_deleted"], p["user"]}
+		want := []any{"tcp", "ipv4", "host", float64(pid), hostileComm, exe, false, "root"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("listener (-want +got):\n%s", diff)
+		}
+		if _, ok := p["cmdline"].([]any); !ok {
+			t.Errorf("cmdline %v is not an array", p["cmdline"])
+		}
+	}
+	if !found {
+		t.Errorf("listener 127.0.0.1:%d not in:\n%s", port, stdout.String())
+	}
+}
+
+func listKeys[V any](m map[string]V) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func TestListErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string // stderr, exactly
+	}{
+		{"missing config", []string{"list", "-c", "/nonexistent/portwatch.yaml"}, "portwatchd list: "},
+		{"bad flag", []string{"list", "--nope"}, "flag provided but not defined: -nope\n"},
+		{"argument", []string{"list", "extra"}, "portwatchd list: unexpected argument \"extra\"\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(tt.args, &stdout, &stderr); code != exitError {
+				t.Errorf("exit %d, want %d", code, exitError)
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("stdout = %q, want nothing", stdout.String())
+			}
+			got := stderr.String()
+			if !strings.HasPrefix(got, tt.want) {
+				t.Errorf("stderr = %q, want it to start with %q", got, tt.want)
+			}
+			if tt.name == "missing config" && strings.Count(got, "\n") != 1 {
+				t.Errorf("stderr = %q, want one line", got)
+			}
+		})
+	}
+}
+
+func TestEscape(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"plain", "nginx: worker process", "nginx: worker process"},
+		{"escape sequence", "\x1b[2J", `\x1b[2J`},
+		{"newline and tab", "a\nb\tc", `a\nb\tc`},
+		{"backslash", `a\nb`, `a\\nb`},
+		{"invalid utf8", "a\xffb", `a\xffb`},
+		{"bidi override", "abc\u202egnp.exe", `abc\u202egnp.exe`},
+		{"unicode", "café", "café"},
+		{"nul", "a\x00b", `a\x00b`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, escape(tt.in)); diff != "" {
+				t.Errorf("escape(%q) (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
