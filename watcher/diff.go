@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"iter"
 	"slices"
 	"strconv"
 )
@@ -60,30 +61,85 @@ func (d Delta) Empty() bool {
 	return len(d.Opened) == 0 && len(d.Closed) == 0 && len(d.Changed) == 0
 }
 
-// Index returns the listeners of ls by key. Several sockets may share one key
-// (SO_REUSEPORT servers open one socket per worker on the same address and
-// port): they are merged into one listener whose Processes is the union of
-// theirs, by pid, in the order first seen. The other fields come from the
-// first socket of the key.
+// Index returns the listeners of ls by key, merged as by ByKey.
 func Index(ls []Listener) map[Key]Listener {
 	m := make(map[Key]Listener, len(ls))
-	for _, l := range ls {
-		k := l.Key()
-		have, ok := m[k]
-		if !ok {
-			m[k] = l
-			continue
+	for l := range ByKey(ls) {
+		m[l.Key()] = l
+	}
+	return m
+}
+
+// ByKey yields one listener per key of ls, in the order of
+// Snapshot.Listeners. Several sockets may share one key (SO_REUSEPORT servers
+// open one socket per worker on the same address and port): they are merged
+// into one listener whose Processes is the union of theirs, by pid, in the
+// order first seen; its other fields come from the first socket. ls is
+// expected sorted, as a Snapshot's listeners are; if it is not, a sorted copy
+// is walked. In the usual case (sorted, no shared keys) nothing is allocated.
+func ByKey(ls []Listener) iter.Seq[Listener] {
+	return func(yield func(Listener) bool) {
+		ls := sortedListeners(ls)
+		for i := 0; i < len(ls); {
+			l, next := group(ls, i)
+			if !yield(l) {
+				return
+			}
+			i = next
 		}
-		procs := slices.Clone(have.Processes)
+	}
+}
+
+// sortedListeners returns ls if it is in snapshot order, else a sorted copy.
+func sortedListeners(ls []Listener) []Listener {
+	if slices.IsSortedFunc(ls, compareListeners) {
+		return ls
+	}
+	ls = slices.Clone(ls)
+	slices.SortStableFunc(ls, compareListeners)
+	return ls
+}
+
+// group returns the listener of the key that starts at ls[i], merged over
+// every socket of that key, and the index of the next key.
+func group(ls []Listener, i int) (Listener, int) {
+	j := i + 1
+	for j < len(ls) && compareListeners(ls[i], ls[j]) == 0 {
+		j++
+	}
+	if j == i+1 {
+		return ls[i], j
+	}
+	merged := ls[i]
+	procs := slices.Clone(merged.Processes)
+	for _, l := range ls[i+1 : j] {
 		for _, p := range l.Processes {
 			if !slices.ContainsFunc(procs, func(q Process) bool { return q.PID == p.PID }) {
 				procs = append(procs, p)
 			}
 		}
-		have.Processes = procs
-		m[k] = have
 	}
-	return m
+	merged.Processes = procs
+	return merged, j
+}
+
+// SameOwners reports whether a and b have equal Owners. It answers without
+// allocating when both hold the same processes, the steady state.
+func SameOwners(a, b *Listener) bool {
+	if len(a.Processes) == len(b.Processes) {
+		same := true
+		for i := range a.Processes {
+			p, q := &a.Processes[i], &b.Processes[i]
+			if p.PID != q.PID || p.Exe != q.Exe || p.User != q.User || p.UID != q.UID {
+				same = false
+				break
+			}
+		}
+		if same {
+			return true
+		}
+	}
+	return OwnersOf(a).Equal(OwnersOf(b))
 }
 
 // Carry returns next with the listeners of prev added back for every
@@ -139,7 +195,8 @@ func compareListeners(a, b Listener) int {
 
 // Diff returns what changed from prev to next. Either may be nil, which means
 // no listeners. The slices of the result are in the order of
-// Snapshot.Listeners. Listeners sharing a key are merged as by Index.
+// Snapshot.Listeners. Listeners sharing a key are merged as by ByKey. It walks
+// both sorted lists side by side: when nothing changed it allocates nothing.
 //
 // An owner change is reported only when both snapshots know the owners: a
 // listener whose holder was not found this time (its process exited during the
@@ -147,32 +204,42 @@ func compareListeners(a, b Listener) int {
 // new ones. Callers that must not act on a change seen once should also wait
 // for the next snapshot to agree; Diff is stateless and leaves that to them.
 func Diff(prev, next *Snapshot) Delta {
-	var p, n map[Key]Listener
+	var pl, nl []Listener
 	if prev != nil {
-		p = Index(prev.Listeners)
+		pl = sortedListeners(prev.Listeners)
 	}
 	if next != nil {
-		n = Index(next.Listeners)
+		nl = sortedListeners(next.Listeners)
 	}
 	var d Delta
-	for _, l := range n {
-		old, ok := p[l.Key()]
-		if !ok {
+	i, j := 0, 0
+	for i < len(pl) || j < len(nl) {
+		c := 0
+		switch {
+		case j >= len(nl):
+			c = -1
+		case i >= len(pl):
+			c = 1
+		default:
+			c = compareListeners(pl[i], nl[j])
+		}
+		switch {
+		case c < 0:
+			old, ni := group(pl, i)
+			d.Closed = append(d.Closed, old)
+			i = ni
+		case c > 0:
+			l, nj := group(nl, j)
 			d.Opened = append(d.Opened, l)
-			continue
-		}
-		oo, no := OwnersOf(&old), OwnersOf(&l)
-		if oo.Known && no.Known && !oo.Equal(no) {
-			d.Changed = append(d.Changed, Change{Old: old, New: l})
-		}
-	}
-	for _, l := range p {
-		if _, ok := n[l.Key()]; !ok {
-			d.Closed = append(d.Closed, l)
+			j = nj
+		default:
+			old, ni := group(pl, i)
+			l, nj := group(nl, j)
+			if len(old.Processes) > 0 && len(l.Processes) > 0 && !SameOwners(&old, &l) {
+				d.Changed = append(d.Changed, Change{Old: old, New: l})
+			}
+			i, j = ni, nj
 		}
 	}
-	slices.SortFunc(d.Opened, compareListeners)
-	slices.SortFunc(d.Closed, compareListeners)
-	slices.SortFunc(d.Changed, func(a, b Change) int { return compareListeners(a.New, b.New) })
 	return d
 }

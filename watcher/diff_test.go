@@ -2,6 +2,7 @@ package watcher
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -248,5 +249,25 @@ func TestDiffOwnersOf(t *testing.T) {
 				t.Errorf("OwnersOf() mismatch (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestDiffUnsortedInput(t *testing.T) {
+	a, b := lst("host", TCP, "0.0.0.0", 80, proc(1, "/a", "root")), lst("host", TCP, "0.0.0.0", 22, proc(2, "/b", "root"))
+	got := Diff(&Snapshot{Listeners: []Listener{a, b}}, &Snapshot{Listeners: []Listener{b}})
+	want := Delta{Closed: []Listener{a}}
+	if diff := cmp.Diff(want, got, diffOpts); diff != "" {
+		t.Errorf("Diff() of unsorted snapshots mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestDiffSteadyStateAllocatesNothing(t *testing.T) {
+	var ls []Listener
+	for i := range 100 {
+		ls = append(ls, lst("host", TCP, "0.0.0.0", uint16(1000+i), proc(i, "/usr/bin/x", "root")))
+	}
+	prev, next := snap(ls...), snap(slices.Clone(ls)...)
+	if n := testing.AllocsPerRun(10, func() { Diff(prev, next) }); n != 0 {
+		t.Errorf("Diff of equal snapshots: %v allocations, want 0", n)
 	}
 }

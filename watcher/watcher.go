@@ -99,6 +99,7 @@ type nsState struct {
 	ports   portRange
 	ifnames map[uint32]string
 	err     string // why it is not inspected this tick
+	opened  bool   // open has decided between sock_diag and /proc/PID/net
 	seen    uint32
 }
 
@@ -283,9 +284,13 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	w.readHolders()
 
 	snap := w.build(now)
-	if !w.canPtrace || w.denied.Load() > 0 {
+	switch {
+	case !w.canPtrace:
 		snap.Partial = true
-		w.warn("attribution is partial: without root or CAP_SYS_PTRACE the descriptors of other users' processes cannot be read, so some holders are missing")
+		w.warn("attribution is partial: without CAP_SYS_PTRACE the descriptors of other users' processes cannot be read, so some listeners show no process")
+	case w.denied.Load() > 0:
+		snap.Partial = true
+		w.warn("attribution is partial: the descriptors of some processes cannot be read (permission denied), so some listeners show no process")
 	}
 	return snap, nil
 }
@@ -756,6 +761,9 @@ func (w *Watcher) updateNamespaces() {
 		ns.err = ""
 		if ns.name == "" {
 			ns.name = w.nameNetns(ns)
+			ns.ports = defaultPortRange
+		}
+		if !ns.opened && ns.inode != w.selfNS {
 			w.open(ns)
 		}
 	}
@@ -782,8 +790,8 @@ func (w *Watcher) nameNetns(ns *nsState) string {
 // open prepares a new namespace for dumps: a sock_diag socket created inside
 // it when we may enter it, else nothing (the /proc/PID/net fallback).
 func (w *Watcher) open(ns *nsState) {
-	ns.ports = defaultPortRange
 	if w.opts.DisableSockDiag || w.opts.DisableSetns || !w.canSetns {
+		ns.opened = true
 		return
 	}
 	err := inNetns(w.netnsPath(ns), ns.inode, func() error {
@@ -795,7 +803,13 @@ func (w *Watcher) open(ns *nsState) {
 		ns.ports = readPortRange("/proc")
 		return nil
 	})
-	if err != nil {
+	switch {
+	case err == nil:
+		ns.opened = true
+	case isGone(err) || errors.Is(err, errNetnsChanged):
+		// The process we entered through exited: try again next tick.
+	default:
+		ns.opened = true
 		w.warn(fmt.Sprintf("network namespace %s: cannot enter, reading /proc/PID/net instead: %v", ns.name, err))
 	}
 }
