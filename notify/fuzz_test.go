@@ -1,0 +1,67 @@
+package notify
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/portwatchd/portwatchd/policy"
+)
+
+// FuzzEscape: whatever the input, the output is valid UTF-8 on one line with
+// no control or format characters.
+func FuzzEscape(f *testing.F) {
+	for _, s := range []string{"", "nginx", hostile, "a\u202eb", "\xff\xfe", `\x00`, "日本\t"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, got := range []string{escape(s), escapeControl(s)} {
+			if !utf8.ValidString(got) {
+				t.Fatalf("escape(%q) = %q: invalid UTF-8", s, got)
+			}
+			for _, r := range got {
+				if !unicode.IsPrint(r) {
+					t.Fatalf("escape(%q) = %q holds %U", s, got, r)
+				}
+			}
+		}
+		if escape(s) == s && strings.Contains(s, `\`) {
+			t.Fatalf("escape(%q) left a backslash unescaped", s)
+		}
+	})
+}
+
+// FuzzFormats: a process name and path of any bytes give valid JSON in every
+// format, and no live Slack mention in Slack and Mattermost payloads.
+func FuzzFormats(f *testing.F) {
+	f.Add(hostile, "/tmp/x")
+	f.Add("<!here>", "/tmp/<@U1>")
+	f.Add("\xff", "\x00")
+	f.Fuzz(func(t *testing.T, comm, exe string) {
+		d := unexpected(4444, comm)
+		d.Processes[0].Exe = exe
+		ev := NewEvent(TypeOpened, d, "h", time.Unix(0, 0))
+		if strings.ContainsAny(ev.Message, "\n\r\x1b") {
+			t.Fatalf("message %q holds control characters", ev.Message)
+		}
+		for _, format := range Formats() {
+			body, err := formats[format].build([]Event{ev}, policy.Webhook{Name: "f", URL: "https://h.example/t"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !json.Valid(body) {
+				t.Fatalf("%s: invalid JSON for comm %q exe %q", format, comm, exe)
+			}
+			if format == "slack" || format == "mattermost" {
+				var texts []string
+				collectStrings(t, body, &texts)
+				if all := strings.Join(texts, "\n"); strings.Contains(all, "<!") || strings.Contains(all, "<@") {
+					t.Fatalf("%s: live mention in %q", format, all)
+				}
+			}
+		}
+	})
+}
