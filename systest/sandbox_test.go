@@ -411,18 +411,22 @@ func stepWatchdog(t *testing.T, ctx context.Context, sb *sandbox) {
 }
 
 func stepStopPurge(t *testing.T, ctx context.Context, sb *sandbox) {
+	start := time.Now()
 	if out, err := sb.run(ctx, "systemctl", "stop", "portwatchd"); err != nil {
 		t.Fatalf("systemctl stop: %v\n%s", err, out)
 	}
+	t.Logf("systemctl stop took %s", time.Since(start).Round(time.Millisecond))
 	p := sb.show(ctx, "ActiveState", "Result", "ExecMainStatus", "ExecMainCode")
 	// ExecMainCode 1 is CLD_EXITED: it exited by itself on SIGTERM.
 	if p["ActiveState"] != "inactive" || p["Result"] != "success" || p["ExecMainStatus"] != "0" || p["ExecMainCode"] != "1" {
 		t.Errorf("after stop: %v, want inactive, success, exit status 0", p)
 	}
+	start = time.Now()
 	out, err := sb.run(ctx, "dpkg", "--purge", "portwatchd")
 	if err != nil {
 		t.Fatalf("dpkg --purge: %v\n%s", err, out)
 	}
+	t.Logf("dpkg --purge took %s", time.Since(start).Round(time.Millisecond))
 	for _, path := range []string{
 		"/usr/sbin/portwatchd", "/usr/lib/systemd/system/portwatchd.service", "/etc/portwatch.yaml",
 		"/var/lib/portwatch", "/var/lib/private/portwatch",
