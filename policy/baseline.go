@@ -117,11 +117,7 @@ func Baseline(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool) []
 		fmt.Fprintf(&b, "  - name: %s\n", yamlQuote(name))
 		fmt.Fprintf(&b, "    netns: %s\n", yamlQuote(escapeGlob(g.netns)))
 		fmt.Fprintf(&b, "    protocol: [%s]\n", strings.Join(g.protos, ", "))
-		ports := make([]string, len(g.ports))
-		for i, p := range g.ports {
-			ports[i] = strconv.Itoa(p)
-		}
-		fmt.Fprintf(&b, "    port: [%s]\n", strings.Join(ports, ", "))
+		fmt.Fprintf(&b, "    port: [%s]\n", strings.Join(portList(g.ports), ", "))
 		if g.loopback {
 			b.WriteString("    address: loopback\n")
 		}
@@ -222,4 +218,24 @@ func yamlQuote(s string) string {
 		return s
 	}
 	return strconv.Quote(s)
+}
+
+// portList renders sorted ports, runs of three or more as a range "lo-hi".
+func portList(ports []int) []string {
+	var out []string
+	for i := 0; i < len(ports); {
+		j := i
+		for j+1 < len(ports) && ports[j+1] == ports[j]+1 {
+			j++
+		}
+		if j-i >= 2 {
+			out = append(out, fmt.Sprintf("%d-%d", ports[i], ports[j]))
+		} else {
+			for k := i; k <= j; k++ {
+				out = append(out, strconv.Itoa(ports[k]))
+			}
+		}
+		i = j + 1
+	}
+	return out
 }

@@ -28,6 +28,8 @@ func baselineListeners() []watcher.Listener {
 		listener("tcp", "0.0.0.0", 4444, hostile),
 		listener("tcp", "0.0.0.0", 4445, watcher.Process{PID: 14, Comm: "sshd", Exe: "/usr/bin/python3", UID: 0, User: "root"}),
 		listener("tcp", "0.0.0.0", 4446, watcher.Process{PID: 15, Comm: "sshd", Exe: "/usr/bin/python3", UID: 0, User: "root"}),
+		listener("tcp", "0.0.0.0", 4447, watcher.Process{PID: 15, Comm: "sshd", Exe: "/usr/bin/python3", UID: 0, User: "root"}),
+		listener("tcp", "0.0.0.0", 4449, watcher.Process{PID: 15, Comm: "sshd", Exe: "/usr/bin/python3", UID: 0, User: "root"}),
 	}
 }
 
