@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,14 +29,14 @@ import (
 // in for systemd's notify socket, a loopback webhook receiver, and real
 // listeners opened by child processes.
 
-// listenEnv makes the test binary a listener child: it listens on the
+// daemonListenEnv makes the test binary a listener child: it listens on the
 // address in the variable, says "listening" on stdout, and exits when its
 // stdin closes.
-const listenEnv = "PORTWATCHD_TEST_LISTEN"
+const daemonListenEnv = "PORTWATCHD_TEST_LISTEN"
 
 // TestDaemonHelperListener is the listener child, not a test.
 func TestDaemonHelperListener(t *testing.T) {
-	addr := os.Getenv(listenEnv)
+	addr := os.Getenv(daemonListenEnv)
 	if addr == "" {
 		t.Skip("helper process for TestDaemonEndToEnd")
 	}
@@ -50,18 +51,18 @@ func TestDaemonHelperListener(t *testing.T) {
 	os.Exit(0)
 }
 
-// listenerChild is a running listener child.
-type listenerChild struct {
+// daemonListener is a running listener child.
+type daemonListener struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 }
 
-// startListener starts a child listening on 127.0.0.1:port and returns once
+// startDaemonListener starts a child listening on 127.0.0.1:port and returns once
 // its listen() has returned.
-func startListener(t *testing.T, port int) *listenerChild {
+func startDaemonListener(t *testing.T, port int) *daemonListener {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestDaemonHelperListener$", "-test.count=1")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=127.0.0.1:%d", listenEnv, port))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=127.0.0.1:%d", daemonListenEnv, port))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -74,7 +75,7 @@ func startListener(t *testing.T, port int) *listenerChild {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &listenerChild{cmd: cmd, stdin: stdin}
+	c := &daemonListener{cmd: cmd, stdin: stdin}
 	t.Cleanup(c.close)
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != "listening" {
@@ -84,7 +85,7 @@ func startListener(t *testing.T, port int) *listenerChild {
 }
 
 // close makes the child close its socket and exit, and waits for it.
-func (c *listenerChild) close() {
+func (c *daemonListener) close() {
 	if c.stdin == nil {
 		return
 	}
@@ -93,16 +94,16 @@ func (c *listenerChild) close() {
 	_ = c.cmd.Wait()
 }
 
-// notifySocket stands in for systemd's notification socket.
-type notifySocket struct {
+// daemonNotifySocket stands in for systemd's notification socket.
+type daemonNotifySocket struct {
 	path string
 	mu   sync.Mutex
 	msgs []string // one per line of every datagram, in order
 }
 
-func newNotifySocket(t *testing.T, dir string) *notifySocket {
+func newDaemonNotifySocket(t *testing.T, dir string) *daemonNotifySocket {
 	t.Helper()
-	ns := &notifySocket{path: filepath.Join(dir, "notify.sock")}
+	ns := &daemonNotifySocket{path: filepath.Join(dir, "notify.sock")}
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns.path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
@@ -126,21 +127,21 @@ func newNotifySocket(t *testing.T, dir string) *notifySocket {
 }
 
 // mark returns the number of messages so far, to look only at later ones.
-func (ns *notifySocket) mark() int {
+func (ns *daemonNotifySocket) mark() int {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	return len(ns.msgs)
 }
 
 // since returns the messages from mark on.
-func (ns *notifySocket) since(mark int) []string {
+func (ns *daemonNotifySocket) since(mark int) []string {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	return append([]string(nil), ns.msgs[mark:]...)
 }
 
 // count returns how many messages from mark on satisfy match.
-func (ns *notifySocket) count(mark int, match func(string) bool) int {
+func (ns *daemonNotifySocket) count(mark int, match func(string) bool) int {
 	n := 0
 	for _, m := range ns.since(mark) {
 		if match(m) {
@@ -152,9 +153,9 @@ func (ns *notifySocket) count(mark int, match func(string) bool) int {
 
 // wait waits for n messages from mark on that satisfy match, and returns the
 // index just after the n-th.
-func (ns *notifySocket) wait(t *testing.T, mark, n int, what string, match func(string) bool) int {
+func (ns *daemonNotifySocket) wait(t *testing.T, mark, n int, what string, match func(string) bool) int {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
+	deadline := time.Now().Add(daemonWait)
 	for {
 		seen := 0
 		for i, m := range ns.since(mark) {
@@ -166,25 +167,25 @@ func (ns *notifySocket) wait(t *testing.T, mark, n int, what string, match func(
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("notify socket: %d of %d %s after %v; messages since mark:\n%s", seen, n, what, waitLong, strings.Join(ns.since(mark), "\n"))
+			t.Fatalf("notify socket: %d of %d %s after %v; messages since mark:\n%s", seen, n, what, daemonWait, strings.Join(ns.since(mark), "\n"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func is(s string) func(string) bool { return func(m string) bool { return m == s } }
-func hasPrefix(s string) func(string) bool {
+func notifyIs(s string) func(string) bool { return func(m string) bool { return m == s } }
+func notifyPrefix(s string) func(string) bool {
 	return func(m string) bool { return strings.HasPrefix(m, s) }
 }
 
-// webhookReceiver is a loopback generic-format webhook endpoint.
-type webhookReceiver struct {
+// daemonHook is a loopback generic-format webhook endpoint.
+type daemonHook struct {
 	srv    *httptest.Server
 	mu     sync.Mutex
-	events map[string]webhookEvent // by id: a redelivery is the same event
+	events map[string]daemonHookEvent // by id: a redelivery is the same event
 }
 
-type webhookEvent struct {
+type daemonHookEvent struct {
 	ID       string `json:"id"`
 	Type     string `json:"type"`
 	Listener struct {
@@ -194,11 +195,11 @@ type webhookEvent struct {
 	} `json:"listener"`
 }
 
-func newWebhookReceiver(t *testing.T) *webhookReceiver {
-	w := &webhookReceiver{events: map[string]webhookEvent{}}
+func newDaemonHook(t *testing.T) *daemonHook {
+	w := &daemonHook{events: map[string]daemonHookEvent{}}
 	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		var body struct {
-			Events []webhookEvent `json:"events"`
+			Events []daemonHookEvent `json:"events"`
 		}
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 			t.Errorf("webhook: bad body: %v", err)
@@ -217,7 +218,7 @@ func newWebhookReceiver(t *testing.T) *webhookReceiver {
 
 // count returns how many distinct events of type typ (opened, closed) for
 // the host's port were received.
-func (w *webhookReceiver) count(typ string, port int) int {
+func (w *daemonHook) count(typ string, port int) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := 0
@@ -229,22 +230,22 @@ func (w *webhookReceiver) count(typ string, port int) int {
 	return n
 }
 
-func (w *webhookReceiver) wait(t *testing.T, typ string, port, n int) {
+func (w *daemonHook) wait(t *testing.T, typ string, port, n int) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
+	deadline := time.Now().Add(daemonWait)
 	for w.count(typ, port) < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("webhook: %d %s events for port %d after %v, want %d", w.count(typ, port), typ, port, waitLong, n)
+			t.Fatalf("webhook: %d %s events for port %d after %v, want %d", w.count(typ, port), typ, port, daemonWait, n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// waitLong bounds every wait: generous, since machines are shared and slow.
-const waitLong = 60 * time.Second
+// daemonWait bounds every wait: generous, since machines are shared and slow.
+const daemonWait = 60 * time.Second
 
-// e2e holds what the end-to-end test runs against.
-type e2e struct {
+// daemonE2E holds what the end-to-end test runs against.
+type daemonE2E struct {
 	t        *testing.T
 	bin      string
 	dir      string
@@ -252,8 +253,8 @@ type e2e struct {
 	stateDir string
 	stall    string
 	j        *journaltest.Journal
-	notify   *notifySocket
-	hook     *webhookReceiver
+	notify   *daemonNotifySocket
+	hook     *daemonHook
 	base     int // first port of the block the test owns
 	next     int // next sentinel port
 }
@@ -265,13 +266,13 @@ type daemonProc struct {
 	err  error
 }
 
-// logIdent is the SYSLOG_IDENTIFIER of the daemon's operational log, which
+// daemonLogIdent is the SYSLOG_IDENTIFIER of the daemon's operational log, which
 // the test sends to journald the way systemd sends a service's stderr.
-const logIdent = "portwatchd-oplog"
+const daemonLogIdent = "portwatchd-oplog"
 
-func (e *e2e) start() *daemonProc {
+func (e *daemonE2E) start() *daemonProc {
 	e.t.Helper()
-	cmd := e.j.Command("systemd-cat", "-t", logIdent, "--", e.bin, "run", "-c", e.config, "--state-dir", e.stateDir, "--log-level", "debug")
+	cmd := e.j.Command("systemd-cat", "-t", daemonLogIdent, "--", e.bin, "run", "-c", e.config, "--state-dir", e.stateDir, "--log-level", "debug")
 	cmd.Env = append(os.Environ(),
 		"NOTIFY_SOCKET="+e.notify.path,
 		"WATCHDOG_USEC=2000000",
@@ -320,7 +321,7 @@ func (p *daemonProc) waitExit(t *testing.T, within time.Duration) int {
 
 // writeConfig writes the config atomically: a temporary file in the same
 // directory renamed over the old one, as editors and config management do.
-func (e *e2e) writeConfig(content string) {
+func (e *daemonE2E) writeConfig(content string) {
 	e.t.Helper()
 	tmp := e.config + ".tmp"
 	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
@@ -334,7 +335,7 @@ func (e *e2e) writeConfig(content string) {
 // configText is the test's config. It allows every port but the block the
 // test owns, so that other listeners on the machine stay quiet, and allows
 // the ports in extra.
-func (e *e2e) configText(extra ...int) string {
+func (e *daemonE2E) configText(extra ...int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `version: 1
 interval: 300ms
@@ -360,7 +361,7 @@ allow:
 }
 
 // events returns the journald alert entries of type typ for the host's port.
-func (e *e2e) events(typ string, port int) []journaltest.Entry {
+func (e *daemonE2E) events(typ string, port int) []journaltest.Entry {
 	e.t.Helper()
 	es, err := e.j.Entries("SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT="+typ, "PORTWATCH_PORT="+strconv.Itoa(port), "PORTWATCH_NETNS=host")
 	if err != nil {
@@ -370,18 +371,18 @@ func (e *e2e) events(typ string, port int) []journaltest.Entry {
 }
 
 // waitEvents waits for n journald entries of type typ for port.
-func (e *e2e) waitEvents(typ string, port, n int) []journaltest.Entry {
+func (e *daemonE2E) waitEvents(typ string, port, n int) []journaltest.Entry {
 	e.t.Helper()
 	return e.j.Wait(e.t, n, "SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT="+typ, "PORTWATCH_PORT="+strconv.Itoa(port), "PORTWATCH_NETNS=host")
 }
 
 // waitLog waits for an operational log line containing s, at or after
 // entry number from of the log, and returns the number of log entries.
-func (e *e2e) waitLog(from int, s string) int {
+func (e *daemonE2E) waitLog(from int, s string) int {
 	e.t.Helper()
-	deadline := time.Now().Add(waitLong)
+	deadline := time.Now().Add(daemonWait)
 	for {
-		es, err := e.j.Entries("SYSLOG_IDENTIFIER=" + logIdent)
+		es, err := e.j.Entries("SYSLOG_IDENTIFIER=" + daemonLogIdent)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -395,15 +396,15 @@ func (e *e2e) waitLog(from int, s string) int {
 			for _, en := range es {
 				all = append(all, en["MESSAGE"])
 			}
-			e.t.Fatalf("no log line with %q after %v; log:\n%s", s, waitLong, strings.Join(all, "\n"))
+			e.t.Fatalf("no log line with %q after %v; log:\n%s", s, daemonWait, strings.Join(all, "\n"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // logLen returns the number of operational log entries so far.
-func (e *e2e) logLen() int {
-	es, err := e.j.Entries("SYSLOG_IDENTIFIER=" + logIdent)
+func (e *daemonE2E) logLen() int {
+	es, err := e.j.Entries("SYSLOG_IDENTIFIER=" + daemonLogIdent)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -414,7 +415,7 @@ func (e *e2e) logLen() int {
 // after the call: it opens two unexpected sentinel listeners one after the
 // other and waits for the alert of each. Whatever the daemon was going to
 // say about a listener opened before the call has been said by then.
-func (e *e2e) barrier() {
+func (e *daemonE2E) barrier() {
 	e.t.Helper()
 	for range 2 {
 		port := e.next
@@ -422,31 +423,31 @@ func (e *e2e) barrier() {
 		if e.next >= e.base+50 {
 			e.t.Fatal("out of sentinel ports")
 		}
-		c := startListener(e.t, port)
+		c := startDaemonListener(e.t, port)
 		e.waitEvents("opened", port, 1)
 		c.close()
 	}
 }
 
 // waitState waits until the state file holds s.
-func (e *e2e) waitState(s string) {
+func (e *daemonE2E) waitState(s string) {
 	e.t.Helper()
-	deadline := time.Now().Add(waitLong)
+	deadline := time.Now().Add(daemonWait)
 	for {
 		b, _ := os.ReadFile(filepath.Join(e.stateDir, stateFileName))
 		if strings.Contains(string(b), s) {
 			return
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("state file without %q after %v:\n%s", s, waitLong, b)
+			e.t.Fatalf("state file without %q after %v:\n%s", s, daemonWait, b)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// freeBlock finds 50 consecutive free loopback TCP ports below the usual
+// daemonPortBlock finds 50 consecutive free loopback TCP ports below the usual
 // ephemeral range.
-func freeBlock(t *testing.T) int {
+func daemonPortBlock(t *testing.T) int {
 	for base := 20000 + os.Getpid()%500*20; base < 32000; base += 50 {
 		ok := true
 		for p := base; p < base+50 && ok; p++ {
@@ -477,7 +478,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 	j := journaltest.Start(t)
 	dir := t.TempDir()
-	e := &e2e{
+	e := &daemonE2E{
 		t:        t,
 		bin:      filepath.Join(dir, "portwatchd"),
 		dir:      dir,
@@ -485,8 +486,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 		stateDir: filepath.Join(dir, "state"),
 		stall:    filepath.Join(dir, "stall"),
 		j:        j,
-		notify:   newNotifySocket(t, dir),
-		hook:     newWebhookReceiver(t),
+		notify:   newDaemonNotifySocket(t, dir),
+		hook:     newDaemonHook(t),
 	}
 	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", e.bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -495,7 +496,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if err := os.Mkdir(filepath.Dir(e.config), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	e.base = freeBlock(t)
+	e.base = daemonPortBlock(t)
 	e.next = e.base + 10
 	target, held, flapper := e.base, e.base+1, e.base+2
 	selfExe, err := filepath.EvalSymlinks(os.Args[0])
@@ -506,16 +507,16 @@ func TestDaemonEndToEnd(t *testing.T) {
 
 	// 1. READY=1 after the first snapshot, then watchdog pings.
 	p := e.start()
-	readyAt := e.notify.wait(t, 0, 1, "READY=1", is("READY=1"))
+	readyAt := e.notify.wait(t, 0, 1, "READY=1", notifyIs("READY=1"))
 	before := e.notify.since(0)[:readyAt-1]
-	if !containsFunc(before, hasPrefix("STATUS=watching ")) {
+	if !slices.ContainsFunc(before, notifyPrefix("STATUS=watching ")) {
 		t.Errorf("READY=1 came before any STATUS=watching ...: %q", before)
 	}
-	e.notify.wait(t, readyAt, 2, "WATCHDOG=1", is("WATCHDOG=1"))
+	e.notify.wait(t, readyAt, 2, "WATCHDOG=1", notifyIs("WATCHDOG=1"))
 	e.waitLog(0, `msg="portwatchd started" config=`+e.config)
 
 	t.Run("alert and resolve", func(t *testing.T) {
-		c := startListener(t, target)
+		c := startDaemonListener(t, target)
 		es := e.waitEvents("opened", target, 1)
 		ent := es[0]
 		for k, want := range map[string]string{
@@ -543,13 +544,13 @@ func TestDaemonEndToEnd(t *testing.T) {
 	t.Run("reload by atomic rename allows the port", func(t *testing.T) {
 		mark := e.notify.mark()
 		e.writeConfig(e.configText(target))
-		e.notify.wait(t, mark, 1, "RELOADING=1", hasPrefix("RELOADING=1"))
+		e.notify.wait(t, mark, 1, "RELOADING=1", notifyPrefix("RELOADING=1"))
 		got := e.notify.since(mark)
-		if !containsFunc(got, hasPrefix("MONOTONIC_USEC=")) {
+		if !slices.ContainsFunc(got, notifyPrefix("MONOTONIC_USEC=")) {
 			t.Errorf("RELOADING=1 without MONOTONIC_USEC: %q", got)
 		}
-		e.notify.wait(t, mark, 1, "READY=1 after RELOADING=1", is("READY=1"))
-		c := startListener(t, target)
+		e.notify.wait(t, mark, 1, "READY=1 after RELOADING=1", notifyIs("READY=1"))
+		c := startDaemonListener(t, target)
 		e.barrier()
 		if n := len(e.events("opened", target)); n != 1 {
 			t.Errorf("%d opened entries for port %d, want still 1 (it is allowed now)", n, target)
@@ -566,21 +567,21 @@ func TestDaemonEndToEnd(t *testing.T) {
 		// The broken file would not allow target; the old policy does.
 		broken := strings.Replace(e.configText(), "    reason: not this test's business\n", "    reason: not this test's business\n    prot: tcp\n", 1)
 		e.writeConfig(broken)
-		e.notify.wait(t, mark, 1, "STATUS=config reload failed", hasPrefix("STATUS=config reload failed: "+e.config+":9:5: "))
+		e.notify.wait(t, mark, 1, "STATUS=config reload failed", notifyPrefix("STATUS=config reload failed: "+e.config+":9:5: "))
 		e.waitLog(from, "config reload failed, keeping the config in force: "+e.config+":9:5: unknown key")
-		c := startListener(t, target)
+		c := startDaemonListener(t, target)
 		e.barrier()
 		if n := len(e.events("opened", target)); n != 1 {
 			t.Errorf("%d opened entries for port %d, want still 1 (the old policy allows it)", n, target)
 		}
 		c.close()
-		if n := e.notify.count(mark, hasPrefix("RELOADING=1")); n != 0 {
+		if n := e.notify.count(mark, notifyPrefix("RELOADING=1")); n != 0 {
 			t.Errorf("a failed reload sent RELOADING=1 %d times", n)
 		}
 		// Back to the config in force: the failure no longer stands.
 		mark = e.notify.mark()
 		e.writeConfig(e.configText(target))
-		e.notify.wait(t, mark, 1, "STATUS=watching after the config came back", hasPrefix("STATUS=watching "))
+		e.notify.wait(t, mark, 1, "STATUS=watching after the config came back", notifyPrefix("STATUS=watching "))
 	})
 
 	t.Run("SIGHUP with an unchanged file does no reload work", func(t *testing.T) {
@@ -590,23 +591,23 @@ func TestDaemonEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.waitLog(from, `msg="config unchanged; reload skipped" trigger=SIGHUP`)
-		if got := e.notify.since(mark); containsFunc(got, hasPrefix("RELOADING=1")) {
+		if got := e.notify.since(mark); slices.ContainsFunc(got, notifyPrefix("RELOADING=1")) {
 			t.Errorf("unchanged SIGHUP sent RELOADING=1: %q", got)
 		}
 	})
 
 	t.Run("kill -9 and restart", func(t *testing.T) {
-		c := startListener(t, held)
+		c := startDaemonListener(t, held)
 		e.waitEvents("opened", held, 1)
 		e.hook.wait(t, "opened", held, 1)
 		e.waitState(fmt.Sprintf(`"port": %d,`, held))
 		if err := p.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		p.waitExit(t, waitLong)
+		p.waitExit(t, daemonWait)
 		mark := e.notify.mark()
 		p = e.start()
-		e.notify.wait(t, mark, 1, "READY=1 after restart", is("READY=1"))
+		e.notify.wait(t, mark, 1, "READY=1 after restart", notifyIs("READY=1"))
 		e.barrier()
 		if n := len(e.events("opened", held)); n != 1 {
 			t.Errorf("%d opened entries for port %d after a restart, want still 1", n, held)
@@ -617,21 +618,21 @@ func TestDaemonEndToEnd(t *testing.T) {
 		if err := p.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		p.waitExit(t, waitLong)
+		p.waitExit(t, daemonWait)
 		c.close() // while the daemon is down
 		mark = e.notify.mark()
 		p = e.start()
-		e.notify.wait(t, mark, 1, "READY=1 after the second restart", is("READY=1"))
+		e.notify.wait(t, mark, 1, "READY=1 after the second restart", notifyIs("READY=1"))
 		e.waitEvents("closed", held, 1)
 		e.hook.wait(t, "closed", held, 1)
 	})
 
 	t.Run("flap within the window alerts once", func(t *testing.T) {
-		c := startListener(t, flapper)
+		c := startDaemonListener(t, flapper)
 		e.waitEvents("opened", flapper, 1)
 		c.close()
 		e.barrier() // the close has been seen
-		c = startListener(t, flapper)
+		c = startDaemonListener(t, flapper)
 		e.barrier() // the reopening has been seen
 		if n := len(e.events("opened", flapper)); n != 1 {
 			t.Errorf("%d opened entries for a listener reopened within flap_window, want 1", n)
@@ -657,13 +658,13 @@ func TestDaemonEndToEnd(t *testing.T) {
 		// With WATCHDOG_USEC=2s a healthy daemon pings every second;
 		// three quiet seconds mean the pings stopped.
 		time.Sleep(3 * time.Second)
-		if n := e.notify.count(mark, is("WATCHDOG=1")); n != 0 {
+		if n := e.notify.count(mark, notifyIs("WATCHDOG=1")); n != 0 {
 			t.Errorf("%d WATCHDOG=1 while the snapshot loop was stalled", n)
 		}
 		if err := os.Remove(e.stall); err != nil {
 			t.Fatal(err)
 		}
-		e.notify.wait(t, mark, 1, "WATCHDOG=1 once the loop runs again", is("WATCHDOG=1"))
+		e.notify.wait(t, mark, 1, "WATCHDOG=1 once the loop runs again", notifyIs("WATCHDOG=1"))
 	})
 
 	t.Run("SIGTERM exits 0 within the grace", func(t *testing.T) {
@@ -673,23 +674,14 @@ func TestDaemonEndToEnd(t *testing.T) {
 		}
 		// shutdown_grace is 3s; what is bounded here is the wait, not
 		// the speed.
-		if code := p.waitExit(t, 3*time.Second+waitLong/2); code != 0 {
+		if code := p.waitExit(t, 3*time.Second+daemonWait/2); code != 0 {
 			t.Errorf("exit code %d after SIGTERM, want 0", code)
 		}
-		if !containsFunc(e.notify.since(mark), is("STOPPING=1")) {
+		if !slices.ContainsFunc(e.notify.since(mark), notifyIs("STOPPING=1")) {
 			t.Errorf("no STOPPING=1 before exit: %q", e.notify.since(mark))
 		}
 		if _, err := os.Stat(filepath.Join(e.stateDir, stateFileName)); err != nil {
 			t.Errorf("state not saved: %v", err)
 		}
 	})
-}
-
-func containsFunc(ss []string, f func(string) bool) bool {
-	for _, s := range ss {
-		if f(s) {
-			return true
-		}
-	}
-	return false
 }

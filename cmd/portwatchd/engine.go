@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/portwatchd/portwatchd/notify"
 	"github.com/portwatchd/portwatchd/policy"
@@ -116,20 +118,21 @@ func (e *engine) step(snap *watcher.Snapshot, cfg engineConfig, now time.Time) e
 	for _, l := range delta.Closed {
 		e.closed(&r, l.Key(), cfg, now)
 	}
-	cur := watcher.Index(eff.Listeners)
-	seen := make(map[watcher.Key]bool, len(cur))
-	for i := range eff.Listeners {
-		k := eff.Listeners[i].Key()
-		if seen[k] {
-			continue
+	var seen map[watcher.Key]bool
+	if first {
+		seen = map[watcher.Key]bool{}
+	}
+	for l := range watcher.ByKey(eff.Listeners) {
+		k := l.Key()
+		if first {
+			seen[k] = true
 		}
-		seen[k] = true
 		t := e.tracks[k]
 		if t == nil {
 			t = &track{}
 			e.tracks[k] = t
 		}
-		e.observe(&r, k, t, cur[k], cfg, now, first)
+		e.observe(&r, k, t, l, cfg, now, first)
 	}
 	if first {
 		// Alerted before a restart, and gone now: closed while we were down.
@@ -159,6 +162,10 @@ func (e *engine) reload(cfg engineConfig, now time.Time) engineResult {
 
 // observe handles a key present in this snapshot.
 func (e *engine) observe(r *engineResult, k watcher.Key, t *track, l watcher.Listener, cfg engineConfig, now time.Time, first bool) {
+	if t.announced && t.pending == nil && len(l.Processes) > 0 && watcher.SameOwners(&t.l, &l) {
+		t.l = l // the steady state: nothing to decide
+		return
+	}
 	o := watcher.OwnersOf(&l)
 	if !t.announced {
 		if !o.Known {
@@ -266,11 +273,11 @@ func (e *engine) closed(r *engineResult, k watcher.Key, cfg engineConfig, now ti
 
 // expirePending sends the resolves that waited out the flap window.
 func (e *engine) expirePending(r *engineResult, cfg engineConfig, now time.Time) {
-	for _, k := range sortedKeys(e.alerts) {
-		a := e.alerts[k]
-		if !a.ClosedAt.IsZero() && now.Sub(a.ClosedAt) >= cfg.FlapWindow && e.tracks[k] == nil {
-			e.resolve(r, k, "", "")
-		}
+	due := e.alertsWhere(func(k watcher.Key, a *alert) bool {
+		return !a.ClosedAt.IsZero() && now.Sub(a.ClosedAt) >= cfg.FlapWindow && e.tracks[k] == nil
+	})
+	for _, k := range due {
+		e.resolve(r, k, "", "")
 	}
 }
 
@@ -279,18 +286,32 @@ func (e *engine) remind(r *engineResult, cfg engineConfig, now time.Time) {
 	if cfg.RepeatInterval <= 0 {
 		return
 	}
-	for _, k := range sortedKeys(e.alerts) {
+	due := e.alertsWhere(func(_ watcher.Key, a *alert) bool {
+		return a.ClosedAt.IsZero() && now.Sub(a.LastSent) >= cfg.RepeatInterval
+	})
+	for _, k := range due {
 		a := e.alerts[k]
-		if a.ClosedAt.IsZero() && now.Sub(a.LastSent) >= cfg.RepeatInterval {
-			a.LastSent = now
-			r.StateChanged = true
-			r.Emit = append(r.Emit, emission{
-				Type:     notify.TypeOpened,
-				Decision: a.Decision,
-				Note:     "reminder: open since " + a.AlertedAt.UTC().Format(time.RFC3339),
-			})
+		a.LastSent = now
+		r.StateChanged = true
+		r.Emit = append(r.Emit, emission{
+			Type:     notify.TypeOpened,
+			Decision: a.Decision,
+			Note:     "reminder: open since " + a.AlertedAt.UTC().Format(time.RFC3339),
+		})
+	}
+}
+
+// alertsWhere returns the keys of the alerts for which f is true, in key
+// order. It runs every tick, so it sorts only what it found.
+func (e *engine) alertsWhere(f func(watcher.Key, *alert) bool) []watcher.Key {
+	var keys []watcher.Key
+	for k, a := range e.alerts {
+		if f(k, a) {
+			keys = append(keys, k)
 		}
 	}
+	slices.SortFunc(keys, compareKeys)
+	return keys
 }
 
 // reevaluate judges every announced listener again.
@@ -365,19 +386,24 @@ func nowAllowedMessage(alerted, now policy.Decision, why string) string {
 	default:
 		verdict = string(now.Verdict)
 	}
-	return fmt.Sprintf("listener %s is now %s (%s); alert resolved", describe(alerted.Listener), verdict, why)
+	return fmt.Sprintf("listener %s is now %s (%s); alert resolved", describeListener(alerted.Listener), verdict, why)
 }
 
-// describe names a listener in one line: protocol, address:port, and the
-// namespace when it is not the host's.
-func describe(l watcher.Listener) string {
+// describeListener names a listener in one line: protocol, address:port, and
+// the namespace when it is not the host's (quoted when it holds anything but
+// printable characters: a /run/netns name is just a file name).
+func describeListener(l watcher.Listener) string {
 	var b strings.Builder
 	b.WriteString(l.Protocol)
 	b.WriteByte(' ')
 	b.WriteString(netip.AddrPortFrom(l.Address, l.Port).String())
 	if l.Netns != "" && l.Netns != watcher.HostNetns {
 		b.WriteString(" in netns ")
-		b.WriteString(l.Netns)
+		if strings.IndexFunc(l.Netns, func(r rune) bool { return !unicode.IsPrint(r) || r == '"' || r == '\\' }) >= 0 {
+			b.WriteString(strconv.Quote(l.Netns))
+		} else {
+			b.WriteString(l.Netns)
+		}
 	}
 	return b.String()
 }
