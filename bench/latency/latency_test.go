@@ -1,0 +1,321 @@
+package latency
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portwatchd/portwatchd/internal/journaltest"
+)
+
+// listenEnv makes the test binary a listener child: it listens on the
+// address in the variable, prints the wall-clock time (Unix nanoseconds)
+// at which listen() returned, and exits when its stdin closes.
+const listenEnv = "PORTWATCHD_LATENCY_LISTEN"
+
+// TestLatencyHelperListener is the listener child, not a test.
+func TestLatencyHelperListener(t *testing.T) {
+	addr := os.Getenv(listenEnv)
+	if addr == "" {
+		t.Skip("helper process for BenchmarkDetectionLatency")
+	}
+	ln, err := net.Listen("tcp", addr)
+	at := time.Now().UnixNano()
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println(at)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	ln.Close()
+	os.Exit(0)
+}
+
+// arrivals records when the alert for each port was first seen.
+type arrivals struct {
+	mu sync.Mutex
+	at map[int]time.Time
+}
+
+func (a *arrivals) see(port int, t time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.at[port]; !ok {
+		a.at[port] = t
+	}
+}
+
+func (a *arrivals) get(port int) (time.Time, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	t, ok := a.at[port]
+	return t, ok
+}
+
+// BenchmarkDetectionLatency measures, for one unexpected listener at a time,
+// the time from the child's listen() returning to (a) the alert's journald
+// entry being readable by a follower of the journal (journalctl -f, run
+// in the private journald's namespace) and (b) the loopback webhook receiving
+// it. The daemon runs with interval 1s; trials start at random phases of its
+// tick. Run it with -benchtime=20x for 20 trials (bench/latency/run.sh does);
+// it reports p50 and p99 of both, in milliseconds.
+func BenchmarkDetectionLatency(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: runs systemd-journald in a private mount namespace and attributes other processes' sockets")
+	}
+	if f, err := os.OpenFile("/tmp/portwatchd-bench.lock", os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		// Other benchmarks on a 2-core machine would distort the figures;
+		// bench/run.sh takes the same lock. Wait for it, but not forever.
+		deadline := time.Now().Add(10 * time.Minute)
+		for unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil && time.Now().Before(deadline) {
+			time.Sleep(time.Second)
+		}
+		defer f.Close()
+	}
+	j := journaltest.Start(b)
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "portwatchd")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "../../cmd/portwatchd")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	// Webhook receiver (generic format).
+	hook := &arrivals{at: map[int]time.Time{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		var body struct {
+			Events []struct {
+				Type     string `json:"type"`
+				Listener struct {
+					Port  int    `json:"port"`
+					Netns string `json:"netns"`
+				} `json:"listener"`
+			} `json:"events"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, ev := range body.Events {
+			if ev.Type == "listener.opened" && ev.Listener.Netns == "host" {
+				hook.see(ev.Listener.Port, now)
+			}
+		}
+	}))
+	defer srv.Close()
+
+	base := freeBlock(b)
+	const block = 200
+	if err := os.Mkdir(filepath.Join(dir, "etc"), 0o700); err != nil {
+		b.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "etc", "portwatch.yaml")
+	conf := fmt.Sprintf(`version: 1
+interval: 1s
+allow:
+  - name: everything-else
+    port: ["1-%d", "%d-65535"]
+notify:
+  journald: true
+  webhooks:
+    - name: receiver
+      format: generic
+      url: %s
+`, base-1, base+block, srv.URL)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		b.Fatal(err)
+	}
+
+	// The journal follower: journalctl -f prints each entry as journald
+	// makes it readable.
+	journal := &arrivals{at: map[int]time.Time{}}
+	follow := j.Command("journalctl", "-f", "-n", "0", "-o", "json", "SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT=opened", "PORTWATCH_NETNS=host")
+	fout, err := follow.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := follow.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = follow.Process.Kill(); _ = follow.Wait() }()
+	go func() {
+		sc := bufio.NewScanner(fout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			now := time.Now()
+			var e map[string]any
+			if json.Unmarshal(sc.Bytes(), &e) != nil {
+				continue
+			}
+			if p, ok := e["PORTWATCH_PORT"].(string); ok {
+				if n, err := strconv.Atoi(p); err == nil {
+					journal.see(n, now)
+				}
+			}
+		}
+	}()
+
+	// The daemon, inside journald's namespace.
+	notifyPath := filepath.Join(dir, "notify.sock")
+	nconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nconn.Close()
+	ready := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		once := sync.Once{}
+		for {
+			n, err := nconn.Read(buf)
+			if err != nil {
+				return
+			}
+			if slices.Contains(strings.Split(string(buf[:n]), "\n"), "READY=1") {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	d := j.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(dir, "state"))
+	d.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
+	var dlog strings.Builder
+	d.Stderr = &syncWriter{w: &dlog}
+	if err := d.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = d.Process.Signal(syscall.SIGTERM)
+		_ = d.Wait()
+	}()
+	select {
+	case <-ready:
+	case <-time.After(60 * time.Second):
+		b.Fatalf("daemon not ready after 60s:\n%s", dlog.String())
+	}
+
+	var toJournal, toHook []time.Duration
+	port := base
+	for b.Loop() {
+		if port >= base+block {
+			b.Fatal("out of ports")
+		}
+		// A random phase against the daemon's 1s tick.
+		time.Sleep(time.Duration(rand.Int64N(int64(time.Second))))
+		listenAt, stop := startListener(b, port)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			jt, jok := journal.get(port)
+			ht, hok := hook.get(port)
+			if jok && hok {
+				toJournal = append(toJournal, jt.Sub(listenAt))
+				toHook = append(toHook, ht.Sub(listenAt))
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("trial %d: no alert for port %d after 30s (journal %v, webhook %v)\ndaemon log:\n%s", len(toJournal), port, jok, hok, dlog.String())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		stop()
+		port++
+	}
+	if len(toJournal) == 0 {
+		return
+	}
+	for _, s := range []struct {
+		name string
+		ds   []time.Duration
+	}{{"journald", toJournal}, {"webhook", toHook}} {
+		p50, p99 := percentile(s.ds, 50), percentile(s.ds, 99)
+		b.ReportMetric(float64(p50)/1e6, "p50-"+s.name+"-ms")
+		b.ReportMetric(float64(p99)/1e6, "p99-"+s.name+"-ms")
+		b.Logf("%s: %d trials, p50 %v, p99 %v, max %v", s.name, len(s.ds), p50.Round(time.Millisecond), p99.Round(time.Millisecond), slices.Max(s.ds).Round(time.Millisecond))
+	}
+}
+
+// percentile returns the p-th percentile of ds by the nearest-rank method:
+// with 20 trials, p99 is the largest.
+func percentile(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	rank := (p*len(s) + 99) / 100 // ceil(p/100 * n)
+	return s[max(rank, 1)-1]
+}
+
+// startListener starts a listener child on 127.0.0.1:port. It returns the
+// time its listen() returned, and a function that closes it.
+func startListener(b *testing.B, port int) (time.Time, func()) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLatencyHelperListener$", "-test.count=1")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=127.0.0.1:%d", listenEnv, port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	stop := func() { stdin.Close(); _ = cmd.Wait() }
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	ns, perr := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+	if err != nil || perr != nil {
+		stop()
+		b.Fatalf("listener child on port %d: %q, %v", port, line, err)
+	}
+	return time.Unix(0, ns), stop
+}
+
+// freeBlock finds 200 consecutive free loopback TCP ports below the usual
+// ephemeral range.
+func freeBlock(b *testing.B) int {
+	for base := 21000 + os.Getpid()%50*200; base < 32000; base += 200 {
+		ok := true
+		for p := base; p < base+200 && ok; p++ {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				ok = false
+				continue
+			}
+			ln.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	b.Fatal("no block of 200 free ports")
+	return 0
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
