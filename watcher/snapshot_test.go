@@ -39,6 +39,9 @@ func TestMain(m *testing.M) {
 // "open SPEC" opens one more socket, "sendfd" passes the first socket (fd 3
 // when held) over the unix socket at fd 4 and closes its own copy.
 func helperMain() int {
+	if os.Getenv(helperEnv) == "snapshot" {
+		return snapshotHelper()
+	}
 	out := bufio.NewWriter(os.Stdout)
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "helper:", err)
@@ -147,7 +150,7 @@ func startHelper(t *testing.T, o helperOpts) *helper {
 		path = testBinary(t)
 	}
 	cmd := exec.Command(path, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=1", "PW_SOCKS="+o.socks, "PW_RENAME="+o.rename)
+	cmd.Env = append(os.Environ(), helperEnv+"=listen", "PW_SOCKS="+o.socks, "PW_RENAME="+o.rename)
 	if o.hold != nil {
 		cmd.Env = append(cmd.Env, "PW_HOLD=1")
 		cmd.ExtraFiles = append(cmd.ExtraFiles, o.hold)
@@ -304,13 +307,15 @@ type listenerSummary struct {
 	Interface                 string
 	Netns                     string
 	PIDs                      []int
+	Ephemeral                 bool
+	Service                   string
 }
 
 func summarize(l *Listener) *listenerSummary {
 	if l == nil {
 		return nil
 	}
-	return &listenerSummary{l.Protocol, l.Family, l.Address.String(), l.Port, l.DualStack, l.Interface, l.Netns, pidsOf(l)}
+	return &listenerSummary{l.Protocol, l.Family, l.Address.String(), l.Port, l.DualStack, l.Interface, l.Netns, pidsOf(l), l.Ephemeral, l.Service}
 }
 
 func TestSnapshotSockets(t *testing.T) {
@@ -318,22 +323,35 @@ func TestSnapshotSockets(t *testing.T) {
 	h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0 tcp6only=[::1]:0 tcp6dual=[::]:0 udp4=127.0.0.1:0 udp6only=[::1]:0 udpconn=127.0.0.1:0 tcp4dev=127.0.0.1:0 tcp6dual=[::ffff:127.0.0.1]:0"})
 	for _, disable := range []bool{false, true} {
 		t.Run(fmt.Sprintf("DisableSockDiag=%v", disable), func(t *testing.T) {
-			w, _ := newWatcher(t, Options{DisableSockDiag: disable})
+			// The port of the first socket gets a name, as /etc/services
+			// would give it.
+			services := filepath.Join(t.TempDir(), "services")
+			if err := os.WriteFile(services, fmt.Appendf(nil, "pwtest %d/tcp\nother %d/udp\n", h.socks[0].port, h.socks[0].port), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			w, _ := newWatcher(t, Options{DisableSockDiag: disable, ServicesFile: services})
 			s := snapshot(t, w)
 			pid := []int{h.pid()}
+			// A UDP socket bound to port 0 gets a port from
+			// ip_local_port_range: ephemeral.
+			r := readPortRange("/proc")
+			eph := func(i int) bool { return r.contains(h.socks[i].port) }
 			dev := "lo"
 			if disable {
 				dev = "" // /proc/net does not show the bound device
 			}
 			want := []*listenerSummary{
-				{TCP, IPv4, "127.0.0.1", h.socks[0].port, false, "", HostNetns, pid},
-				{TCP, IPv6, "::1", h.socks[1].port, false, "", HostNetns, pid},
-				{TCP, IPv6, "::", h.socks[2].port, true, "", HostNetns, pid},
-				{UDP, IPv4, "127.0.0.1", h.socks[3].port, false, "", HostNetns, pid},
-				{UDP, IPv6, "::1", h.socks[4].port, false, "", HostNetns, pid},
+				{TCP, IPv4, "127.0.0.1", h.socks[0].port, false, "", HostNetns, pid, false, "pwtest"},
+				{TCP, IPv6, "::1", h.socks[1].port, false, "", HostNetns, pid, false, ""},
+				{TCP, IPv6, "::", h.socks[2].port, true, "", HostNetns, pid, false, ""},
+				{UDP, IPv4, "127.0.0.1", h.socks[3].port, false, "", HostNetns, pid, eph(3), ""},
+				{UDP, IPv6, "::1", h.socks[4].port, false, "", HostNetns, pid, eph(4), ""},
 				nil, // connected UDP: not a listener
-				{TCP, IPv4, "127.0.0.1", h.socks[6].port, false, dev, HostNetns, pid},
-				{TCP, IPv4, "127.0.0.1", h.socks[7].port, false, "", HostNetns, pid}, // IPv4-mapped
+				{TCP, IPv4, "127.0.0.1", h.socks[6].port, false, dev, HostNetns, pid, false, ""},
+				{TCP, IPv4, "127.0.0.1", h.socks[7].port, false, "", HostNetns, pid, false, ""}, // IPv4-mapped
+			}
+			if !eph(3) {
+				t.Errorf("udp port %d from bind(0) not in ip_local_port_range %v: the ephemeral check tests nothing", h.socks[3].port, r)
 			}
 			var got []*listenerSummary
 			for _, hs := range h.socks {
@@ -751,4 +769,72 @@ func recvFile(t *testing.T, h *helper, conn *os.File) *os.File {
 		t.Fatalf("rights %v: %v", fds, err)
 	}
 	return os.NewFile(uintptr(fds[0]), "received")
+}
+
+// snapshotHelper takes two snapshots and prints, for the unprivileged test,
+// whether they were partial, how many warnings there were, and the inodes
+// of the listeners with the pids holding them.
+func snapshotHelper() int {
+	warns := 0
+	w, err := New(Options{Warn: func(m string) {
+		warns++
+		fmt.Fprintln(os.Stderr, "warning:", m)
+	}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 3
+	}
+	var s *Snapshot
+	for range 2 {
+		if s, err = w.Snapshot(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+	}
+	fmt.Println("partial", s.Partial, "warnings", warns)
+	for _, l := range s.Listeners {
+		fmt.Println(l.Inode, len(l.Processes))
+	}
+	return 0
+}
+
+// TestSnapshotUnprivileged runs a watcher as nobody: it must still list
+// every listener (sock_diag needs no privilege), attribute none of root's,
+// say once that attribution is partial, and not fail.
+func TestSnapshotUnprivileged(t *testing.T) {
+	requireRoot(t)
+	h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0"})
+	dir, err := os.MkdirTemp("", "portwatch-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "watcher.test")
+	f, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, f, testBinary(t))
+	f.Close()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=snapshot")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v, stderr:\n%s", err, stderr.String())
+	}
+	t.Logf("unprivileged watcher said:\n%s%s", out, stderr.String())
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if lines[0] != "partial true warnings 1" {
+		t.Errorf("got %q, want partial with one warning; stderr:\n%s", lines[0], stderr.String())
+	}
+	want := fmt.Sprintf("%d 0", h.socks[0].inode)
+	if !slices.Contains(lines[1:], want) {
+		t.Errorf("root's listener %d not listed unattributed in:\n%s", h.socks[0].inode, out)
+	}
 }
