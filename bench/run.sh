@@ -6,7 +6,7 @@
 # within 5 minutes) and runs bench/measure inside it. Prints the figures of
 # each scene, then a Markdown table of all of them.
 #
-# Environment: SCENES ("small large"), REPS (11), TICKS (200),
+# Environment: SCENES ("small large"), REPS (11), TICKS (200), NICE (-20),
 # BENCH_OUT (a fresh /tmp directory), PROFILE (non-empty: CPU and heap
 # profiles of the watcher in $BENCH_OUT).
 set -eu
@@ -18,6 +18,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 SCENES=${SCENES:-small large}
 REPS=${REPS:-11}
+NICE=${NICE:--20}
 TICKS=${TICKS:-200}
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/portwatchd-bench.XXXXXX)}
 mkdir -p "$OUT"
@@ -46,7 +47,7 @@ for s in $SCENES; do
 	rm -f "$OUT/$s.json"
 	# The scene stops itself after 5 minutes; timeout is a second fence.
 	timeout -k 10 330 "$OUT/scene" -size "$s" -timeout 5m -- \
-		"$OUT/measure" -scene "$s" -n "$REPS" -portwatchd "$OUT/portwatchd" -ss "$SS" \
+		"$OUT/measure" -scene "$s" -n "$REPS" -nice "$NICE" -portwatchd "$OUT/portwatchd" -ss "$SS" \
 		-tick "$OUT/tick" -tick-args "$tickargs" -json "$OUT/$s.json" -timeout 4m </dev/null || status=$?
 	[ -f "$OUT/$s.json" ] && jsons="$jsons $OUT/$s.json"
 done

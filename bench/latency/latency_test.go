@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,7 +92,8 @@ func BenchmarkDetectionLatency(b *testing.B) {
 	j := journaltest.Start(b)
 	dir := b.TempDir()
 	bin := filepath.Join(dir, "portwatchd")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "../../cmd/portwatchd")
+	// go test puts its own GOROOT/bin first in PATH.
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/portwatchd")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}

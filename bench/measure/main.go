@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ func run() int {
 	reps := flag.Int("n", 11, "repetitions of each one-shot command (the median is reported)")
 	pw := flag.String("portwatchd", "portwatchd", "portwatchd binary")
 	ss := flag.String("ss", "ss", "ss binary")
+	nice := flag.Int("nice", 0, "nice value for the measured commands (-20 keeps other work on the machine from distorting wall times)")
 	launcher := flag.String("launch", "", "bench/launch binary (default: launch next to this program)")
 	tick := flag.String("tick", "", "bench/tick binary; empty skips the steady-state figures")
 	tickArgs := flag.String("tick-args", "-n 200 -warm 5", "arguments for bench/tick")
@@ -73,6 +75,8 @@ func run() int {
 		res.Kernel = cstring(u.Release[:])
 	}
 	res.Processes, res.Fds = countProcs()
+	res.Nice = *nice
+	res.LoadBefore = loadavg()
 
 	pwCmd := []string{*pw, "list", "--json"}
 	ssCmd := []string{*ss, "-ltnup"}
@@ -110,7 +114,7 @@ func run() int {
 		order := []bool{i%2 == 0, i%2 != 0}
 		for _, isPW := range order {
 			if isPW && res.Portwatchd.Err == "" {
-				s, err := measure(ctx, *launcher, pwCmd)
+				s, err := measure(ctx, *launcher, *nice, pwCmd)
 				if err != nil {
 					res.Portwatchd.Err = err.Error()
 					continue
@@ -118,7 +122,7 @@ func run() int {
 				pwRuns = append(pwRuns, s)
 			}
 			if !isPW {
-				s, err := measure(ctx, *launcher, ssCmd)
+				s, err := measure(ctx, *launcher, *nice, ssCmd)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, "measure:", err)
 					return 2
@@ -140,7 +144,9 @@ func run() int {
 	}
 
 	if *tick != "" {
-		args := append([]string{*tick}, strings.Fields(*tickArgs)...)
+		// Through the launcher for the same nice value; its result on fd 3
+		// is not needed.
+		args := append([]string{*launcher, "-nice", strconv.Itoa(*nice), *tick}, strings.Fields(*tickArgs)...)
 		b, err := output(ctx, args)
 		if err != nil {
 			res.TickErr = err.Error()
@@ -154,6 +160,7 @@ func run() int {
 		}
 	}
 
+	res.LoadAfter = loadavg()
 	printScene(os.Stdout, &res)
 	if *out != "" {
 		b, err := json.MarshalIndent(res, "", "  ")
@@ -176,7 +183,7 @@ type sample struct {
 
 // measure runs a command once through bench/launch (see there why), with
 // its output thrown away, and returns its wall time and rusage.
-func measure(ctx context.Context, launcher string, args []string) (sample, error) {
+func measure(ctx context.Context, launcher string, nice int, args []string) (sample, error) {
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return sample{}, err
@@ -188,7 +195,7 @@ func measure(ctx context.Context, launcher string, args []string) (sample, error
 	}
 	defer pr.Close()
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, launcher, args...)
+	cmd := exec.CommandContext(ctx, launcher, append([]string{"-nice", strconv.Itoa(nice)}, args...)...)
 	cmd.Stdout = devnull
 	cmd.Stderr = &limited{w: &stderr, n: 4096}
 	cmd.ExtraFiles = []*os.File{pw}
@@ -271,6 +278,20 @@ func countProcs() (procs, fds int) {
 		}
 	}
 	return procs, fds
+}
+
+// loadavg returns the first three fields of /proc/loadavg: how busy the
+// machine was (it is not namespaced).
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func cstring(b []int8) string {

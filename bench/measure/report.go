@@ -35,6 +35,7 @@ func printScene(w io.Writer, r *result.Scene) {
 	fmt.Fprintf(w, "\n== scene %s  (%s, %d CPUs, kernel %s)\n", r.Scene, r.Date, r.CPUs, r.Kernel)
 	fmt.Fprintf(w, "   %d processes, %d open fds; listeners seen: portwatchd %d (%d unattributed), ss %d\n",
 		r.Processes, r.Fds, r.ListenPW, r.Unattrib, r.ListenSS)
+	fmt.Fprintf(w, "   nice %d; load average before %s, after %s\n", r.Nice, r.LoadBefore, r.LoadAfter)
 	if r.Setup != "" {
 		fmt.Fprintf(w, "   scene: %s\n", r.Setup)
 	}
@@ -129,6 +130,9 @@ func printReport(paths []string) int {
 		return f(s.Tick)
 	}
 	line("date (UTC)", "", func(s *result.Scene) string { return s.Date })
+	line("load average before → after (nice)", "", func(s *result.Scene) string {
+		return fmt.Sprintf("%s → %s (%d)", s.LoadBefore, s.LoadAfter, s.Nice)
+	})
 	line("processes / open fds in the scene", "", func(s *result.Scene) string { return fmt.Sprintf("%d / %d", s.Processes, s.Fds) })
 	line("listeners seen: portwatchd / ss", "", func(s *result.Scene) string { return fmt.Sprintf("%d / %d", s.ListenPW, s.ListenSS) })
 	line("`portwatchd list --json` wall ms", "", func(s *result.Scene) string {

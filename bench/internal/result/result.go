@@ -49,6 +49,9 @@ type Scene struct {
 	Kernel     string `json:"kernel"`
 	CPUs       int    `json:"cpus"`
 	Setup      string `json:"setup,omitempty"`
+	Nice       int    `json:"nice"`           // nice value of the measured commands
+	LoadBefore string `json:"loadavg_before"` // /proc/loadavg: 1, 5, 15 minutes
+	LoadAfter  string `json:"loadavg_after"`
 	Processes  int    `json:"processes"` // in the scene's PID namespace
 	Fds        int    `json:"fds"`       // open descriptors of all of them
 	ListenPW   int    `json:"listeners_portwatchd"`
