@@ -34,7 +34,7 @@ func (p *procDir) Close() error { return unix.Close(p.fd) }
 // scratch holds the buffers one scanning goroutine reuses.
 type scratch struct {
 	dirents [32 << 10]byte
-	link    [256]byte
+	link    [4096]byte // PATH_MAX
 	path    [64]byte
 }
 

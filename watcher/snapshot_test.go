@@ -108,6 +108,11 @@ func helperMain() int {
 			if err := open(specs[0]); err != nil {
 				return fail(err)
 			}
+		case "exec":
+			// Become another program, keeping the descriptors.
+			out.Flush()
+			argv := strings.Fields(arg)
+			return fail(syscall.Exec(argv[0], argv, os.Environ()))
 		case "sendfd":
 			if err := unix.Sendmsg(4, []byte{0}, unix.UnixRights(fds[0]), nil, 0); err != nil {
 				return fail(err)
@@ -127,6 +132,7 @@ type helper struct {
 	out    *bufio.Scanner
 	socks  []helperSock // in the order of PW_SOCKS, after the held one
 	waited sync.Once
+	execd  bool // became another program: stop kills it
 }
 
 type helperSock struct {
@@ -216,6 +222,9 @@ func (h *helper) send(t *testing.T, cmd string) string {
 func (h *helper) stop() {
 	h.waited.Do(func() {
 		h.stdin.Close()
+		if h.execd {
+			h.cmd.Process.Kill()
+		}
 		done := make(chan struct{})
 		go func() { h.cmd.Wait(); close(done) }()
 		select {
@@ -688,6 +697,47 @@ func TestSnapshotIncremental(t *testing.T) {
 		if diff := cmp.Diff([]int{os.Getpid()}, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
 			t.Errorf("after the child exited, holders (-want +got):\n%s", diff)
 		}
+	})
+
+	t.Run("holder execs another program", func(t *testing.T) {
+		f, sock := listenFile(t)
+		h := startHelper(t, helperOpts{hold: f})
+		f.Close()
+		l := byInode(snapshot(t, w), sock.inode)
+		if l == nil || len(l.Processes) != 1 || l.Processes[0].Exe != testBinary(t) {
+			t.Fatalf("before exec: %+v", l)
+		}
+		sleep, err := exec.LookPath("sleep")
+		if err != nil {
+			t.Skip("no sleep binary")
+		}
+		want, err := filepath.EvalSymlinks(sleep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.execd = true
+		fmt.Fprintln(h.stdin, "exec "+sleep+" 60")
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			got, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", h.pid()))
+			if got == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("helper did not exec %s", want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// A few holders are all rechecked every tick; allow a few.
+		var exe string
+		for range 5 {
+			if l := byInode(snapshot(t, w), sock.inode); l != nil && len(l.Processes) == 1 {
+				if exe = l.Processes[0].Exe; exe == want {
+					return
+				}
+			}
+		}
+		t.Errorf("after exec, exe = %q, want %q", exe, want)
 	})
 
 	t.Run("holder exits after passing the socket on", func(t *testing.T) {

@@ -540,10 +540,32 @@ func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
 	return refs
 }
 
-// readHolders reads the details of holders not yet known, and forgets those
-// that are no longer holders.
+// recheckPerTick is how many cached holders a tick checks for an exec (a
+// new executable behind the same pid): a readlink each, so that with a
+// hundred holders each is checked every few seconds for a few tens of
+// microseconds a tick.
+const recheckPerTick = 16
+
+// readHolders reads the details of holders not yet known, re-reads those
+// whose executable changed, and forgets those that are no longer holders.
 func (w *Watcher) readHolders() {
 	var todo []int32
+	n := 0
+	s := scratchPool.Get().(*scratch)
+	// Map iteration starts at a random place: a random sample each tick.
+	for pid, pi := range w.procs {
+		if n++; n > recheckPerTick {
+			break
+		}
+		l, err := readlinkat(w.proc.fd, s.pidPath(pid, "/exe"), s.link[:])
+		if err != nil {
+			continue // gone: found by the next full read; or not allowed
+		}
+		if exe, deleted := parseExe(string(s.link[:l])); exe != pi.p.Exe || deleted != pi.p.ExeDeleted {
+			delete(w.procs, pid)
+		}
+	}
+	scratchPool.Put(s)
 	for _, h := range w.holders {
 		for _, pid := range h {
 			if pi := w.procs[pid]; pi != nil {
