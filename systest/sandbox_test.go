@@ -292,6 +292,28 @@ func stepHardeningHeld(t *testing.T, ctx context.Context, sb *sandbox) {
 	if fields["NoNewPrivs"] != "1" || fields["Seccomp"] != "2" {
 		t.Errorf("NoNewPrivs=%s Seccomp=%s, want 1 and 2", fields["NoNewPrivs"], fields["Seccomp"])
 	}
+	// The file system view systemd built for it: read-only root, hidepid
+	// /proc, a writable state directory, home and tmp hidden.
+	mi, err := sb.run(ctx, "cat", "/proc/"+daemonPID+"/mountinfo")
+	if err != nil {
+		t.Fatalf("daemon mountinfo: %v", err)
+	}
+	mounts := parseMountinfo(mi)
+	for _, c := range []struct{ point, want string }{
+		{"/", "ro"},
+		{"/proc", "hidepid=ptraceable"},
+		{"/var/lib/private/portwatch", "rw"},
+	} {
+		if !strings.Contains(","+mounts[c.point]+",", ","+c.want+",") {
+			t.Errorf("daemon's %s mount has options %q, want %s", c.point, mounts[c.point], c.want)
+		}
+	}
+	// ProtectHome=yes and PrivateTmp=yes put mounts over these.
+	for _, p := range []string{"/home", "/root", "/tmp", "/var/tmp"} {
+		if _, ok := mounts[p]; !ok {
+			t.Errorf("no mount over %s in the daemon's mount namespace", p)
+		}
+	}
 	out, _ := sb.run(ctx, "systemd-analyze", "security", "--no-pager", "portwatchd.service")
 	if m := exposureRE.FindStringSubmatch(out); m != nil {
 		t.Logf("systemd-analyze security on the running unit: %s", m[1])
@@ -824,6 +846,21 @@ func processesIn(pidNS, mntNS string) []string {
 		}
 	}
 	return left
+}
+
+// parseMountinfo maps each mount point to its mount and super options (the
+// last mount on a point wins, as it is the visible one).
+func parseMountinfo(s string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(s, "\n") {
+		f := strings.Fields(line)
+		for i, x := range f {
+			if x == "-" && len(f) > i+3 {
+				m[f[4]] = f[5] + "," + f[i+3]
+			}
+		}
+	}
+	return m
 }
 
 func procStatus(s string) map[string]string {
