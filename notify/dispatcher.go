@@ -30,7 +30,7 @@ type Options struct {
 	// StateDir/spool/<sink name>.
 	StateDir string
 	// Log is the operational log (delivery failures, dropped events). It is
-	// not where alerts go.
+	// not where alerts go. Default: a logrus logger writing to Stderr.
 	Log logrus.FieldLogger
 	// Stderr receives the logfmt fallback of the journald sink when there is
 	// no journal socket. Default os.Stderr.
@@ -107,13 +107,16 @@ func accepts(h policy.Webhook, ev Event) bool {
 // New builds the sinks for cfg. It opens (and recovers) each webhook's spool
 // under opts.StateDir, so events pending from a previous run are delivered.
 func New(cfg policy.Notify, opts Options) (*Dispatcher, error) {
-	if opts.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		opts.Log = l
-	}
 	if opts.Stderr == nil {
 		opts.Stderr = os.Stderr
+	}
+	if opts.Log == nil {
+		l := logrus.New()
+		l.SetOutput(opts.Stderr)
+		opts.Log = l
+	}
+	if opts.StateDir == "" && len(cfg.Webhooks) > 0 {
+		return nil, errors.New("notify: no state directory for the webhook spools")
 	}
 	if opts.BackoffBase <= 0 {
 		opts.BackoffBase = DefaultBackoffBase
@@ -210,6 +213,10 @@ func (d *Dispatcher) report(id string, p journal.Priority, msg string, fields ma
 	lf := logrus.Fields{}
 	for k, v := range fields {
 		lf[strings.ToLower(strings.TrimPrefix(k, "PORTWATCH_"))] = v
+	}
+	if p <= journal.PriErr {
+		d.log.WithFields(lf).Error(msg)
+		return
 	}
 	d.log.WithFields(lf).Warn(msg)
 }

@@ -5,4 +5,13 @@
 // Every sink implements one small Notifier interface. Delivery to webhooks
 // goes through one retry loop and a durable, bounded, per-sink spool, so that
 // nothing is lost when a receiver is down or the daemon is killed.
+//
+// Layout: event.go and message.go build events (id, severity, the escaped
+// one-line message); journald.go writes them to the journal with fixed
+// MESSAGE_IDs (explained by packaging/systemd/portwatchd.catalog), or as
+// logfmt on stderr without a journal; format.go renders one batch per
+// service; webhook.go does HTTP (no redirects, https outside loopback,
+// redaction, Standard Webhooks signatures); spool.go keeps batches on disk;
+// dispatcher.go routes events, runs the retry loop and handles reload and
+// drain.
 package notify
