@@ -236,26 +236,27 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	w.updateNamespaces()
 	socks := ownSocks
-	if own.conn == nil {
+	switch {
+	case own.conn == nil:
 		socks = w.socks[:0]
+	case ownErr != nil:
+		socks = w.socks[:0]
+		own.err = ownErr.Error()
+		w.warn(fmt.Sprintf("network namespace %s: %v", own.name, ownErr))
+	}
+	for i := range socks {
+		socks[i].ns = own
 	}
 	for _, ns := range w.sortedNamespaces() {
-		start := len(socks)
 		if ns == own && own.conn != nil {
-			if ownErr != nil {
-				ns.err = ownErr.Error()
-				w.warn(fmt.Sprintf("network namespace %s: %v", ns.name, ownErr))
-				socks = socks[:0]
-				continue
-			}
-			start = 0
-		} else {
-			var err error
-			if socks, err = w.dump(ns, socks); err != nil {
-				ns.err = err.Error()
-				if !errors.Is(err, errProcessLeft) {
-					w.warn(fmt.Sprintf("network namespace %s not inspected: %v", ns.name, err))
-				}
+			continue // dumped above
+		}
+		start := len(socks)
+		var err error
+		if socks, err = w.dump(ns, socks); err != nil {
+			ns.err = err.Error()
+			if !errors.Is(err, errProcessLeft) {
+				w.warn(fmt.Sprintf("network namespace %s not inspected: %v", ns.name, err))
 			}
 		}
 		for i := start; i < len(socks); i++ {
