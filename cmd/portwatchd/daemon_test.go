@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,9 +116,7 @@ func newDaemonNotifySocket(t *testing.T, dir string) *daemonNotifySocket {
 				return
 			}
 			ns.mu.Lock()
-			for _, l := range strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n") {
-				ns.msgs = append(ns.msgs, l)
-			}
+			ns.msgs = append(ns.msgs, strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n")...)
 			ns.mu.Unlock()
 		}
 	}()
@@ -489,7 +486,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 		notify:   newDaemonNotifySocket(t, dir),
 		hook:     newDaemonHook(t),
 	}
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", e.bin, ".")
+	// go test puts its own GOROOT/bin first in PATH.
+	build := exec.Command("go", "build", "-o", e.bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
