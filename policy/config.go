@@ -38,6 +38,10 @@ type Config struct {
 	// Hash covers the content of every file read, including url_file and
 	// secret_file targets; an unchanged hash means a reload has nothing to do.
 	Hash [32]byte
+	// Includes are the include: globs, made absolute against the main
+	// file's directory, whether or not they match anything yet: the daemon
+	// watches their directories for new drop-ins.
+	Includes []string
 	// Warnings are problems that do not stop the config from loading, such
 	// as a secret_file readable by other users, in "file:line:col: message"
 	// form.
@@ -120,6 +124,8 @@ func (l *loader) services() (Services, error) {
 			l.svcErr = err
 		} else {
 			l.svc = ParseServices(data)
+			// Names resolve through it, so a reload must see its changes.
+			l.record(l.servicesFile, data)
 		}
 	}
 	return l.svc, l.svcErr
@@ -257,6 +263,15 @@ func (l *loader) build(mainName string, data []byte) (*Config, error) {
 		includes, includeNodes = l.top(d, root, c, true, ruleNames, hookNames)
 	}
 
+	for _, p := range includes {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(mainName), p)
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		c.Includes = append(c.Includes, p)
+	}
 	if l.followIncludes {
 		for _, p := range l.dropins(d, mainName, includes, includeNodes) {
 			l.files = append(l.files, p)

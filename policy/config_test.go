@@ -334,6 +334,10 @@ func TestDropins(t *testing.T) {
 	if diff := cmp.Diff([]string{"main", "z", "a", "b"}, names(c2)); diff != "" {
 		t.Errorf("rules mismatch (-want +got):\n%s", diff)
 	}
+	wantIncludes := []string{filepath.Join(dir, "portwatch.d/*.yaml"), filepath.Join(dir, "extra/*.yaml"), filepath.Join(dir, "portwatch.d/1*.yaml")}
+	if diff := cmp.Diff(wantIncludes, c2.Includes); diff != "" {
+		t.Errorf("includes mismatch (-want +got):\n%s", diff)
+	}
 	if c2.Hash == c.Hash {
 		t.Error("hash unchanged after the main file changed")
 	}
