@@ -93,7 +93,7 @@ install: build man
 # The system test boots a real systemd in a throwaway sandbox (root only)
 # and installs the .deb in it.
 systest: $(DEB)
-	PORTWATCH_SYSTEST_DEB=$(CURDIR)/$(DEB) $(GO) test -tags systest -count=1 -v -timeout 10m ./systest/
+	PORTWATCH_SYSTEST_DEB=$(CURDIR)/$(DEB) $(GO) test -tags systest -count=1 -v -timeout 8m ./systest/
 
 print-version:
 	@echo $(VERSION) $(DEB_VERSION)
