@@ -106,21 +106,23 @@ const maxLine = 400
 // (runes); events that do not fit are counted in a final "… and N more".
 func summary(events []Event, limit int, bullet, sep string, esc func(string) string) string {
 	var b strings.Builder
-	n := 0
+	n, size := 0, 0
 	for i, ev := range events {
 		line := bullet + esc(truncate(ev.Message, maxLine))
-		more := ""
+		more := 0
 		if rest := len(events) - i - 1; rest > 0 {
-			more = sep + esc(fmt.Sprintf("… and %d more", rest))
+			more = utf8.RuneCountInString(sep + esc(fmt.Sprintf("… and %d more", rest)))
 		}
 		add := line
 		if i > 0 {
 			add = sep + line
 		}
-		if utf8.RuneCountInString(b.String())+utf8.RuneCountInString(add)+utf8.RuneCountInString(more) > limit {
+		addSize := utf8.RuneCountInString(add)
+		if size+addSize+more > limit {
 			break
 		}
 		b.WriteString(add)
+		size += addSize
 		n++
 	}
 	if rest := len(events) - n; rest > 0 {
