@@ -62,6 +62,11 @@ func helperMain() int {
 		if err := loopbackUp(); err != nil {
 			return fail(err)
 		}
+		// A port range of its own, to tell whether the watcher reads the
+		// range of the right namespace.
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40100"), 0); err != nil {
+			return fail(err)
+		}
 	}
 	var fds []int // what "sendfd" sends: the first of these
 	if os.Getenv("PW_HOLD") != "" {
@@ -498,8 +503,11 @@ func TestSnapshotDeletedExe(t *testing.T) {
 
 func TestSnapshotOtherNetns(t *testing.T) {
 	requireRoot(t)
-	h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0 udp4=127.0.0.1:0", netns: true})
+	h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0 udp4=127.0.0.1:0 udp4=127.0.0.1:50000 tcp4dev=127.0.0.1:0", netns: true})
 	ino := mustNetns(t, h.pid())
+	if p := h.socks[1].port; p < 40000 || p > 40100 {
+		t.Fatalf("udp port %d not from the child's ip_local_port_range 40000-40100", p)
+	}
 	for _, disable := range []bool{false, true} {
 		t.Run(fmt.Sprintf("DisableSetns=%v", disable), func(t *testing.T) {
 			w, _ := newWatcher(t, Options{DisableSetns: disable})
@@ -515,6 +523,18 @@ func TestSnapshotOtherNetns(t *testing.T) {
 				}
 				if diff := cmp.Diff([]int{h.pid()}, pidsOf(l)); diff != "" {
 					t.Errorf("holders (-want +got):\n%s", diff)
+				}
+			}
+			if !disable {
+				// Entering the namespace reads its own ip_local_port_range
+				// (the /proc fallback can only assume the default).
+				got := []bool{byInode(s, h.socks[1].inode).Ephemeral, byInode(s, h.socks[2].inode).Ephemeral}
+				if diff := cmp.Diff([]bool{true, false}, got); diff != "" {
+					t.Errorf("ephemeral in 40000-40100 (-want +got):\n%s", diff)
+				}
+				// The bound device is named inside the namespace.
+				if got := byInode(s, h.socks[3].inode).Interface; got != "lo" {
+					t.Errorf("interface = %q, want lo", got)
 				}
 			}
 			if !slices.ContainsFunc(s.Namespaces, func(n Namespace) bool { return n.Name == name && n.Inode == ino && n.Inspected }) {

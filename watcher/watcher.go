@@ -63,7 +63,10 @@ type Watcher struct {
 	lost    map[uint64]struct{} // listening inodes searched for and not found
 	nss     map[uint64]*nsState
 	warned  map[string]bool
-	denied  atomic.Int64 // fd directories we were not allowed to read this tick
+	// denied holds the pids whose descriptors we may not read; while one
+	// lives, snapshots are partial.
+	denied   map[int32]bool
+	deniedMu sync.Mutex
 
 	lastPidSeen int // last allocated pid at the last full read of /proc
 	sinceFull   int // ticks since then
@@ -131,6 +134,7 @@ func New(opts Options) (*Watcher, error) {
 		lost:      make(map[uint64]struct{}),
 		nss:       make(map[uint64]*nsState),
 		warned:    make(map[string]bool),
+		denied:    make(map[int32]bool),
 		listening: make(map[uint64]*sockEntry),
 		unknown:   make(map[uint64]uint32),
 		selfPid:   int32(os.Getpid()),
@@ -198,7 +202,6 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	now := time.Now()
 	w.gen++
-	w.denied.Store(0)
 	newPids := w.newPids[:0]
 	if w.needFullRead() {
 		var err error
@@ -289,7 +292,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	case !w.canPtrace:
 		snap.Partial = true
 		w.warn("attribution is partial: without CAP_SYS_PTRACE the descriptors of other users' processes cannot be read, so some listeners show no process")
-	case w.denied.Load() > 0:
+	case len(w.denied) > 0:
 		snap.Partial = true
 		w.warn("attribution is partial: the descriptors of some processes cannot be read (permission denied), so some listeners show no process")
 	}
@@ -303,7 +306,7 @@ const fullReadEvery = 10
 // needFullRead decides whether this tick reads the pid list from /proc. That
 // read costs about a microsecond per process in the kernel, so a tick skips
 // it when no process was created since the last one: the kernel's last
-// allocated pid (the fourth field of /proc/loadavg) has not moved, no pid we
+// allocated pid (the last field of /proc/loadavg) has not moved, no pid we
 // rely on (a holder, a process we read a namespace through) has exited, and
 // the last full read is recent. Exited holders are then dropped here.
 func (w *Watcher) needFullRead() bool {
@@ -371,6 +374,7 @@ func (w *Watcher) readPids(newPids []int32) ([]int32, error) {
 	for pid, st := range w.pids {
 		if st.gen != w.gen {
 			delete(w.pids, pid)
+			delete(w.denied, pid)
 			if w.procs[pid] != nil {
 				w.dropHolder(pid)
 			}
@@ -443,7 +447,9 @@ func (w *Watcher) scanOne(s *scratch, pid int32, nsOf []uint64, i int, out []soc
 	}
 	out, err := w.proc.scanFDs(s, pid, out)
 	if err != nil && !isGone(err) {
-		w.denied.Add(1)
+		w.deniedMu.Lock()
+		w.denied[pid] = true
+		w.deniedMu.Unlock()
 	}
 	return out
 }
