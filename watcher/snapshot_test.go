@@ -908,3 +908,53 @@ func TestSnapshotUnprivileged(t *testing.T) {
 		t.Errorf("root's listener %d not listed unattributed in:\n%s", h.socks[0].inode, out)
 	}
 }
+
+// cgroupRoot returns a writable cgroup v2 (or systemd v1) hierarchy.
+func cgroupRoot(t *testing.T) string {
+	t.Helper()
+	for _, d := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		if _, err := os.Stat(filepath.Join(d, "cgroup.controllers")); err == nil {
+			return d
+		}
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/systemd/cgroup.procs"); err == nil {
+		return "/sys/fs/cgroup/systemd"
+	}
+	t.Skip("no cgroup v2 or name=systemd hierarchy mounted")
+	return ""
+}
+
+// TestSnapshotContainerName puts a child with its own network namespace in
+// a cgroup named the way docker names a container's scope: the namespace
+// must be named after the container, and the holder carry its id and unit.
+func TestSnapshotContainerName(t *testing.T) {
+	requireRoot(t)
+	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	root := cgroupRoot(t)
+	dir := filepath.Join(root, fmt.Sprintf("portwatch-test-%d", os.Getpid()), "docker-"+id+".scope")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Skipf("cannot create a cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		os.Remove(dir)
+		os.Remove(filepath.Dir(dir))
+	})
+	h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0", netns: true})
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(h.pid())), 0); err != nil {
+		t.Skipf("cannot move a process into a cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		// Out of the test cgroup first, so that it can be removed.
+		os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(h.pid())), 0)
+	})
+	w, _ := newWatcher(t, Options{})
+	l := byInode(snapshot(t, w), h.socks[0].inode)
+	if l == nil || len(l.Processes) != 1 {
+		t.Fatalf("listener %+v", l)
+	}
+	got := []string{l.Netns, l.Processes[0].Container, l.Processes[0].Unit}
+	want := []string{"container:" + id[:12], id, "docker-" + id + ".scope"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("netns, container, unit (-want +got):\n%s", diff)
+	}
+}
