@@ -1,0 +1,241 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// The config watcher on a real file system, with real inotify. Each case
+// prepares a layout, starts the watcher, does one thing to the files, and
+// checks whether a reload was asked for.
+
+// reloadQuiet is how long a case waits before deciding that no reload was
+// asked for: several debounce periods. A slow machine can only make a
+// "no reload" case pass wrongly, never fail wrongly.
+const reloadQuiet = 5 * reloadDebounce
+
+// cwWrite writes a file in place, making its directory.
+func cwWrite(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cwReplace replaces a file the atomic way: a new file renamed over it.
+func cwReplace(t *testing.T, path, content string) {
+	t.Helper()
+	cwWrite(t, path+".new", content)
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cwSymlink makes link point at target.
+func cwSymlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDaemonConfigWatcher(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup builds the layout in dir and returns the main file and
+		// the config's files as the loader would list them.
+		setup      func(t *testing.T, dir string) (main string, files []string)
+		act        func(t *testing.T, dir string, cw *configWatcher)
+		wantReload bool
+	}{
+		{
+			name: "main file rewritten in place",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/portwatch.yaml", "a")
+				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
+			},
+			act:        func(t *testing.T, dir string, cw *configWatcher) { cwWrite(t, dir+"/portwatch.yaml", "b") },
+			wantReload: true,
+		},
+		{
+			name: "main file replaced by rename",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/portwatch.yaml", "a")
+				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
+			},
+			act:        func(t *testing.T, dir string, cw *configWatcher) { cwReplace(t, dir+"/portwatch.yaml", "b") },
+			wantReload: true,
+		},
+		{
+			name: "editor swap and backup files beside the main file",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/portwatch.yaml", "a")
+				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
+			},
+			act: func(t *testing.T, dir string, cw *configWatcher) {
+				cwWrite(t, dir+"/.portwatch.yaml.swp", "x")
+				cwWrite(t, dir+"/portwatch.yaml~", "x")
+				cwWrite(t, dir+"/4913", "x")
+				os.Remove(dir + "/4913")
+				cwWrite(t, dir+"/other.conf", "x")
+			},
+			wantReload: false,
+		},
+		{
+			name: "new drop-in",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/portwatch.yaml", "a")
+				cwWrite(t, dir+"/portwatch.d/a.yaml", "a")
+				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml", dir + "/portwatch.d/a.yaml"}
+			},
+			act:        func(t *testing.T, dir string, cw *configWatcher) { cwWrite(t, dir+"/portwatch.d/b.yaml", "b") },
+			wantReload: true,
+		},
+		{
+			name: "drop-in removed",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/portwatch.yaml", "a")
+				cwWrite(t, dir+"/portwatch.d/a.yaml", "a")
+				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml", dir + "/portwatch.d/a.yaml"}
+			},
+			act: func(t *testing.T, dir string, cw *configWatcher) {
+				if err := os.Remove(dir + "/portwatch.d/a.yaml"); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantReload: true,
+		},
+		{
+			name: "editor temp file in the drop-in directory",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/portwatch.yaml", "a")
+				cwWrite(t, dir+"/portwatch.d/a.yaml", "a")
+				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml", dir + "/portwatch.d/a.yaml"}
+			},
+			act: func(t *testing.T, dir string, cw *configWatcher) {
+				cwWrite(t, dir+"/portwatch.d/.a.yaml.swp", "x")
+				cwWrite(t, dir+"/portwatch.d/a.yaml~", "x")
+				cwWrite(t, dir+"/portwatch.d/README", "x")
+			},
+			wantReload: false,
+		},
+		{
+			name: "drop-in directory created after start, then a drop-in in it",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/portwatch.yaml", "a")
+				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
+			},
+			act: func(t *testing.T, dir string, cw *configWatcher) {
+				if err := os.Mkdir(dir+"/portwatch.d", 0o700); err != nil {
+					t.Fatal(err)
+				}
+				// The directory appearing counts (it may hold
+				// drop-ins already); then it is watched too.
+				select {
+				case <-cw.changed:
+				case <-time.After(daemonWait):
+					t.Fatal("no reload asked for when the drop-in directory appeared")
+				}
+				cwWrite(t, dir+"/portwatch.d/new.yaml", "b")
+			},
+			wantReload: true,
+		},
+		{
+			name: "Kubernetes ConfigMap update: ..data symlink swapped",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/..2026_01_01/portwatch.yaml", "a")
+				cwSymlink(t, "..2026_01_01", dir+"/..data")
+				cwSymlink(t, "..data/portwatch.yaml", dir+"/portwatch.yaml")
+				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
+			},
+			act: func(t *testing.T, dir string, cw *configWatcher) {
+				// What the kubelet's atomic writer does.
+				cwWrite(t, dir+"/..2026_02_02/portwatch.yaml", "b")
+				cwSymlink(t, "..2026_02_02", dir+"/..data_tmp")
+				if err := os.Rename(dir+"/..data_tmp", dir+"/..data"); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.RemoveAll(dir + "/..2026_01_01"); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantReload: true,
+		},
+		{
+			name: "main file a symlink into another directory, target rewritten",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/real/pw.yaml", "a")
+				cwSymlink(t, dir+"/real/pw.yaml", dir+"/etc/portwatch.yaml")
+				return dir + "/etc/portwatch.yaml", []string{dir + "/etc/portwatch.yaml"}
+			},
+			act:        func(t *testing.T, dir string, cw *configWatcher) { cwReplace(t, dir+"/real/pw.yaml", "b") },
+			wantReload: true,
+		},
+		{
+			name: "main file symlink repointed",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/real/a.yaml", "a")
+				cwWrite(t, dir+"/real/b.yaml", "b")
+				cwSymlink(t, dir+"/real/a.yaml", dir+"/etc/portwatch.yaml")
+				return dir + "/etc/portwatch.yaml", []string{dir + "/etc/portwatch.yaml"}
+			},
+			act: func(t *testing.T, dir string, cw *configWatcher) {
+				cwSymlink(t, dir+"/real/b.yaml", dir+"/etc/.pw.tmp")
+				if err := os.Rename(dir+"/etc/.pw.tmp", dir+"/etc/portwatch.yaml"); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantReload: true,
+		},
+		{
+			name: "main file that did not exist appears",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				return dir + "/etc/portwatch.yaml", nil // the embedded default was in force
+			},
+			act:        func(t *testing.T, dir string, cw *configWatcher) { cwReplace(t, dir+"/etc/portwatch.yaml", "a") },
+			wantReload: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.MkdirAll(dir+"/etc", 0o700); err != nil {
+				t.Fatal(err)
+			}
+			main, files := tt.setup(t, dir)
+			log := logrus.New()
+			log.SetOutput(io.Discard)
+			cw, err := newConfigWatcher(main, files, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cw.close()
+			tt.act(t, dir, cw)
+			var got bool
+			if tt.wantReload {
+				select {
+				case <-cw.changed:
+					got = true
+				case <-time.After(daemonWait):
+				}
+			} else {
+				select {
+				case <-cw.changed:
+					got = true
+				case <-time.After(reloadQuiet):
+				}
+			}
+			if got != tt.wantReload {
+				t.Errorf("reload asked for: %v, want %v", got, tt.wantReload)
+			}
+		})
+	}
+}
