@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -89,7 +90,12 @@ func writeTable(out io.Writer, ds []policy.Decision) error {
 		l := &d.Listener
 		prog, exe, user, unit := "-", "-", "-", "-"
 		if len(l.Processes) > 0 {
+			// With socket activation PID 1 holds the socket too; the
+			// service is the more telling holder to show.
 			p := l.Processes[0]
+			if i := slices.IndexFunc(l.Processes, func(p watcher.Process) bool { return p.PID != 1 }); i >= 0 {
+				p = l.Processes[i]
+			}
 			prog = strconv.Itoa(p.PID) + "/" + escape(p.Comm)
 			if n := len(l.Processes) - 1; n > 0 {
 				prog += "+" + strconv.Itoa(n)

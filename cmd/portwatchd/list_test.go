@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
 )
 
 // listHelperEnv makes the test binary a listener child for the list tests:
@@ -256,5 +260,37 @@ func TestEscape(t *testing.T) {
 				t.Errorf("escape(%q) (-want +got):\n%s", tt.in, diff)
 			}
 		})
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	proc := func(pid int, comm, exe string) watcher.Process {
+		return watcher.Process{PID: pid, Comm: comm, Exe: exe, User: "root", Cmdline: []string{exe}}
+	}
+	ds := []policy.Decision{
+		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv4", Address: netip.MustParseAddr("0.0.0.0"), Port: 22, Service: "ssh", Netns: "host",
+			Processes: []watcher.Process{proc(1, "systemd", "/usr/lib/systemd/systemd"), proc(812, "sshd", "/usr/sbin/sshd"), proc(813, "sshd", "/usr/sbin/sshd")}},
+			Verdict: "allowed", Rule: "ssh"},
+		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv6", Address: netip.MustParseAddr("::"), Port: 8080, DualStack: true, Netns: "container:0123456789ab",
+			Processes: []watcher.Process{{PID: 4242, Comm: "payload", Exe: "/memfd:x", ExeDeleted: true, User: "1000", Container: "0123456789abcdef"}}},
+			Verdict: "unexpected"},
+		{Listener: watcher.Listener{Protocol: "udp", Family: "ipv4", Address: netip.MustParseAddr("10.0.0.1"), Port: 68, Interface: "eth0", Netns: "host", Processes: []watcher.Process{}},
+			Verdict: "unexpected"},
+		{Listener: watcher.Listener{Protocol: "udp", Family: "ipv6", Address: netip.MustParseAddr("::1"), Port: 41000, Ephemeral: true, Netns: "host",
+			Processes: []watcher.Process{{PID: 77, Comm: "dig", Exe: "/usr/bin/dig", User: "root", Unit: "session-3.scope"}}},
+			Verdict: "ignored"},
+	}
+	var b strings.Builder
+	if err := writeTable(&b, ds); err != nil {
+		t.Fatal(err)
+	}
+	want := `PROTO  LOCAL ADDRESS:PORT     NETNS                   PID/PROGRAM   EXE                 USER  UNIT                    VERDICT
+tcp    0.0.0.0:22 (ssh)       host                    812/sshd+2    /usr/sbin/sshd      root  -                       allowed (ssh)
+tcp46  [::]:8080              container:0123456789ab  4242/payload  /memfd:x (deleted)  1000  container:0123456789ab  unexpected
+udp    10.0.0.1%eth0:68       host                    -             -                   -     -                       unexpected
+udp6   [::1]:41000 ephemeral  host                    77/dig        /usr/bin/dig        root  session-3.scope         ignored
+`
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("table (-want +got):\n%s\ngot:\n%s", diff, b.String())
 	}
 }
