@@ -2,10 +2,18 @@
 // every network namespace on it, and attributes each socket to the processes
 // that hold it.
 //
-// Kernel I/O (netlink sock_diag dumps, reads of /proc) is kept apart from the
-// pure functions that parse what the kernel returned, so that the parsers can
-// be tested and fuzzed on recorded messages and fixture /proc trees under
-// testdata/. The package also owns the diff between two snapshots.
+// Sockets come from NETLINK_SOCK_DIAG with a states filter (LISTEN for TCP,
+// CLOSE for UDP), as `ss -l` asks, so the kernel walks only what matches.
+// Other namespaces are read through a sock_diag socket created inside them
+// on a throwaway thread (setns), or, without CAP_SYS_ADMIN, by parsing
+// /proc/PID/net of a process inside. Attribution reads /proc/PID/fd links and
+// is cached between snapshots: see Watcher.
+//
+// Kernel I/O (netlink dumps, reads of /proc) is kept apart from the pure
+// functions that parse what the kernel returned, so that the parsers are
+// tested and fuzzed on recorded messages and a fixture /proc tree under
+// testdata/ (refresh them with `go test -run TestRecord -record`). The
+// package also owns the diff between two snapshots (diff.go).
 //
 // watcher imports neither policy nor notify.
 package watcher
