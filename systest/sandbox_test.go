@@ -88,6 +88,7 @@ func TestSystem(t *testing.T) {
 		{"3_alert", stepAlert},
 		{"4_catalog", stepCatalog},
 		{"8_hardening_held", stepHardeningHeld},
+		{"upgrade", stepUpgrade},
 		{"5_reload", stepReload},
 		{"6_watchdog", stepWatchdog},
 		{"7_stop_purge", stepStopPurge},
@@ -325,6 +326,27 @@ func stepHardeningHeld(t *testing.T, ctx context.Context, sb *sandbox) {
 	}
 }
 
+// stepUpgrade reinstalls the package over itself, as an upgrade does: the
+// postinst try-restarts the running service, which keeps its state and so
+// does not alert again about the listener it already reported.
+func stepUpgrade(t *testing.T, ctx context.Context, sb *sandbox) {
+	pid := sb.show(ctx, "MainPID")["MainPID"]
+	alerts := len(sb.journal(ctx, "-t", "portwatchd", "PORTWATCH_EVENT=opened", "PORTWATCH_PORT="+listenPort))
+	if out, err := sb.run(ctx, "dpkg", "-i", stageDir+"/portwatchd.deb"); err != nil {
+		t.Fatalf("dpkg -i over the installed package: %v\n%s", err, out)
+	}
+	p := sb.show(ctx, "MainPID", "ActiveState")
+	if p["ActiveState"] != "active" || p["MainPID"] == pid {
+		t.Errorf("after the upgrade: ActiveState=%s MainPID=%s (was %s), want active and restarted", p["ActiveState"], p["MainPID"], pid)
+	}
+	// The restarted daemon has evaluated its first snapshot (it is active);
+	// give it a few more ticks to show a duplicate, if it would.
+	time.Sleep(3 * time.Second)
+	if n := len(sb.journal(ctx, "-t", "portwatchd", "PORTWATCH_EVENT=opened", "PORTWATCH_PORT="+listenPort)); n != alerts {
+		t.Errorf("%d opened alerts for port %s after the upgrade, want still %d", n, listenPort, alerts)
+	}
+}
+
 func stepReload(t *testing.T, ctx context.Context, sb *sandbox) {
 	pid := sb.show(ctx, "MainPID")["MainPID"]
 	original, err := sb.run(ctx, "cat", "/etc/portwatch.yaml")
@@ -448,6 +470,10 @@ func stepStopPurge(t *testing.T, ctx context.Context, sb *sandbox) {
 	if p["ActiveState"] != "inactive" || p["Result"] != "success" || p["ExecMainStatus"] != "0" || p["ExecMainCode"] != "1" {
 		t.Errorf("after stop: %v, want inactive, success, exit status 0", p)
 	}
+	// Running again, so that the purge must stop it (prerm).
+	if out, err := sb.run(ctx, "systemctl", "start", "portwatchd"); err != nil {
+		t.Fatalf("systemctl start: %v\n%s", err, out)
+	}
 	start = time.Now()
 	out, err := sb.run(ctx, "dpkg", "--purge", "portwatchd")
 	if err != nil {
@@ -463,8 +489,11 @@ func stepStopPurge(t *testing.T, ctx context.Context, sb *sandbox) {
 			t.Errorf("%s still exists after purge", path)
 		}
 	}
-	if out, _ := sb.run(ctx, "systemctl", "is-active", "portwatchd"); strings.TrimSpace(out) == "active" {
-		t.Errorf("portwatchd still active after purge")
+	if out, _ := sb.run(ctx, "systemctl", "is-active", "portwatchd"); strings.TrimSpace(out) != "inactive" {
+		t.Errorf("systemctl is-active portwatchd after purge: %q, want inactive", out)
+	}
+	if out, err := sb.run(ctx, "pgrep", "-x", "portwatchd"); err == nil {
+		t.Errorf("a portwatchd process survived the purge: %s", out)
 	}
 }
 
