@@ -391,16 +391,7 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 				continue
 			}
 			for _, n := range f.v.Content {
-				r, ok := l.rule(d, n)
-				if r.Name != "" {
-					if first, dup := ruleNames[r.Name]; dup {
-						d.errorf(n, "duplicate rule name %q (first defined at %s)", clip(r.Name), first)
-						ok = false
-					} else {
-						ruleNames[r.Name] = r.File
-					}
-				}
-				if ok {
+				if r, ok := l.rule(d, n, ruleNames); ok {
 					c.Rules = append(c.Rules, r)
 				}
 			}

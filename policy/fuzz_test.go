@@ -66,3 +66,26 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseServices checks that the services(5) parser never panics and
+// only returns valid ports.
+func FuzzParseServices(f *testing.F) {
+	data, err := os.ReadFile("testdata/services")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data)
+	f.Add([]byte("ssh 22/tcp ssh-alias\nx 0/udp\ny 65536/tcp\n#z 1/tcp\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for name, m := range ParseServices(data) {
+			if name == "" || strings.ContainsAny(name, " \t\n#") {
+				t.Fatalf("bad service name %q", name)
+			}
+			for proto, port := range m {
+				if port == 0 || proto == "" {
+					t.Fatalf("service %q: bad entry %s/%d", name, proto, port)
+				}
+			}
+		}
+	})
+}

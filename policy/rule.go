@@ -90,9 +90,10 @@ func (r *Rule) hasProcessFields() bool {
 
 var ruleKeys = []string{"name", "protocol", "port", "address", "netns", "exe", "comm", "user", "unit", "container", "expires", "reason"}
 
-// rule builds one rule from its mapping node. It returns false when the rule
-// has errors, which are recorded.
-func (l *loader) rule(d *decoder, n *yaml.Node) (Rule, bool) {
+// rule builds one rule from its mapping node. names maps the rule names
+// seen so far, in every file, to where they were defined. It returns false
+// when the rule has errors, which are recorded.
+func (l *loader) rule(d *decoder, n *yaml.Node, names map[string]string) (Rule, bool) {
 	r := Rule{File: fmt.Sprintf("%s:%d", d.file, n.Line)}
 	fs := d.fields(n, "rule", ruleKeys)
 	if n.Kind != yaml.MappingNode {
@@ -104,7 +105,14 @@ func (l *loader) rule(d *decoder, n *yaml.Node) (Rule, bool) {
 		byKey[f.key] = f
 	}
 	if f, ok := byKey["name"]; ok {
-		r.Name, _ = d.str(f)
+		if name, ok := d.str(f); ok {
+			if first, dup := names[name]; dup {
+				d.errorf(f.v, "duplicate rule name %q (first defined at %s)", clip(name), first)
+			} else {
+				names[name] = r.File
+				r.Name = name
+			}
+		}
 	} else {
 		d.errorf(n, "rule: name is required")
 	}
