@@ -32,7 +32,7 @@ func ParseServices(data []byte) Services {
 			continue
 		}
 		portStr, proto, ok := strings.Cut(f[1], "/")
-		if !ok {
+		if !ok || proto == "" {
 			continue
 		}
 		port, err := strconv.ParseUint(portStr, 10, 16)
