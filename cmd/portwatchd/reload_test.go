@@ -170,6 +170,40 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			wantReload: true,
 		},
 		{
+			name: "..data symlink swapped, old data directory left in place",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/..2026_01_01/portwatch.yaml", "a")
+				cwSymlink(t, "..2026_01_01", dir+"/..data")
+				cwSymlink(t, "..data/portwatch.yaml", dir+"/portwatch.yaml")
+				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
+			},
+			act: func(t *testing.T, dir string, cw *configWatcher) {
+				cwWrite(t, dir+"/..2026_02_02/portwatch.yaml", "b")
+				cwSymlink(t, "..2026_02_02", dir+"/..data_tmp")
+				if err := os.Rename(dir+"/..data_tmp", dir+"/..data"); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantReload: true,
+		},
+		{
+			name: "symlinked directory swapped under a plain name",
+			setup: func(t *testing.T, dir string) (string, []string) {
+				cwWrite(t, dir+"/v1/portwatch.yaml", "a")
+				cwSymlink(t, "v1", dir+"/current")
+				cwSymlink(t, "current/portwatch.yaml", dir+"/portwatch.yaml")
+				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
+			},
+			act: func(t *testing.T, dir string, cw *configWatcher) {
+				cwWrite(t, dir+"/v2/portwatch.yaml", "b")
+				cwSymlink(t, "v2", dir+"/current.tmp")
+				if err := os.Rename(dir+"/current.tmp", dir+"/current"); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantReload: true,
+		},
+		{
 			name: "main file a symlink into another directory, target rewritten",
 			setup: func(t *testing.T, dir string) (string, []string) {
 				cwWrite(t, dir+"/real/pw.yaml", "a")
