@@ -268,3 +268,19 @@ func parseLoadavgLastPid(b []byte) (int, bool) {
 	}
 	return atoiBytes(f[4])
 }
+
+// parseStatPPid returns the parent pid from /proc/PID/stat. The comm field
+// is in parentheses and may itself contain ") ", so the fields are counted
+// from the last ')'.
+func parseStatPPid(b []byte) (int32, bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := bytes.Fields(b[i+1:]) // state ppid ...
+	if len(f) < 2 {
+		return 0, false
+	}
+	ppid, ok := atoiBytes(f[1])
+	return int32(ppid), ok
+}

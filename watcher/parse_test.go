@@ -334,6 +334,23 @@ func TestParseSmall(t *testing.T) {
 			t.Errorf("parseNetnsLink = %d, %v", got, ok)
 		}
 	})
+	t.Run("stat ppid", func(t *testing.T) {
+		for _, tt := range []struct {
+			in   string
+			want int32
+			ok   bool
+		}{
+			{"1234 (sshd) S 1 1234 1234 0 -1", 1, true},
+			{"1234 (evil) S 666 (x) R 1) S 77 1 1", 77, true},
+			{"1234 (x", 0, false},
+			{"1234 (x) S", 0, false},
+		} {
+			got, ok := parseStatPPid([]byte(tt.in))
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("parseStatPPid(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+			}
+		}
+	})
 	t.Run("capeff", func(t *testing.T) {
 		caps, ok := parseCapEff([]byte("Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000280000\n"))
 		if !ok || caps&(1<<capSysPtrace) == 0 || caps&(1<<capSysAdmin) == 0 || caps&1 != 0 {

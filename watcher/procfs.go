@@ -138,6 +138,7 @@ func (p *procDir) netnsOf(s *scratch, pid int32) (uint64, error) {
 type sockRef struct {
 	inode uint64
 	pid   int32
+	fd    int32
 }
 
 // scanFDs appends a sockRef for every socket descriptor of pid. ESRCH and
@@ -166,7 +167,14 @@ func (p *procDir) scanFDs(s *scratch, pid int32, out []sockRef) ([]sockRef, erro
 				l, err := readlinkat(dfd, &b[19], s.link[:])
 				if err == nil {
 					if ino, ok := parseSocketLink(s.link[:l]); ok {
-						out = append(out, sockRef{inode: ino, pid: pid})
+						fd := 0
+						for _, c := range b[19:reclen] {
+							if c < '0' || c > '9' {
+								break
+							}
+							fd = fd*10 + int(c-'0')
+						}
+						out = append(out, sockRef{inode: ino, pid: pid, fd: int32(fd)})
 					}
 				} else if err == unix.EACCES || err == unix.EPERM {
 					// Listing the directory is allowed more often than
@@ -195,4 +203,17 @@ func (p *procDir) ownerUID(s *scratch, pid int32) (uint32, error) {
 // normal and silent.
 func isGone(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
+}
+
+// fdLink reads the link /proc/PID/fd/FD into s.link.
+func (p *procDir) fdLink(s *scratch, pid, fd int32) ([]byte, error) {
+	b := strconv.AppendInt(s.path[:0], int64(pid), 10)
+	b = append(b, "/fd/"...)
+	b = strconv.AppendInt(b, int64(fd), 10)
+	b = append(b, 0)
+	n, err := readlinkat(p.fd, &b[0], s.link[:])
+	if err != nil {
+		return nil, err
+	}
+	return s.link[:n], nil
 }

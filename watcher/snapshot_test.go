@@ -113,6 +113,9 @@ func helperMain() int {
 			if err := open(specs[0]); err != nil {
 				return fail(err)
 			}
+		case "close":
+			unix.Close(fds[0])
+			fmt.Fprintln(out, "closed")
 		case "exec":
 			// Become another program, keeping the descriptors.
 			out.Flush()
@@ -717,6 +720,29 @@ func TestSnapshotIncremental(t *testing.T) {
 		if diff := cmp.Diff([]int{os.Getpid()}, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
 			t.Errorf("after the child exited, holders (-want +got):\n%s", diff)
 		}
+	})
+
+	t.Run("holder closes its copy", func(t *testing.T) {
+		// A launcher that hands a socket on and closes its own copy, but
+		// lives on, must stop being listed.
+		f, sock := listenFile(t)
+		h := startHelper(t, helperOpts{hold: f})
+		want := []int{os.Getpid(), h.pid()}
+		slices.Sort(want)
+		if diff := cmp.Diff(want, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
+			t.Fatalf("before close, holders (-want +got):\n%s", diff)
+		}
+		if got := h.send(t, "close"); got != "closed" {
+			t.Fatalf("helper said %q", got)
+		}
+		// A few holders are all verified every tick; allow a few.
+		var got []int
+		for range 5 {
+			if got = pidsOf(byInode(snapshot(t, w), sock.inode)); slices.Equal(got, []int{os.Getpid()}) {
+				return
+			}
+		}
+		t.Errorf("after the child closed its copy, holders = %v, want only %d", got, os.Getpid())
 	})
 
 	t.Run("holder execs another program", func(t *testing.T) {

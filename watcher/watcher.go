@@ -59,6 +59,10 @@ type Watcher struct {
 	gen     uint32
 	pids    map[int32]pidState
 	holders map[uint64][]int32 // listening socket inode -> holder pids, ascending
+	// holderFD is a descriptor through which each holder was seen holding
+	// the socket, rechecked a few at a time so that a holder that closed
+	// its copy (a launcher that handed the socket on) is dropped.
+	holderFD map[holderKey]int32
 	procs   map[int32]*procInfo
 	lost    map[uint64]struct{} // listening inodes searched for and not found
 	nss     map[uint64]*nsState
@@ -130,6 +134,7 @@ func New(opts Options) (*Watcher, error) {
 		proc:      proc,
 		pids:      make(map[int32]pidState),
 		holders:   make(map[uint64][]int32),
+		holderFD:  make(map[holderKey]int32),
 		procs:     make(map[int32]*procInfo),
 		lost:      make(map[uint64]struct{}),
 		nss:       make(map[uint64]*nsState),
@@ -282,7 +287,9 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 			delete(w.lost, ino)
 		}
 	}
-	w.addRefs(refs)
+	fresh := w.addRefs(refs)
+	refs = w.searchParents(fresh, refs[:0])
+	w.verifyHolders()
 	refs = w.searchUnknown(refs[:0])
 	w.refs = refs[:0]
 	w.readHolders()
@@ -455,17 +462,95 @@ func (w *Watcher) scanOne(s *scratch, pid int32, nsOf []uint64, i int, out []soc
 }
 
 // addRefs records the holders of listening sockets found in refs.
-func (w *Watcher) addRefs(refs []sockRef) {
+// It returns the pids that were found holding a socket nobody was known to
+// hold before.
+func (w *Watcher) addRefs(refs []sockRef) (fresh []int32) {
 	for _, r := range refs {
 		if w.listening[r.inode] == nil {
 			continue
 		}
 		h := w.holders[r.inode]
+		if len(h) == 0 && !slices.Contains(fresh, r.pid) {
+			fresh = append(fresh, r.pid)
+		}
 		i, found := slices.BinarySearch(h, r.pid)
 		if !found {
 			w.holders[r.inode] = slices.Insert(h, i, r.pid)
 		}
+		w.holderFD[holderKey{r.inode, r.pid}] = r.fd
 		delete(w.lost, r.inode)
+	}
+	return fresh
+}
+
+// searchParents scans the parents of new processes that hold new sockets,
+// when the parent is not new itself. The usual way a new process comes to
+// hold a socket is to inherit it from the process that made it, and that
+// process (a launcher, a master) is still a holder. Only new pids have been
+// scanned at this point, so without this the parent would be missed: the
+// socket is no longer unknown.
+func (w *Watcher) searchParents(fresh []int32, refs []sockRef) []sockRef {
+	var parents []int32
+	for _, pid := range fresh {
+		b, err := os.ReadFile(filepath.Join(w.opts.ProcRoot, strconv.Itoa(int(pid)), "stat"))
+		if err != nil {
+			continue
+		}
+		ppid, ok := parseStatPPid(b)
+		if !ok {
+			continue
+		}
+		if st, ok := w.pids[ppid]; ok && st.scanned != w.gen && !slices.Contains(parents, ppid) {
+			parents = append(parents, ppid)
+		}
+	}
+	if len(parents) == 0 {
+		return refs
+	}
+	refs = w.scan(parents, nil, refs)
+	w.addRefs(refs)
+	return refs
+}
+
+type holderKey struct {
+	inode uint64
+	pid   int32
+}
+
+// verifyPerTick is how many cached (socket, holder) pairs a tick checks
+// still hold: a readlink each.
+const verifyPerTick = 32
+
+// verifyHolders checks a random sample of cached holders against their
+// descriptor. A holder that no longer has it is dropped; a socket left with
+// none is then searched for again, as a new one would be.
+func (w *Watcher) verifyHolders() {
+	s := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(s)
+	n := 0
+	for k, fd := range w.holderFD {
+		h := w.holders[k.inode]
+		i, found := slices.BinarySearch(h, k.pid)
+		if !found {
+			delete(w.holderFD, k) // stale: the socket closed, or the holder went
+			continue
+		}
+		if n++; n > verifyPerTick {
+			break
+		}
+		link, err := w.proc.fdLink(s, k.pid, fd)
+		if err != nil && !isGone(err) {
+			continue // not allowed to look: keep what we know
+		}
+		if ino, ok := parseSocketLink(link); ok && ino == k.inode {
+			continue
+		}
+		delete(w.holderFD, k)
+		if h = slices.Delete(h, i, i+1); len(h) == 0 {
+			delete(w.holders, k.inode)
+		} else {
+			w.holders[k.inode] = h
+		}
 	}
 }
 
