@@ -393,6 +393,11 @@ func (d *daemon) reload(trigger string) {
 		now := time.Now()
 		d.emit(d.eng.reload(d.engineConfig(), now), now)
 	}
+	if cfg.StateDir != old.StateDir && d.opts.stateDir == "" {
+		// The state and the spools cannot move under a running daemon.
+		d.log.WithFields(logrus.Fields{"state_dir": cfg.StateDir, "in_use": d.stateDir}).
+			Warn("state_dir changed; it takes effect at the next start")
+	}
 	if cfg.Interval != old.Interval {
 		d.ticker.Reset(cfg.Interval)
 		d.log.WithField("interval", cfg.Interval).Info("snapshot interval changed")

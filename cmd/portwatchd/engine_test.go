@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -636,5 +638,32 @@ func BenchmarkEngineStep(b *testing.B) {
 	for b.Loop() {
 		now = now.Add(time.Millisecond) // stays clear of the minute's full evaluation
 		e.step(snap, cfg, now)
+	}
+}
+
+func TestEngineStateFileErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		wantErr string
+	}{
+		{name: "not JSON", content: "{", wantErr: "parse state"},
+		{name: "future version", content: `{"version": 2, "alerts": []}`, wantErr: "unsupported version 2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, stateFileName), []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := loadState(dir)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("loadState() error = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	// A missing file is an empty state, not an error.
+	if got, err := loadState(t.TempDir()); err != nil || len(got) != 0 {
+		t.Errorf("loadState(empty dir) = %v, %v; want empty, nil", got, err)
 	}
 }

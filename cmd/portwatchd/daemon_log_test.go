@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestDaemonLogger(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, format, journalStream string
+		check                       func(t *testing.T, line string)
+	}{
+		{
+			name: "text with timestamps outside journald", format: "text",
+			check: func(t *testing.T, line string) {
+				if !strings.HasPrefix(line, "time=") {
+					t.Errorf("line %q has no timestamp", line)
+				}
+			},
+		},
+		{
+			name: "text without timestamps under journald", format: "text", journalStream: fmt.Sprintf("%d:%d", st.Dev, st.Ino),
+			check: func(t *testing.T, line string) {
+				if !strings.HasPrefix(line, "level=info msg=hello") {
+					t.Errorf("line %q: want no timestamp under journald", line)
+				}
+			},
+		},
+		{
+			name: "JOURNAL_STREAM of another file is not journald", format: "text", journalStream: "1:2",
+			check: func(t *testing.T, line string) {
+				if !strings.HasPrefix(line, "time=") {
+					t.Errorf("line %q has no timestamp", line)
+				}
+			},
+		},
+		{
+			name: "json", format: "json",
+			check: func(t *testing.T, line string) {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(line), &m); err != nil || m["msg"] != "hello" || m["k"] != "v" {
+					t.Errorf("line %q is not the JSON entry: %v", line, err)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("JOURNAL_STREAM", tt.journalStream)
+			if err := f.Truncate(0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Seek(0, 0); err != nil {
+				t.Fatal(err)
+			}
+			log, err := newLogger(f, tt.format, "info")
+			if err != nil {
+				t.Fatal(err)
+			}
+			log.WithField("k", "v").Info("hello")
+			log.Debug("not at info level")
+			b, err := os.ReadFile(f.Name())
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			if len(lines) != 1 {
+				t.Fatalf("got %d lines, want 1: %q", len(lines), b)
+			}
+			tt.check(t, lines[0])
+		})
+	}
+	for _, bad := range [][2]string{{"xml", "info"}, {"text", "loud"}} {
+		if _, err := newLogger(f, bad[0], bad[1]); err == nil {
+			t.Errorf("newLogger(%q, %q) = nil error", bad[0], bad[1])
+		}
+	}
+}
