@@ -148,6 +148,8 @@ type daemon struct {
 	lastCheck time.Time       // last check for expired rules
 
 	ticker     *time.Ticker
+	snapErr    string    // last snapshot error, "" when the last snapshot worked
+	snapErrAt  time.Time // when snapErr was last logged
 	ready      bool
 	status     string
 	stallFile  string
@@ -253,14 +255,26 @@ func (d *daemon) tick(ctx context.Context) {
 		return
 	}
 	snap, err := d.w.Snapshot(ctx)
+	now := time.Now()
 	if err != nil {
 		if ctx.Err() == nil {
-			d.log.WithError(err).Error("snapshot failed")
+			// Once a minute, or when the error changes: a host where
+			// snapshots keep failing must not flood the journal.
+			if msg := err.Error(); msg != d.snapErr || now.Sub(d.snapErrAt) >= time.Minute {
+				d.log.WithError(err).Error("snapshot failed")
+				d.snapErr, d.snapErrAt = msg, now
+			}
 			d.setStatus("snapshot failed: " + oneLine(err.Error()))
 		}
+		// The loop is alive, only blind: systemd restarting it would not
+		// help, so the watchdog keeps being fed.
+		d.progress.Store(now.UnixNano())
 		return
 	}
-	now := time.Now()
+	if d.snapErr != "" {
+		d.log.Info("snapshots work again")
+		d.snapErr = ""
+	}
 	r := d.eng.step(snap, d.engineConfig(), now)
 	d.emit(r, now)
 	if now.Sub(d.lastCheck) >= fullEvalEvery {
