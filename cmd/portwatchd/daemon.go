@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -165,9 +166,11 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon
 	if err != nil {
 		var list policy.ErrorList
 		if errors.As(err, &list) {
+			// One entry per problem, each with its file:line:col.
 			for _, e := range list {
 				log.WithField("config", e.File).Error(e.Error())
 			}
+			return nil, fmt.Errorf("config invalid: %s", plural(len(list), "error"))
 		}
 		return nil, fmt.Errorf("load config: %w", err)
 	}
@@ -193,9 +196,9 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon
 	if err != nil {
 		// A damaged state costs at most a repeat of past alerts: better
 		// than not watching at all. Keep the bad file for a post-mortem.
-		aside := d.stateDir + "/" + stateFileName + ".bad"
-		log.WithError(err).Errorf("alert state unreadable; starting afresh (kept as %s)", aside)
-		_ = os.Rename(d.stateDir+"/"+stateFileName, aside)
+		bad := filepath.Join(d.stateDir, stateFileName)
+		log.WithError(err).Errorf("alert state unreadable; starting afresh (kept as %s.bad)", bad)
+		_ = os.Rename(bad, bad+".bad")
 		alerts = nil
 	}
 	d.eng = newEngine(alerts)
