@@ -55,9 +55,13 @@ done
 # No process of any scene may outlive it. The holders die with PID 1 of their
 # scene (the kernel kills a PID namespace with its init), so it is enough to
 # check that no scene or PID 1 of this run is left: their arguments hold $OUT.
-# (Other benchmark runs on the machine have other directories.)
+# (Other benchmark runs on the machine have other directories.) /proc rather
+# than ps, which a minimal system may lack; the brackets keep grep from
+# matching its own command line.
 sleep 1
-left=$(ps -eo pid=,args= | grep -F "$OUT/" | grep -v grep || true)
+left=$(grep -a -l -E "$OUT/([s]cene|[m]easure)" /proc/[0-9]*/cmdline 2>/dev/null | while read -r f; do
+	printf '%s %s\n' "${f%/cmdline}" "$(tr '\0' ' ' <"$f" 2>/dev/null)"
+done)
 if [ -n "$left" ]; then
 	echo "bench: scene processes still running:" >&2
 	echo "$left" >&2
