@@ -120,11 +120,11 @@ func (d *decoder) checkTree(n *yaml.Node, depth int) bool {
 		return false
 	}
 	if n.Kind == yaml.AliasNode {
-		d.errorf(n, "YAML aliases (*%s) are not supported", n.Value)
+		d.errorf(n, "YAML aliases (*%s) are not supported", clip(n.Value))
 		return false
 	}
 	if n.Anchor != "" {
-		d.errorf(n, "YAML anchors (&%s) are not supported", n.Anchor)
+		d.errorf(n, "YAML anchors (&%s) are not supported", clip(n.Anchor))
 		return false
 	}
 	for _, c := range n.Content {
@@ -148,18 +148,23 @@ func kindName(n *yaml.Node) string {
 		case "!!str":
 			return fmt.Sprintf("the string %q", clip(n.Value))
 		default:
-			return fmt.Sprintf("%s %s", strings.TrimPrefix(n.Tag, "!!"), clip(n.Value))
+			return fmt.Sprintf("%s %s", clip(strings.TrimPrefix(n.Tag, "!!")), clip(n.Value))
 		}
 	}
 	return "an unexpected node"
 }
 
-// clip shortens a value quoted back in an error message.
+// clip shortens a value quoted back in an error message, and escapes what
+// would break the message's single line.
 func clip(s string) string {
 	if len(s) > 40 {
-		return s[:37] + "..."
+		i := 37
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s = s[:i] + "..."
 	}
-	return s
+	return clean(s)
 }
 
 // field is one key and its value in a mapping.

@@ -17,12 +17,14 @@ type Error struct {
 	Msg    string
 }
 
-// Error formats e as "file:line:col: message", or "file: message".
+// Error formats e as "file:line:col: message", or "file: message", on one
+// line: file names and values quoted from the input may hold control
+// characters, which are escaped.
 func (e *Error) Error() string {
 	if e.Line == 0 {
-		return e.File + ": " + e.Msg
+		return clean(e.File + ": " + e.Msg)
 	}
-	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
+	return clean(fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg))
 }
 
 // ErrorList is every problem found by one Load or Parse. Its Error method

@@ -44,7 +44,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("error is %T %v, want a non-empty ErrorList", err, err)
 			}
 			for _, e := range list {
-				if e.File == "" || e.Msg == "" || strings.ContainsAny(e.Msg, "\n\r") {
+				if e.File == "" || e.Msg == "" || strings.ContainsAny(e.Error(), "\n\r") {
 					t.Fatalf("malformed error %q", e.Error())
 				}
 			}

@@ -46,7 +46,7 @@ func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
 	}
 	r := &c.Rules[best]
 	d.Rule = r.Name
-	d.Reason += fmt.Sprintf("; closest: rule %q (%s) %s", clean(r.Name), r.File, joinWhy(bestWhy))
+	d.Reason += fmt.Sprintf("; closest: rule %q (%s) %s", clean(r.Name), clean(r.File), joinWhy(bestWhy))
 	return d
 }
 

@@ -274,8 +274,8 @@ func (l *loader) secretFile(d *decoder, f field) ([]byte, bool) {
 			return nil, false
 		}
 		if fi.Mode().Perm()&0o044 != 0 {
-			l.warns = append(l.warns, fmt.Sprintf("%s:%d:%d: %s: %s is readable by group or others (mode %s); it holds a secret: chmod 600 it",
-				d.file, f.v.Line, f.v.Column, f.key, p, modeString(fi.Mode())))
+			l.warns = append(l.warns, clean(fmt.Sprintf("%s:%d:%d: %s: %s is readable by group or others (mode %s); it holds a secret: chmod 600 it",
+				d.file, f.v.Line, f.v.Column, f.key, p, modeString(fi.Mode()))))
 		}
 	}
 	l.record(p, data)
