@@ -6,7 +6,7 @@
 # within 5 minutes) and runs bench/measure inside it. Prints the figures of
 # each scene, then a Markdown table of all of them.
 #
-# Environment: SCENES ("small large"), REPS (11), TICKS (200), NICE (-20),
+# Environment: SCENES ("small large"), REPS (11), TICKS (1000), NICE (-20),
 # BENCH_OUT (a fresh /tmp directory), PROFILE (non-empty: CPU and heap
 # profiles of the watcher in $BENCH_OUT).
 set -eu
@@ -19,7 +19,7 @@ fi
 SCENES=${SCENES:-small large}
 REPS=${REPS:-11}
 NICE=${NICE:--20}
-TICKS=${TICKS:-200}
+TICKS=${TICKS:-1000}
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/portwatchd-bench.XXXXXX)}
 mkdir -p "$OUT"
 SS=$(command -v ss) || { echo "bench: ss not found (apt-get install iproute2)" >&2; exit 2; }

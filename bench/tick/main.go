@@ -81,6 +81,7 @@ func run() int {
 		}
 	}
 
+	res.VmRSSWarmKiB = statusKiB("VmRSS")
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {

@@ -34,6 +34,7 @@ type Tick struct {
 	TickCPUP50Ms float64  `json:"tick_cpu_p50_ms"` //
 	TickCPUP95Ms float64  `json:"tick_cpu_p95_ms"` //
 	TickWallMs   float64  `json:"tick_wall_ms"`    // mean wall time per steady tick
+	VmRSSWarmKiB int64    `json:"vmrss_warm_kib"`  // /proc/self/status after the warm snapshots
 	VmRSSKiB     int64    `json:"vmrss_kib"`       // /proc/self/status after the ticks
 	VmHWMKiB     int64    `json:"vmhwm_kib"`       // peak RSS over the whole run, first snapshot included
 	HeapInuseKiB int64    `json:"heap_inuse_kib"`  // Go heap in use after the ticks
