@@ -53,9 +53,9 @@ type Webhook struct {
 	// URL is the target, read from url: or url_file: at load time. It is a
 	// secret: never log it, print it or put it in an error.
 	URL         string
-	Secret      []byte        // from secret_file:, for generic signing; nil when unset
+	Secret      []byte        // content of secret_file: (whitespace trimmed), for generic signing; nil when unset
 	Timeout     time.Duration // default 10s
-	Events      []string      // subset of opened, changed, closed, test; default all
+	Events      []string      // events: (opened, changed, closed; default all), always followed by "test"
 	MinSeverity Severity      // default info
 	Insecure    bool          // allow plain http to non-loopback hosts
 	Topic       string        // ntfy topic
