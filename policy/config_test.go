@@ -470,3 +470,33 @@ func TestDefault(t *testing.T) {
 		t.Errorf("Default() = source %q, %d rules, files %v", c.Source, len(c.Rules), c.Files)
 	}
 }
+
+func TestParseReadsNoDropins(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"portwatch.d/a.yaml": "allow: [{name: a}]\n"})
+	c, err := Parse(filepath.Join(dir, "portwatch.yaml"), []byte("version: 1\nallow: [{name: main}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Rules) != 1 || len(c.Files) != 1 {
+		t.Errorf("Parse read %d rules from %v, want the main file's only", len(c.Rules), c.Files)
+	}
+}
+
+// TestHostileDropinName checks that a drop-in whose name holds a newline
+// cannot forge a line in the error output.
+func TestHostileDropinName(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"portwatch.yaml": "version: 1\n",
+		"portwatch.d/x\nfake.yaml:1:1: all good\n.yaml": "allow: [{name: a, port: 0}]\n",
+	})
+	_, err := testLoader(nil).load(filepath.Join(dir, "portwatch.yaml"))
+	if err == nil {
+		t.Fatal("Load succeeded, want the port error")
+	}
+	want := filepath.Join(dir, "portwatch.d/x") + `\x0afake.yaml:1:1: all good\x0a.yaml:1:25: port: 0 is outside 1..65535`
+	if diff := cmp.Diff(want, err.Error()); diff != "" {
+		t.Errorf("error mismatch (-want +got):\n%s", diff)
+	}
+}
