@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"path"
 	"strconv"
@@ -25,17 +26,21 @@ func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
 		d.Reason = "ephemeral UDP port (ignore_ephemeral_udp)"
 		return d
 	}
-	best := -1
-	var bestWhy []string
+	// The common case is an allowed listener: find the rule stopping at the
+	// first failing field, building no messages.
 	for i := range c.Rules {
 		r := &c.Rules[i]
-		why := r.mismatch(&l, now)
-		if len(why) == 0 {
+		if r.mismatch(&l, now, nil, 1) == 0 {
 			d.Verdict, d.Rule, d.Reason = Allowed, r.Name, r.Reason
 			return d
 		}
-		if best < 0 || len(why) < len(bestWhy) {
-			best, bestWhy = i, why
+	}
+	// Unexpected: the closest rule is the one with the fewest failing fields.
+	best, bestN := -1, 0
+	for i := range c.Rules {
+		n := c.Rules[i].mismatch(&l, now, nil, math.MaxInt)
+		if best < 0 || n < bestN {
+			best, bestN = i, n
 		}
 	}
 	d.Verdict = Unexpected
@@ -45,8 +50,10 @@ func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
 		return d
 	}
 	r := &c.Rules[best]
+	var why []string
+	r.mismatch(&l, now, &why, math.MaxInt)
 	d.Rule = r.Name
-	d.Reason += fmt.Sprintf("; closest: rule %q (%s) %s", clean(r.Name), clean(r.File), joinWhy(bestWhy))
+	d.Reason += fmt.Sprintf("; closest: rule %q (%s) %s", clean(r.Name), clean(r.File), joinWhy(why))
 	return d
 }
 
@@ -67,62 +74,90 @@ func (r *Rule) expired(now time.Time) bool {
 
 // Matches reports whether r allows l at now.
 func (r *Rule) Matches(l watcher.Listener, now time.Time) bool {
-	return len(r.mismatch(&l, now)) == 0
+	return r.mismatch(&l, now, nil, 1) == 0
 }
 
-// mismatch returns why r does not allow l: "expired ..." and "wants ..."
-// phrases, one per failing field; nil when r allows l.
-func (r *Rule) mismatch(l *watcher.Listener, now time.Time) []string {
-	var why []string
+// mismatch counts the fields of r that l fails, up to stop; 0 means r
+// allows l. When why is not nil, it also appends an "expired ..." or
+// "wants ..." phrase per failing field.
+func (r *Rule) mismatch(l *watcher.Listener, now time.Time, why *[]string, stop int) int {
+	n := 0
+	fail := func(f func() string) {
+		n++
+		if why != nil {
+			*why = append(*why, f())
+		}
+	}
 	if r.expired(now) {
-		why = append(why, "expired after "+r.ExpiresText)
+		fail(func() string { return "expired after " + r.ExpiresText })
+	}
+	if n >= stop {
+		return n
 	}
 	if len(r.Protocols) > 0 && !contains(r.Protocols, l.Protocol) {
-		why = append(why, "wants protocol "+strings.Join(r.Protocols, ","))
+		fail(func() string { return "wants protocol " + strings.Join(r.Protocols, ",") })
+	}
+	if n >= stop {
+		return n
 	}
 	if len(r.Ports) > 0 && !r.matchPort(l.Protocol, l.Port) {
-		why = append(why, "wants port "+r.portText)
+		fail(func() string { return "wants port " + r.portText })
+	}
+	if n >= stop {
+		return n
 	}
 	if len(r.Addresses) > 0 && !r.matchAddress(l) {
-		w := "wants address " + r.addrText
-		if l.DualStack && r.matchAddr(l.Address) {
-			w += " (the listener is dual-stack: the rule must cover both 0.0.0.0 and ::)"
-		}
-		why = append(why, w)
+		fail(func() string {
+			w := "wants address " + r.addrText
+			if l.DualStack && r.matchAddr(l.Address) {
+				w += " (the listener is dual-stack: the rule must cover both 0.0.0.0 and ::)"
+			}
+			return w
+		})
+	}
+	if n >= stop {
+		return n
 	}
 	if r.Netns != "" && !globMatch(r.Netns, l.Netns) {
-		why = append(why, "wants netns "+r.Netns)
+		fail(func() string { return "wants netns " + r.Netns })
+	}
+	if n >= stop {
+		return n
 	}
 	if !r.hasProcessFields() {
-		return why
+		return n
 	}
 	if len(l.Processes) == 0 {
-		return append(why, r.processWants(nil)...)
+		return n + r.processWants(nil, why)
 	}
-	var bestP []string
+	best, bestN := 0, -1
 	for i := range l.Processes {
-		w := r.processWants(&l.Processes[i])
-		if len(w) == 0 {
-			return why
+		k := r.processWants(&l.Processes[i], nil)
+		if k == 0 {
+			return n
 		}
-		if bestP == nil || len(w) < len(bestP) {
-			bestP = w
+		if bestN < 0 || k < bestN {
+			best, bestN = i, k
 		}
 	}
-	return append(why, bestP...)
+	return n + r.processWants(&l.Processes[best], why)
 }
 
-// processWants lists the process fields of r that p fails; with p nil (an
-// unattributed listener) every process field fails.
-func (r *Rule) processWants(p *watcher.Process) []string {
-	var why []string
+// processWants counts the process fields of r that p fails, and appends a
+// phrase for each to why when it is not nil. With p nil (an unattributed
+// listener) every process field fails.
+func (r *Rule) processWants(p *watcher.Process, why *[]string) int {
+	n := 0
 	suffix := ""
 	if p == nil {
 		suffix = " (the listener has no known process)"
 	}
 	check := func(field, pattern, value string) {
 		if pattern != "" && (p == nil || !globMatch(pattern, value)) {
-			why = append(why, "wants "+field+" "+pattern+suffix)
+			n++
+			if why != nil {
+				*why = append(*why, "wants "+field+" "+pattern+suffix)
+			}
 		}
 	}
 	var exe, comm, unit, container string
@@ -132,11 +167,14 @@ func (r *Rule) processWants(p *watcher.Process) []string {
 	check("exe", r.Exe, exe)
 	check("comm", r.Comm, comm)
 	if r.User != "" && (p == nil || !r.matchUser(p)) {
-		why = append(why, "wants user "+r.User+suffix)
+		n++
+		if why != nil {
+			*why = append(*why, "wants user "+r.User+suffix)
+		}
 	}
 	check("unit", r.Unit, unit)
 	check("container", r.Container, container)
-	return why
+	return n
 }
 
 func (r *Rule) matchUser(p *watcher.Process) bool {
