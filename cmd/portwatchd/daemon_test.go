@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/portwatchd/portwatchd/internal/journaltest"
+	"github.com/portwatchd/portwatchd/watcher"
 )
 
 // The end-to-end test of `portwatchd run`: the real binary, a real
@@ -511,6 +513,29 @@ func TestDaemonEndToEnd(t *testing.T) {
 		t.Errorf("READY=1 came before any STATUS=watching ...: %q", before)
 	}
 	e.notify.wait(t, readyAt, 2, "WATCHDOG=1", notifyIs("WATCHDOG=1"))
+	// nsenter and systemd-cat exec: the process the test signals is the
+	// daemon itself.
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.cmd.Process.Pid)); err != nil || exe != e.bin {
+		t.Fatalf("pid %d runs %q (%v), want the daemon %s", p.cmd.Process.Pid, exe, err, e.bin)
+	}
+	t.Run("no listening socket of its own", func(t *testing.T) {
+		w, err := watcher.New(watcher.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		snap, err := w.Snapshot(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range snap.Listeners {
+			for _, pr := range l.Processes {
+				if pr.PID == p.cmd.Process.Pid {
+					t.Errorf("the daemon holds a listener: %s %v:%d", l.Protocol, l.Address, l.Port)
+				}
+			}
+		}
+	})
 	e.waitLog(0, `msg="portwatchd started" config=`+e.config)
 
 	t.Run("alert and resolve", func(t *testing.T) {
