@@ -57,7 +57,7 @@ step "fuzz each target for $FUZZTIME"
 for pkg in $(go list ./...); do
 	for fz in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
 		echo "--- $pkg $fz"
-		go test -run '^$' -fuzz "^${fz}\$" -fuzztime "$FUZZTIME" "$pkg"
+		go test -run '^$' -fuzz "^${fz}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 2s "$pkg"
 	done
 done
 

@@ -90,7 +90,9 @@ func configFlag(fs *flag.FlagSet) *string {
 // default file selects the embedded default policy, which is said on stderr.
 func loadConfig(path string, stderr io.Writer) (*policy.Config, error) {
 	if path == "" {
-		if _, err := os.Stat(policy.DefaultPath); errors.Is(err, fs.ErrNotExist) {
+		// Lstat, not Stat: a dangling symlink (a broken ConfigMap swap) must
+		// fail loudly in Load, not fall back to the default policy.
+		if _, err := os.Lstat(policy.DefaultPath); errors.Is(err, fs.ErrNotExist) {
 			fmt.Fprintf(stderr, "portwatchd: %s does not exist; using the embedded default policy (only loopback listeners are allowed)\n", policy.DefaultPath)
 			return policy.Default(), nil
 		}
