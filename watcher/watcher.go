@@ -63,10 +63,10 @@ type Watcher struct {
 	// the socket, rechecked a few at a time so that a holder that closed
 	// its copy (a launcher that handed the socket on) is dropped.
 	holderFD map[holderKey]int32
-	procs   map[int32]*procInfo
-	lost    map[uint64]struct{} // listening inodes searched for and not found
-	nss     map[uint64]*nsState
-	warned  map[string]bool
+	procs    map[int32]*procInfo
+	lost     map[uint64]struct{} // listening inodes searched for and not found
+	nss      map[uint64]*nsState
+	warned   map[string]bool
 	// denied holds the pids whose descriptors we may not read; while one
 	// lives, snapshots are partial.
 	denied   map[int32]bool
@@ -74,6 +74,9 @@ type Watcher struct {
 
 	lastPidSeen int // last allocated pid at the last full read of /proc
 	sinceFull   int // ticks since then
+
+	verifyQueue  []holderKey // holderFD entries still to check this round
+	recheckQueue []int32     // procs entries still to check this round
 
 	// Buffers reused across ticks.
 	pidList   []int32
@@ -521,22 +524,34 @@ type holderKey struct {
 // still hold: a readlink each.
 const verifyPerTick = 32
 
-// verifyHolders checks a random sample of cached holders against their
+// verifyHolders checks a few cached holders, in turn, against their
 // descriptor. A holder that no longer has it is dropped; a socket left with
 // none is then searched for again, as a new one would be.
 func (w *Watcher) verifyHolders() {
 	s := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(s)
-	n := 0
-	for k, fd := range w.holderFD {
+	for range verifyPerTick {
+		if len(w.verifyQueue) == 0 {
+			// A round over every pair, so each is checked within
+			// len/verifyPerTick ticks.
+			for k := range w.holderFD {
+				w.verifyQueue = append(w.verifyQueue, k)
+			}
+			if len(w.verifyQueue) == 0 {
+				return
+			}
+		}
+		k := w.verifyQueue[len(w.verifyQueue)-1]
+		w.verifyQueue = w.verifyQueue[:len(w.verifyQueue)-1]
+		fd, ok := w.holderFD[k]
+		if !ok {
+			continue
+		}
 		h := w.holders[k.inode]
 		i, found := slices.BinarySearch(h, k.pid)
 		if !found {
 			delete(w.holderFD, k) // stale: the socket closed, or the holder went
 			continue
-		}
-		if n++; n > verifyPerTick {
-			break
 		}
 		link, err := w.proc.fdLink(s, k.pid, fd)
 		if err != nil && !isGone(err) {
@@ -632,9 +647,9 @@ func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
 	return refs
 }
 
-// recheckPerTick is how many cached holders a tick checks for an exec (a
-// new executable behind the same pid): a readlink each, so that with a
-// hundred holders each is checked every few seconds for a few tens of
+// recheckPerTick is how many cached holders a tick checks, in turn, for an
+// exec (a new executable behind the same pid): a readlink each, so that with
+// a hundred holders each is checked every few seconds for a few tens of
 // microseconds a tick.
 const recheckPerTick = 16
 
@@ -642,12 +657,21 @@ const recheckPerTick = 16
 // whose executable changed, and forgets those that are no longer holders.
 func (w *Watcher) readHolders() {
 	var todo []int32
-	n := 0
 	s := scratchPool.Get().(*scratch)
-	// Map iteration starts at a random place: a random sample each tick.
-	for pid, pi := range w.procs {
-		if n++; n > recheckPerTick {
-			break
+	for range recheckPerTick {
+		if len(w.recheckQueue) == 0 {
+			for pid := range w.procs {
+				w.recheckQueue = append(w.recheckQueue, pid)
+			}
+			if len(w.recheckQueue) == 0 {
+				break
+			}
+		}
+		pid := w.recheckQueue[len(w.recheckQueue)-1]
+		w.recheckQueue = w.recheckQueue[:len(w.recheckQueue)-1]
+		pi := w.procs[pid]
+		if pi == nil {
+			continue
 		}
 		l, err := readlinkat(w.proc.fd, s.pidPath(pid, "/exe"), s.link[:])
 		if err != nil {
