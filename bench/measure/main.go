@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portwatchd/portwatchd/bench/internal/procnet"
 	"github.com/portwatchd/portwatchd/bench/internal/result"
 )
 
@@ -75,6 +76,9 @@ func run() int {
 		res.Kernel = cstring(u.Release[:])
 	}
 	res.Processes, res.Fds = countProcs()
+	if c, err := procnet.Read("/proc"); err == nil {
+		res.ListenKernel = c.Total()
+	}
 	res.Nice = *nice
 	res.LoadBefore = loadavg()
 

@@ -33,14 +33,14 @@ func verdict(scene string, ok bool) string {
 // printScene writes the figures of one scene for a reader at a terminal.
 func printScene(w io.Writer, r *result.Scene) {
 	fmt.Fprintf(w, "\n== scene %s  (%s, %d CPUs, kernel %s)\n", r.Scene, r.Date, r.CPUs, r.Kernel)
-	fmt.Fprintf(w, "   %d processes, %d open fds; listeners seen: portwatchd %d (%d unattributed), ss %d\n",
-		r.Processes, r.Fds, r.ListenPW, r.Unattrib, r.ListenSS)
+	fmt.Fprintf(w, "   %d processes, %d open fds; listeners: kernel (/proc/net) %d, portwatchd %d (%d unattributed), ss %d\n",
+		r.Processes, r.Fds, r.ListenKernel, r.ListenPW, r.Unattrib, r.ListenSS)
 	fmt.Fprintf(w, "   nice %d; load average before %s, after %s\n", r.Nice, r.LoadBefore, r.LoadAfter)
 	if r.Setup != "" {
 		fmt.Fprintf(w, "   scene: %s\n", r.Setup)
 	}
-	if r.Portwatchd.Err == "" && r.ListenPW != r.ListenSS {
-		fmt.Fprintf(w, "   WARNING: portwatchd and ss disagree on the number of listeners\n")
+	if r.Portwatchd.Err == "" && (r.ListenPW != r.ListenKernel || r.ListenSS != r.ListenKernel) {
+		fmt.Fprintf(w, "   WARNING: portwatchd, ss and the kernel disagree on the number of listeners\n")
 	}
 	fmt.Fprintf(w, "   one-shot, median of %d interleaved runs:\n", r.SS.Reps)
 	fmt.Fprintf(w, "   %-26s %10s %10s %12s\n", "", "wall ms", "CPU ms", "peak RSS MiB")
@@ -134,7 +134,9 @@ func printReport(paths []string) int {
 		return fmt.Sprintf("%s → %s (%d)", s.LoadBefore, s.LoadAfter, s.Nice)
 	})
 	line("processes / open fds in the scene", "", func(s *result.Scene) string { return fmt.Sprintf("%d / %d", s.Processes, s.Fds) })
-	line("listeners seen: portwatchd / ss", "", func(s *result.Scene) string { return fmt.Sprintf("%d / %d", s.ListenPW, s.ListenSS) })
+	line("listeners: kernel / portwatchd / ss", "", func(s *result.Scene) string {
+		return fmt.Sprintf("%d / %d / %d", s.ListenKernel, s.ListenPW, s.ListenSS)
+	})
 	line("`portwatchd list --json` wall ms", "", func(s *result.Scene) string {
 		return pw(s, func(r result.Run) string { return fmt.Sprintf("%.1f", r.WallMs) })
 	})

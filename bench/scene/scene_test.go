@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/portwatchd/portwatchd/bench/internal/procnet"
 )
 
 // The test binary plays every part: the outer scene process (outerArg), PID
@@ -70,26 +72,12 @@ func runCensus() int {
 }
 
 func takeCensus() (census, error) {
-	c := census{Listeners: map[string]int{}}
-	for _, name := range []string{"tcp", "tcp6", "udp", "udp6"} {
-		b, err := os.ReadFile("/proc/net/" + name)
-		if err != nil {
-			return c, err
-		}
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			f := strings.Fields(line)
-			if len(f) < 4 {
-				continue
-			}
-			tcp := strings.HasPrefix(name, "tcp")
-			switch {
-			case tcp && f[3] == "0A", !tcp && f[3] == "07" && strings.HasSuffix(f[2], ":0000"):
-				c.Listeners[name]++
-			case tcp && f[3] == "01":
-				c.Established++
-			}
-		}
+	var c census
+	counts, err := procnet.Read("/proc")
+	if err != nil {
+		return c, err
 	}
+	c.Listeners, c.Established = counts.Listeners, counts.Established
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return c, err

@@ -45,22 +45,23 @@ type Tick struct {
 
 // Scene is every figure of one scene.
 type Scene struct {
-	Scene      string `json:"scene"`
-	Date       string `json:"date"` // UTC, RFC 3339
-	Kernel     string `json:"kernel"`
-	CPUs       int    `json:"cpus"`
-	Setup      string `json:"setup,omitempty"`
-	Nice       int    `json:"nice"`           // nice value of the measured commands
-	LoadBefore string `json:"loadavg_before"` // /proc/loadavg: 1, 5, 15 minutes
-	LoadAfter  string `json:"loadavg_after"`
-	Processes  int    `json:"processes"` // in the scene's PID namespace
-	Fds        int    `json:"fds"`       // open descriptors of all of them
-	ListenPW   int    `json:"listeners_portwatchd"`
-	ListenSS   int    `json:"listeners_ss"`
-	Unattrib   int    `json:"unattributed_portwatchd"`
-	Portwatchd Run    `json:"portwatchd"`
-	SS         Run    `json:"ss"`
-	Ratio      *Ratio `json:"ratio,omitempty"`
-	Tick       *Tick  `json:"tick,omitempty"`
-	TickErr    string `json:"tick_error,omitempty"`
+	Scene        string `json:"scene"`
+	Date         string `json:"date"` // UTC, RFC 3339
+	Kernel       string `json:"kernel"`
+	CPUs         int    `json:"cpus"`
+	Setup        string `json:"setup,omitempty"`
+	Nice         int    `json:"nice"`           // nice value of the measured commands
+	LoadBefore   string `json:"loadavg_before"` // /proc/loadavg: 1, 5, 15 minutes
+	LoadAfter    string `json:"loadavg_after"`
+	Processes    int    `json:"processes"` // in the scene's PID namespace
+	Fds          int    `json:"fds"`       // open descriptors of all of them
+	ListenPW     int    `json:"listeners_portwatchd"`
+	ListenKernel int    `json:"listeners_kernel"` // from /proc/net: the truth
+	ListenSS     int    `json:"listeners_ss"`
+	Unattrib     int    `json:"unattributed_portwatchd"`
+	Portwatchd   Run    `json:"portwatchd"`
+	SS           Run    `json:"ss"`
+	Ratio        *Ratio `json:"ratio,omitempty"`
+	Tick         *Tick  `json:"tick,omitempty"`
+	TickErr      string `json:"tick_error,omitempty"`
 }
