@@ -565,6 +565,10 @@ func TestDaemonEndToEnd(t *testing.T) {
 	})
 
 	t.Run("reload by atomic rename allows the port", func(t *testing.T) {
+		// Alerted again (the first alert was resolved), and still open
+		// when the reload allows it: the reload resolves it.
+		c := startDaemonListener(t, target)
+		e.waitEvents("opened", target, 2)
 		mark := e.notify.mark()
 		e.writeConfig(e.configText(target))
 		e.notify.wait(t, mark, 1, "RELOADING=1", notifyPrefix("RELOADING=1"))
@@ -573,13 +577,19 @@ func TestDaemonEndToEnd(t *testing.T) {
 			t.Errorf("RELOADING=1 without MONOTONIC_USEC: %q", got)
 		}
 		e.notify.wait(t, mark, 1, "READY=1 after RELOADING=1", notifyIs("READY=1"))
-		c := startDaemonListener(t, target)
-		e.barrier()
-		if n := len(e.events("opened", target)); n != 1 {
-			t.Errorf("%d opened entries for port %d, want still 1 (it is allowed now)", n, target)
+		es := e.waitEvents("closed", target, 2)
+		if m := es[1]["MESSAGE"]; !strings.Contains(m, fmt.Sprintf(`is now allowed by rule "allowed-%d" (config reloaded)`, target)) {
+			t.Errorf("resolve after the reload: MESSAGE = %q", m)
 		}
-		if n := e.hook.count("opened", target); n != 1 {
-			t.Errorf("%d opened webhook events for port %d, want still 1", n, target)
+		e.hook.wait(t, "closed", target, 2)
+		c.close()
+		c = startDaemonListener(t, target)
+		e.barrier()
+		if n := len(e.events("opened", target)); n != 2 {
+			t.Errorf("%d opened entries for port %d, want still 2 (it is allowed now)", n, target)
+		}
+		if n := e.hook.count("opened", target); n != 2 {
+			t.Errorf("%d opened webhook events for port %d, want still 2", n, target)
 		}
 		c.close()
 	})
@@ -594,8 +604,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 		e.waitLog(from, "config reload failed, keeping the config in force: "+e.config+":9:5: unknown key")
 		c := startDaemonListener(t, target)
 		e.barrier()
-		if n := len(e.events("opened", target)); n != 1 {
-			t.Errorf("%d opened entries for port %d, want still 1 (the old policy allows it)", n, target)
+		if n := len(e.events("opened", target)); n != 2 {
+			t.Errorf("%d opened entries for port %d, want still 2 (the old policy allows it)", n, target)
 		}
 		c.close()
 		if n := e.notify.count(mark, notifyPrefix("RELOADING=1")); n != 0 {
@@ -617,6 +627,18 @@ func TestDaemonEndToEnd(t *testing.T) {
 		if got := e.notify.since(mark); slices.ContainsFunc(got, notifyPrefix("RELOADING=1")) {
 			t.Errorf("unchanged SIGHUP sent RELOADING=1: %q", got)
 		}
+	})
+
+	t.Run("reload that no longer allows an open listener alerts", func(t *testing.T) {
+		c := startDaemonListener(t, target)
+		e.barrier()
+		e.writeConfig(e.configText())
+		es := e.waitEvents("opened", target, 3)
+		if m := es[2]["MESSAGE"]; !strings.Contains(m, "(config reloaded)") {
+			t.Errorf("alert after the reload: MESSAGE = %q", m)
+		}
+		e.hook.wait(t, "opened", target, 3)
+		c.close()
 	})
 
 	t.Run("kill -9 and restart", func(t *testing.T) {
