@@ -311,7 +311,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 
 // fullReadEvery bounds how many ticks may pass without reading /proc in
 // full; such a read is what notices idle processes and namespaces gone.
-const fullReadEvery = 10
+const fullReadEvery = 30
 
 // needFullRead decides whether this tick reads the pid list from /proc. That
 // read costs about a microsecond per process in the kernel, so a tick skips
@@ -522,7 +522,7 @@ type holderKey struct {
 
 // verifyPerTick is how many cached (socket, holder) pairs a tick checks
 // still hold: a readlink each.
-const verifyPerTick = 32
+const verifyPerTick = 16
 
 // verifyHolders checks a few cached holders, in turn, against their
 // descriptor. A holder that no longer has it is dropped; a socket left with
