@@ -21,6 +21,25 @@ import (
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
+// portwatchd run: the always-on watch.
+//
+// Life of the process:
+//   - start: load the config (an invalid one is fatal here, exit 2), lock the
+//     state directory, read the alert state (state.json), build the watcher
+//     and the notify dispatcher, start delivering spooled events, and start
+//     watching the config's directories;
+//   - every interval: snapshot, run the event engine (engine.go), send its
+//     events (journald now, webhooks through their spools), save the state
+//     when the alerted set changed, and update STATUS=;
+//   - after the first snapshot: one summary log line, READY=1, and the
+//     watchdog pinger when WATCHDOG_USEC is set;
+//   - SIGHUP or a change in the config's directories: reload (reload.go);
+//   - SIGTERM or SIGINT: STOPPING=1, send what is left, give webhook
+//     deliveries shutdown_grace, save the state, exit 0.
+//
+// Signals are handled here and only here. The daemon opens no listening
+// socket of its own.
+
 func init() {
 	commands["run"] = command{"watch in the foreground, as the systemd service does (the default command)", runDaemon}
 }
