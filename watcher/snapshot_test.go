@@ -705,6 +705,29 @@ func TestSnapshotIncremental(t *testing.T) {
 		}
 	})
 
+	t.Run("new ephemeral UDP socket in an existing process", func(t *testing.T) {
+		// Searched for within ephemeralSearchEvery ticks, not at once.
+		h := startHelper(t, helperOpts{})
+		snapshot(t, w)
+		sock := parseHelperSock(t, h.send(t, "open udp4=127.0.0.1:0"))
+		var got []int
+		for range ephemeralSearchEvery + 1 {
+			l := byInode(snapshot(t, w), sock.inode)
+			if l == nil {
+				t.Fatalf("socket %d not listed", sock.inode)
+			}
+			if !l.Ephemeral {
+				t.Skipf("port %d is not ephemeral here", l.Port)
+			}
+			if got = pidsOf(l); len(got) > 0 {
+				break
+			}
+		}
+		if diff := cmp.Diff([]int{h.pid()}, got); diff != "" {
+			t.Errorf("holders (-want +got):\n%s", diff)
+		}
+	})
+
 	t.Run("new process holding a cached socket", func(t *testing.T) {
 		f, sock := listenFile(t)
 		if diff := cmp.Diff([]int{os.Getpid()}, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {

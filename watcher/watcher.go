@@ -72,8 +72,9 @@ type Watcher struct {
 	denied   map[int32]bool
 	deniedMu sync.Mutex
 
-	lastPidSeen int // last allocated pid at the last full read of /proc
-	sinceFull   int // ticks since then
+	lastPidSeen         int    // last allocated pid at the last full read of /proc
+	lastEphemeralSearch uint32 // tick of the last search set off by ephemeral UDP alone
+	sinceFull           int    // ticks since then
 
 	verifyQueue  []holderKey // holderFD entries still to check this round
 	recheckQueue []int32     // procs entries still to check this round
@@ -586,12 +587,17 @@ func (w *Watcher) dropHolder(pid int32) {
 	}
 }
 
+// ephemeralSearchEvery is how often (in ticks) unknown ephemeral UDP
+// sockets alone may set off a search.
+const ephemeralSearchEvery = 10
+
 // searchUnknown looks for the holders of listening sockets never seen
 // before among the processes not scanned this tick: first those whose /proc
 // owner is the socket's uid (whoever created a socket usually holds it),
 // then all the rest. What is still not found is unattributed.
 func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
 	clear(w.unknown)
+	urgent := false
 	for ino, e := range w.listening {
 		if _, ok := w.holders[ino]; ok {
 			continue
@@ -600,10 +606,22 @@ func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
 			continue
 		}
 		w.unknown[ino] = e.uid
+		if e.tcp || !e.ns.ports.contains(e.port) {
+			urgent = true
+		}
 	}
 	if len(w.unknown) == 0 {
 		return refs
 	}
+	// Ephemeral UDP sockets (clients that sent unbound) can come and go
+	// every tick, and each new one would cost a search of every process.
+	// Alone they are searched for at most every ephemeralSearchEvery ticks;
+	// until then they stay unattributed (and policies usually ignore them).
+	// (On the first tick every process was scanned already.)
+	if !urgent && w.gen > 1 && w.gen-w.lastEphemeralSearch < ephemeralSearchEvery {
+		return refs
+	}
+	w.lastEphemeralSearch = w.gen
 	uids := make(map[uint32]bool)
 	for _, uid := range w.unknown {
 		uids[uid] = true
