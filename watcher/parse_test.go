@@ -429,3 +429,36 @@ func FuzzParseCgroup(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseProcFiles feeds the small /proc parsers (stat, status, cmdline,
+// loadavg, fd and ns links, the port range) arbitrary bytes: none may panic,
+// and what they accept must be well formed.
+func FuzzParseProcFiles(f *testing.F) {
+	f.Add([]byte("1234 (sshd) S 1 1234 1234 0 -1"))
+	f.Add([]byte("Name:\tsshd\nUid:\t1000\t0\t0\t0\nCapEff:\t0000000000280000\n"))
+	f.Add([]byte("/usr/sbin/sshd\x00-D\x00"))
+	f.Add([]byte("0.00 0.01 0.05 1/123 4567\n"))
+	f.Add([]byte("socket:[12345]"))
+	f.Add([]byte("32768\t60999\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if ppid, ok := parseStatPPid(b); ok && ppid < 0 {
+			t.Fatalf("ppid %d", ppid)
+		}
+		parseStatusUID(b)
+		parseCapEff(b)
+		if args := parseCmdline(b); args == nil {
+			t.Fatal("nil cmdline")
+		}
+		if pid, ok := parseLoadavgLastPid(b); ok && pid < 0 {
+			t.Fatalf("pid %d", pid)
+		}
+		parseSocketLink(b)
+		parseNetnsLink(b)
+		if r, err := parsePortRange(b); err == nil && r == (portRange{}) && len(bytes.Fields(b)) != 2 {
+			t.Fatalf("accepted %q", b)
+		}
+		parseExe(string(b))
+		parseServices(b)
+		parsePasswd(b)
+	})
+}
