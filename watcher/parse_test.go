@@ -457,8 +457,14 @@ func FuzzParseProcFiles(f *testing.F) {
 		if r, err := parsePortRange(b); err == nil && r == (portRange{}) && len(bytes.Fields(b)) != 2 {
 			t.Fatalf("accepted %q", b)
 		}
-		parseExe(string(b))
-		parseServices(b)
-		parsePasswd(b)
+		if exe, _ := parseExe(string(b)); len(exe) > len(b) {
+			t.Fatalf("exe %q longer than its link", exe)
+		}
+		if m := parseServices(b); len(m) > len(b) {
+			t.Fatal("more services than bytes")
+		}
+		if m := parsePasswd(b); len(m) > len(b) {
+			t.Fatal("more users than bytes")
+		}
 	})
 }
