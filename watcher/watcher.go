@@ -39,12 +39,25 @@ type Options struct {
 // Watcher is not safe for concurrent use.
 //
 // The cache maps each listening socket inode to the pids holding it. A tick
-// reads /proc once to learn which pids came and went, scans the descriptors
-// of new pids only, drops holders that exited, and searches existing
-// processes only for sockets it has never seen (first those whose /proc
-// owner matches the socket's uid, then the rest). A socket searched for and
-// not found (a kernel socket) is remembered as unattributed and not searched
-// for again; a new process holding it is still found by the new-pid scan.
+// dumps the sockets of every namespace, then:
+//   - reads the pid list from /proc only when a pid was allocated since the
+//     last read (the last field of /proc/loadavg) or every fullReadEvery
+//     ticks, and scans the descriptors of new pids only;
+//   - drops holders that exited (kill 0 on each), and scans the parent of a
+//     new process that holds a new socket (the socket was inherited);
+//   - searches existing processes only for sockets it has never seen: first
+//     those whose /proc owner is the socket's uid, then the rest. A socket
+//     searched for and not found (a kernel socket) is remembered as
+//     unattributed and not searched for again; a new process holding it is
+//     still found by the new-pid scan;
+//   - checks a few cached holders in turn: that each still has the socket
+//     (a launcher that handed it on and closed its copy), and that its
+//     executable did not change (exec); a holder's details are re-read then.
+//
+// Known limit: an existing process that is passed a known socket over a
+// unix socket (SCM_RIGHTS) while the sender keeps its copy is not noticed as
+// a holder; once the sender closes its copy or exits, the socket is searched
+// for and the new holder found.
 type Watcher struct {
 	opts      Options
 	proc      *procDir
