@@ -148,6 +148,7 @@ notify:
 	// The journal follower: journalctl -f prints each entry as journald
 	// makes it readable.
 	journal := &arrivals{at: map[int]time.Time{}}
+	var exes sync.Map // port -> PORTWATCH_EXE of its alert, to explain outliers
 	follow := j.Command("journalctl", "-f", "-n", "0", "-o", "json", "SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT=opened", "PORTWATCH_NETNS=host")
 	fout, err := follow.StdoutPipe()
 	if err != nil {
@@ -169,6 +170,8 @@ notify:
 			if p, ok := e["PORTWATCH_PORT"].(string); ok {
 				if n, err := strconv.Atoi(p); err == nil {
 					journal.see(n, now)
+					exe, _ := e["PORTWATCH_EXE"].(string)
+					exes.Store(n, exe)
 				}
 			}
 		}
@@ -241,6 +244,10 @@ notify:
 			b.Fatalf("trial %d: alert for port %d never readable by a journal query", len(toHook), port)
 		}
 		toJournal = append(toJournal, rt.Sub(listenAt))
+		if d := toHook[len(toHook)-1]; d > 1500*time.Millisecond {
+			exe, _ := exes.Load(port)
+			b.Logf("trial %d: slow: webhook after %v, journal readable after %v (alert exe %q)", len(toHook), d.Round(time.Millisecond), toJournal[len(toJournal)-1].Round(time.Millisecond), exe)
+		}
 		stop()
 		port++
 	}
