@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -206,7 +207,18 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon
 		d.stateDir = cfg.StateDir
 	}
 	if err := os.MkdirAll(d.stateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
+		// `go run ./cmd/portwatchd` as an ordinary user cannot write
+		// /var/lib; rather than refuse, keep the state in the user's
+		// own state directory, and say so.
+		alt, ok := userStateDir()
+		if o.stateDir != "" || os.Geteuid() == 0 || !errors.Is(err, fs.ErrPermission) || !ok {
+			return nil, fmt.Errorf("state dir: %w", err)
+		}
+		if err := os.MkdirAll(alt, 0o700); err != nil {
+			return nil, fmt.Errorf("state dir: %w", err)
+		}
+		log.WithFields(logrus.Fields{"wanted": d.stateDir, "using": alt}).Warn("state dir not writable by this user; using the user's own")
+		d.stateDir = alt
 	}
 	if d.lock, err = lockStateDir(d.stateDir); err != nil {
 		return nil, err
@@ -232,6 +244,19 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon
 		return nil, fmt.Errorf("notify: %w", err)
 	}
 	return d, nil
+}
+
+// userStateDir is where an unprivileged run keeps its state:
+// $XDG_STATE_HOME/portwatch, or ~/.local/state/portwatch.
+func userStateDir() (string, bool) {
+	if x := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "portwatch"), true
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return "", false
+	}
+	return filepath.Join(home, ".local", "state", "portwatch"), true
 }
 
 // run is the daemon's life from the first snapshot to the exit code.
