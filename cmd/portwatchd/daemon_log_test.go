@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -8,6 +9,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/portwatchd/portwatchd/policy"
 )
 
 func TestDaemonLogger(t *testing.T) {
@@ -88,5 +94,33 @@ func TestDaemonLogger(t *testing.T) {
 		if _, err := newLogger(f, bad[0], bad[1]); err == nil {
 			t.Errorf("newLogger(%q, %q) = nil error", bad[0], bad[1])
 		}
+	}
+}
+
+func TestDaemonExpiredRulesReportedOnce(t *testing.T) {
+	cfg, err := policy.Parse("test.yaml", []byte(`version: 1
+allow:
+  - name: old
+    port: 8080
+    expires: 2020-01-01
+  - name: current
+    port: 22
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := logrus.New()
+	log.SetOutput(&buf)
+	d := &daemon{log: log, cfg: cfg, expired: map[string]bool{}}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d.logExpired(now)
+	d.logExpired(now.Add(time.Hour))
+	d.logConfigWarnings(now.Add(2 * time.Hour)) // as after a reload
+	if n := strings.Count(buf.String(), "expired"); n != 1 {
+		t.Errorf("expired rule reported %d times, want once:\n%s", n, buf.String())
+	}
+	if !strings.Contains(buf.String(), `test.yaml:3: rule \"old\" expired after 2020-01-01`) {
+		t.Errorf("report does not name the rule and its place:\n%s", buf.String())
 	}
 }
