@@ -37,6 +37,9 @@ const daemonListenEnv = "PORTWATCHD_TEST_LISTEN"
 
 // TestDaemonHelperListener is the listener child, not a test.
 func TestDaemonHelperListener(t *testing.T) {
+	if os.Getenv(daemonHoldEnv) != "" {
+		holdInherited()
+	}
 	addr := os.Getenv(daemonListenEnv)
 	if addr == "" {
 		t.Skip("helper process for TestDaemonEndToEnd")
@@ -47,7 +50,52 @@ func TestDaemonHelperListener(t *testing.T) {
 		os.Exit(1)
 	}
 	fmt.Println("listening")
-	_, _ = io.Copy(io.Discard, os.Stdin)
+	// A line on stdin names an executable: hand the socket over to it
+	// (it inherits the descriptor and holds it), then exit. EOF: close.
+	in := bufio.NewReader(os.Stdin)
+	line, err := in.ReadString('\n')
+	if err != nil {
+		ln.Close()
+		os.Exit(0)
+	}
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	cmd := exec.Command(strings.TrimSpace(line), "-test.run=^TestDaemonHelperListener$", "-test.count=1")
+	cmd.Env = append(os.Environ(), daemonHoldEnv+"=1")
+	cmd.ExtraFiles = []*os.File{f}
+	out, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	if l, err := bufio.NewReader(out).ReadString('\n'); err != nil || strings.TrimSpace(l) != "holding" {
+		fmt.Println("error: holder said", l, err)
+		os.Exit(1)
+	}
+	fmt.Println("handed", cmd.Process.Pid)
+	os.Exit(0)
+}
+
+// daemonHoldEnv makes the test binary hold the listening socket it
+// inherited as descriptor 3, until it is killed.
+const daemonHoldEnv = "PORTWATCHD_TEST_HOLD"
+
+func holdInherited() {
+	ln, err := net.FileListener(os.NewFile(3, "inherited"))
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("holding")
+	os.Stdout.Close()
+	// Bounded, like every helper: the test kills it long before.
+	time.Sleep(10 * time.Minute)
 	ln.Close()
 	os.Exit(0)
 }
@@ -56,6 +104,7 @@ func TestDaemonHelperListener(t *testing.T) {
 type daemonListener struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
+	out   *bufio.Reader
 }
 
 // startDaemonListener starts a child listening on 127.0.0.1:port and returns once
@@ -76,13 +125,29 @@ func startDaemonListener(t *testing.T, port int) *daemonListener {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &daemonListener{cmd: cmd, stdin: stdin}
+	c := &daemonListener{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
 	t.Cleanup(c.close)
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	line, err := c.out.ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != "listening" {
 		t.Fatalf("listener child on port %d: %q, %v", port, line, err)
 	}
 	return c
+}
+
+// handOff makes the child pass its socket to a new process running exe, and
+// exit. It returns the pid of the new holder, which the caller must kill.
+func (c *daemonListener) handOff(t *testing.T, exe string) int {
+	t.Helper()
+	if _, err := fmt.Fprintln(c.stdin, exe); err != nil {
+		t.Fatal(err)
+	}
+	line, err := c.out.ReadString('\n')
+	var pid int
+	if _, serr := fmt.Sscanf(line, "handed %d", &pid); err != nil || serr != nil {
+		t.Fatalf("hand-off: child said %q (%v)", line, err)
+	}
+	c.close()
+	return pid
 }
 
 // close makes the child close its socket and exit, and waits for it.
@@ -498,7 +563,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 	e.base = daemonPortBlock(t)
 	e.next = e.base + 10
-	target, held, flapper := e.base, e.base+1, e.base+2
+	target, held, flapper, handed := e.base, e.base+1, e.base+2, e.base+3
 	selfExe, err := filepath.EvalSymlinks(os.Args[0])
 	if err != nil {
 		t.Fatal(err)
@@ -562,6 +627,43 @@ func TestDaemonEndToEnd(t *testing.T) {
 		c.close()
 		e.waitEvents("closed", target, 1)
 		e.hook.wait(t, "closed", target, 1)
+	})
+
+	t.Run("owner change is alerted once two snapshots agree", func(t *testing.T) {
+		// Another executable: a copy of the test binary at another path.
+		other := filepath.Join(e.dir, "other-exe")
+		if out, err := exec.Command("cp", selfExe, other).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v: %s", err, out)
+		}
+		c := startDaemonListener(t, handed)
+		e.waitEvents("opened", handed, 1)
+		pid := c.handOff(t, other)
+		t.Cleanup(func() {
+			if p, err := os.FindProcess(pid); err == nil {
+				_ = p.Kill()
+			}
+		})
+		deadline := time.Now().Add(daemonWait)
+		for {
+			es := e.events("changed", handed)
+			if n := len(es); n > 0 && es[n-1]["PORTWATCH_EXE"] == other {
+				last := es[n-1]
+				if last["PORTWATCH_PID"] != strconv.Itoa(pid) || last["PORTWATCH_VERDICT"] != "unexpected" || last["PRIORITY"] != "4" {
+					t.Errorf("changed entry: pid %s verdict %s priority %s, want pid %d, unexpected, 4", last["PORTWATCH_PID"], last["PORTWATCH_VERDICT"], last["PRIORITY"], pid)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no changed entry naming %s after %v: %v", other, daemonWait, es)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		e.hook.wait(t, "changed", handed, 1)
+		// The socket never closed: no resolve, no second alert.
+		e.barrier()
+		if n, m := len(e.events("opened", handed)), len(e.events("closed", handed)); n != 1 || m != 0 {
+			t.Errorf("%d opened and %d closed entries for a listener that changed hands, want 1 and 0", n, m)
+		}
 	})
 
 	t.Run("reload by atomic rename allows the port", func(t *testing.T) {
