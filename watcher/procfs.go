@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -17,8 +18,10 @@ import (
 
 // procDir is an open /proc (or a fixture tree standing in for it).
 type procDir struct {
-	root string
-	fd   int
+	root    string
+	fd      int
+	noProbe bool         // always list /proc/PID/fd (tests compare both ways)
+	listed  atomic.Int64 // scans that listed the directory (for tests)
 }
 
 func openProc(root string) (*procDir, error) {
@@ -149,6 +152,50 @@ func (p *procDir) scanFDs(s *scratch, pid int32, out []sockRef) ([]sockRef, erro
 		return out, err
 	}
 	defer unix.Close(dfd)
+	// Since Linux 6.2 the size of /proc/PID/fd is the number of open
+	// descriptors. Descriptors are mostly dense from 0, so reading the links
+	// 0, 1, 2... until that many were found skips the directory listing,
+	// which costs the kernel about a fifth of the scan.
+	var st unix.Stat_t
+	if !p.noProbe && unix.Fstat(dfd, &st) == nil && st.Size > 0 {
+		var ok bool
+		if out, ok, err = p.probeFDs(s, dfd, pid, int(st.Size), out); ok || err != nil {
+			return out, err
+		}
+	}
+	p.listed.Add(1)
+	return p.listFDs(s, dfd, pid, out)
+}
+
+// probeFDs reads the links of descriptors 0, 1, 2... until count were found.
+// ok is false, and out as it was, when they were not all found among the
+// first 2*count+64 numbers (a sparse table, or descriptors opened meanwhile).
+func (p *procDir) probeFDs(s *scratch, dfd int, pid int32, count int, out []sockRef) ([]sockRef, bool, error) {
+	start, found := len(out), 0
+	for fd := 0; found < count; fd++ {
+		if fd >= 2*count+64 {
+			return out[:start], false, nil
+		}
+		b := strconv.AppendInt(s.path[:0], int64(fd), 10)
+		b = append(b, 0)
+		l, err := readlinkat(dfd, &b[0], s.link[:])
+		switch {
+		case err == nil:
+			found++
+			if ino, ok := parseSocketLink(s.link[:l]); ok {
+				out = append(out, sockRef{inode: ino, pid: pid, fd: int32(fd)})
+			}
+		case err == unix.EACCES || err == unix.EPERM:
+			return out[:start], false, err
+		case err == unix.ESRCH:
+			return out[:start], false, err
+		}
+	}
+	return out, true, nil
+}
+
+// listFDs reads the links of every descriptor listed in the directory dfd.
+func (p *procDir) listFDs(s *scratch, dfd int, pid int32, out []sockRef) ([]sockRef, error) {
 	for {
 		n, err := unix.Getdents(dfd, s.dirents[:])
 		if err != nil {
