@@ -261,13 +261,15 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	w.updateNamespaces()
 	socks := ownSocks
-	switch {
-	case own.conn == nil:
+	if own.conn != nil && ownErr != nil {
+		// inet_diag missing (a module not loaded), say: the loop below
+		// reads /proc/net instead, now and from now on.
+		w.warn(fmt.Sprintf("network namespace %s: %v; reading /proc/net instead", own.name, ownErr))
+		own.conn.Close()
+		own.conn = nil
+	}
+	if own.conn == nil {
 		socks = w.socks[:0]
-	case ownErr != nil:
-		socks = w.socks[:0]
-		own.err = ownErr.Error()
-		w.warn(fmt.Sprintf("network namespace %s: %v", own.name, ownErr))
 	}
 	for i := range socks {
 		socks[i].ns = own
@@ -992,10 +994,13 @@ func (w *Watcher) dump(ns *nsState, out []sockEntry) ([]sockEntry, error) {
 	if ns.conn != nil {
 		start := len(out)
 		out, err := ns.conn.dumpAll(out)
-		if err != nil {
-			return out[:start], err
+		if err == nil {
+			return out, nil
 		}
-		return out, nil
+		w.warn(fmt.Sprintf("network namespace %s: %v; reading /proc/PID/net instead", ns.name, err))
+		ns.conn.Close()
+		ns.conn = nil
+		out = out[:start]
 	}
 	if ns.lowPid == 0 {
 		if w.opts.DisableSetns || !w.canSetns {
