@@ -43,20 +43,20 @@ func runList(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "portwatchd list: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "portwatchd list: %s\n", escape(oneLine(err.Error())))
 		return exitError
 	}
 	w, err := watcher.New(watcher.Options{
-		Warn: func(msg string) { fmt.Fprintf(stderr, "portwatchd list: warning: %s\n", oneLine(msg)) },
+		Warn: func(msg string) { fmt.Fprintf(stderr, "portwatchd list: warning: %s\n", escape(oneLine(msg))) },
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "portwatchd list: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "portwatchd list: %s\n", escape(oneLine(err.Error())))
 		return exitError
 	}
 	defer w.Close()
 	snap, err := w.Snapshot(context.Background())
 	if err != nil {
-		fmt.Fprintf(stderr, "portwatchd list: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "portwatchd list: %s\n", escape(oneLine(err.Error())))
 		return exitError
 	}
 	decisions := make([]policy.Decision, 0, len(snap.Listeners))
@@ -68,13 +68,13 @@ func runList(args []string, stdout, stderr io.Writer) int {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(listOutput{Host: host, Time: snap.Time, Listeners: decisions}); err != nil {
-			fmt.Fprintf(stderr, "portwatchd list: write: %s\n", oneLine(err.Error()))
+			fmt.Fprintf(stderr, "portwatchd list: write: %s\n", escape(oneLine(err.Error())))
 			return exitError
 		}
 		return exitOK
 	}
 	if err := writeTable(stdout, decisions); err != nil {
-		fmt.Fprintf(stderr, "portwatchd list: write: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "portwatchd list: write: %s\n", escape(oneLine(err.Error())))
 		return exitError
 	}
 	return exitOK
