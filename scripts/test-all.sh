@@ -64,6 +64,8 @@ done
 if [ -f systest/run.sh ] || grep -q '^systest:' Makefile 2>/dev/null; then
 	step "system test under a real systemd"
 	make systest
+	step "lintian on the Debian package"
+	make lint-deb
 fi
 
 step "all checks passed"
