@@ -992,15 +992,14 @@ var errProcessLeft = errors.New("process inside exited")
 // dump appends the listening sockets of a namespace other than our own.
 func (w *Watcher) dump(ns *nsState, out []sockEntry) ([]sockEntry, error) {
 	if ns.conn != nil {
-		start := len(out)
-		out, err := ns.conn.dumpAll(out)
+		got, err := ns.conn.dumpAll(out)
 		if err == nil {
-			return out, nil
+			return got, nil
 		}
+		// out keeps its length: whatever the failed dump appended is dropped.
 		w.warn(fmt.Sprintf("network namespace %s: %v; reading /proc/PID/net instead", ns.name, err))
 		ns.conn.Close()
 		ns.conn = nil
-		out = out[:start]
 	}
 	if ns.lowPid == 0 {
 		if w.opts.DisableSetns || !w.canSetns {
