@@ -81,7 +81,12 @@ func helperMain() int {
 	if err != nil {
 		return fail(err)
 	}
+	lastPort := 0
 	open := func(s sockSpec) error {
+		// ":same" is the port of the socket opened before.
+		if a, ok := strings.CutSuffix(s.addr, ":same"); ok {
+			s.addr = a + ":" + strconv.Itoa(lastPort)
+		}
 		fd, err := openSock(s)
 		if err != nil {
 			return err
@@ -91,6 +96,7 @@ func helperMain() int {
 		if err != nil {
 			return err
 		}
+		lastPort = port
 		fmt.Fprintln(out, ino, port)
 		return nil
 	}
@@ -337,7 +343,7 @@ func summarize(l *Listener) *listenerSummary {
 
 func TestSnapshotSockets(t *testing.T) {
 	requireRoot(t)
-	h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0 tcp6only=[::1]:0 tcp6dual=[::]:0 udp4=127.0.0.1:0 udp6only=[::1]:0 udpconn=127.0.0.1:0 tcp4dev=127.0.0.1:0 tcp6dual=[::ffff:127.0.0.1]:0"})
+	h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0 tcp6only=[::1]:0 tcp6dual=[::]:0 udp4=127.0.0.1:0 udp6only=[::1]:0 udpconn=127.0.0.1:0 tcp4dev=127.0.0.1:0 tcp6dual=[::ffff:127.0.0.1]:0 tcp4=0.0.0.0:0 tcp6only=[::]:same"})
 	for _, disable := range []bool{false, true} {
 		t.Run(fmt.Sprintf("DisableSockDiag=%v", disable), func(t *testing.T) {
 			// The port of the first socket gets a name, as /etc/services
@@ -366,6 +372,11 @@ func TestSnapshotSockets(t *testing.T) {
 				nil, // connected UDP: not a listener
 				{TCP, IPv4, "127.0.0.1", h.socks[6].port, false, dev, HostNetns, pid, false, ""},
 				{TCP, IPv4, "127.0.0.1", h.socks[7].port, false, "", HostNetns, pid, false, ""}, // IPv4-mapped
+				{TCP, IPv4, "0.0.0.0", h.socks[8].port, false, "", HostNetns, pid, false, ""},
+				// IPV6_V6ONLY on the port of an IPv4 wildcard: /proc/net does
+				// not show the flag, but the IPv4 socket on the port rules
+				// out dual stack.
+				{TCP, IPv6, "::", h.socks[8].port, false, "", HostNetns, pid, false, ""},
 			}
 			if !eph(3) {
 				t.Errorf("udp port %d from bind(0) not in ip_local_port_range %v: the ephemeral check tests nothing", h.socks[3].port, r)
