@@ -115,7 +115,9 @@ func writeTable(out io.Writer, ds []policy.Decision) error {
 			}
 		}
 		verdict := string(d.Verdict)
-		if d.Rule != "" {
+		// For an unexpected listener Rule is only the closest rule: naming
+		// it next to the verdict would read as if it matched.
+		if d.Rule != "" && d.Verdict != policy.Unexpected {
 			verdict += " (" + escape(d.Rule) + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",

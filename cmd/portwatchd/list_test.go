@@ -273,7 +273,7 @@ func TestWriteTable(t *testing.T) {
 			Verdict: "allowed", Rule: "ssh"},
 		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv6", Address: netip.MustParseAddr("::"), Port: 8080, DualStack: true, Netns: "container:0123456789ab",
 			Processes: []watcher.Process{{PID: 4242, Comm: "payload", Exe: "/memfd:x", ExeDeleted: true, User: "1000", Container: "0123456789abcdef"}}},
-			Verdict: "unexpected"},
+			Verdict: "unexpected", Rule: "closest"},
 		{Listener: watcher.Listener{Protocol: "udp", Family: "ipv4", Address: netip.MustParseAddr("10.0.0.1"), Port: 68, Interface: "eth0", Netns: "host", Processes: []watcher.Process{}},
 			Verdict: "unexpected"},
 		{Listener: watcher.Listener{Protocol: "udp", Family: "ipv6", Address: netip.MustParseAddr("::1"), Port: 41000, Ephemeral: true, Netns: "host",
