@@ -62,7 +62,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 // takeSnapshot takes one snapshot of the real host.
 func takeSnapshot(cmd string, stderr io.Writer) (*watcher.Snapshot, error) {
 	w, err := watcher.New(watcher.Options{
-		Warn: func(msg string) { fmt.Fprintf(stderr, "portwatchd %s: warning: %s\n", cmd, oneLine(msg)) },
+		Warn: func(msg string) { fmt.Fprintf(stderr, "portwatchd %s: warning: %s\n", cmd, escape(oneLine(msg))) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("watcher: %w", err)
@@ -113,7 +113,7 @@ func reportCheck(stdout, stderr io.Writer, cfg *policy.Config, snap *watcher.Sna
 	fmt.Fprintf(stdout, "PORTWATCH %s - %s, %d unexpected\n", out.Status, plural(out.Listeners, "listener"), out.Unexpected)
 	for _, d := range out.Decisions {
 		if d.Verdict == policy.Unexpected {
-			fmt.Fprintln(stdout, oneLine(d.Reason))
+			fmt.Fprintln(stdout, escape(oneLine(d.Reason)))
 		}
 	}
 	return code

@@ -234,7 +234,7 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon
 	}
 	d.eng = newEngine(alerts)
 
-	d.w, err = watcher.New(watcher.Options{Warn: func(msg string) { log.Warn(oneLine(msg)) }})
+	d.w, err = watcher.New(watcher.Options{Warn: func(msg string) { log.Warn(escape(oneLine(msg))) }})
 	if err != nil {
 		return nil, fmt.Errorf("watcher: %w", err)
 	}
