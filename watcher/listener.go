@@ -2,6 +2,8 @@ package watcher
 
 import (
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -56,6 +58,10 @@ type Listener struct {
 
 // Key identifies a listener across snapshots: the daemon diffs on it.
 type Key struct {
+	// Netns is the namespace's name when the name is stable (host, a
+	// /run/netns name, container:<id>). A namespace named after its lowest
+	// pid is keyed "netns:<inode>" instead: the name changes when that
+	// process exits, the namespace and its listeners do not.
 	Netns    string
 	Protocol string
 	Address  netip.Addr
@@ -64,7 +70,11 @@ type Key struct {
 
 // Key returns the listener's identity across snapshots.
 func (l *Listener) Key() Key {
-	return Key{Netns: l.Netns, Protocol: l.Protocol, Address: l.Address, Port: l.Port}
+	ns := l.Netns
+	if strings.HasPrefix(ns, "pid:") {
+		ns = "netns:" + strconv.FormatUint(l.NetnsInode, 10)
+	}
+	return Key{Netns: ns, Protocol: l.Protocol, Address: l.Address, Port: l.Port}
 }
 
 // Namespace describes one network namespace seen by a snapshot.
