@@ -24,6 +24,10 @@ type Event struct {
 	Listener policy.Decision `json:"listener"`
 	Severity string          `json:"severity"` // "warning", "notice" or "info"
 	Message  string          `json:"message"`  // one readable line
+	// Previous is, on a listener.changed event that replaces an alert in
+	// force, the listener as it was alerted before: receivers that key
+	// alerts on the owner (Alertmanager's exe label) resolve the old one.
+	Previous *policy.Decision `json:"previous,omitempty"`
 }
 
 // Notifier delivers a batch of events, produced by one snapshot, to one sink.

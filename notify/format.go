@@ -3,6 +3,7 @@ package notify
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"strconv"
 	"strings"
@@ -370,6 +371,19 @@ func buildAlertmanager(events []Event, _ policy.Webhook) ([]byte, error) {
 			}),
 		}
 		t := ev.Time.UTC()
+		if ev.Type == TypeChanged && ev.Previous != nil {
+			// The owner is a label: the changed alert is a new alert in
+			// Alertmanager, so resolve the one the previous owner raised.
+			prev := ev
+			prev.Listener, prev.Previous = *ev.Previous, nil
+			if pl := alertLabels(prev); !maps.Equal(pl, a.Labels) {
+				alerts = append(alerts, alert{
+					Labels:      pl,
+					Annotations: dropEmpty(map[string]string{"summary": ev.Message, "event_id": ev.ID, "event": shortType(ev.Type)}),
+					EndsAt:      t.Format(time.RFC3339Nano),
+				})
+			}
+		}
 		switch ev.Type {
 		case TypeClosed:
 			// Only endsAt: Alertmanager merges it into the firing alert with

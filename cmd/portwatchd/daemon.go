@@ -380,6 +380,7 @@ func (d *daemon) engineConfig() engineConfig {
 func (d *daemon) emit(r engineResult, now time.Time) {
 	for _, em := range r.Emit {
 		ev := notify.NewEvent(em.Type, em.Decision, d.host, now)
+		ev.Previous = em.Previous
 		switch {
 		case em.Message != "":
 			ev.Message = em.Message

@@ -64,6 +64,9 @@ type emission struct {
 	Message string
 	// Note, when set, is added to the message in parentheses.
 	Note string
+	// Previous is, for a change of an alert in force, the decision that
+	// was alerted before.
+	Previous *policy.Decision
 }
 
 // engineResult is what one step of the engine produced.
@@ -335,6 +338,11 @@ func (e *engine) reevaluate(r *engineResult, cfg engineConfig, now time.Time, wh
 
 // raise records and emits an alert for t.
 func (e *engine) raise(r *engineResult, k watcher.Key, typ string, t *track, now time.Time, note string) {
+	var prev *policy.Decision
+	if a := e.openAlert(k); a != nil && typ == notify.TypeChanged {
+		d := a.Decision
+		prev = &d
+	}
 	e.alerts[k] = &alert{
 		Decision:  t.dec,
 		Exes:      t.owners.Exes,
@@ -344,7 +352,7 @@ func (e *engine) raise(r *engineResult, k watcher.Key, typ string, t *track, now
 		LastSent:  now,
 	}
 	r.StateChanged = true
-	r.Emit = append(r.Emit, emission{Type: typ, Decision: t.dec, Note: note})
+	r.Emit = append(r.Emit, emission{Type: typ, Decision: t.dec, Note: note, Previous: prev})
 }
 
 // resolve emits the resolved event of the alert on k and forgets it.

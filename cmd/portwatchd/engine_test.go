@@ -108,6 +108,13 @@ func engSummarize(em []emission) []string {
 		if e.Note != "" {
 			s += " note=" + e.Note
 		}
+		if e.Previous != nil {
+			var prev []string
+			for _, p := range e.Previous.Processes {
+				prev = append(prev, p.Exe)
+			}
+			s += " prev=[" + strings.Join(prev, ",") + "]"
+		}
 		out = append(out, s)
 	}
 	return out
