@@ -396,7 +396,7 @@ func TestEngine(t *testing.T) {
 			steps: []engineStep{
 				{snap: engS(engL("tcp", 4444, procEvil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
 				{at: 1 * time.Second, snap: engS(engL("tcp", 4444, procEvil2))},
-				{at: 2 * time.Second, snap: engS(engL("tcp", 4444, procEvil2)), want: []string{"changed unexpected tcp 0.0.0.0:4444 [/tmp/y]"}},
+				{at: 2 * time.Second, snap: engS(engL("tcp", 4444, procEvil2)), want: []string{"changed unexpected tcp 0.0.0.0:4444 [/tmp/y] prev=[/tmp/x]"}},
 				{at: 3 * time.Second, snap: engS(), want: []string{"closed unexpected tcp 0.0.0.0:4444 [/tmp/y]"}},
 			},
 		},
@@ -505,7 +505,7 @@ func TestEngine(t *testing.T) {
 				{at: time.Second, restart: true},
 				{at: 2 * time.Second, snap: engS(engL("tcp", 22, procSSHD), engL("tcp", 4444, procEvil2)), want: []string{
 					`closed unexpected tcp 0.0.0.0:22 [/tmp/x] msg=listener tcp 0.0.0.0:22 is now allowed by rule "port-22" (since the last run); alert resolved`,
-					"changed unexpected tcp 0.0.0.0:4444 [/tmp/y]",
+					"changed unexpected tcp 0.0.0.0:4444 [/tmp/y] prev=[/tmp/x]",
 				}},
 			},
 		},
