@@ -51,9 +51,27 @@ type Config struct {
 // Load reads the main file at path and its drop-ins, checks their
 // permissions when running as root, and returns the built Config. Errors list
 // every problem found, one "file:line:col: message" per line; the error is
-// then an ErrorList.
+// then an ErrorList. It is LoadWith(path, LoadOptions{Strict: os.Geteuid() == 0}).
 func Load(path string) (*Config, error) {
-	return newLoader().load(path)
+	return LoadWith(path, LoadOptions{Strict: os.Geteuid() == 0})
+}
+
+// LoadOptions are the knobs of LoadWith.
+type LoadOptions struct {
+	// Strict applies the StrictModes checks whatever the process's uid: the
+	// config files, their drop-ins, url_file and secret_file targets, every
+	// directory above them and every symlink on the way must be owned by
+	// root and not writable by group or others. The daemon sets it always:
+	// under systemd's DynamicUser= it does not run as root, yet whoever can
+	// write its allowlist can still hide a backdoor in it.
+	Strict bool
+}
+
+// LoadWith is Load with explicit options.
+func LoadWith(path string, opts LoadOptions) (*Config, error) {
+	l := newLoader()
+	l.checkPerms = opts.Strict
+	return l.load(path)
 }
 
 // Parse builds a Config from the bytes of one main file named name. It reads

@@ -5,54 +5,119 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
 // checkSafe applies sshd's StrictModes to a file about to be trusted: the
-// file, and every directory above it (both along the path as given and
-// along the path with symlinks resolved), must be owned by root and not
-// writable by group or others. A root-owned directory with the sticky bit
-// (/tmp) is accepted, since others cannot rename or remove what root put
-// there. Whoever can write the allowlist can hide a backdoor in it.
+// file, every directory on the way to it and every symlink met while
+// resolving its path must be owned by root, and the file and directories
+// must not be writable by group or others. A root-owned directory with the
+// sticky bit (/tmp) is accepted, since others cannot rename or remove what
+// root put there. Whoever can write the allowlist can hide a backdoor in it.
+//
+// The path is resolved one component at a time with Lstat, as the kernel
+// does, so that a symlink in the middle of a chain (a link to a directory
+// that holds another link) cannot lead through an unsafe directory unseen.
 func checkSafe(name string, fi fs.FileInfo) error {
-	if err := safeMode(name, fi); err != nil {
-		return err
-	}
 	abs, err := filepath.Abs(name)
 	if err != nil {
 		return fmt.Errorf("refusing: %w", err)
 	}
-	paths := []string{abs}
-	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
-		paths = append(paths, real)
-		rfi, err := os.Stat(real)
-		if err != nil {
-			return fmt.Errorf("refusing: %w", unwrapPath(err))
+	final, err := walkSafe(abs)
+	if err != nil {
+		return err
+	}
+	// The file opened must be the one whose path was checked.
+	if !os.SameFile(final, fi) {
+		return fmt.Errorf("refusing: %s changed while its path was checked", abs)
+	}
+	return nil
+}
+
+// maxSymlinks bounds the links followed in one path, as the kernel's ELOOP.
+const maxSymlinks = 40
+
+// walkSafe resolves abs from the root down, checking "/", each directory
+// entered and each symlink followed, and returns the final file's Lstat
+// after checking it too.
+func walkSafe(abs string) (fs.FileInfo, error) {
+	rootFI, err := os.Lstat("/")
+	if err != nil {
+		return nil, fmt.Errorf("refusing: /: %w", unwrapPath(err))
+	}
+	if err := safeMode("/", rootFI); err != nil {
+		return nil, err
+	}
+	cur := "/" // resolved so far: a real directory, no symlinks in it
+	rest := splitPath(abs)
+	links := 0
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
 		}
-		if err := safeMode(real, rfi); err != nil {
-			return err
+		next := filepath.Join(cur, c)
+		nfi, err := os.Lstat(next)
+		if err != nil {
+			return nil, fmt.Errorf("refusing: %s: %w", next, unwrapPath(err))
+		}
+		if nfi.Mode()&fs.ModeSymlink != 0 {
+			links++
+			if links > maxSymlinks {
+				return nil, fmt.Errorf("refusing: %s: too many levels of symbolic links", abs)
+			}
+			// A link's own mode means nothing; its owner is who may
+			// have made it point elsewhere (in a sticky directory).
+			if err := safeOwner(next, nfi); err != nil {
+				return nil, err
+			}
+			target, err := os.Readlink(next)
+			if err != nil {
+				return nil, fmt.Errorf("refusing: %s: %w", next, unwrapPath(err))
+			}
+			if filepath.IsAbs(target) {
+				cur = "/"
+			}
+			rest = append(splitPath(target), rest...)
+			continue
+		}
+		if len(rest) > 0 && !nfi.IsDir() {
+			return nil, fmt.Errorf("refusing: %s: not a directory", next)
+		}
+		if err := safeMode(next, nfi); err != nil {
+			return nil, err
+		}
+		cur = next
+		if len(rest) == 0 {
+			return nfi, nil
 		}
 	}
-	seen := map[string]bool{}
-	for _, p := range paths {
-		for dir := filepath.Dir(p); !seen[dir]; dir = filepath.Dir(dir) {
-			seen[dir] = true
-			dfi, err := os.Stat(dir)
-			if err != nil {
-				return fmt.Errorf("refusing: %s: %w", dir, unwrapPath(err))
-			}
-			if err := safeMode(dir, dfi); err != nil {
-				return err
-			}
-		}
+	// The path ended in "/", ".", or "..": a directory, never a config.
+	return nil, fmt.Errorf("refusing: %s: not a regular file", abs)
+}
+
+func splitPath(p string) []string {
+	return strings.Split(p, "/")
+}
+
+// safeOwner checks that p is owned by root.
+func safeOwner(p string, fi fs.FileInfo) error {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+		return fmt.Errorf("refusing: %s is owned by uid %d, not root", p, st.Uid)
 	}
 	return nil
 }
 
 // safeMode checks one file or directory's owner and mode.
 func safeMode(p string, fi fs.FileInfo) error {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
-		return fmt.Errorf("refusing: %s is owned by uid %d, not root", p, st.Uid)
+	if err := safeOwner(p, fi); err != nil {
+		return err
 	}
 	m := fi.Mode()
 	if m.Perm()&0o022 != 0 && !(m.IsDir() && m&fs.ModeSticky != 0) {

@@ -1,17 +1,22 @@
 package policy
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestPermissions checks the StrictModes rules. It needs root: only root
-// can create files owned by someone else, and the checks only run as root.
+// can create files owned by someone else.
 func TestPermissions(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: the StrictModes checks apply only when running as root")
+		t.Skip("needs root: only root can create files owned by someone else")
 	}
 	tests := []struct {
 		name  string
@@ -72,6 +77,69 @@ func TestPermissions(t *testing.T) {
 			want: "/evil is writable by group or others (mode 0777)",
 		},
 		{
+			// conf/portwatch.yaml -> evil/mid -> safe/portwatch.yaml: the
+			// real path and the given path both run through safe
+			// directories, but whoever owns evil can repoint mid.
+			name: "symlink in the middle of a chain in an unsafe directory",
+			setup: func(t *testing.T, dir string) {
+				for _, d := range []string{"evil", "safe"} {
+					if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				chmod(t, filepath.Join(dir, "evil"), 0o777)
+				p := filepath.Join(dir, "conf/portwatch.yaml")
+				if err := os.Rename(p, filepath.Join(dir, "safe/portwatch.yaml")); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink("../safe/portwatch.yaml", filepath.Join(dir, "evil/mid")); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(filepath.Join(dir, "evil/mid"), p); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: "/evil is writable by group or others (mode 0777)",
+		},
+		{
+			name: "symlink to a directory through a safe chain is fine",
+			setup: func(t *testing.T, dir string) {
+				if err := os.Rename(filepath.Join(dir, "conf"), filepath.Join(dir, "real")); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink("real", filepath.Join(dir, "conf")); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name: "symlink not owned by root",
+			setup: func(t *testing.T, dir string) {
+				p := filepath.Join(dir, "conf/portwatch.yaml")
+				if err := os.Rename(p, filepath.Join(dir, "conf/real.yaml")); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink("real.yaml", p); err != nil {
+					t.Fatal(err)
+				}
+				chown(t, p, 1000)
+			},
+			want: "/conf/portwatch.yaml is owned by uid 1000, not root",
+		},
+		{
+			name: "symlink loop",
+			setup: func(t *testing.T, dir string) {
+				p := filepath.Join(dir, "conf/portwatch.yaml")
+				if err := os.Remove(p); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink("portwatch.yaml", p); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: "conf/portwatch.yaml: cannot read: too many levels of symbolic links",
+		},
+		{
 			name: "url_file writable by others",
 			setup: func(t *testing.T, dir string) {
 				writeFiles(t, dir, map[string]string{"conf/portwatch.d/20-hook.yaml": "notify:\n  webhooks:\n    - name: h\n      format: slack\n      url_file: ../hook.url\n"})
@@ -90,9 +158,10 @@ func TestPermissions(t *testing.T) {
 			})
 			chmod(t, filepath.Join(dir, "conf/hook.url"), 0o600)
 			tt.setup(t, dir)
-			l := testLoader(nil)
-			l.checkPerms = true
-			_, err := l.load(filepath.Join(dir, "conf/portwatch.yaml"))
+			// The system's services file: the loader's
+			// StrictModes checks would judge the checkout's
+			// testdata directories.
+			_, err := LoadWith(filepath.Join(dir, "conf/portwatch.yaml"), LoadOptions{Strict: true})
 			want := strings.ReplaceAll(tt.want, dir0, dir)
 			switch {
 			case want == "" && err != nil:
@@ -149,5 +218,100 @@ func chown(t *testing.T, p string, uid int) {
 	t.Helper()
 	if err := os.Lchown(p, uid, -1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// childEnv makes the test binary load one config and print the outcome
+// instead of running tests: TestStrictAsNonRoot runs it as another uid.
+const childEnv = "PORTWATCH_TEST_LOAD_CHILD"
+
+// TestLoadChild is the child side of TestStrictAsNonRoot.
+func TestLoadChild(t *testing.T) {
+	spec := os.Getenv(childEnv)
+	if spec == "" {
+		t.Skip("run by TestStrictAsNonRoot")
+	}
+	mode, path, _ := strings.Cut(spec, ":")
+	var err error
+	switch mode {
+	case "strict":
+		_, err = LoadWith(path, LoadOptions{Strict: true})
+	case "default":
+		_, err = Load(path)
+	}
+	fmt.Printf("euid=%d\n", os.Geteuid())
+	if err != nil {
+		fmt.Printf("error: %v\n", err)
+	} else {
+		fmt.Println("loaded")
+	}
+}
+
+// TestStrictAsNonRoot loads configs in a child process running as nobody,
+// as the daemon runs under DynamicUser=: LoadOptions{Strict: true} refuses
+// an unsafe file whatever the uid, while Load keeps its root-only checks.
+func TestStrictAsNonRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: to run the child as another uid, and to own the files as root")
+	}
+	const nobody = 65534
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Everything the child needs must be reachable by nobody: t.TempDir's
+	// parents are mode 0700.
+	dir, err := os.MkdirTemp("", "portwatch-strict-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	chmod(t, dir, 0o755)
+	bin := filepath.Join(dir, "policy.test")
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, dir, map[string]string{
+		"safe/portwatch.yaml":   "include: []\nallow:\n  - name: ssh\n    port: 22\n",
+		"unsafe/portwatch.yaml": "include: []\nallow:\n  - name: ssh\n    port: 22\n",
+	})
+	chmod(t, filepath.Join(dir, "unsafe/portwatch.yaml"), 0o666)
+
+	tests := []struct {
+		name string
+		spec string
+		want string
+	}{
+		{name: "strict, safe file", spec: "strict:" + dir + "/safe/portwatch.yaml", want: "loaded"},
+		{
+			name: "strict, unsafe file",
+			spec: "strict:" + dir + "/unsafe/portwatch.yaml",
+			want: "error: " + dir + "/unsafe/portwatch.yaml: refusing: " + dir + "/unsafe/portwatch.yaml is writable by group or others (mode 0666)",
+		},
+		{name: "Load as non-root does not check", spec: "default:" + dir + "/unsafe/portwatch.yaml", want: "loaded"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "-test.run=^TestLoadChild$", "-test.v")
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), childEnv+"="+tt.spec)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), fmt.Sprintf("euid=%d\n", nobody)) {
+				t.Fatalf("child did not run as uid %d:\n%s", nobody, out)
+			}
+			if !strings.Contains(string(out), tt.want+"\n") {
+				t.Errorf("child output:\n%s\nwant a line %q", out, tt.want)
+			}
+		})
 	}
 }

@@ -182,7 +182,7 @@ type daemon struct {
 // watcher, dispatcher.
 func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon, error) {
 	d := &daemon{opts: o, log: log, expired: map[string]bool{}, stallFile: os.Getenv(stallFileEnv)}
-	cfg, err := loadConfig(o.configPath, stderr)
+	cfg, err := loadStrictConfig(o.configPath, stderr)
 	if err != nil {
 		var list policy.ErrorList
 		if errors.As(err, &list) {
@@ -412,7 +412,7 @@ func (d *daemon) emit(r engineResult, now time.Time) {
 // reload loads the config again and, when it changed and is good, swaps it
 // in. Everything that can fail happens before the swap.
 func (d *daemon) reload(trigger string) {
-	cfg, err := loadConfig(d.opts.configPath, io.Discard)
+	cfg, err := loadStrictConfig(d.opts.configPath, io.Discard)
 	if err != nil {
 		d.reloadFailed(trigger, err)
 		return
