@@ -44,6 +44,23 @@ func (o Owners) Equal(p Owners) bool {
 	return o.Known == p.Known && slices.Equal(o.Exes, p.Exes) && slices.Equal(o.Users, p.Users)
 }
 
+// AttributionTicks returns for how many consecutive snapshots, at most, a
+// new listener may show no holder although a process the watcher can read
+// holds it: the snapshot that saw it open can miss a process that started,
+// or opened it, while the snapshot was being taken (found by the next one);
+// and unknown ephemeral UDP sockets alone are searched for only every
+// ephemeralSearchEvery snapshots, so that clients' short-lived sockets do not
+// cost a search of every process each tick. A listener still unattributed
+// after that many snapshots is held by the kernel, by a process the watcher
+// may not read, or by one that exited. Callers that would alert on an
+// unattributed listener wait that long before they judge it.
+func AttributionTicks(l *Listener) int {
+	if l.Protocol == UDP && l.Ephemeral {
+		return ephemeralSearchEvery
+	}
+	return 1
+}
+
 // Change is a listener whose owners changed between two snapshots.
 type Change struct {
 	Old, New Listener

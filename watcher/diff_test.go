@@ -271,3 +271,24 @@ func TestDiffSteadyStateAllocatesNothing(t *testing.T) {
 		t.Errorf("Diff of equal snapshots: %v allocations, want 0", n)
 	}
 }
+
+func TestAttributionTicks(t *testing.T) {
+	ephemeral := lst("host", UDP, "0.0.0.0", 40000)
+	ephemeral.Ephemeral = true
+	tests := []struct {
+		name string
+		l    Listener
+		want int
+	}{
+		{name: "tcp: searched for at once, found by the next snapshot", l: lst("host", TCP, "0.0.0.0", 22), want: 1},
+		{name: "udp outside the ephemeral range: searched for at once", l: lst("host", UDP, "0.0.0.0", 53), want: 1},
+		{name: "ephemeral udp: searched for every ephemeralSearchEvery ticks", l: ephemeral, want: ephemeralSearchEvery},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, AttributionTicks(&tt.l)); diff != "" {
+				t.Errorf("AttributionTicks() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
