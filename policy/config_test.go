@@ -6,11 +6,14 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/portwatchd/portwatchd/watcher"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
@@ -176,7 +179,8 @@ func TestLoadMissing(t *testing.T) {
 // TestReferenceConfig parses the shipped configs/portwatch.yaml and checks
 // the values it documents.
 func TestReferenceConfig(t *testing.T) {
-	l := testLoader(nil)
+	// state_dir is left to systemd's StateDirectory=.
+	l := testLoader(map[string]string{"STATE_DIRECTORY": "/var/lib/portwatch-from-env"})
 	c, err := l.load("../configs/portwatch.yaml")
 	if err != nil {
 		t.Fatalf("Load(configs/portwatch.yaml): %v", err)
@@ -186,7 +190,7 @@ func TestReferenceConfig(t *testing.T) {
 		IgnoreEphemeralUDP: true,
 		FlapWindow:         30 * time.Second,
 		ShutdownGrace:      5 * time.Second,
-		StateDir:           "/var/lib/portwatch",
+		StateDir:           "/var/lib/portwatch-from-env",
 	}
 	if diff := cmp.Diff(want, c.Settings); diff != "" {
 		t.Errorf("settings mismatch (-want +got):\n%s", diff)
@@ -198,12 +202,36 @@ func TestReferenceConfig(t *testing.T) {
 	for _, r := range c.Rules {
 		names = append(names, r.Name)
 	}
-	if diff := cmp.Diff([]string{"ssh", "local-dns", "web", "app-containers", "debug-server"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"loopback", "ssh"}, names); diff != "" {
 		t.Errorf("rules mismatch (-want +got):\n%s", diff)
 	}
-	ssh := c.Rules[0]
-	if diff := cmp.Diff([]PortRange{{Protocol: "tcp", Lo: 22, Hi: 22}}, ssh.Ports); diff != "" {
-		t.Errorf("ssh ports mismatch (-want +got):\n%s", diff)
+	if len(c.Notify.Webhooks) != 0 {
+		t.Errorf("the shipped file sends to %d webhooks, want none", len(c.Notify.Webhooks))
+	}
+
+	// As a live allowlist, the shipped file allows loopback listeners and
+	// the pinned sshd, and nothing else.
+	now := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		l    watcher.Listener
+		want Verdict
+	}{
+		{name: "loopback, any process", l: listener("tcp", "127.0.0.1", 8080, python), want: Allowed},
+		{name: "loopback v6, unattributed", l: listener("udp", "::1", 323), want: Allowed},
+		{name: "sshd on wildcard", l: listener("tcp", "0.0.0.0", 22, sshd), want: Allowed},
+		{name: "sshd impostor (comm and unit, not exe)", l: listener("tcp", "0.0.0.0", 22, fake), want: Unexpected},
+		{name: "sshd in a container", l: with(listener("tcp", "0.0.0.0", 22, sshd), func(l *watcher.Listener) { l.Netns = "container:0123456789ab" }), want: Unexpected},
+		{name: "sshd on another port", l: listener("tcp", "0.0.0.0", 2222, sshd), want: Unexpected},
+		{name: "wildcard 8000 in a container", l: with(listener("tcp", "0.0.0.0", 8000, inCtr), func(l *watcher.Listener) { l.Netns = "container:0123456789ab" }), want: Unexpected},
+		{name: "LAN address, no process", l: listener("udp", "192.168.1.5", 5353), want: Unexpected},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := c.Evaluate(tt.l, now); got.Verdict != tt.want {
+				t.Errorf("verdict = %s (%s), want %s", got.Verdict, got.Reason, tt.want)
+			}
+		})
 	}
 
 	// Every key the loader knows is documented in the reference file.
@@ -217,6 +245,75 @@ func TestReferenceConfig(t *testing.T) {
 				t.Errorf("key %q is not documented in a comment in configs/portwatch.yaml", k)
 			}
 		}
+	}
+}
+
+// TestExampleDropins loads the shipped file with every example drop-in
+// from configs/examples/ beside it, as an admin who copied them all to
+// /etc/portwatch.d/ would, and the commented-out example rules in the
+// shipped file itself: examples that do not load teach nothing.
+func TestExampleDropins(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{}
+	main, err := os.ReadFile("../configs/portwatch.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files["portwatch.yaml"] = string(main)
+	examples, err := filepath.Glob("../configs/examples/*.yaml")
+	if err != nil || len(examples) == 0 {
+		t.Fatalf("no example drop-ins: %v", err)
+	}
+	for _, p := range examples {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["portwatch.d/"+filepath.Base(p)] = string(data)
+	}
+	writeFiles(t, dir, files)
+	c, err := testLoader(nil).load(filepath.Join(dir, "portwatch.yaml"))
+	if err != nil {
+		t.Fatalf("load with the example drop-ins: %v", err)
+	}
+	var rules, formats []string
+	for _, r := range c.Rules {
+		rules = append(rules, r.Name)
+	}
+	for _, w := range c.Notify.Webhooks {
+		formats = append(formats, w.Format)
+	}
+	wantRules := []string{"loopback", "ssh", "local-dns", "web", "app-containers", "vpn-namespace", "debug-server"}
+	if diff := cmp.Diff(wantRules, rules); diff != "" {
+		t.Errorf("rules mismatch (-want +got):\n%s", diff)
+	}
+	slices.Sort(formats)
+	if diff := cmp.Diff(slices.Sorted(slices.Values(webhookFormats)), formats); diff != "" {
+		t.Errorf("example webhook formats mismatch (-want +got):\n%s", diff)
+	}
+
+	// The commented-out rules under "More examples" in the shipped file.
+	var block []string
+	in := false
+	for _, line := range strings.Split(string(main), "\n") {
+		switch {
+		case strings.HasPrefix(line, "  # More examples"):
+			in = true
+		case in && !strings.HasPrefix(line, "  #"):
+			in = false
+		case in:
+			block = append(block, strings.TrimPrefix(strings.TrimPrefix(line, "  #"), " "))
+		}
+	}
+	if len(block) < 10 {
+		t.Fatalf("found %d lines of commented-out example rules, want the block under \"More examples\"", len(block))
+	}
+	ex, err := testLoader(nil).parse("examples", []byte("allow:\n"+strings.Join(block, "\n")))
+	if err != nil {
+		t.Fatalf("commented-out examples in configs/portwatch.yaml:\n%v", err)
+	}
+	if len(ex.Rules) != 4 {
+		t.Errorf("parsed %d commented-out example rules, want 4", len(ex.Rules))
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 // either a usable Config or an ErrorList whose entries all carry a position.
 func FuzzParse(f *testing.F) {
 	seeds := []string{"../configs/portwatch.yaml", "default.yaml"}
-	for _, glob := range []string{"testdata/bad/*.yaml", "testdata/bad/*/*.yaml", "testdata/bad/*/*/*.yaml", "testdata/fuzz-seeds/*.yaml"} {
+	for _, glob := range []string{"../configs/examples/*.yaml", "testdata/bad/*.yaml", "testdata/bad/*/*.yaml", "testdata/bad/*/*/*.yaml", "testdata/fuzz-seeds/*.yaml"} {
 		m, _ := filepath.Glob(glob)
 		seeds = append(seeds, m...)
 	}
