@@ -51,6 +51,7 @@ type Dispatcher struct {
 	backoff backoff
 	rt      http.RoundTripper
 	jd      *journald // built once: journal.Enabled is checked at New
+	jdTaken *accepted // event ids written to the journal, for Send's retries
 
 	journal atomic.Pointer[journald] // nil when notify.journald is false
 
@@ -66,6 +67,7 @@ type sink struct {
 	name  string
 	spool *spool
 	wake  chan struct{} // one pending wake-up
+	taken *accepted     // event ids fsynced into the spool, for Send's retries
 
 	mu       sync.Mutex
 	hook     policy.Webhook
@@ -133,6 +135,7 @@ func New(cfg policy.Notify, opts Options) (*Dispatcher, error) {
 		backoff: backoff{base: opts.BackoffBase, cap: opts.BackoffCap},
 		rt:      opts.Transport,
 		jd:      newJournald(opts.Stderr),
+		jdTaken: newAccepted(),
 		stopCh:  make(chan struct{}),
 	}
 	if d.rt == nil {
@@ -160,17 +163,37 @@ func spoolDirName(name string) string {
 	return b.String()
 }
 
+// SinkError is the failure of one sink in Send: the journal could not be
+// written, or a webhook's spool could not store the batch.
+type SinkError struct {
+	Sink   string // "journald" or the webhook's name
+	Events int    // events the sink did not take
+	Err    error  // names the sink; never holds a URL
+}
+
+func (e *SinkError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *SinkError) Unwrap() error { return e.Err }
+
 // Send hands one snapshot's events to every sink. It returns once the events
 // are written to journald and fsynced into every webhook spool; delivery
 // happens in the background, started by Run.
+//
+// Send is idempotent per sink. When some sinks fail, the error joins one
+// *SinkError per failed sink, and the caller sends the same events again
+// later: each sink remembers the ids it took, so only the sinks that failed
+// get them then. Nothing is written twice to the journal or spooled twice
+// for a webhook.
 func (d *Dispatcher) Send(events []Event) error {
 	if len(events) == 0 {
 		return nil
 	}
 	var errs []error
 	if j := d.journal.Load(); j != nil {
-		if _, err := j.Notify(context.Background(), events); err != nil {
-			errs = append(errs, err)
+		d.jdTaken.reserve(len(events))
+		if n, err := j.write(events, d.jdTaken); err != nil {
+			errs = append(errs, &SinkError{Sink: "journald", Events: n, Err: err})
 		}
 	}
 	d.mu.Lock()
@@ -178,9 +201,10 @@ func (d *Dispatcher) Send(events []Event) error {
 	d.mu.Unlock()
 	for _, s := range sinks {
 		h, _ := s.current()
+		s.taken.reserve(len(events))
 		var sel []Event
 		for _, ev := range events {
-			if accepts(h, ev) {
+			if accepts(h, ev) && !s.taken.has(ev.ID) {
 				sel = append(sel, ev)
 			}
 		}
@@ -188,17 +212,41 @@ func (d *Dispatcher) Send(events []Event) error {
 			continue
 		}
 		if err := s.spool.append(sel); err != nil {
-			errs = append(errs, fmt.Errorf("webhook %s: %w", s.name, err))
+			errs = append(errs, &SinkError{Sink: s.name, Events: len(sel), Err: fmt.Errorf("webhook %s: %w", s.name, err)})
 			continue
 		}
-		if n := s.spool.takeDropped(); n > 0 {
+		s.taken.add(ids(sel)...)
+		n, err := s.spool.takeDropped()
+		if n > 0 {
 			d.report(MessageIDOverflow, journal.PriWarning,
 				fmt.Sprintf("webhook %s: spool full (%d events), dropped the %d oldest", s.name, s.spool.max, n),
 				map[string]string{"PORTWATCH_SINK": s.name, "PORTWATCH_DROPPED": strconv.FormatUint(n, 10)})
 		}
+		if err != nil {
+			d.log.WithFields(logrus.Fields{"sink": s.name, "error": err}).Error("spool full, and the oldest batch could not be removed")
+		}
 		s.poke()
 	}
 	return errors.Join(errs...)
+}
+
+// ids returns the ids of events, nil for none.
+func ids(events []Event) []string {
+	var s []string
+	for _, ev := range events {
+		s = append(s, ev.ID)
+	}
+	return s
+}
+
+// reportCorrupt reports the batches of s that were set aside because they
+// could not be read or decoded: their events are lost.
+func (d *Dispatcher) reportCorrupt(s *sink) {
+	for _, c := range s.spool.takeCorrupt() {
+		d.report(MessageIDDropped, journal.PriErr,
+			fmt.Sprintf("webhook %s: spool file unreadable, its events are lost (kept as %s): %v", s.name, c.path, c.err),
+			map[string]string{"PORTWATCH_SINK": s.name, "PORTWATCH_SPOOL": c.path, "PORTWATCH_ERROR": c.err.Error()})
+	}
 }
 
 // report writes a delivery problem to the journal (or its stderr fallback)
@@ -282,11 +330,41 @@ func stopWorker(s *sink) {
 	<-done
 }
 
-// deliver is the one retry loop for every webhook: it sends the oldest batch
-// of the spool until it is accepted (2xx) or refused for good (another 4xx,
-// or a redirect), waiting with exponential backoff and jitter, or as long as
-// Retry-After says, between attempts. It returns when ctx ends, or when the
-// spool is empty while draining.
+// Merge limits: how much one delivery may carry when the pending batches of
+// a sink are merged (after an outage, or when events come faster than the
+// receiver answers). Chat formats show the first events and count the rest
+// ("… and N more"), so a long outage is a few messages, not one per
+// snapshot. Generic and Alertmanager receivers get every event, so their
+// requests stay smaller.
+const (
+	mergeEventsChat = 1000
+	mergeEventsList = 500
+	mergeBytesMax   = 4 << 20 // of spool files; the request body is about as large
+)
+
+func mergeLimit(format string) int {
+	switch format {
+	case "generic", "alertmanager":
+		return mergeEventsList
+	}
+	return mergeEventsChat
+}
+
+// deliver is the one retry loop for every webhook. It merges the oldest
+// pending batches (up to mergeLimit) into one delivery and sends it until it
+// is accepted (2xx) or refused for good (another 4xx, or a redirect),
+// waiting with exponential backoff and jitter, or as long as Retry-After
+// says, between attempts. Spool entries are removed only once the delivery
+// that carried them is accepted. It returns when ctx ends, or when the spool
+// is empty while draining.
+//
+// While a chat delivery is retried, batches spooled in the meantime join it,
+// so the message sent when the receiver is back covers the whole outage. A
+// generic delivery is retried as it was first tried, so its webhook-id
+// (derived from its event ids) stays the same on every retry, as Standard
+// Webhooks wants. A merged delivery refused for good is split: its batches
+// are tried one at a time, so that one bad batch cannot take the others with
+// it.
 func (d *Dispatcher) deliver(ctx context.Context, s *sink) {
 	attempt := 0
 	wait := func(delay time.Duration) bool {
@@ -299,17 +377,41 @@ func (d *Dispatcher) deliver(ctx context.Context, s *sink) {
 			return true
 		}
 	}
+	var (
+		cur    []*batch // the batches of the delivery in progress, in order
+		frozen bool     // cur must be retried as it is
+		split  []*batch // batches of a refused merge, to be tried one at a time
+	)
 	for ctx.Err() == nil {
-		b, err := s.spool.peek()
-		if err != nil {
-			attempt++
-			d.log.WithFields(logrus.Fields{"sink": s.name, "error": err}).Error("read spool")
-			if !wait(d.backoff.delay(attempt)) {
-				return
+		h, n := s.current()
+		switch {
+		case len(cur) == 0 && len(split) > 0:
+			cur, split, frozen = split[:1], split[1:], true
+		case len(cur) == 0 || !frozen:
+			var after uint64
+			events, size := 0, 0
+			for _, b := range cur {
+				events += len(b.Events)
+				size += b.size
 			}
-			continue
+			if len(cur) > 0 {
+				after = cur[len(cur)-1].seq
+			}
+			more, err := s.spool.take(after, len(cur) == 0, mergeLimit(h.Format)-events, mergeBytesMax-size)
+			d.reportCorrupt(s)
+			if err != nil {
+				d.log.WithFields(logrus.Fields{"sink": s.name, "error": err}).Error("read spool")
+				if len(cur) == 0 {
+					attempt++
+					if !wait(d.backoff.delay(attempt)) {
+						return
+					}
+					continue
+				}
+			}
+			cur = append(cur, more...)
 		}
-		if b == nil {
+		if len(cur) == 0 {
 			if s.draining.Load() {
 				return
 			}
@@ -320,29 +422,43 @@ func (d *Dispatcher) deliver(ctx context.Context, s *sink) {
 			}
 			continue
 		}
-		h, n := s.current()
-		retry, err := n.Notify(ctx, b.Events)
+		var events []Event
+		for _, b := range cur {
+			events = append(events, b.Events...)
+		}
+		retry, err := n.Notify(ctx, events)
 		if ctx.Err() != nil {
-			// Stopped mid-request: the batch stays for the next start, which
-			// may deliver it twice (with the same ids).
+			// Stopped mid-request: the batches stay for the next start,
+			// which may deliver them twice (with the same ids).
 			return
 		}
 		if err == nil {
 			attempt = 0
-			if err := s.spool.remove(b.seq); err != nil {
+			if err := s.spool.remove(seqs(cur)...); err != nil {
 				d.log.WithFields(logrus.Fields{"sink": s.name, "error": err}).Error("remove delivered batch")
 			}
+			cur, frozen = nil, false
 			continue
 		}
 		if !retry {
 			attempt = 0
+			if len(cur) > 1 {
+				d.log.WithFields(logrus.Fields{"sink": s.name, "batches": len(cur), "events": len(events), "error": err.Error()}).
+					Warn("webhook refused a merged delivery; trying its batches one at a time")
+				cur, split, frozen = cur[:1], append(cur[1:], split...), true
+				continue
+			}
 			d.report(MessageIDDropped, journal.PriErr,
-				fmt.Sprintf("webhook %s: dropped %d events after a permanent failure: %v", s.name, len(b.Events), err),
-				map[string]string{"PORTWATCH_SINK": s.name, "PORTWATCH_FORMAT": h.Format, "PORTWATCH_DROPPED": strconv.Itoa(len(b.Events)), "PORTWATCH_ERROR": err.Error()})
-			if err := s.spool.remove(b.seq); err != nil {
+				fmt.Sprintf("webhook %s: dropped %d events after a permanent failure: %v", s.name, len(events), err),
+				map[string]string{"PORTWATCH_SINK": s.name, "PORTWATCH_FORMAT": h.Format, "PORTWATCH_DROPPED": strconv.Itoa(len(events)), "PORTWATCH_ERROR": err.Error()})
+			if err := s.spool.remove(seqs(cur)...); err != nil {
 				d.log.WithFields(logrus.Fields{"sink": s.name, "error": err}).Error("remove refused batch")
 			}
+			cur, frozen = nil, false
 			continue
+		}
+		if h.Format == "generic" {
+			frozen = true
 		}
 		attempt++
 		delay := d.backoff.delay(attempt)
@@ -350,12 +466,20 @@ func (d *Dispatcher) deliver(ctx context.Context, s *sink) {
 			delay = ra
 		}
 		d.log.WithFields(logrus.Fields{
-			"sink": s.name, "attempt": attempt, "events": len(b.Events), "retry_in": delay.Round(time.Millisecond).String(), "error": err.Error(),
+			"sink": s.name, "attempt": attempt, "events": len(events), "retry_in": delay.Round(time.Millisecond).String(), "error": err.Error(),
 		}).Warn("webhook delivery failed; will retry")
 		if !wait(delay) {
 			return
 		}
 	}
+}
+
+func seqs(bs []*batch) []uint64 {
+	out := make([]uint64, len(bs))
+	for i, b := range bs {
+		out[i] = b.seq
+	}
+	return out
 }
 
 // Reload swaps in sinks built from cfg. Spools of sinks that remain are kept;
@@ -418,7 +542,7 @@ func (d *Dispatcher) Reload(cfg policy.Notify) error {
 			s.spool.max = spoolMax(cfg.SpoolSize)
 			s.spool.mu.Unlock()
 		} else {
-			s = &sink{name: h.Name, spool: spools[h.Name], wake: make(chan struct{}, 1)}
+			s = &sink{name: h.Name, spool: spools[h.Name], wake: make(chan struct{}, 1), taken: newAccepted()}
 		}
 		s.mu.Lock()
 		s.hook, s.n = hooks[h.Name].hook, hooks[h.Name]
@@ -435,6 +559,9 @@ func (d *Dispatcher) Reload(cfg policy.Notify) error {
 	d.mu.Unlock()
 	for _, s := range removed {
 		stopWorker(s)
+	}
+	for _, s := range sinks {
+		d.reportCorrupt(s)
 	}
 	d.reportOrphans(cfg)
 	return nil

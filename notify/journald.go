@@ -130,6 +130,21 @@ func (j *journald) Notify(_ context.Context, events []Event) (bool, error) {
 	return false, nil
 }
 
+// write writes the events whose ids are not in taken, adding each id once
+// its entry is written; n is the number of events left unwritten on error.
+func (j *journald) write(events []Event, taken *accepted) (n int, err error) {
+	for i, ev := range events {
+		if taken.has(ev.ID) {
+			continue
+		}
+		if err := j.entry(ev.Message, priority(ev.Severity), eventFields(ev)); err != nil {
+			return len(events) - i, fmt.Errorf("journald: %w", err)
+		}
+		taken.add(ev.ID)
+	}
+	return 0, nil
+}
+
 // entry writes one entry; fields must include SYSLOG_IDENTIFIER and
 // MESSAGE_ID.
 func (j *journald) entry(msg string, p journal.Priority, fields map[string]string) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -22,7 +23,8 @@ const DefaultSpoolSize = 10000
 type batch struct {
 	Events []Event `json:"events"`
 
-	seq uint64 // file name; order of delivery
+	seq  uint64 // file name; order of delivery
+	size int    // bytes of the file
 }
 
 // spool is a durable FIFO of batches for one sink: one file per batch in dir,
@@ -38,11 +40,25 @@ type spool struct {
 	max int
 
 	mu      sync.Mutex
-	queue   []spoolEntry // in delivery order
-	events  int          // events in queue
-	next    uint64       // next sequence number
-	dropped uint64       // events dropped since the last call to takeDropped
+	queue   []spoolEntry  // in delivery order
+	events  int           // events in queue
+	next    uint64        // next sequence number
+	dropped uint64        // events dropped since the last call to takeDropped
+	dropErr error         // why dropping an old batch failed, since the last takeDropped
+	corrupt []corruptFile // batches set aside by openSpool, for the dispatcher to report
 }
+
+// corruptFile is a batch file that could not be read or decoded and was set
+// aside (renamed with a ".corrupt" suffix): its events are lost, which must
+// be reported.
+type corruptFile struct {
+	path string // the new name, with ".corrupt"
+	err  error
+}
+
+// errCorrupt marks a batch file that can never be delivered (it does not
+// decode), as opposed to one that cannot be read right now.
+var errCorrupt = errors.New("corrupt spool batch")
 
 type spoolEntry struct {
 	seq uint64
@@ -53,8 +69,10 @@ const spoolExt = ".json"
 
 // openSpool opens or creates the spool in dir and recovers its batches.
 // Leftover temporary files from an interrupted write are removed; a batch
-// file that cannot be decoded is moved aside with a ".corrupt" suffix rather
-// than blocking the queue.
+// file that cannot be read or decoded is moved aside with a ".corrupt"
+// suffix rather than blocking the queue, and listed in s.corrupt for the
+// dispatcher to report (its events are lost; the file stays for a
+// post-mortem, or to be renamed back by hand).
 func openSpool(dir string, max int) (*spool, error) {
 	if max <= 0 {
 		max = DefaultSpoolSize
@@ -83,7 +101,7 @@ func openSpool(dir string, max int) (*spool, error) {
 		}
 		b, err := s.read(seq)
 		if err != nil {
-			_ = os.Rename(filepath.Join(dir, name), filepath.Join(dir, name+".corrupt"))
+			s.corrupt = append(s.corrupt, s.setAside(seq, err))
 			continue
 		}
 		s.queue = append(s.queue, spoolEntry{seq: seq, n: len(b.Events)})
@@ -107,14 +125,39 @@ func (s *spool) read(seq uint64) (*batch, error) {
 	}
 	var b batch
 	if err := json.Unmarshal(data, &b); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", filepath.Base(s.path(seq)), err)
+		return nil, fmt.Errorf("%w: decode %s: %w", errCorrupt, filepath.Base(s.path(seq)), err)
 	}
 	b.seq = seq
+	b.size = len(data)
 	return &b, nil
 }
 
+// setAside renames the batch file seq with a ".corrupt" suffix. The caller
+// removes it from the queue.
+func (s *spool) setAside(seq uint64, err error) corruptFile {
+	p := s.path(seq)
+	if rerr := os.Rename(p, p+".corrupt"); rerr != nil {
+		// Cannot even rename it: remove it, or it would come back at the
+		// next start. Either way its events are gone.
+		_ = os.Remove(p)
+		return corruptFile{path: p, err: err}
+	}
+	return corruptFile{path: p + ".corrupt", err: err}
+}
+
+// takeCorrupt returns the batches set aside since the last call.
+func (s *spool) takeCorrupt() []corruptFile {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.corrupt
+	s.corrupt = nil
+	return c
+}
+
 // append stores events as one batch, durably, dropping the oldest events
-// when the spool would hold more than max.
+// when the spool would hold more than max. An error means the batch was not
+// stored; a failure to drop an old batch is kept for takeDropped instead,
+// since the new batch is safe.
 func (s *spool) append(events []Event) error {
 	if len(events) == 0 {
 		return nil
@@ -140,7 +183,8 @@ func (s *spool) append(events []Event) error {
 	for s.events > s.max && len(s.queue) > 1 {
 		old := s.queue[0]
 		if err := os.Remove(s.path(old.seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("drop oldest batch: %w", err)
+			s.dropErr = fmt.Errorf("drop oldest batch: %w", err)
+			break
 		}
 		s.queue = s.queue[1:]
 		s.events -= old.n
@@ -189,38 +233,101 @@ func syncDir(dir string) error {
 
 // peek returns the oldest batch, or nil when the spool is empty.
 func (s *spool) peek() (*batch, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for len(s.queue) > 0 {
-		b, err := s.read(s.queue[0].seq)
-		if errors.Is(err, fs.ErrNotExist) {
-			// Removed behind our back; nothing to deliver.
-			s.events -= s.queue[0].n
-			s.queue = s.queue[1:]
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
+	bs, err := s.take(0, true, 1, math.MaxInt)
+	if err != nil || len(bs) == 0 {
+		return nil, err
 	}
-	return nil, nil
+	return bs[0], nil
 }
 
-// remove deletes a delivered (or permanently refused) batch. A batch already
-// dropped by an overflow is not an error.
-func (s *spool) remove(seq uint64) error {
+// take returns, in order, the batches queued after sequence number after,
+// as many as fit in maxEvents and maxBytes; with first, the first one is included whatever its size. Batches
+// removed behind its back are skipped. A batch that does not decode is set
+// aside, reported through takeCorrupt, and skipped: it must not block the
+// queue. Any other read error is returned, with the batches read before it
+// not returned, so that a retry sees the same batches.
+//
+// The files are read without holding the lock, so Send is not held up by a
+// large merge.
+func (s *spool) take(after uint64, first bool, maxEvents, maxBytes int) ([]*batch, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("spool: %w", err)
-	}
-	for i, e := range s.queue {
-		if e.seq == seq {
-			s.events -= e.n
-			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+	var cand []spoolEntry
+	n := 0
+	for _, e := range s.queue {
+		if e.seq <= after {
+			continue
+		}
+		if (len(cand) > 0 || !first) && n+e.n > maxEvents {
 			break
 		}
+		cand = append(cand, e)
+		n += e.n
+	}
+	s.mu.Unlock()
+
+	var out []*batch
+	size := 0
+	for _, e := range cand {
+		b, err := s.read(e.seq)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// Removed behind our back (dropped by an overflow); nothing to
+			// deliver.
+			s.forget(e.seq, nil)
+			continue
+		case errors.Is(err, errCorrupt):
+			s.forget(e.seq, err)
+			continue
+		case err != nil:
+			return nil, err
+		}
+		if (len(out) > 0 || !first) && size+b.size > maxBytes {
+			break
+		}
+		size += b.size
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// forget removes seq from the queue; with a non-nil err, the file is set
+// aside as corrupt first.
+func (s *spool) forget(seq uint64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, e := range s.queue {
+		if e.seq == seq {
+			if err != nil {
+				s.corrupt = append(s.corrupt, s.setAside(seq, err))
+			}
+			s.events -= e.n
+			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+			return
+		}
+	}
+}
+
+// remove deletes delivered (or permanently refused) batches, then syncs the
+// directory once. A batch already dropped by an overflow is not an error.
+func (s *spool) remove(seqs ...uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, seq := range seqs {
+		if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("spool: %w", err))
+			continue
+		}
+		for i, e := range s.queue {
+			if e.seq == seq {
+				s.events -= e.n
+				s.queue = append(s.queue[:i], s.queue[i+1:]...)
+				break
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	return syncDir(s.dir)
 }
@@ -232,13 +339,14 @@ func (s *spool) len() (batches, events int) {
 	return len(s.queue), s.events
 }
 
-// takeDropped returns the number of events dropped since the last call.
-func (s *spool) takeDropped() uint64 {
+// takeDropped returns the number of events dropped since the last call, and
+// the last failure to drop one.
+func (s *spool) takeDropped() (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := s.dropped
-	s.dropped = 0
-	return d
+	d, err := s.dropped, s.dropErr
+	s.dropped, s.dropErr = 0, nil
+	return d, err
 }
 
 // pendingEvents counts the events in the spool directory dir without opening

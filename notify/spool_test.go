@@ -8,14 +8,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func ids(events []Event) []string {
-	var s []string
-	for _, ev := range events {
-		s = append(s, ev.ID)
-	}
-	return s
-}
-
 func evs(names ...string) []Event {
 	var out []Event
 	for _, n := range names {
@@ -67,8 +59,8 @@ func TestSpool(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if got := s.takeDropped(); got != tt.dropped {
-				t.Errorf("dropped %d, want %d", got, tt.dropped)
+			if got, err := s.takeDropped(); got != tt.dropped || err != nil {
+				t.Errorf("dropped %d, %v; want %d, nil", got, err, tt.dropped)
 			}
 			// A fresh open (a restart) sees the same queue.
 			s2, err := openSpool(dir, tt.max)
