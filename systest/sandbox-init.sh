@@ -1,5 +1,5 @@
 #!/bin/sh
-# sandbox-init.sh MODE SANDBOX_DIR STAGE_DIR LIFETIME_SECONDS
+# sandbox-init.sh MODE SANDBOX_DIR STAGE_DIR LIFETIME_SECONDS CAPS_DROP
 #
 # Runs as PID 1 of fresh mount, PID, UTS, IPC, network and cgroup namespaces
 # (made by unshare, see sandbox_test.go). It builds an overlay of the host's /
@@ -11,7 +11,7 @@
 # Nothing here touches the host: every mount is made in the private mount
 # namespace and disappears with it.
 set -eu
-MODE=$1 SB=$2 STAGE=$3 LIFETIME=$4
+MODE=$1 SB=$2 STAGE=$3 LIFETIME=$4 DROP=$5
 
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755,size=1g portwatch-systest "$SB"
@@ -20,6 +20,19 @@ mount -t overlay -o "lowerdir=/,upperdir=$SB/upper,workdir=$SB/work" portwatch-s
 R=$SB/root
 
 mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
+# The sandbox has no user namespace: its root is the host's root, and the
+# kernel state behind /proc/sys (but for the network namespace's own
+# net.*, the PID namespace's kernel.pid_max, the UTS names) is the host's.
+# As systemd-nspawn does, bind /proc/sys and /proc/sysrq-trigger read-only
+# over themselves, and binfmt_misc too should it be mounted: systemd then
+# skips systemd-sysctl, systemd-binfmt and the binfmt_misc automount by
+# their ConditionPathIsReadWrite=, and whatever still tries gets EROFS.
+for p in "$R/proc/sys" "$R/proc/sysrq-trigger" "$R/proc/sys/fs/binfmt_misc"; do
+	if [ -e "$p" ] && { [ "$p" != "$R/proc/sys/fs/binfmt_misc" ] || mountpoint -q "$p"; }; then
+		mount --bind "$p" "$p"
+		mount -o remount,bind,ro,nosuid,nodev,noexec "$p"
+	fi
+done
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys"
 mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$R/sys/fs/cgroup"
 mount -t tmpfs -o mode=0755,nosuid,nodev,size=256m tmpfs "$R/run"
@@ -55,8 +68,11 @@ if [ "$MODE" = boot ]; then
 	# Container images often carry a policy-rc.d that forbids starting
 	# services from maintainer scripts; a real system has none.
 	rm -f "$R/usr/sbin/policy-rc.d"
-	# Units that make no sense in a throwaway container, or that would
-	# listen on ports (the daemon under test would rightly alert on them).
+	# Units that make no sense in a throwaway container, that would listen
+	# on ports (the daemon under test would rightly alert on them), or that
+	# act on host-global kernel state: sysctls, binfmt_misc (whose
+	# ExecStop= unregisters every host entry), kernel modules, the random
+	# pool, debugfs, tracefs, configfs, hugetlbfs, the boot loader.
 	for u in \
 		getty@tty1.service console-getty.service serial-getty@.service getty.target \
 		systemd-udevd.service systemd-udev-trigger.service systemd-udev-settle.service \
@@ -65,7 +81,13 @@ if [ "$MODE" = boot ]; then
 		remote-fs.target cron.service ssh.service ssh.socket \
 		postgresql.service prometheus-alertmanager.service prometheus-node-exporter.service \
 		e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer \
-		dpkg-db-backup.timer fstrim.timer man-db.timer logrotate.timer; do
+		dpkg-db-backup.timer fstrim.timer man-db.timer logrotate.timer \
+		systemd-sysctl.service systemd-binfmt.service systemd-modules-load.service \
+		proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount \
+		kmod-static-nodes.service systemd-random-seed.service systemd-hwdb-update.service \
+		systemd-pcrphase.service systemd-pcrphase-sysinit.service systemd-boot-update.service \
+		sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount \
+		sys-fs-fuse-connections.mount dev-hugepages.mount dev-mqueue.mount; do
 		ln -sf /dev/null "$R/etc/systemd/system/$u"
 	done
 	# The sandbox's own end of life, should the test die: the outer
@@ -93,13 +115,22 @@ umount -l /.oldroot
 rmdir /.oldroot
 cd /
 
+# Both modes run without the capabilities whose effects no namespace
+# confines: loading modules, setting the clock, raw I/O, rebooting
+# (systemd-shutdown in a container exits when reboot() is refused),
+# the kernel log, process accounting, audit rules, LSM policy, alarms and
+# suspend. No CAP_MKNOD either: with no device cgroup, a node made in the
+# sandbox's /dev would reach the host's device; systemd falls back to
+# bind mounts for PrivateDevices=. The test's commands (nsenter) drop the
+# same set; sandbox_test.go keeps the list (CAPS_DROP, as setpriv's
+# --bounding-set takes it).
 case $MODE in
 boot)
-	exec env -i container=portwatch-systest PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+	exec setpriv --bounding-set "$DROP" env -i container=portwatch-systest PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 		/lib/systemd/systemd --show-status=no systemd.unit=multi-user.target
 	;;
 nosystemd)
-	exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive sh -euxc '
+	exec setpriv --bounding-set "$DROP" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive sh -euxc '
 		test ! -e /run/systemd/system
 		dpkg -i /opt/portwatch-systest/portwatchd.deb
 		test -x /usr/sbin/portwatchd

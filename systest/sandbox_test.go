@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // The sandbox's fixed lifetime. systemd inside powers itself off after
@@ -37,6 +39,16 @@ const (
 	stallFile   = "/run/portwatch-stall"
 	listenPort  = "4444"
 )
+
+// capsDrop is what the sandbox's PID 1, and every command the test runs in
+// it, drops from its bounding set (setpriv --bounding-set syntax): the
+// capabilities whose effects no namespace confines. See sandbox-init.sh.
+const capsDrop = "-sys_module,-sys_time,-sys_rawio,-sys_boot,-syslog,-sys_pacct," +
+	"-audit_control,-mac_admin,-mac_override,-wake_alarm,-block_suspend,-mknod"
+
+// capsDropped are the same capabilities as bits of /proc/PID/status.
+const capsDropped = 1<<16 | 1<<25 | 1<<17 | 1<<22 | 1<<34 | 1<<20 |
+	1<<30 | 1<<33 | 1<<32 | 1<<35 | 1<<36 | 1<<27
 
 // listenEnv makes the test binary a tiny TCP listener instead of a test run:
 // the sandbox runs a copy of it as the unexpected listener.
@@ -83,6 +95,7 @@ func TestSystem(t *testing.T) {
 		name string
 		run  func(t *testing.T, ctx context.Context, sb *sandbox)
 	}{
+		{"0_host_kernel_guarded", stepHostKernelGuarded},
 		{"1_install", stepInstall},
 		{"2_active", stepActive},
 		{"3_alert", stepAlert},
@@ -116,6 +129,58 @@ func TestInstallWithoutSystemd(t *testing.T) {
 	out := sb.output()
 	if !strings.Contains(out, "NOSYSTEMD-OK") {
 		t.Errorf("install and purge without systemd failed:\n%s", out)
+	}
+}
+
+// stepHostKernelGuarded checks, on the booted sandbox, what keeps it off
+// the host's kernel: /proc/sys is read-only, the units that act on kernel
+// state did not run, PID 1 lacks the dropped capabilities, and the host's
+// binfmt_misc entries and sysctls are still what they were before the
+// start (teardown checks them again after the poweroff).
+func stepHostKernelGuarded(t *testing.T, ctx context.Context, sb *sandbox) {
+	// Writing back the value just read changes nothing if the write
+	// wrongly succeeds.
+	for _, f := range []string{"/proc/sys/fs/protected_regular", "/proc/sys/kernel/pid_max", "/proc/sys/net/ipv4/ping_group_range"} {
+		out, err := sb.run(ctx, "sh", "-c", `v=$(cat "$1") && printf '%s\n' "$v" > "$1"`, "sh", f)
+		if err == nil || !strings.Contains(out, "Read-only file system") {
+			t.Errorf("writing %s in the sandbox: %v %q, want a read-only file system", f, err, out)
+		}
+	}
+	mi, err := sb.run(ctx, "cat", "/proc/1/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounts := parseMountinfo(mi)
+	if o := mounts["/proc/sys"]; !strings.HasPrefix(o, "ro,") {
+		t.Errorf("/proc/sys in the sandbox has options %q, want ro", o)
+	}
+	for _, p := range []string{"/proc/sys/fs/binfmt_misc", "/sys/kernel/debug", "/sys/kernel/tracing", "/sys/kernel/config"} {
+		if o, ok := mounts[p]; ok {
+			t.Errorf("%s is mounted in the sandbox (%s)", p, o)
+		}
+	}
+	for _, u := range []string{
+		"systemd-sysctl.service", "systemd-binfmt.service", "systemd-modules-load.service",
+		"proc-sys-fs-binfmt_misc.automount", "proc-sys-fs-binfmt_misc.mount",
+		"kmod-static-nodes.service", "systemd-random-seed.service",
+	} {
+		p := sb.showUnit(ctx, u, "LoadState", "ActiveState")
+		if p["LoadState"] != "masked" || p["ActiveState"] != "inactive" {
+			t.Errorf("%s: LoadState=%s ActiveState=%s, want masked and inactive", u, p["LoadState"], p["ActiveState"])
+		}
+	}
+	for _, pid := range []string{"1", "self"} {
+		status, err := sb.run(ctx, "cat", "/proc/"+pid+"/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bnd, err := strconv.ParseUint(procStatus(status)["CapBnd"], 16, 64)
+		if err != nil || bnd&capsDropped != 0 {
+			t.Errorf("CapBnd of %s in the sandbox is %016x (%v), want none of %016x", pid, bnd, err, uint64(capsDropped))
+		}
+	}
+	if diff := cmp.Diff(sb.kernelAt, hostKernelState(t)); diff != "" {
+		t.Errorf("host kernel state changed while the sandbox runs (-before +now):\n%s", diff)
 	}
 }
 
@@ -509,7 +574,8 @@ type sandbox struct {
 	leader   int    // host PID of the sandbox's PID 1
 	pidNS    string // its namespaces, to find leftovers
 	mntNS    string
-	mountsAt []string // host mount points before the start
+	mountsAt []string          // host mount points before the start
+	kernelAt map[string]string // host kernel state before the start
 }
 
 func needRootAndDeb(t *testing.T) string {
@@ -583,6 +649,7 @@ func startSandbox(t *testing.T, ctx context.Context, mode, deb string) *sandbox 
 		t.Fatal(err)
 	}
 	sb.mountsAt = hostMountPoints(t)
+	sb.kernelAt = hostKernelState(t)
 
 	// A cgroup of its own, so that the cgroup namespace's root is a
 	// directory the test can remove afterwards.
@@ -599,7 +666,7 @@ func startSandbox(t *testing.T, ctx context.Context, mode, deb string) *sandbox 
 	args := []string{"-c", script, "sh", sb.cgroup,
 		"timeout", "--signal=KILL", strconv.Itoa(int((lifetime + killAfter).Seconds())),
 		"unshare", "--mount", "--pid", "--uts", "--ipc", "--net", "--cgroup", "--fork", "--kill-child=SIGKILL",
-		"--", "/bin/sh", initScript, mode, mnt, sb.stage, strconv.Itoa(int(lifetime.Seconds())),
+		"--", "/bin/sh", initScript, mode, mnt, sb.stage, strconv.Itoa(int(lifetime.Seconds())), capsDrop,
 	}
 	sb.cmd = exec.Command("/bin/sh", args...)
 	sb.cmd.Stdout, sb.cmd.Stderr = sb.out, sb.out
@@ -698,7 +765,10 @@ func (sb *sandbox) run(ctx context.Context, args ...string) (string, error) {
 func (sb *sandbox) runIn(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	ns := []string{"-t", strconv.Itoa(sb.leader), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w", "--"}
+	// The same bounding set as the sandbox's PID 1: dpkg's maintainer
+	// scripts run from here.
+	ns := []string{"-t", strconv.Itoa(sb.leader), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w", "--",
+		"setpriv", "--bounding-set", capsDrop}
 	cmd := exec.CommandContext(ctx, "nsenter", append(ns, args...)...)
 	cmd.Env = []string{
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "TERM=dumb",
@@ -816,6 +886,12 @@ func (sb *sandbox) teardown() {
 			t.Errorf("mount left on the host: %s", m)
 		}
 	}
+	// The host's kernel is as it was: binfmt_misc entries (systemd-binfmt's
+	// ExecStop= would have unregistered them all) and the sysctls that
+	// systemd-sysctl or PID 1 would set.
+	if diff := cmp.Diff(sb.kernelAt, hostKernelState(t)); diff != "" {
+		t.Errorf("host kernel state changed by the sandbox (-before +after):\n%s", diff)
+	}
 	// systemd leaves its (empty) sub-cgroups: remove them deepest first.
 	var dirs []string
 	filepath.WalkDir(sb.cgroup, func(p string, d os.DirEntry, err error) error {
@@ -832,7 +908,69 @@ func (sb *sandbox) teardown() {
 	if _, err := os.Stat(sb.cgroup); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cgroup %s left behind", sb.cgroup)
 	}
-	t.Logf("teardown: leader %d gone, no processes, mounts or cgroups left", sb.leader)
+	t.Logf("teardown: leader %d gone, no processes, mounts or cgroups left; %d host sysctls and binfmt_misc unchanged", sb.leader, len(sb.kernelAt))
+}
+
+// hostSysctls are host-global kernel settings that a systemd booted as
+// PID 1 would write: PID 1 bumps fs.file-max and fs.nr_open and turns off
+// core dumps; systemd-sysctl applies the sysctl.d files, whose keys are
+// added below. (kernel.pid_max is per PID namespace since Linux 6.14 and
+// net.* per network namespace; they are checked all the same, for older
+// kernels and in case the sandbox reaches the host's.)
+var hostSysctls = []string{
+	"fs.protected_regular", "fs.protected_fifos", "fs.protected_hardlinks", "fs.protected_symlinks",
+	"fs.file-max", "fs.nr_open", "fs.suid_dumpable", "fs.inotify.max_user_instances",
+	"kernel.pid_max", "kernel.core_pattern", "kernel.core_uses_pid", "kernel.sysrq",
+	"kernel.kptr_restrict", "kernel.dmesg_restrict", "kernel.printk", "kernel.hostname",
+	"net.ipv4.ping_group_range", "net.core.default_qdisc",
+	"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter",
+	"net.ipv4.conf.all.promote_secondaries", "net.ipv4.conf.default.promote_secondaries",
+}
+
+// hostKernelState reads the host's sysctls (hostSysctls and every plain key
+// of the sysctl.d files) and its binfmt_misc entries, each to its value.
+func hostKernelState(t *testing.T) map[string]string {
+	t.Helper()
+	keys := append([]string(nil), hostSysctls...)
+	for _, dir := range []string{"/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d"} {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.conf"))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				k, _, ok := strings.Cut(line, "=")
+				k = strings.TrimPrefix(strings.TrimSpace(k), "-")
+				if ok && k != "" && !strings.ContainsAny(k, "#;*") {
+					keys = append(keys, k)
+				}
+			}
+		}
+	}
+	m := map[string]string{}
+	for _, k := range keys {
+		b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(k, ".", "/"))
+		if err != nil {
+			continue // not on this kernel
+		}
+		m["sysctl "+k] = strings.TrimSpace(string(b))
+	}
+	// The host may have no binfmt_misc mounted: read the (global) entries
+	// through a mount in a private mount namespace of their own.
+	script := `d=/proc/sys/fs/binfmt_misc
+mountpoint -q $d || mount -t binfmt_misc binfmt_misc $d || exit 0
+for f in $d/*; do
+	[ "$f" = $d/register ] && continue
+	printf '== %s\n' "${f#$d/}"
+	cat "$f"
+done`
+	out, err := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("read the host's binfmt_misc entries: %v\n%s", err, out)
+	}
+	m["binfmt_misc"] = string(out)
+	return m
 }
 
 func alive(pid int) bool {
