@@ -31,8 +31,24 @@ type Process struct {
 	Cmdline    []string `json:"cmdline"`
 	UID        uint32   `json:"uid"` // real uid
 	User       string   `json:"user"`
-	Unit       string   `json:"unit"`      // systemd unit from /proc/PID/cgroup, empty when none
+	Unit       string   `json:"unit"`      // systemd unit from /proc/PID/cgroup, empty when none; "user@UID.service/<unit>" under a user manager
 	Container  string   `json:"container"` // container id from /proc/PID/cgroup, empty when none
+
+	// ExeUnverified is true when Exe does not name, in the watcher's own
+	// mount namespace, the file the process runs: the (device, inode) of
+	// stat(/proc/PID/exe) differs from that of stat(Exe), or either cannot
+	// be read. readlink(/proc/PID/exe) gives the path in the process's own
+	// mount namespace, so a process in a private one (unshare -Urm; mount
+	// --bind ~/evil /usr/bin/python3) shows any path it likes. A container
+	// process (another root) is unverified too, as is a deleted executable.
+	// Policy never matches an exe rule on an unverified holder, except a
+	// container's under a rule that names the container (see policy).
+	//
+	// It is not part of the JSON output, whose keys are fixed. The zero
+	// value means "verified" so that Process literals (tests, other
+	// packages) keep their meaning; the watcher sets it on every process it
+	// reads, and marks every process it could not verify.
+	ExeUnverified bool `json:"-"`
 }
 
 // Listener is one listening socket: a TCP socket in LISTEN, or a bound and

@@ -75,10 +75,21 @@ func parsePasswd(data []byte) map[uint32]string {
 // after.
 var unitSuffixes = []string{".service", ".scope", ".socket"}
 
-// parseCgroup reads /proc/PID/cgroup and returns the systemd unit (the
-// innermost .service, .scope or .socket element of the path, so a user
-// service under user@1000.service is itself) and the container id when the
-// path shows docker, containerd, podman (libpod) or CRI-O.
+// parseCgroup reads /proc/PID/cgroup and returns the systemd unit and the
+// container id when the path shows docker, containerd, podman (libpod) or
+// CRI-O.
+//
+// The unit is the innermost .service, .scope or .socket element of the
+// path, except under a user manager: a user's systemd (user@UID.service)
+// owns a delegated subtree in which that user names and creates units
+// freely (systemd-run --user --unit=nginx), so a unit there is reported as
+// "user@UID.service/<innermost unit>", for example
+// "user@1000.service/nginx.service", never as a bare "nginx.service" that a
+// system unit rule would match (the manager's own process, in its
+// init.scope, is "user@1000.service/init.scope"). The prefix is the
+// outermost user@*.service element:
+// that one is created by PID 1, while a user may name a cgroup inside the
+// subtree "user@0.service" too.
 //
 // cgroup v2 has one line "0::/path". Under v1 (or hybrid) the systemd
 // hierarchy is "N:name=systemd:/path"; the v2 line wins when present, and the
@@ -116,13 +127,47 @@ func parseCgroup(data []byte) (unit, container string) {
 	}
 	elems := strings.Split(path, "/")
 	for i := len(elems) - 1; i >= 0; i-- {
-		for _, s := range unitSuffixes {
-			if strings.HasSuffix(elems[i], s) && len(elems[i]) > len(s) {
-				return elems[i], container
+		if !isUnitName(elems[i]) {
+			continue
+		}
+		for j := 0; j < i; j++ {
+			if isUserManager(elems[j]) {
+				return elems[j] + "/" + elems[i], container
 			}
 		}
+		return elems[i], container
 	}
 	return "", container
+}
+
+func isUnitName(e string) bool {
+	for _, s := range unitSuffixes {
+		if strings.HasSuffix(e, s) && len(e) > len(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// UserManagedUnit reports whether unit, as Process.Unit gives it, lies
+// under a user's systemd manager ("user@1000.service/..."). Such a unit,
+// and any container id found with it (rootless podman), is named by that
+// user, who can create cgroups there at will; elsewhere the cgroup path is
+// chosen by root.
+func UserManagedUnit(unit string) bool {
+	first, _, _ := strings.Cut(unit, "/")
+	return isUserManager(first)
+}
+
+// isUserManager reports whether a cgroup path element is a user manager's
+// unit, user@UID.service.
+func isUserManager(e string) bool {
+	uid, ok := strings.CutPrefix(e, "user@")
+	if !ok {
+		return false
+	}
+	uid, ok = strings.CutSuffix(uid, ".service")
+	return ok && uid != "" && strings.Trim(uid, "0123456789") == ""
 }
 
 // containerPrefixes are the scope names container engines give the cgroup

@@ -246,6 +246,18 @@ func (p *procDir) ownerUID(s *scratch, pid int32) (uint32, error) {
 	return st.Uid, nil
 }
 
+// exeID returns the id of the file /proc/PID/exe refers to (the file the
+// process runs, whatever its path).
+func (p *procDir) exeID(s *scratch, pid int32) (fileID, error) {
+	var st unix.Stat_t
+	b := strconv.AppendInt(s.path[:0], int64(pid), 10)
+	b = append(b, "/exe"...)
+	if err := unix.Fstatat(p.fd, string(b), &st, unix.AT_NO_AUTOMOUNT); err != nil {
+		return fileID{}, err
+	}
+	return fileID{dev: st.Dev, ino: st.Ino}, nil
+}
+
 // isGone reports whether err means the process went away mid-read, which is
 // normal and silent.
 func isGone(err error) bool {

@@ -22,7 +22,9 @@ type Options struct {
 	ProcRoot     string // default "/proc"
 	NetnsDir     string // default "/run/netns"
 	ServicesFile string // default "/etc/services"; read once by New
-	// PasswdFile names users; default "/etc/passwd", read once by New.
+	// PasswdFile names users; default "/etc/passwd". It is read by New,
+	// and read again on a tick when its size, mtime or inode changed, so
+	// that users created after the start get their names.
 	PasswdFile string
 	// DisableSetns forces the /proc/PID/net fallback for namespaces other
 	// than the host's, as when running without CAP_SYS_ADMIN.
@@ -63,6 +65,7 @@ type Watcher struct {
 	proc      *procDir
 	services  map[serviceKey]string
 	users     map[uint32]string
+	passwdID  passwdStamp // /etc/passwd as last read
 	canPtrace bool
 	canSetns  bool
 	selfNS    uint64
@@ -109,8 +112,44 @@ type pidState struct {
 }
 
 type procInfo struct {
-	p    Process
-	used uint32 // last tick it held a listener
+	p     Process
+	exeID fileID // the file /proc/PID/exe referred to when p was read
+	used  uint32 // last tick it held a listener
+}
+
+// passwdStamp tells whether /etc/passwd changed since it was read: useradd
+// and vipw replace the file (a new inode) or rewrite it (mtime, size).
+type passwdStamp struct {
+	ok       bool // the file was there
+	dev, ino uint64
+	size     int64
+	mtime    unix.Timespec
+}
+
+func statPasswd(path string) passwdStamp {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return passwdStamp{}
+	}
+	return passwdStamp{ok: true, dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}
+}
+
+// refreshUsers reads /etc/passwd again when it changed (a stat per tick),
+// and renames the cached holders: a process started before its user was
+// created is otherwise named by its uid until it execs.
+func (w *Watcher) refreshUsers() {
+	st := statPasswd(w.opts.PasswdFile)
+	if st == w.passwdID {
+		return
+	}
+	w.passwdID = st
+	w.users = nil
+	if b, err := os.ReadFile(w.opts.PasswdFile); err == nil {
+		w.users = parsePasswd(b)
+	}
+	for _, pi := range w.procs {
+		pi.p.User = userName(w.users, pi.p.UID)
+	}
 }
 
 // nsState is one network namespace the watcher knows about.
@@ -127,8 +166,8 @@ type nsState struct {
 	seen    uint32
 }
 
-// New returns a Watcher. It reads /etc/services and /etc/passwd once and
-// opens a sock_diag socket in its own network namespace.
+// New returns a Watcher. It reads /etc/services once and /etc/passwd (again
+// when it changes) and opens a sock_diag socket in its own network namespace.
 func New(opts Options) (*Watcher, error) {
 	if opts.ProcRoot == "" {
 		opts.ProcRoot = "/proc"
@@ -165,9 +204,7 @@ func New(opts Options) (*Watcher, error) {
 	if b, err := os.ReadFile(opts.ServicesFile); err == nil {
 		w.services = parseServices(b)
 	}
-	if b, err := os.ReadFile(opts.PasswdFile); err == nil {
-		w.users = parsePasswd(b)
-	}
+	w.refreshUsers()
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		if caps, ok := parseCapEff(b); ok {
 			w.canPtrace = caps&(1<<capSysPtrace) != 0
@@ -688,8 +725,14 @@ const recheckPerTick = 16
 
 // readHolders reads the details of holders not yet known, re-reads those
 // whose executable changed, and forgets those that are no longer holders.
+//
+// An executable changed when the path read from /proc/PID/exe, or the file
+// it refers to, did. The file matters as much as the path: a process that
+// enters a private mount namespace and execs a file bound over the same path
+// would otherwise keep the verdict "verified" of the file it ran before.
 func (w *Watcher) readHolders() {
 	var todo []int32
+	w.refreshUsers()
 	s := scratchPool.Get().(*scratch)
 	for range recheckPerTick {
 		if len(w.recheckQueue) == 0 {
@@ -711,6 +754,10 @@ func (w *Watcher) readHolders() {
 			continue // gone: found by the next full read; or not allowed
 		}
 		if exe, deleted := parseExe(string(s.link[:l])); exe != pi.p.Exe || deleted != pi.p.ExeDeleted {
+			delete(w.procs, pid)
+			continue
+		}
+		if id, err := w.proc.exeID(s, pid); err == nil && id != pi.exeID {
 			delete(w.procs, pid)
 		}
 	}
@@ -735,8 +782,8 @@ func (w *Watcher) readHolders() {
 				if i >= len(todo) {
 					return
 				}
-				if p, err := readProcess(w.opts.ProcRoot, todo[i], w.users); err == nil {
-					got[i] = &procInfo{p: p, used: w.gen}
+				if p, id, err := readProcess(w.opts.ProcRoot, todo[i], w.users); err == nil {
+					got[i] = &procInfo{p: p, exeID: id, used: w.gen}
 				}
 			}
 		})
