@@ -18,7 +18,8 @@ import (
 // socket, and one holder of the socket matches every process field the rule
 // names. (One holder for all fields, rather than any holder per field, so
 // that the exe of one process and the user of another cannot add up to a
-// match.) An expired rule allows nothing.
+// match.) An expired rule allows nothing. How exe matches a holder whose
+// executable is deleted or unverified is told at exeTrusted.
 func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
 	d := Decision{Listener: l}
 	if c.IgnoreEphemeralUDP && l.Protocol == watcher.UDP && l.Ephemeral {
@@ -164,7 +165,16 @@ func (r *Rule) processWants(p *watcher.Process, why *[]string) int {
 	if p != nil {
 		exe, comm, unit, container = p.Exe, p.Comm, p.Unit, p.Container
 	}
-	check("exe", r.Exe, exe)
+	if r.Exe != "" && p != nil && globMatch(r.Exe, exe) {
+		if ok, whyNot := r.exeTrusted(p); !ok {
+			n++
+			if why != nil {
+				*why = append(*why, "wants exe "+r.Exe+" ("+whyNot+")")
+			}
+		}
+	} else {
+		check("exe", r.Exe, exe)
+	}
 	check("comm", r.Comm, comm)
 	if r.User != "" && (p == nil || !r.matchUser(p)) {
 		n++
@@ -175,6 +185,44 @@ func (r *Rule) processWants(p *watcher.Process, why *[]string) int {
 	check("unit", r.Unit, unit)
 	check("container", r.Container, container)
 	return n
+}
+
+// exeTrusted reports whether an exe pattern of r may match p at all, and
+// when not, says why in a phrase. The exe path is what readlink of
+// /proc/PID/exe shows, and that is the path in the process's own mount
+// namespace: any user can make one (unshare -Urm), bind a file of theirs
+// over /usr/sbin/sshd there, and run it. So:
+//
+//   - a deleted or memfd executable never matches an exe pattern: there is
+//     no file left to vouch for;
+//   - a verified executable (the watcher found that its path names, on the
+//     host, the very file the process runs; Process.ExeUnverified false)
+//     matches as its path says;
+//   - an unverified one matches only inside a container, and only under a
+//     rule that pins the container: it names container: or a netns
+//     "container:...". A container's paths are relative to its own root, so
+//     they never verify on the host; the container id comes from the cgroup
+//     path, which only root can choose, so the rule's container pin bounds
+//     what the exe path can claim. A cgroup under a user manager
+//     (user@UID.service/..., rootless podman) is chosen by that user, so
+//     such a container gets no exception: use container:, comm: or user:
+//     without exe: for it;
+//   - any other unverified executable never matches an exe pattern. It may
+//     also be a host process running from a path the daemon cannot see the
+//     same way (a private /tmp or a protected /home of the hardened unit):
+//     allow those by unit: and user: instead.
+func (r *Rule) exeTrusted(p *watcher.Process) (bool, string) {
+	switch {
+	case p.ExeDeleted:
+		return false, "the executable was deleted"
+	case !p.ExeUnverified:
+		return true, ""
+	case p.Container == "" || watcher.UserManagedUnit(p.Unit):
+		return false, "unverified: the path does not name on the host the file the process runs"
+	case r.Container == "" && !strings.HasPrefix(r.Netns, "container:"):
+		return false, "a container's executable matches only a rule that also names container: or a container: netns"
+	}
+	return true, ""
 }
 
 func (r *Rule) matchUser(p *watcher.Process) bool {

@@ -29,6 +29,8 @@ var (
 	python = watcher.Process{PID: 4242, Comm: "python3", Exe: "/usr/bin/python3.11", UID: 33, User: "www-data"}
 	fake   = watcher.Process{PID: 666, Comm: "sshd", Exe: "/usr/bin/python3", UID: 0, User: "root", Unit: "ssh.service"}
 	inCtr  = watcher.Process{PID: 1234, Comm: "app", Exe: "/app/server", UID: 1000, User: "", Container: "0123456789ab"}
+
+	userNginx = watcher.Process{PID: 3000, Comm: "nginx", Exe: "/usr/sbin/nginx", UID: 1000, User: "alice", Unit: "user@1000.service/nginx.service"}
 )
 
 func listener(proto, addr string, port uint16, procs ...watcher.Process) watcher.Listener {
@@ -112,6 +114,14 @@ func TestEvaluate(t *testing.T) {
 		{name: "container glob", policy: "allow: [{name: r, container: \"0123*\"}]", l: listener("tcp", "0.0.0.0", 80, inCtr), want: Allowed, wantRule: "r"},
 		{name: "container star refuses host process", policy: "allow: [{name: r, container: \"*\"}]", l: listener("tcp", "0.0.0.0", 80, nginx), want: Unexpected, wantRule: "r"},
 
+		// User-manager units (systemd-run --user --unit=nginx): * does not cross /.
+		{name: "user unit does not match the system unit", policy: "allow: [{name: r, unit: nginx.service}]", l: listener("tcp", "0.0.0.0", 80, userNginx), want: Unexpected, wantRule: "r"},
+		{name: "user unit: *.service does not cross /", policy: "allow: [{name: r, unit: \"*.service\"}]", l: listener("tcp", "0.0.0.0", 80, userNginx), want: Unexpected, wantRule: "r"},
+		{name: "user unit: one user's units", policy: "allow: [{name: r, unit: \"user@1000.service/*\"}]", l: listener("tcp", "0.0.0.0", 80, userNginx), want: Allowed, wantRule: "r"},
+		{name: "user unit: any user's units", policy: "allow: [{name: r, unit: \"user@*.service/*\"}]", l: listener("tcp", "0.0.0.0", 80, userNginx), want: Allowed, wantRule: "r"},
+		{name: "user unit: exact", policy: "allow: [{name: r, unit: user@1000.service/nginx.service}]", l: listener("tcp", "0.0.0.0", 80, userNginx), want: Allowed, wantRule: "r"},
+		{name: "user unit: another user's", policy: "allow: [{name: r, unit: \"user@1001.service/*\"}]", l: listener("tcp", "0.0.0.0", 80, userNginx), want: Unexpected, wantRule: "r"},
+
 		// Holders.
 		{name: "unattributed allowed by socket-only rule", policy: "allow: [{name: r, port: 2049}]", l: listener("tcp", "0.0.0.0", 2049), want: Allowed, wantRule: "r"},
 		{name: "unattributed refused by process rule", policy: "allow: [{name: r, port: 2049, user: root}]", l: listener("tcp", "0.0.0.0", 2049), want: Unexpected, wantRule: "r"},
@@ -155,6 +165,67 @@ func TestEvaluate(t *testing.T) {
 			}
 			if strings.ContainsAny(d.Reason, "\n\r") {
 				t.Errorf("reason is not one line: %q", d.Reason)
+			}
+		})
+	}
+}
+
+// TestExeTrust covers how exe: matches holders whose executable the watcher
+// could not verify (Process.ExeUnverified) or that was deleted.
+func TestExeTrust(t *testing.T) {
+	const ctrID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	// A bind mount over /usr/bin/python3 in a private mount namespace.
+	spoofed := watcher.Process{PID: 5000, Comm: "python3", Exe: "/usr/bin/python3", ExeUnverified: true, UID: 1000, User: "alice", Unit: "session-2.scope"}
+	genuine := spoofed
+	genuine.PID, genuine.ExeUnverified = 5001, false
+	deleted := genuine
+	deleted.PID, deleted.ExeDeleted = 5002, true
+	memfd := watcher.Process{PID: 5003, Comm: "x", Exe: "/memfd:x", ExeDeleted: true, ExeUnverified: true, UID: 1000, User: "alice"}
+	ctr := watcher.Process{PID: 6000, Comm: "nginx", Exe: "/usr/sbin/nginx", ExeUnverified: true, UID: 0, User: "root", Unit: "docker-" + ctrID + ".scope", Container: ctrID}
+	ctrDeleted := ctr
+	ctrDeleted.ExeDeleted = true
+	// Rootless podman: the cgroup is under the user's manager, who names it.
+	rootless := watcher.Process{PID: 7000, Comm: "nginx", Exe: "/usr/sbin/nginx", ExeUnverified: true, UID: 1000, User: "alice", Unit: "user@1000.service/libpod-" + ctrID + ".scope", Container: ctrID}
+	inCtrNetns := func(p watcher.Process) watcher.Listener {
+		return with(listener("tcp", "0.0.0.0", 80, p), func(l *watcher.Listener) { l.Netns = "container:0123456789ab" })
+	}
+	tests := []struct {
+		name   string
+		policy string
+		l      watcher.Listener
+		want   Verdict
+		reason string // substring of the reason, when unexpected
+	}{
+		{name: "verified", policy: "allow: [{name: r, exe: /usr/bin/python3}]", l: listener("tcp", "0.0.0.0", 80, genuine), want: Allowed},
+		{name: "unverified: bind-mount spoof", policy: "allow: [{name: r, exe: /usr/bin/python3}]", l: listener("tcp", "0.0.0.0", 80, spoofed), want: Unexpected, reason: "wants exe /usr/bin/python3 (unverified: the path does not name on the host the file the process runs)"},
+		{name: "unverified: glob", policy: "allow: [{name: r, exe: \"/usr/bin/*\"}]", l: listener("tcp", "0.0.0.0", 80, spoofed), want: Unexpected, reason: "unverified"},
+		{name: "unverified: pinning netns host does not help", policy: "allow: [{name: r, netns: host, exe: /usr/bin/python3}]", l: listener("tcp", "0.0.0.0", 80, spoofed), want: Unexpected, reason: "unverified"},
+		{name: "unverified: pinning container does not help a host process", policy: "allow: [{name: r, container: \"*\", exe: /usr/bin/python3}]", l: listener("tcp", "0.0.0.0", 80, spoofed), want: Unexpected},
+		{name: "unverified: rules without exe still apply", policy: "allow: [{name: r, user: alice, comm: python3}]", l: listener("tcp", "0.0.0.0", 80, spoofed), want: Allowed},
+		{name: "unverified and genuine holders: the genuine one matches", policy: "allow: [{name: r, exe: /usr/bin/python3}]", l: listener("tcp", "0.0.0.0", 80, spoofed, genuine), want: Allowed},
+		{name: "deleted", policy: "allow: [{name: r, exe: /usr/bin/python3}]", l: listener("tcp", "0.0.0.0", 80, deleted), want: Unexpected, reason: "wants exe /usr/bin/python3 (the executable was deleted)"},
+		{name: "deleted: glob", policy: "allow: [{name: r, exe: \"/usr/bin/*\"}]", l: listener("tcp", "0.0.0.0", 80, deleted), want: Unexpected, reason: "deleted"},
+		{name: "memfd", policy: "allow: [{name: r, exe: \"/memfd:*\"}]", l: listener("tcp", "0.0.0.0", 80, memfd), want: Unexpected, reason: "deleted"},
+		{name: "deleted: exe mismatch says so plainly", policy: "allow: [{name: r, exe: /usr/sbin/sshd}]", l: listener("tcp", "0.0.0.0", 80, deleted), want: Unexpected, reason: "wants exe /usr/sbin/sshd"},
+		{name: "container: rule names the container", policy: "allow: [{name: r, container: \"0123*\", exe: /usr/sbin/nginx}]", l: inCtrNetns(ctr), want: Allowed},
+		{name: "container: rule names a container netns", policy: "allow: [{name: r, netns: \"container:*\", exe: /usr/sbin/nginx}]", l: inCtrNetns(ctr), want: Allowed},
+		{name: "container: container star", policy: "allow: [{name: r, container: \"*\", exe: /usr/sbin/nginx}]", l: inCtrNetns(ctr), want: Allowed},
+		{name: "container: container pinned, exe mismatch", policy: "allow: [{name: r, container: \"*\", exe: /usr/sbin/sshd}]", l: inCtrNetns(ctr), want: Unexpected, reason: "wants exe /usr/sbin/sshd"},
+		{name: "container: exe alone", policy: "allow: [{name: r, exe: /usr/sbin/nginx}]", l: inCtrNetns(ctr), want: Unexpected, reason: "a container's executable matches only a rule that also names container: or a container: netns"},
+		{name: "container: netns glob that is not container:", policy: "allow: [{name: r, netns: \"*\", exe: /usr/sbin/nginx}]", l: inCtrNetns(ctr), want: Unexpected, reason: "container"},
+		{name: "container: deleted", policy: "allow: [{name: r, container: \"*\", exe: /usr/sbin/nginx}]", l: inCtrNetns(ctrDeleted), want: Unexpected, reason: "deleted"},
+		{name: "rootless container: no exception", policy: "allow: [{name: r, container: \"*\", exe: /usr/sbin/nginx}]", l: inCtrNetns(rootless), want: Unexpected, reason: "unverified"},
+		{name: "rootless container: container rule without exe", policy: "allow: [{name: r, container: \"*\", user: alice}]", l: inCtrNetns(rootless), want: Allowed},
+	}
+	now := time.Now()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := mustParse(t, tt.policy).Evaluate(tt.l, now)
+			if diff := cmp.Diff(tt.want, d.Verdict); diff != "" {
+				t.Errorf("verdict mismatch (-want +got):\n%s\nreason: %s", diff, d.Reason)
+			}
+			if !strings.Contains(d.Reason, tt.reason) {
+				t.Errorf("reason %q does not contain %q", d.Reason, tt.reason)
 			}
 		})
 	}
