@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -595,5 +596,45 @@ func TestHostileDropinName(t *testing.T) {
 	want := filepath.Join(dir, "portwatch.d/x") + `\x0afake.yaml:1:1: all good\x0a.yaml:1:25: port: 0 is outside 1..65535`
 	if diff := cmp.Diff(want, err.Error()); diff != "" {
 		t.Errorf("error mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestExeGlobNeverMatches checks the warning for exe globs that no absolute
+// path can match, and that the warning is right: path.Match agrees.
+func TestExeGlobNeverMatches(t *testing.T) {
+	tests := []struct {
+		name  string
+		glob  string
+		probe string // an absolute path the glob should match when it can match at all
+		never bool
+	}{
+		{name: "stars around a name", glob: "*python*", probe: "/usr/bin/python3", never: true},
+		{name: "star alone", glob: "*", probe: "/usr/bin/python3", never: true},
+		{name: "star and a name", glob: "*sshd", probe: "/usr/sbin/sshd", never: true},
+		{name: "star then question mark", glob: "*?usr/bin/x", probe: "/usr/bin/x", never: true},
+		{name: "star then a path", glob: "*/usr/bin/x", probe: "/usr/bin/x"},
+		{name: "stars then a path", glob: "**/usr/bin/x", probe: "/usr/bin/x"},
+		{name: "star then a class", glob: "*[/]usr/bin/x", probe: "/usr/bin/x"},
+		{name: "absolute glob", glob: "/usr/bin/python3*", probe: "/usr/bin/python3.11"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := exeNeverMatches(tt.glob); got != tt.never {
+				t.Errorf("exeNeverMatches(%q) = %t, want %t", tt.glob, got, tt.never)
+			}
+			if ok, _ := path.Match(tt.glob, tt.probe); ok == tt.never {
+				t.Errorf("path.Match(%q, %q) = %t: the warning would be wrong", tt.glob, tt.probe, ok)
+			}
+		})
+	}
+
+	yml := "version: 1\nallow:\n  - name: py\n    exe: \"*python*\"\n  - name: ok\n    exe: /usr/bin/python3*\n"
+	c, err := testLoader(nil).parse("x.yaml", []byte(yml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`x.yaml:4:10: exe: glob "*python*" never matches: executable paths start with "/" and * does not match "/" (write the directory: /usr/bin/python3*)`}
+	if diff := cmp.Diff(want, c.Warnings); diff != "" {
+		t.Errorf("warnings mismatch (-want +got):\n%s", diff)
 	}
 }

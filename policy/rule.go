@@ -147,6 +147,11 @@ func (l *loader) rule(d *decoder, n *yaml.Node, names map[string]string) (Rule, 
 			r.Exe = d.glob(f)
 			if r.Exe != "" && !strings.HasPrefix(r.Exe, "/") && !strings.HasPrefix(r.Exe, "*") {
 				d.errorf(f.v, "exe: must be an absolute path (or a glob on one), got %q", clip(r.Exe))
+			} else if exeNeverMatches(r.Exe) {
+				// Not an error: the rule loads and allows nothing, as
+				// before; but it is almost surely not what was meant.
+				l.warns = append(l.warns, clean(fmt.Sprintf("%s:%d:%d: exe: glob %q never matches: executable paths start with \"/\" and * does not match \"/\" (write the directory: /usr/bin/python3*)",
+					d.file, f.v.Line, f.v.Column, clip(r.Exe))))
 			}
 		case "comm":
 			r.Comm = d.glob(f)
@@ -175,6 +180,22 @@ func (l *loader) rule(d *decoder, n *yaml.Node, names map[string]string) (Rule, 
 		}
 	}
 	return r, len(*d.errs) == before
+}
+
+// exeNeverMatches reports whether an exe glob that starts with * can match
+// no absolute path: the stars can only stand for nothing, since * does not
+// match "/", so what follows them must be able to match the leading "/".
+// "*python*" and "*" never match; "*/usr/bin/x" matches /usr/bin/x.
+func exeNeverMatches(glob string) bool {
+	rest := strings.TrimLeft(glob, "*")
+	if rest == glob {
+		return false // starts with "/": checked as an absolute path
+	}
+	if rest == "" {
+		return true
+	}
+	// "?" never matches "/"; a class ([/]) or an escape (\/) may.
+	return rest[0] != '/' && rest[0] != '[' && rest[0] != '\\'
 }
 
 // glob decodes a path.Match pattern.
