@@ -154,8 +154,7 @@ func (l *loader) load(p string) (*Config, error) {
 	data, err := l.read(p)
 	if err != nil {
 		l.fileError(p, err)
-		l.errs.sort(l.order)
-		return nil, l.errs
+		return nil, l.errs.finish(l.order)
 	}
 	return l.build(p, data)
 }
@@ -306,8 +305,7 @@ func (l *loader) build(mainName string, data []byte) (*Config, error) {
 	}
 
 	if len(l.errs) > 0 {
-		l.errs.sort(l.order)
-		return nil, l.errs
+		return nil, l.errs.finish(l.order)
 	}
 	c.Files = l.files
 	c.Warnings = l.warns

@@ -638,3 +638,30 @@ func TestExeGlobNeverMatches(t *testing.T) {
 		t.Errorf("warnings mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestErrorCap checks that a file with thousands of errors reports the
+// first MaxErrors and counts the rest.
+func TestErrorCap(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: 1\nallow:\n")
+	for range 40000 {
+		b.WriteString("  - {name: dup, port: 1}\n")
+	}
+	_, err := testLoader(nil).parse("x.yaml", []byte(b.String()))
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("parse: %v, want an ErrorList", err)
+	}
+	if len(list) != MaxErrors+1 {
+		t.Fatalf("%d entries, want %d", len(list), MaxErrors+1)
+	}
+	if got, want := list.Total(), 39999; got != want {
+		t.Errorf("Total() = %d, want %d", got, want)
+	}
+	if got, want := list[0].Error(), `x.yaml:4:12: duplicate rule name "dup" (first defined at x.yaml:3)`; got != want {
+		t.Errorf("first error = %q, want %q", got, want)
+	}
+	if got, want := list[MaxErrors].Error(), "x.yaml: ... and 39899 more errors (fix these first)"; got != want {
+		t.Errorf("last entry = %q, want %q", got, want)
+	}
+}

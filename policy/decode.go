@@ -101,8 +101,11 @@ func (d *decoder) parseYAML(data []byte) *yaml.Node {
 	return root
 }
 
-// yamlErrorPos turns a yaml.v3 syntax error into a line and message. yaml.v3
-// reports lines but not columns; the column is then 1.
+// yamlErrorPos turns a yaml.v3 syntax error into a line and message.
+// yaml.v3 reports a syntax error's line (often where the enclosing
+// construct starts) but never its column, and a *yaml.Node carries no
+// position for what failed to parse; the caller's column is then 1, which
+// Error's doc comment says.
 func yamlErrorPos(err error) (int, string) {
 	msg := err.Error()
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {

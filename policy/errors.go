@@ -9,13 +9,23 @@ import (
 
 // Error is one problem found in a configuration file. Line and Column are
 // 1-based; a Line of 0 means the problem concerns the file as a whole (it
-// cannot be read, or its permissions are unsafe).
+// cannot be read, or its permissions are unsafe). For a YAML syntax error
+// the Column is always 1: yaml.v3 reports the line of a syntax error but
+// not its column.
 type Error struct {
 	File   string
 	Line   int
 	Column int
 	Msg    string
+	// more is, on the last entry of a capped list, how many errors were
+	// left out after it.
+	more int
 }
+
+// MaxErrors is how many errors one Load or Parse reports; the rest are
+// counted in a last "... and N more errors" entry. A file of 40,000
+// duplicate rule names does not need 40,000 lines to be fixed.
+const MaxErrors = 100
 
 // Error formats e as "file:line:col: message", or "file: message", on one
 // line: file names and values quoted from the input may hold control
@@ -41,6 +51,35 @@ func (l ErrorList) Error() string {
 		b.WriteString(e.Error())
 	}
 	return b.String()
+}
+
+// Total is the number of problems found, counting those left out of a
+// capped list.
+func (l ErrorList) Total() int {
+	n := len(l)
+	for _, e := range l {
+		if e.more > 0 {
+			n += e.more - 1
+		}
+	}
+	return n
+}
+
+// finish sorts the list and caps it at MaxErrors entries, replacing the
+// rest with one entry that counts them. That entry names the file of the
+// first error left out, with no line.
+func (l ErrorList) finish(fileOrder map[string]int) ErrorList {
+	l.sort(fileOrder)
+	if len(l) <= MaxErrors {
+		return l
+	}
+	n := len(l) - MaxErrors
+	out := append(l[:MaxErrors:MaxErrors], &Error{
+		File: l[MaxErrors].File,
+		Msg:  fmt.Sprintf("... and %d more errors (fix these first)", n),
+		more: n,
+	})
+	return out
 }
 
 // sort orders the list by the order in which files were read, then by

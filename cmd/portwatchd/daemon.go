@@ -190,7 +190,7 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon
 			for _, e := range list {
 				log.WithField("config", e.File).Error(e.Error())
 			}
-			return nil, fmt.Errorf("config invalid: %s", plural(len(list), "error"))
+			return nil, fmt.Errorf("config invalid: %s", plural(list.Total(), "error"))
 		}
 		return nil, fmt.Errorf("load config: %w", err)
 	}

@@ -58,7 +58,7 @@ func printConfigError(w io.Writer, err error) {
 		for _, e := range list {
 			fmt.Fprintln(w, e.Error())
 		}
-		fmt.Fprintf(w, "portwatchd: config invalid: %s\n", plural(len(list), "error"))
+		fmt.Fprintf(w, "portwatchd: config invalid: %s\n", plural(list.Total(), "error"))
 		return
 	}
 	fmt.Fprintf(w, "portwatchd: %v\n", err)
