@@ -165,8 +165,13 @@ type daemon struct {
 	eng       *engine
 	files     *configWatcher // nil when file watching could not start
 	unsent    []notify.Event
-	expired   map[string]bool // expired rules already reported, by file:line
-	lastCheck time.Time       // last check for expired rules
+	// stateDirty says the alert state changed since it was last saved; it
+	// is saved once nothing is unsent.
+	stateDirty bool
+	emitFails  bool            // the last Send or state save failed
+	emitErrAt  time.Time       // when such a failure was last logged
+	expired    map[string]bool // expired rules already reported, by file:line
+	lastCheck  time.Time       // last check for expired rules
 
 	ticker     *time.Ticker
 	snapErr    string    // last snapshot error, "" when the last snapshot worked
@@ -375,8 +380,14 @@ func (d *daemon) engineConfig() engineConfig {
 }
 
 // emit sends what the engine produced and saves the state when it changed.
-// The state is saved after the send: a crash in between repeats an alert
-// (the same listener, a new id) rather than losing one.
+//
+// Send is idempotent per sink: when some sink fails, the same events go
+// again with the next tick and only the sinks that failed get them. The
+// alert state is saved only once every event is in every sink (journal
+// written, webhook spools fsynced): saved earlier, a crash would leave an
+// alert recorded as sent that some sink never got. A crash while events are
+// unsent therefore repeats those alerts after the restart (the same
+// listeners, new ids) rather than losing them.
 func (d *daemon) emit(r engineResult, now time.Time) {
 	for _, em := range r.Emit {
 		ev := notify.NewEvent(em.Type, em.Decision, d.host, now)
@@ -389,24 +400,47 @@ func (d *daemon) emit(r engineResult, now time.Time) {
 		}
 		d.unsent = append(d.unsent, ev)
 	}
+	if r.StateChanged {
+		d.stateDirty = true
+	}
 	if len(d.unsent) > 0 {
 		if err := d.disp.Send(d.unsent); err != nil {
-			// Events with the same ids go again with the next tick;
-			// receivers deduplicate on the id.
-			d.log.WithError(err).WithField("events", len(d.unsent)).Error("send events; retrying with the next snapshot")
+			if d.emitFailed(now) {
+				d.log.WithError(err).WithField("events", len(d.unsent)).Error("send events; retrying the failed sinks with the next snapshot")
+			}
 			if n := len(d.unsent) - maxUnsent; n > 0 {
 				d.log.WithField("dropped", n).Error("too many unsent events; dropping the oldest")
 				d.unsent = append([]notify.Event(nil), d.unsent[n:]...)
 			}
-		} else {
-			d.unsent = d.unsent[:0]
+			return
 		}
+		d.unsent = d.unsent[:0]
 	}
-	if r.StateChanged {
+	if d.stateDirty {
 		if err := saveState(d.stateDir, d.eng.alerts); err != nil {
-			d.log.WithError(err).Error("save alert state")
+			if d.emitFailed(now) {
+				d.log.WithError(err).Error("save alert state; retrying with the next snapshot")
+			}
+			return
 		}
+		d.stateDirty = false
 	}
+	if d.emitFails {
+		d.log.Info("events sent and alert state saved again")
+		d.emitFails = false
+	}
+}
+
+// emitFailed records a failure and says whether to log it: at the first
+// failure, then once a minute, so that a full disk does not flood the
+// journal every tick. (The error text is no key: it names a random
+// temporary file.)
+func (d *daemon) emitFailed(now time.Time) bool {
+	if d.emitFails && now.Sub(d.emitErrAt) < time.Minute {
+		return false
+	}
+	d.emitFails, d.emitErrAt = true, now
+	return true
 }
 
 // reload loads the config again and, when it changed and is good, swaps it
@@ -550,12 +584,18 @@ func (d *daemon) shutdown() int {
 	if len(d.unsent) > 0 {
 		if err := d.disp.Send(d.unsent); err != nil {
 			d.log.WithError(err).WithField("events", len(d.unsent)).Error("send events at shutdown")
+		} else {
+			d.unsent = nil
 		}
 	}
 	d.disp.Drain(d.cfg.ShutdownGrace)
 	d.dispStop()
 	<-d.dispDone
-	if err := saveState(d.stateDir, d.eng.alerts); err != nil {
+	if len(d.unsent) > 0 {
+		// Keep the state of the last complete send: the next start alerts
+		// again about what some sink never got.
+		d.log.WithField("events", len(d.unsent)).Error("alert state not saved: some sinks did not take every event; the next start repeats those alerts")
+	} else if err := saveState(d.stateDir, d.eng.alerts); err != nil {
 		d.log.WithError(err).Error("save alert state")
 	}
 	d.w.Close()
