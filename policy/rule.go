@@ -88,6 +88,13 @@ func (r *Rule) hasProcessFields() bool {
 	return r.Exe != "" || r.Comm != "" || r.User != "" || r.Unit != "" || r.Container != ""
 }
 
+// socketOnly returns a copy of r without its process fields. Keep it in
+// step with hasProcessFields.
+func (r Rule) socketOnly() Rule {
+	r.Exe, r.Comm, r.User, r.UserIsUID, r.UID, r.Unit, r.Container = "", "", "", false, 0, "", ""
+	return r
+}
+
 var ruleKeys = []string{"name", "protocol", "port", "address", "netns", "exe", "comm", "user", "unit", "container", "expires", "reason"}
 
 // rule builds one rule from its mapping node. names maps the rule names

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
@@ -66,6 +67,31 @@ func TestReportCheck(t *testing.T) {
 			want:     "PORTWATCH OK - 2 listeners, 0 unexpected\n",
 		},
 		{
+			// Not root: sshd is another user's process, so its socket
+			// has no holder and the exe rule cannot match it.
+			name:     "partial attribution, only a missing holder",
+			snap:     &watcher.Snapshot{Time: snap.Time, Partial: true, Listeners: []watcher.Listener{checkListener("tcp", "0.0.0.0", 22), snap.Listeners[1]}},
+			wantCode: exitError,
+			want: "PORTWATCH UNKNOWN - 2 listeners, 0 unexpected, 1 unknown (attribution partial: run as root)\n" +
+				`unknown: no rule allows tcp 0.0.0.0:22 (no known process); closest: rule "ssh" (p.yaml:3) wants exe /usr/sbin/sshd (the listener has no known process); rule "ssh" would allow it if its process were visible` + "\n",
+		},
+		{
+			name: "partial attribution, a socket no rule covers",
+			snap: &watcher.Snapshot{Time: snap.Time, Partial: true, Listeners: []watcher.Listener{
+				checkListener("tcp", "0.0.0.0", 22), checkListener("tcp", "0.0.0.0", 9999)}},
+			wantCode: exitFound,
+			want: "PORTWATCH CRITICAL - 2 listeners, 1 unexpected, 1 unknown (attribution partial: run as root)\n" +
+				`no rule allows tcp 0.0.0.0:9999 (no known process); closest: rule "lo" (p.yaml:6) wants address loopback` + "\n" +
+				`unknown: no rule allows tcp 0.0.0.0:22 (no known process); closest: rule "ssh" (p.yaml:3) wants exe /usr/sbin/sshd (the listener has no known process); rule "ssh" would allow it if its process were visible` + "\n",
+		},
+		{
+			name:     "full attribution, no holder is a finding",
+			snap:     &watcher.Snapshot{Time: snap.Time, Listeners: []watcher.Listener{checkListener("tcp", "0.0.0.0", 22)}},
+			wantCode: exitFound,
+			want: "PORTWATCH CRITICAL - 1 listener, 1 unexpected\n" +
+				`no rule allows tcp 0.0.0.0:22 (no known process); closest: rule "ssh" (p.yaml:3) wants exe /usr/sbin/sshd (the listener has no known process)` + "\n",
+		},
+		{
 			name:     "nothing listening",
 			snap:     &watcher.Snapshot{Time: snap.Time},
 			wantCode: exitOK,
@@ -112,8 +138,36 @@ func TestCheckInvalidConfig(t *testing.T) {
 	if code != exitError {
 		t.Errorf("exit code = %d, want %d", code, exitError)
 	}
-	if diff := cmp.Diff("PORTWATCH UNKNOWN - invalid config\n", stdout.String()); diff != "" {
+	if diff := cmp.Diff("PORTWATCH UNKNOWN - invalid config: 1 error\n", stdout.String()); diff != "" {
 		t.Errorf("stdout mismatch (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(stderr.String(), "portwatch.yaml:3:11: port: 0 is outside 1..65535") {
+		t.Errorf("stderr does not name the error:\n%s", &stderr)
+	}
+}
+
+// TestCheckInvalidConfigJSON checks that --json still prints one JSON
+// document when the config is invalid, with the errors in it.
+func TestCheckInvalidConfigJSON(t *testing.T) {
+	dir := writePolicyFiles(t, map[string]string{"portwatch.yaml": "allow:\n  - name: x\n    port: 0\n"})
+	p := filepath.Join(dir, "portwatch.yaml")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"check", "--json", "-c", p}, &stdout, &stderr)
+	if code != exitError {
+		t.Errorf("exit code = %d, want %d", code, exitError)
+	}
+	var got checkError
+	dec := json.NewDecoder(&stdout)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&got); err != nil {
+		t.Fatalf("stdout is not a JSON document: %v\n%s", err, stdout.String())
+	}
+	if dec.More() {
+		t.Errorf("stdout holds more than one JSON document")
+	}
+	want := checkError{Status: "UNKNOWN", Config: p, Error: "invalid config: 1 error", Errors: []string{p + ":3:11: port: 0 is outside 1..65535"}}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(checkError{}, "Host", "Time")); diff != "" {
+		t.Errorf("JSON mismatch (-want +got):\n%s", diff)
 	}
 	if !strings.Contains(stderr.String(), "portwatch.yaml:3:11: port: 0 is outside 1..65535") {
 		t.Errorf("stderr does not name the error:\n%s", &stderr)
