@@ -27,9 +27,22 @@ import (
 //     simply still in force, and nothing is sent. A crash-looping service thus
 //     gives one alert and, once it stays down, one resolve; and a listener that
 //     is open is never shown as resolved.
-//   - A new key with no holder found yet is given one more snapshot to be
-//     attributed before it is judged, so that the fd scan catching up is not
-//     read as an unattributed (and so unexpected) listener.
+//   - A new key with no holder found yet is held back until it is
+//     attributed, or for attributionMargin snapshots more than the watcher
+//     may take to find its holder (watcher.AttributionTicks: one snapshot,
+//     or the ephemeral UDP search period), so that the watcher catching up is
+//     not read as an unattributed (and so unexpected) listener. One that
+//     stays unattributed is then judged as such: kernel sockets (NFS, WireGuard)
+//     and processes the daemon may not read are real listeners. The price:
+//     an unattributed listener alerts that many intervals late (3, or 12 for
+//     ephemeral UDP), and one that closes within its grace without ever
+//     being attributed gives nothing. The first snapshot is held back the
+//     same way: the daemon usually starts at boot, alongside the services
+//     whose listeners it would otherwise report as unattributed.
+//   - A holder swap with the same owners (a new pid, or another unit or
+//     container behind the same executables and users) is judged again: rules
+//     match more than owners. A verdict it flips needs two consecutive
+//     snapshots to agree, as an owner change does.
 //   - An owner change (watcher.Owners) needs two consecutive snapshots to
 //     agree. Until then the previous owners hold. Unknown owners (no holder
 //     found) are no information, never a change.
@@ -77,19 +90,34 @@ type engineResult struct {
 }
 
 // engineStats are the live figures for STATUS and the start summary.
+// Unexpected counts, besides the listeners judged unexpected, those held back
+// for attribution that would be unexpected as they are now: the figures say
+// what is there, the alert waits until it is sure. (So at startup a kernel
+// socket is counted in the summary line although its alert comes a few
+// snapshots later.)
 type engineStats struct {
 	Listeners, Unexpected, Namespaces int
 }
+
+// attributionMargin is how many snapshots the engine waits, beyond
+// watcher.AttributionTicks, for a new listener to be attributed.
+const attributionMargin = 1
 
 // track is what the engine knows about one key that is open now.
 type track struct {
 	l       watcher.Listener // last seen with the confirmed owners
 	owners  watcher.Owners   // confirmed owners
 	pending *watcher.Owners  // owners seen once, waiting for the next snapshot to agree
-	dec     policy.Decision  // verdict on l
+	// dec is the verdict on l; while not announced, the provisional one
+	// (for the figures only).
+	dec policy.Decision
 	// announced is false for a new key still waiting to be attributed.
 	announced  bool
-	unknownFor int // snapshots seen unattributed while not announced
+	unknownFor int  // snapshots seen unattributed while not announced
+	atStart    bool // open at the first snapshot
+	// flip is set when l's holders changed, owners staying the same, and
+	// the verdict with them: the next snapshot must agree.
+	flip bool
 }
 
 // engine is the event engine. It is not safe for concurrent use.
@@ -132,7 +160,7 @@ func (e *engine) step(snap *watcher.Snapshot, cfg engineConfig, now time.Time) e
 		}
 		t := e.tracks[k]
 		if t == nil {
-			t = &track{}
+			t = &track{atStart: first}
 			e.tracks[k] = t
 		}
 		e.observe(&r, k, t, l, cfg, now, first)
@@ -165,28 +193,33 @@ func (e *engine) reload(cfg engineConfig, now time.Time) engineResult {
 
 // observe handles a key present in this snapshot.
 func (e *engine) observe(r *engineResult, k watcher.Key, t *track, l watcher.Listener, cfg engineConfig, now time.Time, first bool) {
-	if t.announced && t.pending == nil && len(l.Processes) > 0 && watcher.SameOwners(&t.l, &l) {
-		t.l = l // the steady state: nothing to decide
+	if t.announced && t.pending == nil && len(l.Processes) > 0 && sameHolders(&t.l, &l) {
+		t.l, t.flip = l, false // the steady state: nothing to decide
 		return
 	}
 	o := watcher.OwnersOf(&l)
 	if !t.announced {
 		if !o.Known {
 			t.unknownFor++
-			if t.unknownFor < 2 {
+			if t.unknownFor <= watcher.AttributionTicks(&l)+attributionMargin {
+				t.l, t.dec = l, cfg.Evaluate(l, now)
 				return
 			}
 		}
-		e.announce(r, k, t, l, o, cfg, now, first)
+		e.announce(r, k, t, l, o, cfg, now, first || t.atStart)
 		return
 	}
 	if !o.Known {
 		return // hold the confirmed owners
 	}
 	if o.Equal(t.owners) {
-		t.l, t.pending = l, nil
+		// Other holders, the same owners: rules also match unit,
+		// container, comm and cmdline, so judge again.
+		t.pending = nil
+		e.rejudge(r, k, t, l, cfg, now)
 		return
 	}
+	t.flip = false
 	if t.pending == nil || !o.Equal(*t.pending) {
 		t.pending = &o
 		return
@@ -223,6 +256,29 @@ func (e *engine) observe(r *engineResult, k watcher.Key, t *track, l watcher.Lis
 	}
 }
 
+// rejudge judges t again with its holders now those of l, its owners being
+// the same. A verdict that flips between unexpected and not waits for the
+// next snapshot to agree; one that does not is taken silently.
+func (e *engine) rejudge(r *engineResult, k watcher.Key, t *track, l watcher.Listener, cfg engineConfig, now time.Time) {
+	dec := cfg.Evaluate(l, now)
+	if (dec.Verdict == policy.Unexpected) == (t.dec.Verdict == policy.Unexpected) {
+		t.l, t.dec, t.flip = l, dec, false
+		return
+	}
+	if !t.flip {
+		t.flip = true
+		return
+	}
+	t.l, t.dec, t.flip = l, dec, false
+	a := e.openAlert(k)
+	switch {
+	case a == nil && dec.Verdict == policy.Unexpected:
+		e.raise(r, k, notify.TypeOpened, t, now, "holder changed")
+	case a != nil && dec.Verdict != policy.Unexpected:
+		e.resolve(r, k, nowAllowedMessage(a.Decision, dec, "holder changed"), "")
+	}
+}
+
 // announce judges a key for the first time since it opened (or since the
 // daemon started).
 func (e *engine) announce(r *engineResult, k watcher.Key, t *track, l watcher.Listener, o watcher.Owners, cfg engineConfig, now time.Time, first bool) {
@@ -233,6 +289,13 @@ func (e *engine) announce(r *engineResult, k watcher.Key, t *track, l watcher.Li
 		switch {
 		case a.ClosedAt.IsZero() && unexpected && (!o.Known || o.Equal(a.owners())):
 			return // alerted before a restart and still the same: nothing new
+		case a.ClosedAt.IsZero() && unexpected && !a.Known:
+			// Alerted unattributed before a restart, attributed now: not a
+			// change of hands, just a better view of the same listener
+			// (as in observe).
+			a.Exes, a.Users, a.Known = o.Exes, o.Users, o.Known
+			r.StateChanged = true
+			return
 		case a.ClosedAt.IsZero() && unexpected:
 			e.raise(r, k, notify.TypeChanged, t, now, "")
 			return
@@ -322,10 +385,10 @@ func (e *engine) reevaluate(r *engineResult, cfg engineConfig, now time.Time, wh
 	e.lastFull = now
 	for _, k := range sortedKeys(e.tracks) {
 		t := e.tracks[k]
-		if !t.announced {
-			continue
-		}
 		t.dec = cfg.Evaluate(t.l, now)
+		if !t.announced {
+			continue // provisional, for the figures
+		}
 		a := e.openAlert(k)
 		switch {
 		case a != nil && t.dec.Verdict != policy.Unexpected:
@@ -377,11 +440,29 @@ func (e *engine) count(snap *watcher.Snapshot) {
 		s.Namespaces = len(snap.Namespaces)
 	}
 	for _, t := range e.tracks {
-		if t.announced && t.dec.Verdict == policy.Unexpected {
+		if t.dec.Verdict == policy.Unexpected {
 			s.Unexpected++
 		}
 	}
 	e.stats = s
+}
+
+// sameHolders reports whether a and b are held by the same processes, alike
+// in every field a rule may match, in the same order. It allocates nothing:
+// it is the steady-state test of every tick.
+func sameHolders(a, b *watcher.Listener) bool {
+	if len(a.Processes) != len(b.Processes) {
+		return false
+	}
+	for i := range a.Processes {
+		p, q := &a.Processes[i], &b.Processes[i]
+		if p.PID != q.PID || p.Exe != q.Exe || p.ExeDeleted != q.ExeDeleted || p.ExeUnverified != q.ExeUnverified ||
+			p.UID != q.UID || p.User != q.User || p.Comm != q.Comm || p.Unit != q.Unit || p.Container != q.Container ||
+			!slices.Equal(p.Cmdline, q.Cmdline) {
+			return false
+		}
+	}
+	return true
 }
 
 // nowAllowedMessage is the message of a resolve for a listener that is still
