@@ -23,6 +23,15 @@ import (
 // The output validates and allows every listener of ls by construction:
 // process fields are written only when they can be matched back exactly.
 func Baseline(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool) []byte {
+	return BaselineReserving(ls, seen, ignoreEphemeralUDP, nil)
+}
+
+// BaselineReserving is Baseline with rule names that avoid those in
+// reserved: the rules that stay in force beside the output, such as the
+// drop-ins' when the output replaces the main file (rule names must be
+// unique across all files). reserved maps each name to where it is
+// defined ("file:line"); a rule renamed to avoid one says so in a comment.
+func BaselineReserving(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool, reserved map[string]string) []byte {
 	type group struct {
 		key       string
 		netns     string
@@ -33,6 +42,7 @@ func Baseline(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool) []
 		ports     []int
 		loopback  bool
 		cmdlines  []string
+		note      string // why exe is not pinned
 		listeners int
 	}
 	var groups []*group
@@ -47,7 +57,11 @@ func Baseline(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool) []
 			p := &l.Processes[0]
 			g.proc = p
 			if p.Exe != "" && utf8.ValidString(p.Exe) && !hasControl(p.Exe) {
-				g.exe = p.Exe
+				if why := exeUnpinnable(p, l.Netns); why != "" {
+					g.note = "exe " + clean(p.Exe) + " not pinned: " + why
+				} else {
+					g.exe = p.Exe
+				}
 			}
 			g.user = strconv.FormatUint(uint64(p.UID), 10)
 			if p.User != "" && !isDigits(p.User) && utf8.ValidString(p.User) && !hasControl(p.User) {
@@ -57,7 +71,9 @@ func Baseline(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool) []
 				g.unit = p.Unit
 			}
 		}
-		g.key = strings.Join([]string{g.netns, strconv.FormatBool(g.proc != nil), g.exe, g.user, g.unit}, "\x00")
+		// One rule per program: an exe left unpinned still tells
+		// programs apart, and its note must fit every listener.
+		g.key = strings.Join([]string{g.netns, strconv.FormatBool(g.proc != nil), g.exe, g.note, g.user, g.unit}, "\x00")
 		if old, ok := byKey[g.key]; ok {
 			g = old
 		} else {
@@ -101,10 +117,13 @@ func Baseline(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool) []
 			base = ruleBaseName(g.unit, g.exe, g.proc.Comm)
 		}
 		name := base
-		for i := 2; names[name]; i++ {
+		for i := 2; names[name] || reserved[name] != ""; i++ {
 			name = fmt.Sprintf("%s-%d", base, i)
 		}
 		names[name] = true
+		if where := reserved[base]; where != "" {
+			fmt.Fprintf(&b, "  # named %s: rule %s is already defined at %s\n", clean(name), clean(base), clean(where))
+		}
 		slices.Sort(g.ports)
 		slices.Sort(g.protos)
 
@@ -113,6 +132,9 @@ func Baseline(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool) []
 		}
 		for _, c := range g.cmdlines {
 			fmt.Fprintf(&b, "  # seen %s, %s\n", day, c)
+		}
+		if g.note != "" {
+			fmt.Fprintf(&b, "  # %s\n", g.note)
 		}
 		fmt.Fprintf(&b, "  - name: %s\n", yamlQuote(name))
 		fmt.Fprintf(&b, "    netns: %s\n", yamlQuote(escapeGlob(g.netns)))
@@ -133,6 +155,23 @@ func Baseline(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP bool) []
 		fmt.Fprintf(&b, "    reason: %s\n", yamlQuote("baseline "+day))
 	}
 	return []byte(b.String())
+}
+
+// exeUnpinnable says why an exe rule could not match p's exe, as the
+// matching rules have it, or "" when a rule pinning it (and the listener's
+// netns, as baseline rules do) matches. A deleted executable never
+// matches; an unverified one (its path names another file in our mount
+// namespace) only in a container, under a rule naming the container netns.
+func exeUnpinnable(p *watcher.Process, netns string) string {
+	switch {
+	case p.ExeDeleted:
+		return "the executable was deleted"
+	case !p.ExeUnverified:
+		return ""
+	case p.Container != "" && !watcher.UserManagedUnit(p.Unit) && strings.HasPrefix(netns, "container:"):
+		return ""
+	}
+	return "unverified (the path does not name on the host the file the process runs)"
 }
 
 // cmdline renders a process's command line for a YAML comment: one line,

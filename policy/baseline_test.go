@@ -2,6 +2,7 @@ package policy
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +99,64 @@ func TestBaselineEphemeralKept(t *testing.T) {
 	}
 	if d := c.Evaluate(ls[0], time.Now()); d.Verdict != Allowed {
 		t.Errorf("with ignore_ephemeral_udp off, baseline does not allow ephemeral UDP: %s", d.Reason)
+	}
+}
+
+// TestBaselineReserved checks that baseline rule names avoid the names of
+// rules that stay in force (drop-ins), and say so.
+func TestBaselineReserved(t *testing.T) {
+	seen := time.Date(2026, 11, 28, 1, 30, 0, 0, time.UTC)
+	ls := []watcher.Listener{listener("tcp", "0.0.0.0", 22, sshd), listener("tcp", "0.0.0.0", 80, nginx)}
+	out := string(BaselineReserving(ls, seen, true, map[string]string{"ssh": "/etc/portwatch.d/10-ssh.yaml:4", "ssh-2": "/etc/portwatch.d/10-ssh.yaml:9"}))
+	for _, want := range []string{
+		"  # named ssh-3: rule ssh is already defined at /etc/portwatch.d/10-ssh.yaml:4\n",
+		"  - name: ssh-3\n",
+		"  - name: nginx\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("baseline lacks %q:\n%s", want, out)
+		}
+	}
+	// Loaded together with the drop-in, the names are unique.
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"portwatch.yaml":           out,
+		"portwatch.d/10-ssh.yaml":  "allow:\n  - name: ssh\n    port: 22\n  - name: ssh-2\n    port: 2222\n",
+		"portwatch.d/20-misc.yaml": "allow:\n  - name: misc\n    port: 3\n",
+	})
+	if _, err := testLoader(nil).load(filepath.Join(dir, "portwatch.yaml")); err != nil {
+		t.Errorf("baseline with the drop-ins: %v", err)
+	}
+}
+
+// TestBaselineUnverifiedExe checks that baseline pins no exe that a rule
+// could not match back (deleted, or unverified outside a container), and
+// that its output then still allows every listener.
+func TestBaselineUnverifiedExe(t *testing.T) {
+	seen := time.Date(2026, 11, 28, 1, 30, 0, 0, time.UTC)
+	bound := watcher.Process{PID: 20, Comm: "python3", Exe: "/usr/bin/python3", UID: 1000, User: "alice", ExeUnverified: true}
+	gone := watcher.Process{PID: 21, Comm: "app", Exe: "/opt/app", UID: 1000, User: "alice", ExeDeleted: true}
+	ctr := inCtr
+	ctr.ExeUnverified = true
+	ls := []watcher.Listener{
+		listener("tcp", "0.0.0.0", 5000, bound),
+		listener("tcp", "0.0.0.0", 5001, gone),
+		with(listener("tcp", "0.0.0.0", 8000, ctr), func(l *watcher.Listener) { l.Netns = "container:0123456789ab" }),
+	}
+	out := BaselineReserving(ls, seen, true, nil)
+	for _, want := range []string{
+		"  # exe /usr/bin/python3 not pinned: unverified (the path does not name on the host the file the process runs)\n",
+		"  # exe /opt/app not pinned: the executable was deleted\n",
+		"    exe: /app/server\n",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("baseline lacks %q:\n%s", want, out)
+		}
+	}
+	c := mustParse(t, string(out))
+	for _, l := range ls {
+		if d := c.Evaluate(l, seen); d.Verdict != Allowed {
+			t.Errorf("baseline does not allow its own listener: %s", d.Reason)
+		}
 	}
 }

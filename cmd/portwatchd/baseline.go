@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/portwatchd/portwatchd/policy"
 )
@@ -45,13 +46,20 @@ func runBaseline(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "portwatchd baseline: %v\n", err)
 		return exitError
 	}
-	data := policy.Baseline(snap.Listeners, snap.Time, cfg.IgnoreEphemeralUDP)
+	reserved := reservedNames(cfg, *outPath)
+	data := policy.BaselineReserving(snap.Listeners, snap.Time, cfg.IgnoreEphemeralUDP, reserved)
 
 	// Baseline output is valid by construction; prove it before writing.
 	got, err := policy.Parse("baseline", data)
 	if err != nil {
 		fmt.Fprintf(stderr, "portwatchd baseline: internal error: generated policy is invalid: %v\n", err)
 		return exitError
+	}
+	for _, r := range got.Rules {
+		if where := reserved[r.Name]; where != "" {
+			fmt.Fprintf(stderr, "portwatchd baseline: internal error: generated rule %q clashes with the rule at %s\n", r.Name, where)
+			return exitError
+		}
 	}
 	for _, l := range snap.Listeners {
 		if d := got.Evaluate(l, snap.Time); d.Verdict == policy.Unexpected {
@@ -75,6 +83,41 @@ func runBaseline(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "portwatchd baseline: wrote %s (%s)\n", *outPath, plural(len(got.Rules), "rule"))
 	return exitOK
+}
+
+// reservedNames returns the names of the loaded config's rules that stay in
+// force beside the baseline, with where each is defined: rule names must be
+// unique across the main file and its drop-ins. With -o, the rules of the
+// file being replaced are not reserved (they go away); written to stdout,
+// the output may land anywhere, so every rule's name is.
+func reservedNames(cfg *policy.Config, outPath string) map[string]string {
+	out := ""
+	if outPath != "" {
+		out = canonicalPath(outPath)
+	}
+	reserved := map[string]string{}
+	for _, r := range cfg.Rules {
+		file := r.File
+		if i := strings.LastIndexByte(file, ':'); i >= 0 {
+			file = file[:i]
+		}
+		if out != "" && canonicalPath(file) == out {
+			continue
+		}
+		reserved[r.Name] = r.File
+	}
+	return reserved
+}
+
+// canonicalPath makes p absolute, with symlinks resolved when it exists.
+func canonicalPath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		p = real
+	}
+	return p
 }
 
 // writeNewFile writes data to path atomically: a temporary file in the same

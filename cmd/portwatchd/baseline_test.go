@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,4 +85,49 @@ func TestBaselineStdout(t *testing.T) {
 	if code := run([]string{"validate", "-c", p}, &stdout, &stderr); code != exitOK {
 		t.Errorf("validate baseline: exit %d\n%s", code, &stderr)
 	}
+}
+
+// TestReservedNames checks which loaded rule names a baseline must avoid:
+// those of every file but the one it replaces.
+func TestReservedNames(t *testing.T) {
+	dir := writePolicyFiles(t, map[string]string{
+		"portwatch.yaml":          "version: 1\nallow:\n  - name: main\n    port: 1\n",
+		"portwatch.d/10-ssh.yaml": "allow:\n  - name: ssh\n    port: 22\n",
+	})
+	main := filepath.Join(dir, "portwatch.yaml")
+	drop := filepath.Join(dir, "portwatch.d/10-ssh.yaml")
+	cfg, err := loadConfig(main, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		out  string
+		want map[string]string
+	}{
+		{name: "replacing the main file", out: main, want: map[string]string{"ssh": drop + ":2"}},
+		{name: "replacing it by a relative path", out: relTo(t, main), want: map[string]string{"ssh": drop + ":2"}},
+		{name: "writing a drop-in", out: drop, want: map[string]string{"main": main + ":3"}},
+		{name: "stdout", out: "", want: map[string]string{"main": main + ":3", "ssh": drop + ":2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, reservedNames(cfg, tt.out)); diff != "" {
+				t.Errorf("reserved names mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func relTo(t *testing.T, p string) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rel
 }
