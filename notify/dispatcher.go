@@ -258,7 +258,7 @@ func (d *Dispatcher) report(id string, p journal.Priority, msg string, fields ma
 			return
 		}
 	}
-	lf := logrus.Fields{}
+	lf := logrus.Fields{"message_id": id}
 	for k, v := range fields {
 		lf[strings.ToLower(strings.TrimPrefix(k, "PORTWATCH_"))] = v
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +18,7 @@ import (
 type formatter struct {
 	build func(events []Event, h policy.Webhook) ([]byte, error)
 	// path, when set, derives the request URL from the configured one.
-	path func(u url.URL) url.URL
+	path func(u url.URL, h policy.Webhook) url.URL
 }
 
 // formats maps the format: names onto their builders.
@@ -263,19 +264,41 @@ func buildGoogleChat(events []Event, _ policy.Webhook) ([]byte, error) {
 	return marshal(map[string]any{"text": text})
 }
 
-// ntfyURL posts to the server root; a topic in the URL's path is taken as
-// the default topic by buildNtfy.
-func ntfyURL(u url.URL) url.URL {
-	u.Path, u.RawPath, u.RawQuery = "/", "", ""
-	return u
+// ntfyURL is where ntfy takes JSON: its root, which behind a reverse proxy
+// is a path prefix. The query is kept: ntfy reads credentials from ?auth=.
+func ntfyURL(u url.URL, h policy.Webhook) url.URL {
+	root, _ := ntfySplit(u, h.Topic)
+	return root
+}
+
+// ntfySplit splits an ntfy URL into its root and the topic. The last path
+// segment is the topic unless topic: is set ("https://example.com/ntfy/alerts"
+// is root /ntfy/, topic alerts); a topic: equal to the last segment is taken
+// off too.
+func ntfySplit(u url.URL, topic string) (url.URL, string) {
+	p := strings.TrimSuffix(u.Path, "/")
+	dir, last := path.Split(p)
+	switch {
+	case topic == "":
+		topic, p = last, dir
+	case last == topic:
+		p = dir
+	case p != "":
+		p += "/"
+	}
+	if p == "" {
+		p = "/"
+	}
+	u.Path, u.RawPath = p, ""
+	return u, topic
 }
 
 func buildNtfy(events []Event, h policy.Webhook) ([]byte, error) {
-	topic := h.Topic
-	if topic == "" {
-		if u, err := url.Parse(h.URL); err == nil {
-			topic = strings.Trim(u.Path, "/")
-		}
+	var topic string
+	if u, err := url.Parse(h.URL); err == nil {
+		_, topic = ntfySplit(*u, h.Topic)
+	} else {
+		topic = h.Topic
 	}
 	prio, tags := 3, []string{"white_check_mark"}
 	for _, ev := range events {
@@ -302,7 +325,7 @@ func buildNtfy(events []Event, h policy.Webhook) ([]byte, error) {
 
 // alertmanagerURL appends the v2 alerts path unless the URL already ends in
 // it.
-func alertmanagerURL(u url.URL) url.URL {
+func alertmanagerURL(u url.URL, _ policy.Webhook) url.URL {
 	if !strings.HasSuffix(u.Path, "/api/v2/alerts") {
 		u.Path = strings.TrimSuffix(u.Path, "/") + "/api/v2/alerts"
 		u.RawPath = ""

@@ -91,12 +91,23 @@ func openSpool(dir string, max int) (*spool, error) {
 			_ = os.Remove(filepath.Join(dir, name))
 			continue
 		}
-		base, ok := strings.CutSuffix(name, spoolExt)
-		if !ok {
-			continue
+		base, aside := strings.CutSuffix(name, spoolExt+".corrupt")
+		if !aside {
+			var ok bool
+			if base, ok = strings.CutSuffix(name, spoolExt); !ok {
+				continue
+			}
 		}
 		seq, err := strconv.ParseUint(base, 10, 64)
 		if err != nil {
+			continue
+		}
+		// Past every number in use, set-aside files included, so that a
+		// new batch never replaces one of them.
+		if seq >= s.next {
+			s.next = seq + 1
+		}
+		if aside {
 			continue
 		}
 		b, err := s.read(seq)
@@ -106,9 +117,6 @@ func openSpool(dir string, max int) (*spool, error) {
 		}
 		s.queue = append(s.queue, spoolEntry{seq: seq, n: len(b.Events)})
 		s.events += len(b.Events)
-		if seq >= s.next {
-			s.next = seq + 1
-		}
 	}
 	sort.Slice(s.queue, func(i, j int) bool { return s.queue[i].seq < s.queue[j].seq })
 	return s, nil

@@ -72,9 +72,14 @@ func newWebhook(h policy.Webhook, rt http.RoundTripper) (*webhook, error) {
 	if h.Timeout <= 0 {
 		h.Timeout = DefaultTimeout
 	}
+	if h.Format == "ntfy" {
+		if _, topic := ntfySplit(*u, h.Topic); topic == "" {
+			return nil, fmt.Errorf("webhook %s: ntfy needs a topic (the url's last path segment, or topic)", h.Name)
+		}
+	}
 	target := *u
 	if f.path != nil {
-		target = f.path(*u)
+		target = f.path(*u, h)
 	}
 	w := &webhook{
 		hook:   h,

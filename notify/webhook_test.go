@@ -31,6 +31,7 @@ const waitTimeout = 60 * time.Second
 // request is one request seen by a receiver.
 type request struct {
 	Path   string
+	Query  string // raw
 	Header http.Header
 	Body   []byte
 	At     time.Time
@@ -52,7 +53,7 @@ func newReceiver(t *testing.T, respond func(n int, w http.ResponseWriter, r *htt
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
-		rc.reqs = append(rc.reqs, request{Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()})
+		rc.reqs = append(rc.reqs, request{Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body, At: time.Now()})
 		n := len(rc.reqs)
 		rc.mu.Unlock()
 		if rc.respond != nil {
