@@ -269,7 +269,7 @@ func (l *loader) secretFile(d *decoder, f field) ([]byte, bool) {
 		return nil, false
 	}
 	if l.checkPerms {
-		if err := checkSafe(p, fi); err != nil {
+		if err := checkSafeIn(p, fi, l.getenv("CREDENTIALS_DIRECTORY")); err != nil {
 			d.errorf(f.v, "%s: %v", f.key, err)
 			return nil, false
 		}

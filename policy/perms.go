@@ -20,11 +20,24 @@ import (
 // does, so that a symlink in the middle of a chain (a link to a directory
 // that holds another link) cannot lead through an unsafe directory unseen.
 func checkSafe(name string, fi fs.FileInfo) error {
+	return checkSafeIn(name, fi, "")
+}
+
+// checkSafeIn is checkSafe, except that under roDir (systemd's
+// $CREDENTIALS_DIRECTORY) a file or directory may have any owner when it
+// sits on a read-only mount. systemd hands LoadCredential= files to a
+// DynamicUser= service by chowning them to its uid when the file system
+// (ramfs) has no ACLs, then remounts the directory read-only: nobody can
+// change them without a remount, whoever owns them.
+func checkSafeIn(name string, fi fs.FileInfo, roDir string) error {
 	abs, err := filepath.Abs(name)
 	if err != nil {
 		return fmt.Errorf("refusing: %w", err)
 	}
-	final, err := walkSafe(abs)
+	if roDir != "" {
+		roDir = filepath.Clean(roDir)
+	}
+	final, err := walkSafe(abs, roDir)
 	if err != nil {
 		return err
 	}
@@ -41,7 +54,10 @@ const maxSymlinks = 40
 // walkSafe resolves abs from the root down, checking "/", each directory
 // entered and each symlink followed, and returns the final file's Lstat
 // after checking it too.
-func walkSafe(abs string) (fs.FileInfo, error) {
+func walkSafe(abs, roDir string) (fs.FileInfo, error) {
+	under := func(p string) bool {
+		return roDir != "" && (p == roDir || strings.HasPrefix(p, roDir+"/"))
+	}
 	rootFI, err := os.Lstat("/")
 	if err != nil {
 		return nil, fmt.Errorf("refusing: /: %w", unwrapPath(err))
@@ -74,7 +90,7 @@ func walkSafe(abs string) (fs.FileInfo, error) {
 			}
 			// A link's own mode means nothing; its owner is who may
 			// have made it point elsewhere (in a sticky directory).
-			if err := safeOwner(next, nfi); err != nil {
+			if err := safeOwnerIn(next, nfi, under(next)); err != nil {
 				return nil, err
 			}
 			target, err := os.Readlink(next)
@@ -90,7 +106,10 @@ func walkSafe(abs string) (fs.FileInfo, error) {
 		if len(rest) > 0 && !nfi.IsDir() {
 			return nil, fmt.Errorf("refusing: %s: not a directory", next)
 		}
-		if err := safeMode(next, nfi); err != nil {
+		if err := safeOwnerIn(next, nfi, under(next)); err != nil {
+			return nil, err
+		}
+		if err := safePerm(next, nfi); err != nil {
 			return nil, err
 		}
 		cur = next
@@ -106,6 +125,23 @@ func splitPath(p string) []string {
 	return strings.Split(p, "/")
 }
 
+// safeOwnerIn is safeOwner, except that with readOnlyOK any owner will do
+// when p lies on a read-only mount.
+func safeOwnerIn(p string, fi fs.FileInfo, readOnlyOK bool) error {
+	err := safeOwner(p, fi)
+	if err != nil && readOnlyOK {
+		var st syscall.Statfs_t
+		if syscall.Statfs(p, &st) == nil && st.Flags&stRdonly != 0 {
+			return nil
+		}
+		return fmt.Errorf("%w, and is not on a read-only mount", err)
+	}
+	return err
+}
+
+// stRdonly is ST_RDONLY in statfs(2)'s f_flags.
+const stRdonly = 0x1
+
 // safeOwner checks that p is owned by root.
 func safeOwner(p string, fi fs.FileInfo) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
@@ -119,6 +155,12 @@ func safeMode(p string, fi fs.FileInfo) error {
 	if err := safeOwner(p, fi); err != nil {
 		return err
 	}
+	return safePerm(p, fi)
+}
+
+// safePerm checks that p is not writable by group or others, unless it is
+// a sticky directory.
+func safePerm(p string, fi fs.FileInfo) error {
 	m := fi.Mode()
 	if m.Perm()&0o022 != 0 && !(m.IsDir() && m&fs.ModeSticky != 0) {
 		return fmt.Errorf("refusing: %s is writable by group or others (mode %s)", p, modeString(m))

@@ -233,6 +233,12 @@ func TestLoadChild(t *testing.T) {
 	}
 	mode, path, _ := strings.Cut(spec, ":")
 	var err error
+	if mode == "creds-ro" || mode == "creds-rw" {
+		if err := credentialsMount(filepath.Join(filepath.Dir(path), "creds"), mode == "creds-ro"); err != nil {
+			t.Fatal(err)
+		}
+		mode = "strict"
+	}
 	switch mode {
 	case "strict":
 		_, err = LoadWith(path, LoadOptions{Strict: true})
@@ -313,5 +319,90 @@ func TestStrictAsNonRoot(t *testing.T) {
 				t.Errorf("child output:\n%s\nwant a line %q", out, tt.want)
 			}
 		})
+	}
+}
+
+// credentialsMount does what systemd does for LoadCredential= on ramfs, in
+// the child's own mount namespace: a fresh file system at dir holding
+// hook.url, file and directory owned by the service's uid, then (with ro)
+// remounted read-only.
+func credentialsMount(dir string, ro bool) error {
+	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "mode=0700"); err != nil {
+		return fmt.Errorf("mount: %w", err)
+	}
+	p := filepath.Join(dir, "hook.url")
+	if err := os.WriteFile(p, []byte("http://127.0.0.1:9/hook\n"), 0o400); err != nil {
+		return err
+	}
+	for _, q := range []string{p, dir} {
+		if err := os.Chown(q, 65534, 65534); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(dir, 0o500); err != nil {
+		return err
+	}
+	if ro {
+		if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("remount read-only: %w", err)
+		}
+	}
+	return nil
+}
+
+// TestStrictCredentials loads a url_file from a systemd-style credentials
+// directory owned by the service's uid: accepted on a read-only mount (as
+// systemd leaves it), refused on a writable one. The mount happens in a
+// child process's own mount namespace, so that nothing is left behind.
+func TestStrictCredentials(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: to mount a file system in a new mount namespace")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"portwatch.yaml": "include: []\nnotify:\n  webhooks:\n    - name: h\n      format: generic\n      url_file: ${CREDENTIALS_DIRECTORY}/hook.url\n",
+	})
+	if err := os.Mkdir(filepath.Join(dir, "creds"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	main := filepath.Join(dir, "portwatch.yaml")
+	tests := []struct {
+		name string
+		mode string
+		want string
+	}{
+		{name: "read-only mount, owned by the service", mode: "creds-ro", want: "loaded"},
+		{
+			name: "writable mount, owned by the service",
+			mode: "creds-rw",
+			want: "error: " + main + ":6:17: url_file: refusing: " + dir + "/creds is owned by uid 65534, not root, and is not on a read-only mount",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, exe, "-test.run=^TestLoadChild$", "-test.v")
+			cmd.Env = append(os.Environ(), childEnv+"="+tt.mode+":"+main, "CREDENTIALS_DIRECTORY="+filepath.Join(dir, "creds"))
+			cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), tt.want+"\n") {
+				t.Errorf("child output:\n%s\nwant a line %q", out, tt.want)
+			}
+		})
+	}
+	// The parent's view is untouched.
+	if entries, err := os.ReadDir(filepath.Join(dir, "creds")); err != nil || len(entries) != 0 {
+		t.Errorf("creds in the parent's mount namespace: %v, %v; want empty", entries, err)
 	}
 }
