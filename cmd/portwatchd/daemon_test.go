@@ -321,6 +321,8 @@ type daemonE2E struct {
 	hook     *daemonHook
 	base     int // first port of the block the test owns
 	next     int // next sentinel port
+	// flapWindow is the config's flap_window; empty means 8s.
+	flapWindow string
 }
 
 // daemonProc is one run of the daemon.
@@ -400,16 +402,20 @@ func (e *daemonE2E) writeConfig(content string) {
 // test owns, so that other listeners on the machine stay quiet, and allows
 // the ports in extra.
 func (e *daemonE2E) configText(extra ...int) string {
+	flap := e.flapWindow
+	if flap == "" {
+		flap = "8s"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `version: 1
 interval: 300ms
-flap_window: 8s
+flap_window: %s
 shutdown_grace: 3s
 allow:
   - name: everything-else
     port: ["1-%d", "%d-65535"]
     reason: not this test's business
-`, e.base-1, e.base+50)
+`, flap, e.base-1, e.base+50)
 	for _, p := range extra {
 		fmt.Fprintf(&b, "  - name: allowed-%d\n    port: %d\n    reason: allowed by the test\n", p, p)
 	}
@@ -775,6 +781,13 @@ func TestDaemonEndToEnd(t *testing.T) {
 	})
 
 	t.Run("flap within the window alerts once", func(t *testing.T) {
+		// A window of an hour: the close, the barriers and the
+		// reopening need not fit in it on a slow machine. Its expiry is
+		// tested by the engine tests, on a synthetic clock.
+		mark := e.notify.mark()
+		e.flapWindow = "1h"
+		e.writeConfig(e.configText())
+		e.notify.wait(t, mark, 1, "READY=1 after the reload to a long flap_window", notifyIs("READY=1"))
 		c := startDaemonListener(t, flapper)
 		e.waitEvents("opened", flapper, 1)
 		c.close()
@@ -788,6 +801,13 @@ func TestDaemonEndToEnd(t *testing.T) {
 			t.Errorf("%d closed entries while the flapping listener is open, want 0", n)
 		}
 		c.close()
+		e.barrier() // the close has been seen: the resolve waits out the window
+		if n := len(e.events("closed", flapper)); n != 0 {
+			t.Errorf("%d closed entries within flap_window, want 0", n)
+		}
+		// A reload to a short window lets the resolve go.
+		e.flapWindow = ""
+		e.writeConfig(e.configText())
 		e.waitEvents("closed", flapper, 1)
 		e.hook.wait(t, "closed", flapper, 1)
 		if n := e.hook.count("opened", flapper); n != 1 {
