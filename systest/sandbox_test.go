@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +37,7 @@ const (
 	listenerExe = stageDir + "/pw-listener"
 	stallFile   = "/run/portwatch-stall"
 	listenPort  = "4444"
+	hostilePort = "4445"
 )
 
 // capsDrop is what the sandbox's PID 1, and every command the test runs in
@@ -320,6 +320,43 @@ func stepCatalog(t *testing.T, ctx context.Context, sb *sandbox) {
 	if !strings.Contains(out, subject) {
 		t.Errorf("journalctl -x does not show the catalog subject %q:\n%s", subject, out)
 	}
+
+	// A listener whose executable path and name carry terminal escapes:
+	// journalctl -x explains its alert without passing one through (the
+	// catalog substitutes no such field; the message line is escaped).
+	hostile := "/usr/local/bin/pw-\x1b]0;pwned\x07-\x1b[2J"
+	if out, err := sb.run(ctx, "cp", listenerExe, hostile); err != nil {
+		t.Fatalf("copy the listener: %v\n%s", err, out)
+	}
+	out, err = sb.run(ctx, "systemd-run", "--unit=pw-hostile", "--uid=nobody",
+		"--setenv="+listenEnv+"=0.0.0.0:"+hostilePort, "/bin/sh", "-c", `exec "$0"`, hostile)
+	if err != nil {
+		t.Fatalf("systemd-run hostile listener: %v\n%s", err, out)
+	}
+	defer sb.run(ctx, "systemctl", "stop", "pw-hostile")
+	// (journalctl -o json gives PORTWATCH_EXE as an array of bytes, being
+	// unprintable; the message line has it escaped.)
+	err = poll(ctx, 60*time.Second, func() error {
+		for _, e := range sb.journal(ctx, "-t", "portwatchd", "MESSAGE_ID="+id, "PORTWATCH_PORT="+hostilePort) {
+			if strings.Contains(e["MESSAGE"], `/usr/local/bin/pw-\x1b]0;pwned\x07`) {
+				return nil
+			}
+		}
+		return errors.New("no alert with the hostile executable")
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, sb.outQuiet(ctx, "systemctl", "status", "--no-pager", "pw-hostile"))
+	}
+	out, err = sb.run(ctx, "journalctl", "--no-pager", "-x", "-t", "portwatchd", "MESSAGE_ID="+id, "PORTWATCH_PORT="+hostilePort)
+	if err != nil {
+		t.Fatalf("journalctl -x: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "Listening socket opened: tcp") || !strings.Contains(out, ":"+hostilePort+" (unexpected)") {
+		t.Errorf("journalctl -x does not explain the hostile listener's alert:\n%q", out)
+	}
+	if strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("journalctl -x passes terminal control characters through:\n%q", out)
+	}
 }
 
 func stepHardeningHeld(t *testing.T, ctx context.Context, sb *sandbox) {
@@ -595,12 +632,10 @@ func needRootAndDeb(t *testing.T) string {
 	return deb
 }
 
-var catalogVarRE = regexp.MustCompile(`@[A-Za-z0-9_]+@`)
-
 // readCatalog maps each MESSAGE_ID in the shipped catalog to its Subject.
 func readCatalog(t *testing.T) map[string]string {
 	t.Helper()
-	f, err := os.Open("../packaging/systemd/portwatchd.catalog")
+	f, err := os.Open(catalogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
