@@ -34,11 +34,13 @@ import (
 //     not read as an unattributed (and so unexpected) listener. One that
 //     stays unattributed is then judged as such: kernel sockets (NFS, WireGuard)
 //     and processes the daemon may not read are real listeners. The price:
-//     an unattributed listener alerts that many intervals late (3, or 12 for
-//     ephemeral UDP), and one that closes within its grace without ever
-//     being attributed gives nothing. The first snapshot is held back the
-//     same way: the daemon usually starts at boot, alongside the services
-//     whose listeners it would otherwise report as unattributed.
+//     an unattributed listener is alerted at its third snapshot (its twelfth
+//     for ephemeral UDP), two (eleven) intervals late, and one that closes
+//     within its grace without ever being attributed gives nothing. The
+//     first snapshot is held back the same way: the daemon usually starts
+//     at boot, alongside the services whose listeners its first scan may
+//     miss; judged at once, they would alert as unattributed and then
+//     resolve. The figures (engineStats) count held listeners at once.
 //   - A holder swap with the same owners (a new pid, or another unit or
 //     container behind the same executables and users) is judged again: rules
 //     match more than owners. A verdict it flips needs two consecutive
