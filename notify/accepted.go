@@ -4,8 +4,9 @@ import "sync"
 
 // acceptedMin is the least number of event ids a sink remembers as
 // accepted. The daemon keeps at most 1,000 unsent events for another Send;
-// this covers them with room to spare.
-const acceptedMin = 8192
+// while Send fails it resends all of them, so every id added since the
+// oldest was first sent is among them, and twice that covers them.
+const acceptedMin = 2048
 
 // accepted remembers the ids of the events a sink has taken (written to the
 // journal, or fsynced into the spool), so that Send is idempotent per sink:

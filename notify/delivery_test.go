@@ -560,3 +560,32 @@ func TestNtfyPathAndQuery(t *testing.T) {
 		t.Errorf("log lacks the retry or holds the URL:\n%s", out)
 	}
 }
+
+// TestAccepted: the remembered ids forget the oldest first, and a large
+// Send makes room for all of its events.
+func TestAccepted(t *testing.T) {
+	a := newAccepted()
+	a.max = 3
+	a.add("a", "b", "c", "a")
+	a.add("d")
+	var got []string
+	for _, id := range []string{"a", "b", "c", "d"} {
+		if a.has(id) {
+			got = append(got, id)
+		}
+	}
+	if diff := cmp.Diff([]string{"b", "c", "d"}, got); diff != "" {
+		t.Errorf("remembered (-want +got):\n%s", diff)
+	}
+	a.reserve(4)
+	a.add("e", "f", "g", "h", "i")
+	got = nil
+	for _, id := range []string{"b", "c", "d", "e", "f", "g", "h", "i"} {
+		if a.has(id) {
+			got = append(got, id)
+		}
+	}
+	if diff := cmp.Diff([]string{"b", "c", "d", "e", "f", "g", "h", "i"}, got); diff != "" {
+		t.Errorf("after reserve(4) (-want +got):\n%s", diff)
+	}
+}

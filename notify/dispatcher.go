@@ -386,7 +386,7 @@ func (d *Dispatcher) deliver(ctx context.Context, s *sink) {
 		h, n := s.current()
 		switch {
 		case len(cur) == 0 && len(split) > 0:
-			cur, split, frozen = split[:1], split[1:], true
+			cur, split, frozen = []*batch{split[0]}, split[1:], true
 		case len(cur) == 0 || !frozen:
 			var after uint64
 			events, size := 0, 0
@@ -445,7 +445,8 @@ func (d *Dispatcher) deliver(ctx context.Context, s *sink) {
 			if len(cur) > 1 {
 				d.log.WithFields(logrus.Fields{"sink": s.name, "batches": len(cur), "events": len(events), "error": err.Error()}).
 					Warn("webhook refused a merged delivery; trying its batches one at a time")
-				cur, split, frozen = cur[:1], append(cur[1:], split...), true
+				split = append(slices.Clone(cur[1:]), split...)
+				cur, frozen = cur[:1:1], true
 				continue
 			}
 			d.report(MessageIDDropped, journal.PriErr,

@@ -22,8 +22,10 @@ const (
 	MessageIDClosed  = "fe57518077e24d9891b541da0696cfea" // listener.closed
 	MessageIDChanged = "c37524e1893d45d9ada146b9f7d0d3d7" // listener.changed
 	MessageIDTest    = "46e4991703164e918f139d23a45eb407" // test (notify-test)
-	// MessageIDDropped: a webhook refused a batch for good (a 4xx other
-	// than 408 and 429, or a redirect); the batch was dropped.
+	// MessageIDDropped: events of a webhook were lost: the webhook refused
+	// a batch for good (a 4xx other than 408 and 429, or a redirect), or a
+	// spool file could not be read or decoded and was set aside
+	// (PORTWATCH_SPOOL names it).
 	MessageIDDropped = "acb59a0fa18a4cb48990d5496b24b0e2"
 	// MessageIDOverflow: a webhook spool was full and its oldest events
 	// were dropped.
