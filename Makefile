@@ -85,6 +85,8 @@ install: build man
 	install -D -m 0644 $(BUILD)/man/portwatchd.8.gz $(DESTDIR)$(PREFIX)/share/man/man8/portwatchd.8.gz
 	install -D -m 0644 $(BUILD)/man/portwatch.yaml.5.gz $(DESTDIR)$(PREFIX)/share/man/man5/portwatch.yaml.5.gz
 	install -D -m 0644 packaging/deb/copyright $(DESTDIR)$(PREFIX)/share/doc/portwatchd/copyright
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/doc/portwatchd/examples
+	install -m 0644 configs/examples/* $(DESTDIR)$(PREFIX)/share/doc/portwatchd/examples/
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/portwatch.d
 	test -e $(DESTDIR)$(SYSCONFDIR)/portwatch.yaml || \
 		install -D -m 0644 configs/portwatch.yaml $(DESTDIR)$(SYSCONFDIR)/portwatch.yaml
