@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,8 +42,11 @@ func TestMain(m *testing.M) {
 // "open SPEC" opens one more socket, "sendfd" passes the first socket (fd 3
 // when held) over the unix socket at fd 4 and closes its own copy.
 func helperMain() int {
-	if os.Getenv(helperEnv) == "snapshot" {
+	switch os.Getenv(helperEnv) {
+	case "snapshot":
 		return snapshotHelper()
+	case "spoof":
+		return spoofHelper()
 	}
 	out := bufio.NewWriter(os.Stdout)
 	fail := func(err error) int {
@@ -129,6 +133,18 @@ func helperMain() int {
 			out.Flush()
 			argv := strings.Fields(arg)
 			return fail(syscall.Exec(argv[0], argv, os.Environ()))
+		case "spoofexec":
+			// "spoofexec EVIL PATH": enter a private mount namespace, bind
+			// EVIL over PATH there, and exec PATH, keeping the pid and the
+			// descriptors (and the path /proc/PID/exe shows).
+			out.Flush()
+			evil, path, _ := strings.Cut(arg, " ")
+			runtime.LockOSThread() // the namespace is the thread's; execve keeps it
+			if err := bindPrivately(evil, path); err != nil {
+				return fail(err)
+			}
+			argv := []string{path, "-test.run=^$"}
+			return fail(syscall.Exec(path, argv, os.Environ()))
 		case "sendfd":
 			if err := unix.Sendmsg(4, []byte{0}, unix.UnixRights(fds[0]), nil, 0); err != nil {
 				return fail(err)
@@ -182,6 +198,12 @@ func startHelper(t *testing.T, o helperOpts) *helper {
 		cmd.Env = append(cmd.Env, "PW_LO=1")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNET}
 	}
+	return runHelper(t, cmd)
+}
+
+// runHelper starts cmd, a helper, and reads its sockets until "ready".
+func runHelper(t *testing.T, cmd *exec.Cmd) *helper {
+	t.Helper()
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
