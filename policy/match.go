@@ -20,6 +20,13 @@ import (
 // that the exe of one process and the user of another cannot add up to a
 // match.) An expired rule allows nothing. How exe matches a holder whose
 // executable is deleted or unverified is told at exeTrusted.
+//
+// Globs are path.Match patterns, whose * does not cross "/". That matters
+// for exe, and for unit: a unit started by a user's own systemd is
+// "user@1000.service/nginx.service" (watcher.Process.Unit), so neither
+// "unit: nginx.service" nor "unit: '*.service'" matches it; a rule for
+// such units says "unit: 'user@1000.service/*'" (one user's) or
+// "unit: 'user@*.service/*'" (any user's), ideally with user: too.
 func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
 	d := Decision{Listener: l}
 	if c.IgnoreEphemeralUDP && l.Protocol == watcher.UDP && l.Ephemeral {
@@ -223,6 +230,14 @@ func (r *Rule) exeTrusted(p *watcher.Process) (bool, string) {
 		return false, "a container's executable matches only a rule that also names container: or a container: netns"
 	}
 	return true, ""
+}
+
+// exeMatchable reports whether a rule naming netns and container (either
+// may be "") could match p by an exe pattern. Baseline uses it to pin exe
+// only where the pin can match back.
+func exeMatchable(p *watcher.Process, netns, container string) bool {
+	ok, _ := (&Rule{Netns: netns, Container: container}).exeTrusted(p)
+	return ok
 }
 
 func (r *Rule) matchUser(p *watcher.Process) bool {

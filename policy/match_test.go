@@ -220,7 +220,15 @@ func TestExeTrust(t *testing.T) {
 	now := time.Now()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := mustParse(t, tt.policy).Evaluate(tt.l, now)
+			c := mustParse(t, tt.policy)
+			d := c.Evaluate(tt.l, now)
+			// exeMatchable (for baseline) agrees with the matcher.
+			if r := c.Rules[0]; r.Exe != "" && len(tt.l.Processes) == 1 {
+				ok, _ := r.exeTrusted(&tt.l.Processes[0])
+				if got := exeMatchable(&tt.l.Processes[0], r.Netns, r.Container); got != ok {
+					t.Errorf("exeMatchable = %v, exeTrusted = %v", got, ok)
+				}
+			}
 			if diff := cmp.Diff(tt.want, d.Verdict); diff != "" {
 				t.Errorf("verdict mismatch (-want +got):\n%s\nreason: %s", diff, d.Reason)
 			}
