@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -588,5 +589,65 @@ func TestAccepted(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"b", "c", "d", "e", "f", "g", "h", "i"}, got); diff != "" {
 		t.Errorf("after reserve(4) (-want +got):\n%s", diff)
+	}
+}
+
+// TestAlertmanagerMerged: batches spooled while Alertmanager is unreachable
+// (an opened and a closed event of one listener, an opened event of
+// another) reach a real Alertmanager merged into one post, which it takes in
+// order: the first alert ends resolved, the second fires.
+func TestAlertmanagerMerged(t *testing.T) {
+	base := startAlertmanager(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + l.Addr().String()
+	l.Close()
+	am := func(url string) policy.Webhook {
+		return policy.Webhook{Name: "am", Format: "alertmanager", URL: url, Timeout: 10 * time.Second}
+	}
+	d, log := startDispatcher(t, t.TempDir(), am(down))
+	a, b := unexpected(4446, "x"), unexpected(4447, "x")
+	t0 := time.Now().Add(-3 * time.Second).Truncate(time.Millisecond)
+	for i, ev := range []Event{
+		NewEvent(TypeOpened, a, "web-1", t0),
+		NewEvent(TypeClosed, a, "web-1", t0.Add(time.Second)),
+		NewEvent(TypeOpened, b, "web-1", t0.Add(2*time.Second)),
+	} {
+		if err := d.Send([]Event{ev}); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	deadline := time.Now().Add(waitTimeout)
+	// Until an attempt carries the three batches merged.
+	for !strings.Contains(log.String(), `"events":3,`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed attempt with the 3 events:\n%s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The same sink, now pointing at Alertmanager: its spool is kept.
+	if err := d.Reload(policy.Notify{Webhooks: []policy.Webhook{am(base)}}); err != nil {
+		t.Fatal(err)
+	}
+	waitEmpty(t, d)
+	deadline = time.Now().Add(waitTimeout)
+	for {
+		got := map[string]string{}
+		for _, al := range getAlerts(t, base) {
+			state := "active"
+			if al.Status.State != "active" || !al.EndsAt.After(time.Now()) {
+				state = "resolved"
+			}
+			got[al.Labels["port"]] = state
+		}
+		if got["4446"] != "active" && got["4447"] == "active" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alerts by port after %v: %v; want 4446 resolved, 4447 active", waitTimeout, got)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
