@@ -430,10 +430,16 @@ func FuzzParseSockDiag(f *testing.F) {
 func FuzzParseCgroup(f *testing.F) {
 	f.Add([]byte("0::/system.slice/docker-4f2c1a0b9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b.scope\n"))
 	f.Add([]byte("1:name=systemd:/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service\n0::/\n"))
+	f.Add([]byte("0::/user.slice/user-1000.slice/user@1000.service/app.slice/user@0.service/ssh.service\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, c := parseCgroup(data)
+		u, c := parseCgroup(data)
 		if c != "" && len(c) != 64 {
 			t.Fatalf("container id %q", c)
+		}
+		// A unit with a "/" is a user manager's: a bare name is never
+		// taken from inside a user's delegated subtree.
+		if strings.Contains(u, "/") && !UserManagedUnit(u) {
+			t.Fatalf("unit %q has a / but is not under user@UID.service", u)
 		}
 	})
 }

@@ -54,7 +54,11 @@ type Options struct {
 //     still found by the new-pid scan;
 //   - checks a few cached holders in turn: that each still has the socket
 //     (a launcher that handed it on and closed its copy), and that its
-//     executable did not change (exec); a holder's details are re-read then.
+//     executable did not change (exec: the path /proc/PID/exe shows, or the
+//     file behind it); a holder's details are re-read then;
+//   - reads a new holder's details once, including whether its exe path
+//     names the file it runs (two stats: see Process.ExeUnverified), and
+//     /etc/passwd again only when a stat shows it changed.
 //
 // Known limit: an existing process that is passed a known socket over a
 // unix socket (SCM_RIGHTS) while the sender keeps its copy is not noticed as
