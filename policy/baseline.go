@@ -158,20 +158,11 @@ func BaselineReserving(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP
 }
 
 // exeUnpinnable says why an exe rule could not match p's exe, as the
-// matching rules have it, or "" when a rule pinning it (and the listener's
-// netns, as baseline rules do) matches. A deleted executable never
-// matches; an unverified one (its path names another file in our mount
-// namespace) only in a container, under a rule naming the container netns.
+// matcher has it, or "" when a rule pinning it (and the listener's netns, as
+// baseline rules do) matches.
 func exeUnpinnable(p *watcher.Process, netns string) string {
-	switch {
-	case p.ExeDeleted:
-		return "the executable was deleted"
-	case !p.ExeUnverified:
-		return ""
-	case p.Container != "" && !watcher.UserManagedUnit(p.Unit) && strings.HasPrefix(netns, "container:"):
-		return ""
-	}
-	return "unverified (the path does not name on the host the file the process runs)"
+	_, why := (&Rule{Netns: netns}).exeTrusted(p)
+	return why
 }
 
 // cmdline renders a process's command line for a YAML comment: one line,

@@ -232,14 +232,6 @@ func (r *Rule) exeTrusted(p *watcher.Process) (bool, string) {
 	return true, ""
 }
 
-// exeMatchable reports whether a rule naming netns and container (either
-// may be "") could match p by an exe pattern. Baseline uses it to pin exe
-// only where the pin can match back.
-func exeMatchable(p *watcher.Process, netns, container string) bool {
-	ok, _ := (&Rule{Netns: netns, Container: container}).exeTrusted(p)
-	return ok
-}
-
 func (r *Rule) matchUser(p *watcher.Process) bool {
 	if r.UserIsUID {
 		return p.UID == r.UID

@@ -222,11 +222,11 @@ func TestExeTrust(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := mustParse(t, tt.policy)
 			d := c.Evaluate(tt.l, now)
-			// exeMatchable (for baseline) agrees with the matcher.
+			// exeUnpinnable (for baseline) agrees with the matcher.
 			if r := c.Rules[0]; r.Exe != "" && len(tt.l.Processes) == 1 {
 				ok, _ := r.exeTrusted(&tt.l.Processes[0])
-				if got := exeMatchable(&tt.l.Processes[0], r.Netns, r.Container); got != ok {
-					t.Errorf("exeMatchable = %v, exeTrusted = %v", got, ok)
+				if got := exeUnpinnable(&tt.l.Processes[0], r.Netns) == ""; r.Container == "" && got != ok {
+					t.Errorf("exeUnpinnable allows pinning = %v, exeTrusted = %v", got, ok)
 				}
 			}
 			if diff := cmp.Diff(tt.want, d.Verdict); diff != "" {
