@@ -21,8 +21,8 @@ func runBaseline(args []string, stdout, stderr io.Writer) int {
 	cfgPath := configFlag(fs)
 	outPath := fs.String("o", "", "write to `file` (atomically) instead of stdout")
 	force := fs.Bool("force", false, "with -o, replace an existing file")
-	if err := fs.Parse(args); err != nil {
-		return exitError
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "portwatchd baseline: unexpected argument %q\n", fs.Arg(0))

@@ -80,8 +80,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(fs.Output(), checkUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return exitError
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "portwatchd check: unexpected argument %q\n", fs.Arg(0))

@@ -78,6 +78,19 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// parseFlags parses args into fs. When it returns ok false, the command
+// ends with code: 0 for -h/--help (usage was printed), exitError otherwise.
+func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	switch err := fs.Parse(args); {
+	case err == nil:
+		return exitOK, true
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK, false
+	default:
+		return exitError, false
+	}
+}
+
 // configFlag registers -c and --config on fs.
 func configFlag(fs *flag.FlagSet) *string {
 	p := new(string)

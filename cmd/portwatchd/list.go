@@ -34,8 +34,8 @@ func runList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("list", stderr)
 	cfgPath := configFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	if err := fs.Parse(args); err != nil {
-		return exitError
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "portwatchd list: unexpected argument %q\n", fs.Arg(0))

@@ -27,8 +27,8 @@ const notifyTestTimeout = 2 * time.Minute
 func runNotifyTest(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("notify-test", stderr)
 	cfgPath := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return exitError
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "portwatchd notify-test: unexpected argument %q\n", fs.Arg(0))

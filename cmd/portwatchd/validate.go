@@ -21,8 +21,8 @@ func init() {
 func runValidate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("validate", stderr)
 	cfgPath := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return exitError
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "portwatchd validate: unexpected argument %q\n", fs.Arg(0))
