@@ -93,6 +93,21 @@ func (l *Listener) Key() Key {
 	return Key{Netns: ns, Protocol: l.Protocol, Address: l.Address, Port: l.Port}
 }
 
+// Compare orders keys by netns, protocol, port and address, the order of
+// Snapshot.Listeners; it suits slices.SortFunc.
+func (k Key) Compare(o Key) int {
+	if c := strings.Compare(k.Netns, o.Netns); c != 0 {
+		return c
+	}
+	if c := strings.Compare(k.Protocol, o.Protocol); c != 0 {
+		return c
+	}
+	if k.Port != o.Port {
+		return int(k.Port) - int(o.Port)
+	}
+	return k.Address.Compare(o.Address)
+}
+
 // Namespace describes one network namespace seen by a snapshot.
 type Namespace struct {
 	Name  string `json:"name"`

@@ -378,7 +378,7 @@ func (e *engine) alertsWhere(f func(watcher.Key, *alert) bool) []watcher.Key {
 			keys = append(keys, k)
 		}
 	}
-	slices.SortFunc(keys, compareKeys)
+	slices.SortFunc(keys, watcher.Key.Compare)
 	return keys
 }
 

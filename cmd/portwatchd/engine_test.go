@@ -106,7 +106,7 @@ func engS(ls ...watcher.Listener) *watcher.Snapshot {
 	for _, n := range names {
 		s.Namespaces = append(s.Namespaces, watcher.Namespace{Name: n, Inspected: true})
 	}
-	slices.SortFunc(s.Listeners, func(a, b watcher.Listener) int { return compareKeys(a.Key(), b.Key()) })
+	slices.SortFunc(s.Listeners, func(a, b watcher.Listener) int { return a.Key().Compare(b.Key()) })
 	return s
 }
 

@@ -166,24 +166,6 @@ func sortedKeys[V any](m map[watcher.Key]V) []watcher.Key {
 	for k := range m {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, compareKeys)
+	slices.SortFunc(keys, watcher.Key.Compare)
 	return keys
-}
-
-func compareKeys(a, b watcher.Key) int {
-	switch {
-	case a.Netns != b.Netns:
-		if a.Netns < b.Netns {
-			return -1
-		}
-		return 1
-	case a.Protocol != b.Protocol:
-		if a.Protocol < b.Protocol {
-			return -1
-		}
-		return 1
-	case a.Port != b.Port:
-		return int(a.Port) - int(b.Port)
-	}
-	return a.Address.Compare(b.Address)
 }
