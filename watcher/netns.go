@@ -38,38 +38,61 @@ func parseCapEff(status []byte) (uint64, bool) {
 // namespace that was asked for (the process exited and its pid was reused).
 var errNetnsChanged = errors.New("network namespace changed")
 
-// inNetns runs fn on a fresh OS thread that has entered the network
-// namespace at path, which must have inode wantIno (0: any). The thread is
-// never unlocked, so the runtime throws it away when fn returns instead of
-// handing a thread in a foreign namespace to other goroutines. Sockets fn
-// creates stay in that namespace for their whole life.
+// inNetns runs fn on an OS thread that has entered the network namespace at
+// path, which must have inode wantIno (0: any). Sockets fn creates stay in
+// that namespace for their whole life.
+//
+// The thread is normally never unlocked, so the runtime throws it away when
+// fn returns instead of handing a thread in a foreign namespace to other
+// goroutines. The main thread is the exception: the runtime cannot end it,
+// and parks it instead, for ever in the foreign namespace (pinning it, and
+// making /proc/self describe it). So when the goroutine happens to run on
+// the main thread, it enters the original namespace again and unlocks.
 func inNetns(path string, wantIno uint64, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// No UnlockOSThread: see above.
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			errc <- &os.PathError{Op: "open", Path: path, Err: err}
+			// Without a way back, stay locked: the thread is thrown away
+			// (or, the main thread, parked where it is).
+			errc <- &os.PathError{Op: "open", Path: "/proc/thread-self/ns/net", Err: err}
 			return
 		}
-		defer unix.Close(fd)
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			errc <- &os.PathError{Op: "stat", Path: path, Err: err}
-			return
+		defer unix.Close(orig)
+		mainThread := unix.Gettid() == unix.Getpid()
+		entered, err := runInNetns(path, wantIno, fn)
+		if !entered {
+			runtime.UnlockOSThread() // still in its own namespace
+		} else if mainThread && unix.Setns(orig, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
 		}
-		if wantIno != 0 && st.Ino != wantIno {
-			errc <- fmt.Errorf("%s: %w", path, errNetnsChanged)
-			return
-		}
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", path, err)
-			return
-		}
-		errc <- fn()
+		// Else no UnlockOSThread: see above.
+		errc <- err
 	}()
 	return <-errc
+}
+
+// runInNetns enters the network namespace at path, which must have inode
+// wantIno (0: any), on the calling (locked) thread and runs fn there.
+// entered tells whether the thread's namespace was changed.
+func runInNetns(path string, wantIno uint64, fn func() error) (entered bool, err error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return false, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if wantIno != 0 && st.Ino != wantIno {
+		return false, fmt.Errorf("%s: %w", path, errNetnsChanged)
+	}
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		return false, fmt.Errorf("setns %s: %w", path, err)
+	}
+	return true, fn()
 }
 
 // interfaceNames maps ifindex to name in the calling thread's namespace.

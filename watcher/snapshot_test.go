@@ -47,6 +47,8 @@ func helperMain() int {
 		return snapshotHelper()
 	case "spoof":
 		return spoofHelper()
+	case "innetns":
+		return inNetnsHelper()
 	}
 	out := bufio.NewWriter(os.Stdout)
 	fail := func(err error) int {
