@@ -146,7 +146,7 @@ func TestBaselineUnverifiedExe(t *testing.T) {
 	out := BaselineReserving(ls, seen, true, nil)
 	for _, want := range []string{
 		"  # exe /usr/bin/python3 not pinned: unverified: the path does not name on the host the file the process runs\n",
-		"  # exe /opt/app not pinned: the executable was deleted\n",
+		"  # exe /opt/app not pinned: the executable was deleted; if an upgrade replaced it, restart the service\n",
 		"    exe: /app/server\n",
 	} {
 		if !strings.Contains(string(out), want) {

@@ -221,7 +221,7 @@ func (r *Rule) processWants(p *watcher.Process, why *[]string) int {
 func (r *Rule) exeTrusted(p *watcher.Process) (bool, string) {
 	switch {
 	case p.ExeDeleted:
-		return false, "the executable was deleted"
+		return false, "the executable was deleted; if an upgrade replaced it, restart the service"
 	case !p.ExeUnverified:
 		return true, ""
 	case p.Container == "" || watcher.UserManagedUnit(p.Unit):

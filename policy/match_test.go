@@ -203,7 +203,7 @@ func TestExeTrust(t *testing.T) {
 		{name: "unverified: pinning container does not help a host process", policy: "allow: [{name: r, container: \"*\", exe: /usr/bin/python3}]", l: listener("tcp", "0.0.0.0", 80, spoofed), want: Unexpected},
 		{name: "unverified: rules without exe still apply", policy: "allow: [{name: r, user: alice, comm: python3}]", l: listener("tcp", "0.0.0.0", 80, spoofed), want: Allowed},
 		{name: "unverified and genuine holders: the genuine one matches", policy: "allow: [{name: r, exe: /usr/bin/python3}]", l: listener("tcp", "0.0.0.0", 80, spoofed, genuine), want: Allowed},
-		{name: "deleted", policy: "allow: [{name: r, exe: /usr/bin/python3}]", l: listener("tcp", "0.0.0.0", 80, deleted), want: Unexpected, reason: "wants exe /usr/bin/python3 (the executable was deleted)"},
+		{name: "deleted", policy: "allow: [{name: r, exe: /usr/bin/python3}]", l: listener("tcp", "0.0.0.0", 80, deleted), want: Unexpected, reason: "wants exe /usr/bin/python3 (the executable was deleted; if an upgrade replaced it, restart the service)"},
 		{name: "deleted: glob", policy: "allow: [{name: r, exe: \"/usr/bin/*\"}]", l: listener("tcp", "0.0.0.0", 80, deleted), want: Unexpected, reason: "deleted"},
 		{name: "memfd", policy: "allow: [{name: r, exe: \"/memfd:*\"}]", l: listener("tcp", "0.0.0.0", 80, memfd), want: Unexpected, reason: "deleted"},
 		{name: "deleted: exe mismatch says so plainly", policy: "allow: [{name: r, exe: /usr/sbin/sshd}]", l: listener("tcp", "0.0.0.0", 80, deleted), want: Unexpected, reason: "wants exe /usr/sbin/sshd"},
