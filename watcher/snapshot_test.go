@@ -1048,3 +1048,93 @@ func TestSnapshotContainerName(t *testing.T) {
 		t.Errorf("netns, container, unit (-want +got):\n%s", diff)
 	}
 }
+
+// TestSnapshotNetnsEnteredLater checks a namespace entered by a process the
+// watcher already knows, with no new pid: a shell, seen by a long-lived
+// watcher, that later runs `exec unshare -n helper`, which listens. The
+// listener must be found, in that namespace, within 2*netnsRecheckEvery
+// ticks (each pid is read again once a round of netnsRecheckEvery ticks, in
+// any place in the round), plus one for the socket to be searched for.
+func TestSnapshotNetnsEnteredLater(t *testing.T) {
+	requireRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare binary (util-linux)")
+	}
+	for _, c := range []struct {
+		name    string
+		disable bool // DisableSetns
+		fromNew bool // the shell starts in a namespace of its own
+	}{
+		{"setns", false, false},
+		{"proc", true, false},
+		{"setns from another namespace", false, true},
+		{"proc from another namespace", true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w, _ := newWatcher(t, Options{DisableSetns: c.disable})
+			// read waits for the go-ahead; it reads from the pipe a byte
+			// at a time, leaving the rest of stdin to the helper.
+			cmd := exec.Command("sh", "-c", `read x && exec "$0" -n "$1" -test.run='^$'`, unshare, testBinary(t))
+			cmd.Env = append(os.Environ(), helperEnv+"=listen", "PW_SOCKS=tcp4=127.0.0.1:0", "PW_LO=1")
+			cmd.Stderr = os.Stderr
+			if c.fromNew {
+				// The shell is then the only process, and so the one
+				// the /proc fallback reads, of its first namespace.
+				cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNET}
+			}
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			h := &helper{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
+			t.Cleanup(h.stop)
+			firstNS := mustNetns(t, h.pid())
+			// Let the watcher know the shell, in our namespace, and settle.
+			for range 3 {
+				snapshot(t, w)
+			}
+			if _, err := fmt.Fprintln(stdin, "go"); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				line := h.line(t)
+				if line == "ready" {
+					break
+				}
+				h.socks = append(h.socks, parseHelperSock(t, line))
+			}
+			ino := mustNetns(t, h.pid())
+			if ino == firstNS {
+				t.Fatalf("helper %d did not enter a new namespace", h.pid())
+			}
+			var l *Listener
+			const ticks = 2*netnsRecheckEvery + 2
+			for tick := 0; tick < ticks && l == nil; tick++ {
+				l = byInode(snapshot(t, w), h.socks[0].inode)
+				if l != nil && l.NetnsInode != ino {
+					// Read through a process that has left: the
+					// socket must not be listed as the old one's.
+					t.Fatalf("tick %d: listener %d listed in namespace %s (%d), want %d", tick, l.Inode, l.Netns, l.NetnsInode, ino)
+				}
+			}
+			if l == nil {
+				t.Fatalf("listener %d in the namespace pid %d entered later not found within %d ticks", h.socks[0].inode, h.pid(), ticks)
+			}
+			want := []any{"pid:" + strconv.Itoa(h.pid()), ino, h.socks[0].port}
+			if diff := cmp.Diff(want, []any{l.Netns, l.NetnsInode, l.Port}); diff != "" {
+				t.Errorf("netns, inode, port (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff([]int{h.pid()}, pidsOf(l)); diff != "" {
+				t.Errorf("holders (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
