@@ -4,10 +4,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 )
 
@@ -113,5 +117,121 @@ func TestRunInNetnsRestore(t *testing.T) {
 	}()
 	if err := <-errc; err != nil {
 		t.Error(err)
+	}
+}
+
+func TestNetnsName(t *testing.T) {
+	const id = "0123456789abcdef0123456789abcdef"
+	taken := func(names ...string) func(string) bool {
+		return func(n string) bool { return slices.Contains(names, n) }
+	}
+	tests := []struct {
+		name      string
+		host      bool
+		runName   string
+		container string
+		lowPid    int32
+		taken     []string
+		want      string
+	}{
+		{name: "host", host: true, lowPid: 1, want: "host"},
+		{name: "host with a bound name", host: true, runName: "default", want: "host"},
+		{name: "bound", runName: "blue", lowPid: 7, container: id, want: "blue"},
+		{name: "bound as host", runName: "host", want: "/run/netns/host"},
+		{name: "bound as a container", runName: "container:0123456789ab", want: "/run/netns/container:0123456789ab"},
+		{name: "bound as a pid", runName: "pid:1", want: "/run/netns/pid:1"},
+		{name: "bound as an inode", runName: "netns:4026531840", want: "/run/netns/netns:4026531840"},
+		{name: "bound name taken", runName: "blue", taken: []string{"blue"}, want: "blue@4026532000"},
+		{name: "container", container: id, lowPid: 7, want: "container:0123456789ab"},
+		{name: "short container id", container: "abc", lowPid: 7, want: "container:abc"},
+		{name: "second namespace of a container", container: id, lowPid: 9, taken: []string{"host", "container:0123456789ab"}, want: "container:0123456789ab@4026532000"},
+		{name: "pid", lowPid: 42, want: "pid:42"},
+		{name: "pid taken (moved)", lowPid: 42, taken: []string{"pid:42"}, want: "pid:42@4026532000"},
+		{name: "nobody inside", want: "netns:4026532000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := netnsName(tt.host, "/run/netns", tt.runName, tt.container, tt.lowPid, 4026532000, taken(tt.taken...))
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("netnsName (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSnapshotNetnsNameCollisions checks two namespaces whose lowest pids
+// are in one container's cgroup, and a namespace bound under the netns
+// directory as "host": each keeps a name of its own, so that their
+// listeners are not merged with another namespace's.
+func TestSnapshotNetnsNameCollisions(t *testing.T) {
+	requireRoot(t)
+	const id = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+	root := cgroupRoot(t)
+	cg := filepath.Join(root, fmt.Sprintf("portwatch-test-%d", os.Getpid()), "docker-"+id+".scope")
+	if err := os.MkdirAll(cg, 0o755); err != nil {
+		t.Skipf("cannot create a cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		os.Remove(cg)
+		os.Remove(filepath.Dir(cg))
+	})
+	// The same port in each namespace: merged, they would be one listener.
+	a := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:7777", netns: true})
+	b := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:7777", netns: true})
+	for _, h := range []*helper{a, b} {
+		if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(h.pid())), 0); err != nil {
+			t.Skipf("cannot move a process into a cgroup: %v", err)
+		}
+		t.Cleanup(func() {
+			os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(h.pid())), 0)
+		})
+	}
+	// A third namespace, bound as "host" under a netns directory.
+	dir := t.TempDir()
+	c := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:7777", netns: true})
+	bind := filepath.Join(dir, HostNetns)
+	if err := os.WriteFile(bind, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(fmt.Sprintf("/proc/%d/ns/net", c.pid()), bind, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(bind, unix.MNT_DETACH) })
+
+	for _, disable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DisableSetns=%v", disable), func(t *testing.T) {
+			w, _ := newWatcher(t, Options{NetnsDir: dir, DisableSetns: disable})
+			s := snapshot(t, w)
+			keys := map[Key]uint64{}
+			var got []string
+			for _, h := range []*helper{a, b, c} {
+				l := byInode(s, h.socks[0].inode)
+				if l == nil {
+					t.Fatalf("listener of helper %d not found", h.pid())
+				}
+				got = append(got, l.Netns)
+				if prev, dup := keys[l.Key()]; dup {
+					t.Errorf("listeners %d and %d share the key %v", prev, l.Inode, l.Key())
+				}
+				keys[l.Key()] = l.Inode
+			}
+			// a and b: one of them, the lower inode, keeps the plain name.
+			ia, ib := mustNetns(t, a.pid()), mustNetns(t, b.pid())
+			base := "container:" + id[:12]
+			want := []string{base, fmt.Sprintf("%s@%d", base, ib), bind}
+			if ib < ia {
+				want[0], want[1] = fmt.Sprintf("%s@%d", base, ia), base
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("namespace names (-want +got):\n%s", diff)
+			}
+			names := map[string]int{}
+			for _, n := range s.Namespaces {
+				names[n.Name]++
+				if names[n.Name] > 1 {
+					t.Errorf("namespace name %q listed twice: %+v", n.Name, s.Namespaces)
+				}
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1010,6 +1011,7 @@ func (w *Watcher) updateNamespaces() {
 		ns.seen = w.gen
 		ns.runName = name
 	}
+	var fresh []*nsState
 	for ino, ns := range w.nss {
 		if ns.seen != w.gen {
 			if ns.conn != nil {
@@ -1019,6 +1021,14 @@ func (w *Watcher) updateNamespaces() {
 			continue
 		}
 		ns.err = ""
+		if ns.name == "" || (!ns.opened && ns.inode != w.selfNS) {
+			fresh = append(fresh, ns)
+		}
+	}
+	// In a fixed order, so that of two namespaces that would have one name
+	// the same one keeps it plain.
+	slices.SortFunc(fresh, func(a, b *nsState) int { return cmp.Compare(a.inode, b.inode) })
+	for _, ns := range fresh {
 		if ns.name == "" {
 			ns.name = w.nameNetns(ns)
 			ns.ports = defaultPortRange
@@ -1029,22 +1039,69 @@ func (w *Watcher) updateNamespaces() {
 	}
 }
 
-// nameNetns names a namespace: host, its /run/netns name, the container
-// whose processes are inside, or the lowest pid inside. The name is kept for
-// the namespace's life, so that listeners keep their key.
+// nameNetns names a namespace (see netnsName), unique among those known.
+// The name is kept for the namespace's life, so that listeners keep their
+// key.
 func (w *Watcher) nameNetns(ns *nsState) string {
-	switch {
-	case ns.inode == w.hostNS:
-		return HostNetns
-	case ns.runName != "":
-		return ns.runName
-	case ns.lowPid != 0:
-		if id := readCgroupContainer(w.opts.ProcRoot, ns.lowPid); id != "" {
-			return "container:" + id[:12]
-		}
-		return "pid:" + strconv.Itoa(int(ns.lowPid))
+	var container string
+	if ns.inode != w.hostNS && ns.runName == "" && ns.lowPid != 0 {
+		container = readCgroupContainer(w.opts.ProcRoot, ns.lowPid)
 	}
-	return "netns:" + strconv.FormatUint(ns.inode, 10)
+	return netnsName(ns.inode == w.hostNS, w.opts.NetnsDir, ns.runName, container, ns.lowPid, ns.inode, func(name string) bool {
+		for _, o := range w.nss {
+			if o != ns && o.name == name {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// netnsName names a namespace: host, its name under netnsDir, the
+// container whose processes are inside, or the lowest pid inside. It is
+// pure, and so tested alone.
+//
+// Names must tell namespaces apart: listeners are keyed on them. A name
+// taken already by another namespace (two namespaces whose lowest pids are
+// in one container, a pid:N whose process moved to another namespace) gets
+// "@<inode>". A name under netnsDir that looks like one of ours (host,
+// container:..., pid:..., netns:...) is shown as its path, so that `ip netns
+// add host` cannot pass for the host.
+func netnsName(host bool, netnsDir, runName, container string, lowPid int32, inode uint64, taken func(string) bool) string {
+	var name string
+	switch {
+	case host:
+		return HostNetns
+	case runName != "":
+		name = runName
+		if looksOurs(runName) {
+			name = filepath.Join(netnsDir, runName)
+		}
+	case container != "":
+		name = "container:" + container[:min(len(container), 12)]
+	case lowPid != 0:
+		name = "pid:" + strconv.Itoa(int(lowPid))
+	default:
+		name = "netns:" + strconv.FormatUint(inode, 10)
+	}
+	if taken(name) {
+		name += "@" + strconv.FormatUint(inode, 10)
+	}
+	return name
+}
+
+// looksOurs reports whether a /run/netns name could be taken for a name the
+// watcher makes.
+func looksOurs(name string) bool {
+	if name == HostNetns {
+		return true
+	}
+	for _, p := range []string{"container:", "pid:", "netns:"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // open prepares a new namespace for dumps: a sock_diag socket created inside
