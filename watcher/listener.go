@@ -61,7 +61,7 @@ type Listener struct {
 	Service    string     `json:"service"`    // /etc/services name for Port and Protocol, or ""
 	DualStack  bool       `json:"dual_stack"` // IPv6 wildcard without IPV6_V6ONLY: also accepts IPv4
 	Ephemeral  bool       `json:"ephemeral"`  // UDP port inside the namespace's ip_local_port_range
-	Netns      string     `json:"netns"`      // namespace name: host, /run/netns name, container:<id>, pid:<pid>
+	Netns      string     `json:"netns"`      // namespace name: host, /run/netns name, container:<id>, pid:<pid>; unique ("@<inode>" added to one taken)
 	NetnsInode uint64     `json:"netns_inode"`
 	Inode      uint64     `json:"inode"` // socket inode
 	UID        uint32     `json:"uid"`   // socket owner
