@@ -769,7 +769,11 @@ func groundTruthDiff(t *testing.T, s *Snapshot) string {
 		}
 	}
 	slices.Sort(missing)
-	return strings.Join(missing, "\n") + cmp.Diff(want, got)
+	diff := cmp.Diff(want, got)
+	if len(missing) > 0 {
+		diff = strings.Join(missing, "\n") + "\n" + diff
+	}
+	return diff
 }
 
 func TestSnapshotIncremental(t *testing.T) {
