@@ -10,8 +10,13 @@ import (
 // executables and the set of users behind it. The comm and the cmdline are
 // left out on purpose: a process may rename itself at will, and a listener
 // whose real executable and user stay the same has not changed hands.
+//
+// An executable that is deleted, or whose path does not name the file run
+// (Process.ExeUnverified), is another owner than the genuine file at that
+// path: it is recorded as "PATH (deleted)" or "PATH (unverified)", so that a
+// holder replaced by a spoof of the same path counts as a change.
 type Owners struct {
-	Exes  []string // sorted, without duplicates; empty exes (unreadable) left out
+	Exes  []string // sorted, without duplicates; empty exes (unreadable) left out; see ownerExe
 	Users []string // sorted, without duplicates; the user name, or the uid when it has none
 	// Known is false for an unattributed listener (no holder found). Its
 	// owners are unknown, not empty: the caller must not read a change into it.
@@ -21,9 +26,10 @@ type Owners struct {
 // OwnersOf returns the owners of l.
 func OwnersOf(l *Listener) Owners {
 	o := Owners{Known: len(l.Processes) > 0}
-	for _, p := range l.Processes {
+	for i := range l.Processes {
+		p := &l.Processes[i]
 		if p.Exe != "" {
-			o.Exes = append(o.Exes, p.Exe)
+			o.Exes = append(o.Exes, ownerExe(p))
 		}
 		u := p.User
 		if u == "" {
@@ -36,6 +42,18 @@ func OwnersOf(l *Listener) Owners {
 	slices.Sort(o.Users)
 	o.Users = slices.Compact(o.Users)
 	return o
+}
+
+// ownerExe is p's executable as an owner: the path, marked when the file
+// behind it is deleted or not the one the path names.
+func ownerExe(p *Process) string {
+	switch {
+	case p.ExeDeleted:
+		return p.Exe + " (deleted)"
+	case p.ExeUnverified:
+		return p.Exe + " (unverified)"
+	}
+	return p.Exe
 }
 
 // Equal reports whether o and p name the same executables and users, and are
@@ -147,7 +165,8 @@ func SameOwners(a, b *Listener) bool {
 		same := true
 		for i := range a.Processes {
 			p, q := &a.Processes[i], &b.Processes[i]
-			if p.PID != q.PID || p.Exe != q.Exe || p.User != q.User || p.UID != q.UID {
+			if p.PID != q.PID || p.Exe != q.Exe || p.ExeDeleted != q.ExeDeleted || p.ExeUnverified != q.ExeUnverified ||
+				p.User != q.User || p.UID != q.UID {
 				same = false
 				break
 			}

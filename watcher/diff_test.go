@@ -42,6 +42,8 @@ func TestDiff(t *testing.T) {
 	evilNobody := proc(201, "/usr/sbin/sshd", "nobody")
 	renamed := Process{PID: 100, Comm: "nginx", Exe: "/usr/sbin/sshd", User: "root", Cmdline: []string{"nginx"}}
 	noExe := proc(100, "", "root")
+	sshdUnverified := Process{PID: 100, Exe: "/usr/sbin/sshd", User: "root", ExeUnverified: true}
+	sshdDeleted := Process{PID: 100, Exe: "/usr/sbin/sshd", User: "root", ExeUnverified: true, ExeDeleted: true}
 
 	tests := []struct {
 		name       string
@@ -135,6 +137,29 @@ func TestDiff(t *testing.T) {
 			name: "an unreadable exe is left out of the exes",
 			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd, noExe)),
 			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+		},
+		{
+			name: "same pid and path, exe now unverified (a spoof through a mount namespace) is a change",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, sshdUnverified)),
+			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshd), New: lst("host", TCP, "0.0.0.0", 22, sshdUnverified)}}},
+		},
+		{
+			name: "same pid and path, exe now deleted is a change",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, sshdDeleted)),
+			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshd), New: lst("host", TCP, "0.0.0.0", 22, sshdDeleted)}}},
+		},
+		{
+			name: "unverified to deleted at the same path is a change",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshdUnverified)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, sshdDeleted)),
+			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshdUnverified), New: lst("host", TCP, "0.0.0.0", 22, sshdDeleted)}}},
+		},
+		{
+			name: "an unverified holder that stays unverified is no change",
+			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshdUnverified)),
+			next: snap(lst("host", TCP, "0.0.0.0", 22, sshdUnverified)),
 		},
 		{
 			name: "reuseport sockets sharing a key are one listener",
@@ -241,6 +266,15 @@ func TestDiffOwnersOf(t *testing.T) {
 			l: lst("host", TCP, "0.0.0.0", 1,
 				proc(3, "/b", "root"), proc(1, "/a", "root"), proc(2, "/b", "www"), Process{PID: 4, UID: 1234}),
 			want: Owners{Known: true, Exes: []string{"/a", "/b"}, Users: []string{"1234", "root", "www"}},
+		},
+		{
+			name: "deleted and unverified exes are owners of their own",
+			l: lst("host", TCP, "0.0.0.0", 1,
+				proc(1, "/a", "root"),
+				Process{PID: 2, Exe: "/a", User: "root", ExeUnverified: true},
+				Process{PID: 3, Exe: "/a", User: "root", ExeUnverified: true, ExeDeleted: true},
+				Process{PID: 4, Exe: "/b", User: "root", ExeDeleted: true}),
+			want: Owners{Known: true, Exes: []string{"/a", "/a (deleted)", "/a (unverified)", "/b (deleted)"}, Users: []string{"root"}},
 		},
 	}
 	for _, tt := range tests {
