@@ -96,8 +96,13 @@ func holder(l watcher.Listener) string {
 		name = p.Comm
 	}
 	s := escape(name)
-	if p.ExeDeleted {
+	switch {
+	case p.ExeDeleted:
 		s += " (deleted)"
+	case p.ExeUnverified && p.Exe != "":
+		// The path does not name the file run: say so, lest it pass for
+		// the genuine program.
+		s += " (unverified)"
 	}
 	var attrs []string
 	if p.Exe != "" && p.Comm != "" && p.Comm != filepath.Base(p.Exe) {

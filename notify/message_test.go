@@ -19,6 +19,15 @@ func TestNewEvent(t *testing.T) {
 	none := unexpected(4444, "x")
 	none.Processes = []watcher.Process{}
 	renamed := unexpected(4444, "sshd")
+	spoofed := unexpected(4444, "x")
+	spoofed.Processes = []watcher.Process{spoofed.Processes[0]}
+	spoofed.Processes[0].ExeUnverified = true
+	deleted := unexpected(4444, "x")
+	deleted.Processes = []watcher.Process{deleted.Processes[0]}
+	deleted.Processes[0].ExeUnverified, deleted.Processes[0].ExeDeleted = true, true
+	noExe := unexpected(4444, "x")
+	noExe.Processes = []watcher.Process{noExe.Processes[0]}
+	noExe.Processes[0].Exe, noExe.Processes[0].ExeUnverified = "", true
 	tests := []struct {
 		name     string
 		typ      string
@@ -30,6 +39,12 @@ func TestNewEvent(t *testing.T) {
 			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
 		{name: "renamed process shows its comm", typ: TypeOpened, d: renamed, severity: "warning",
 			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (comm "sshd", pid 812, user nobody, unit evil.service): no rule allows it`},
+		{name: "unverified exe", typ: TypeOpened, d: spoofed, severity: "warning",
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (unverified) (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "deleted exe", typ: TypeOpened, d: deleted, severity: "warning",
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (deleted) (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "unreadable exe shows the comm, not marked", typ: TypeOpened, d: noExe, severity: "warning",
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by x (pid 812, user nobody, unit evil.service): no rule allows it"},
 		{name: "ipv6 in a container", typ: TypeOpened, d: v6, severity: "warning",
 			message: "unexpected listener tcp [::]:22 in netns container:abc opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
 		{name: "unattributed", typ: TypeOpened, d: none, severity: "warning",

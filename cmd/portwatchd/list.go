@@ -102,8 +102,13 @@ func writeTable(out io.Writer, ds []policy.Decision) error {
 			}
 			if p.Exe != "" {
 				exe = escape(p.Exe)
-				if p.ExeDeleted {
+				// Deleted, or not the file the path names here (a spoof
+				// through a private mount namespace, a container's).
+				switch {
+				case p.ExeDeleted:
 					exe += " (deleted)"
+				case p.ExeUnverified:
+					exe += " (unverified)"
 				}
 			}
 			user = escape(p.User)

@@ -272,8 +272,11 @@ func TestWriteTable(t *testing.T) {
 			Processes: []watcher.Process{proc(1, "systemd", "/usr/lib/systemd/systemd"), proc(812, "sshd", "/usr/sbin/sshd"), proc(813, "sshd", "/usr/sbin/sshd")}},
 			Verdict: "allowed", Rule: "ssh"},
 		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv6", Address: netip.MustParseAddr("::"), Port: 8080, DualStack: true, Netns: "container:0123456789ab",
-			Processes: []watcher.Process{{PID: 4242, Comm: "payload", Exe: "/memfd:x", ExeDeleted: true, User: "1000", Container: "0123456789abcdef"}}},
+			Processes: []watcher.Process{{PID: 4242, Comm: "payload", Exe: "/memfd:x", ExeDeleted: true, ExeUnverified: true, User: "1000", Container: "0123456789abcdef"}}},
 			Verdict: "unexpected", Rule: "closest"},
+		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv4", Address: netip.MustParseAddr("127.0.0.1"), Port: 9000, Netns: "host",
+			Processes: []watcher.Process{{PID: 900, Comm: "python3", Exe: "/usr/bin/python3", ExeUnverified: true, User: "root", Unit: "session-3.scope"}}},
+			Verdict: "unexpected"},
 		{Listener: watcher.Listener{Protocol: "udp", Family: "ipv4", Address: netip.MustParseAddr("10.0.0.1"), Port: 68, Interface: "eth0", Netns: "host", Processes: []watcher.Process{}},
 			Verdict: "unexpected"},
 		{Listener: watcher.Listener{Protocol: "udp", Family: "ipv6", Address: netip.MustParseAddr("::1"), Port: 41000, Ephemeral: true, Netns: "host",
@@ -284,11 +287,12 @@ func TestWriteTable(t *testing.T) {
 	if err := writeTable(&b, ds); err != nil {
 		t.Fatal(err)
 	}
-	want := `PROTO  LOCAL ADDRESS:PORT     NETNS                   PID/PROGRAM   EXE                 USER  UNIT                    VERDICT
-tcp    0.0.0.0:22 (ssh)       host                    812/sshd+2    /usr/sbin/sshd      root  -                       allowed (ssh)
-tcp46  [::]:8080              container:0123456789ab  4242/payload  /memfd:x (deleted)  1000  container:0123456789ab  unexpected
-udp    10.0.0.1%eth0:68       host                    -             -                   -     -                       unexpected
-udp6   [::1]:41000 ephemeral  host                    77/dig        /usr/bin/dig        root  session-3.scope         ignored
+	want := `PROTO  LOCAL ADDRESS:PORT     NETNS                   PID/PROGRAM   EXE                            USER  UNIT                    VERDICT
+tcp    0.0.0.0:22 (ssh)       host                    812/sshd+2    /usr/sbin/sshd                 root  -                       allowed (ssh)
+tcp46  [::]:8080              container:0123456789ab  4242/payload  /memfd:x (deleted)             1000  container:0123456789ab  unexpected
+tcp    127.0.0.1:9000         host                    900/python3   /usr/bin/python3 (unverified)  root  session-3.scope         unexpected
+udp    10.0.0.1%eth0:68       host                    -             -                              -     -                       unexpected
+udp6   [::1]:41000 ephemeral  host                    77/dig        /usr/bin/dig                   root  session-3.scope         ignored
 `
 	if diff := cmp.Diff(want, b.String()); diff != "" {
 		t.Errorf("table (-want +got):\n%s\ngot:\n%s", diff, b.String())
