@@ -2,6 +2,7 @@ package watcher
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -233,5 +234,64 @@ func TestSnapshotNetnsNameCollisions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWatcherWarnedBounded checks that the warnings remembered as said do
+// not grow for ever, and that a namespace's go with it.
+func TestWatcherWarnedBounded(t *testing.T) {
+	var said []string
+	w := &Watcher{warned: map[string]bool{}, opts: Options{Warn: func(m string) { said = append(said, m) }}}
+	for i := range 3 * maxWarned {
+		w.warn(fmt.Sprintf("cannot read /proc/%d/net", i))
+		w.warn(fmt.Sprintf("cannot read /proc/%d/net", i)) // said once
+	}
+	if len(w.warned) > maxWarned {
+		t.Errorf("%d warnings remembered, want at most %d", len(w.warned), maxWarned)
+	}
+	if len(said) != 3*maxWarned {
+		t.Errorf("%d warnings said, want %d (each once)", len(said), 3*maxWarned)
+	}
+	said = nil
+	ns := &nsState{name: "pid:42"}
+	for range 3 {
+		w.warnNS(ns, "inspect", "network namespace pid:42 not inspected: x")
+		w.warnNS(ns, "enter", "network namespace pid:42: cannot enter")
+	}
+	if diff := cmp.Diff([]string{"network namespace pid:42 not inspected: x", "network namespace pid:42: cannot enter"}, said); diff != "" {
+		t.Errorf("warnings about a namespace (-want +got):\n%s", diff)
+	}
+}
+
+// TestSnapshotInterfaceNamesRefreshed checks that a namespace's interface
+// names are read again: a stale name (an interface renamed, an index
+// reused) is replaced within ifnamesEvery ticks.
+func TestSnapshotInterfaceNamesRefreshed(t *testing.T) {
+	requireRoot(t)
+	fd, err := openSock(sockSpec{"tcp4dev", "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ino, _, err := sockInfo(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := newWatcher(t, Options{})
+	l := byInode(snapshot(t, w), ino)
+	if l == nil || l.Interface != "lo" {
+		t.Fatalf("listener bound to lo: %+v", l)
+	}
+	idx, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.nss[w.selfNS].ifnames[uint32(idx.Index)] = "stale"
+	got := []string{}
+	for range ifnamesEvery + 1 {
+		got = append(got, byInode(snapshot(t, w), ino).Interface)
+	}
+	if got[0] != "stale" || got[len(got)-1] != "lo" {
+		t.Errorf("interface names over %d ticks after the table went stale: %q, want stale first and lo last", len(got), got)
 	}
 }

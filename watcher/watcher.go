@@ -167,8 +167,10 @@ type nsState struct {
 	conn    *sockDiagConn
 	ports   portRange
 	ifnames map[uint32]string
-	err     string // why it is not inspected this tick
-	opened  bool   // open has decided between sock_diag and /proc/PID/net
+	ifAt    uint32          // tick ifnames was read
+	warned  map[string]bool // kinds of warning said about it (see warnNS)
+	err     string          // why it is not inspected this tick
+	opened  bool            // open has decided between sock_diag and /proc/PID/net
 	seen    uint32
 }
 
@@ -249,11 +251,36 @@ func (w *Watcher) Close() error {
 	return w.proc.Close()
 }
 
+// maxWarned bounds the warnings remembered as said. Past it they are
+// forgotten, and one may be said again: better than growing for ever with
+// messages that name things (errors with paths in them).
+const maxWarned = 256
+
+// warn tells the operator msg, once.
 func (w *Watcher) warn(msg string) {
 	if w.warned[msg] {
 		return
 	}
+	if len(w.warned) >= maxWarned {
+		clear(w.warned)
+	}
 	w.warned[msg] = true
+	if w.opts.Warn != nil {
+		w.opts.Warn(msg)
+	}
+}
+
+// warnNS tells the operator msg about ns, once per kind of trouble for the
+// namespace's life: what is remembered goes with the namespace, however
+// many come and go.
+func (w *Watcher) warnNS(ns *nsState, kind, msg string) {
+	if ns.warned[kind] {
+		return
+	}
+	if ns.warned == nil {
+		ns.warned = make(map[string]bool)
+	}
+	ns.warned[kind] = true
 	if w.opts.Warn != nil {
 		w.opts.Warn(msg)
 	}
@@ -308,7 +335,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if own.conn != nil && ownErr != nil {
 		// inet_diag missing (a module not loaded), say: the loop below
 		// reads /proc/net instead, now and from now on.
-		w.warn(fmt.Sprintf("network namespace %s: %v; reading /proc/net instead", own.name, ownErr))
+		w.warnNS(own, "sock_diag", fmt.Sprintf("network namespace %s: %v; reading /proc/net instead", own.name, ownErr))
 		own.conn.Close()
 		own.conn = nil
 	}
@@ -327,7 +354,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 		if socks, err = w.dump(ns, socks); err != nil {
 			ns.err = err.Error()
 			if !errors.Is(err, errProcessLeft) {
-				w.warn(fmt.Sprintf("network namespace %s not inspected: %v", ns.name, err))
+				w.warnNS(ns, "inspect", fmt.Sprintf("network namespace %s not inspected: %v", ns.name, err))
 			}
 		}
 		for i := start; i < len(socks); i++ {
@@ -941,12 +968,20 @@ func compareEntries(a, b *sockEntry) int {
 	)
 }
 
-// ifName names an interface of ns, refreshing the namespace's table once
-// when the index is new.
+// ifnamesEvery is how many ticks a namespace's table of interface names is
+// kept: interfaces are renamed, and indexes of deleted ones reused.
+const ifnamesEvery = 60
+
+// ifName names an interface of ns, refreshing the namespace's table when
+// the index is new to it, and at least every ifnamesEvery ticks.
 func (w *Watcher) ifName(ns *nsState, idx uint32) string {
+	if ns.ifnames != nil && w.gen-ns.ifAt >= ifnamesEvery {
+		ns.ifnames = nil
+	}
 	if n, ok := ns.ifnames[idx]; ok {
 		return n
 	}
+	ns.ifAt = w.gen
 	switch {
 	case ns.inode == w.selfNS:
 		ns.ifnames = interfaceNames()
@@ -962,7 +997,8 @@ func (w *Watcher) ifName(ns *nsState, idx uint32) string {
 	if ns.ifnames == nil {
 		ns.ifnames = make(map[uint32]string)
 	}
-	// Remember the miss so as not to look again every tick.
+	// Remember the miss so as not to look again every tick (until the
+	// table is read again).
 	n := "if" + strconv.FormatUint(uint64(idx), 10)
 	ns.ifnames[idx] = n
 	return n
@@ -1127,7 +1163,7 @@ func (w *Watcher) open(ns *nsState) {
 		// The process we entered through exited: try again next tick.
 	default:
 		ns.opened = true
-		w.warn(fmt.Sprintf("network namespace %s: cannot enter, reading /proc/PID/net instead: %v", ns.name, err))
+		w.warnNS(ns, "enter", fmt.Sprintf("network namespace %s: cannot enter, reading /proc/PID/net instead: %v", ns.name, err))
 	}
 }
 
@@ -1143,7 +1179,7 @@ func (w *Watcher) dump(ns *nsState, out []sockEntry) ([]sockEntry, error) {
 			return got, nil
 		}
 		// out keeps its length: whatever the failed dump appended is dropped.
-		w.warn(fmt.Sprintf("network namespace %s: %v; reading /proc/PID/net instead", ns.name, err))
+		w.warnNS(ns, "sock_diag", fmt.Sprintf("network namespace %s: %v; reading /proc/PID/net instead", ns.name, err))
 		ns.conn.Close()
 		ns.conn = nil
 	}
