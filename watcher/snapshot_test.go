@@ -1100,9 +1100,8 @@ func TestSnapshotContainerName(t *testing.T) {
 // TestSnapshotNetnsEnteredLater checks a namespace entered by a process the
 // watcher already knows, with no new pid: a shell, seen by a long-lived
 // watcher, that later runs `exec unshare -n helper`, which listens. The
-// listener must be found, in that namespace, within 2*netnsRecheckEvery
-// ticks (each pid is read again once a round of netnsRecheckEvery ticks, in
-// any place in the round), plus one for the socket to be searched for.
+// listener must be found, in that namespace, within netnsRecheckEvery
+// ticks, plus a couple (pids that came or went meanwhile shift the round).
 func TestSnapshotNetnsEnteredLater(t *testing.T) {
 	requireRoot(t)
 	unshare, err := exec.LookPath("unshare")
@@ -1164,7 +1163,7 @@ func TestSnapshotNetnsEnteredLater(t *testing.T) {
 				t.Fatalf("helper %d did not enter a new namespace", h.pid())
 			}
 			var l *Listener
-			const ticks = 2*netnsRecheckEvery + 2
+			const ticks = netnsRecheckEvery + 3
 			for tick := 0; tick < ticks && l == nil; tick++ {
 				l = byInode(snapshot(t, w), h.socks[0].inode)
 				if l != nil && l.NetnsInode != ino {
