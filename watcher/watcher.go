@@ -59,7 +59,15 @@ type Options struct {
 //     file behind it); a holder's details are re-read then;
 //   - reads a new holder's details once, including whether its exe path
 //     names the file it runs (two stats: see Process.ExeUnverified), and
-//     /etc/passwd again only when a stat shows it changed.
+//     /etc/passwd again only when a stat shows it changed;
+//   - reads the network namespace of a few known processes in turn, each
+//     within netnsRecheckEvery ticks, so that one entered by a process seen
+//     before (unshare -n then exec: no new pid) is found.
+//
+// Namespaces other than its own are read through a sock_diag socket opened
+// inside them, or else through /proc/PID/net of the lowest pid inside,
+// checked to be still inside before and after. Each has a unique name (see
+// netnsName).
 //
 // Known limit: an existing process that is passed a known socket over a
 // unix socket (SCM_RIGHTS) while the sender keeps its copy is not noticed as
