@@ -50,8 +50,43 @@ go vet ./...
 step "staticcheck $STATICCHECK_VERSION"
 .bin/staticcheck ./...
 
+# Verbose test output goes to a log; the console gets each package's result,
+# and the whole log when something failed. The counts close the run.
+LOGDIR=$(mktemp -d /tmp/portwatchd-tests.XXXXXX)
+trap 'summary' EXIT
+summary() {
+	rc=$?
+	local pass fail skip
+	pass=$(cat "$LOGDIR"/*.log 2>/dev/null | grep -c -- '--- PASS' || true)
+	fail=$(cat "$LOGDIR"/*.log 2>/dev/null | grep -c -- '--- FAIL' || true)
+	skip=$(cat "$LOGDIR"/*.log 2>/dev/null | grep -c -- '--- SKIP' || true)
+	if [ "$rc" != 0 ] && [ "$fail" = 0 ]; then
+		fail=1 # a step other than the tests failed
+	fi
+	echo
+	echo "tests: $pass passed, $fail failed, $skip skipped"
+	exit "$rc"
+}
+gotest() { # name, go test arguments...
+	local name=$1 rc=0
+	shift
+	go test -v "$@" >"$LOGDIR/$name.log" 2>&1 || rc=$?
+	grep -E '^(ok|FAIL|panic:|---.*FAIL)' "$LOGDIR/$name.log" || true
+	if [ "$rc" != 0 ]; then
+		echo "--- full output of $name:"
+		grep -v -E '^\s*(=== (RUN|PAUSE|CONT|NAME)|--- (PASS|SKIP))' "$LOGDIR/$name.log"
+		return "$rc"
+	fi
+	if grep -q -- '--- SKIP' "$LOGDIR/$name.log"; then
+		# The SKIP line and its indented message (helper-process entry
+		# points skip without one when not started as helpers).
+		echo "skipped:"
+		awk '/--- SKIP/ {print "  " $0; s=1; next} s && /^ {4,}/ {print "  " $0; next} {s=0}' "$LOGDIR/$name.log"
+	fi
+}
+
 step "go test -race"
-go test -race -count=1 -timeout 30m ./...
+gotest unit -race -count=1 -timeout 30m ./...
 
 step "fuzz each target for $FUZZTIME"
 for pkg in $(go list ./...); do
@@ -63,7 +98,10 @@ done
 
 if [ -f systest/run.sh ] || grep -q '^systest:' Makefile 2>/dev/null; then
 	step "system test under a real systemd"
-	make systest
+	make deb >/dev/null
+	PORTWATCH_SYSTEST_DEB=$(ls "$PWD"/build/portwatchd_*.deb | head -1)
+	export PORTWATCH_SYSTEST_DEB
+	gotest systest -tags systest -count=1 -timeout 8m ./systest/
 	step "lintian on the Debian package"
 	make lint-deb
 fi
