@@ -81,7 +81,7 @@ gotest() { # name, go test arguments...
 		# The SKIP line and its indented message (helper-process entry
 		# points skip without one when not started as helpers).
 		echo "skipped:"
-		awk '/--- SKIP/ {print "  " $0; s=1; next} s && /^ {4,}/ {print "  " $0; next} {s=0}' "$LOGDIR/$name.log"
+		awk '/--- SKIP/ {print "  " $0; s=1; next} s && /^    / {print "  " $0; next} {s=0}' "$LOGDIR/$name.log"
 	fi
 }
 
