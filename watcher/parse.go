@@ -276,22 +276,16 @@ func parseExe(link string) (exe string, deleted bool) {
 // parseSocketLink parses a /proc/PID/fd link "socket:[12345]" without
 // allocating. ok is false for anything else.
 func parseSocketLink(b []byte) (inode uint64, ok bool) {
-	const prefix = "socket:["
-	if len(b) < len(prefix)+2 || string(b[:len(prefix)]) != prefix || b[len(b)-1] != ']' {
-		return 0, false
-	}
-	for _, c := range b[len(prefix) : len(b)-1] {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		inode = inode*10 + uint64(c-'0')
-	}
-	return inode, true
+	return parseInodeLink(b, "socket:[")
 }
 
 // parseNetnsLink parses a /proc/PID/ns/net link "net:[4026531840]".
 func parseNetnsLink(b []byte) (inode uint64, ok bool) {
-	const prefix = "net:["
+	return parseInodeLink(b, "net:[")
+}
+
+// parseInodeLink parses prefix + decimal inode + "]" without allocating.
+func parseInodeLink(b []byte, prefix string) (inode uint64, ok bool) {
 	if len(b) < len(prefix)+2 || string(b[:len(prefix)]) != prefix || b[len(b)-1] != ']' {
 		return 0, false
 	}
