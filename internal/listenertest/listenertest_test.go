@@ -110,4 +110,3 @@ func TestStopKills(t *testing.T) {
 		t.Errorf("after Stop: %v, want killed", c.Cmd.ProcessState)
 	}
 }
-
