@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/portwatchd/portwatchd/internal/listenertest"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -174,106 +171,31 @@ func TestCheckInvalidConfigJSON(t *testing.T) {
 	}
 }
 
-// policyHelperEnv makes the test binary a listener child for the round
-// trip: it listens on loopback, prints "PORT ..." lines, and opens one more
-// TCP listener for each "open" line on its stdin.
-const policyHelperEnv = "PORTWATCHD_POLICY_HELPER"
-
-func TestPolicyHelperListener(t *testing.T) {
-	if os.Getenv(policyHelperEnv) != "1" {
-		t.Skip("helper process for TestBaselineCheckRoundTrip")
-	}
-	var keep []io.Closer
-	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keep = append(keep, tcp)
-	tcp6, err := net.Listen("tcp", "[::]:0") // dual-stack wildcard: no traffic, just a socket
-	if err != nil {
-		t.Fatal(err)
-	}
-	keep = append(keep, tcp6)
-	// A UDP port below ip_local_port_range: an ephemeral one would be
-	// ignored, and left out of the baseline.
-	var udp net.PacketConn
-	for p := 20000 + os.Getpid()%5000; udp == nil && p < 26000; p++ {
-		udp, _ = net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", p))
-	}
-	if udp == nil {
-		t.Fatal("no free UDP port in 20000..26000")
-	}
-	keep = append(keep, udp)
-	fmt.Printf("PORT tcp %d\nPORT tcp %d\nPORT udp %d\nREADY\n", tcp.Addr().(*net.TCPAddr).Port, tcp6.Addr().(*net.TCPAddr).Port, udp.LocalAddr().(*net.UDPAddr).Port)
-	sc := bufio.NewScanner(os.Stdin)
-	for sc.Scan() {
-		if sc.Text() != "open" {
-			continue
-		}
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		keep = append(keep, ln)
-		fmt.Printf("PORT tcp %d\nREADY\n", ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, c := range keep {
-		c.Close()
-	}
-}
-
+// policyHelper is a listener child for the round trip (the list tests'
+// child, without a new name): a TCP listener on 127.0.0.1, a dual-stack TCP
+// wildcard and a UDP socket, with one more TCP listener on demand.
 type policyHelper struct {
-	pid   int
+	*listenertest.Child
 	ports []int
-	stdin io.WriteCloser
-	sc    *bufio.Scanner
 }
 
 func startPolicyHelper(t *testing.T) *policyHelper {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPolicyHelperListener$")
-	cmd.Env = append(os.Environ(), policyHelperEnv+"=1")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
+	h := &policyHelper{Child: listenertest.Start(t, listenertest.Options{Env: []string{listHelperEnv + "="}})}
+	h.ports = append(h.ports, h.Open(t, "tcp4", "127.0.0.1:0"))
+	h.ports = append(h.ports, h.Open(t, "tcp", "[::]:0")) // dual-stack wildcard: no traffic, just a socket
+	// A UDP port below ip_local_port_range: an ephemeral one would be
+	// ignored, and left out of the baseline.
+	for p := 20000 + h.PID()%5000; ; p++ {
+		if p >= 26000 {
+			t.Fatal("no free UDP port in 20000..26000")
+		}
+		if port, err := h.TryOpen(t, "udp4", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			h.ports = append(h.ports, port)
+			break
+		}
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Wait()
-	})
-	h := &policyHelper{pid: cmd.Process.Pid, stdin: stdin, sc: bufio.NewScanner(stdout)}
-	h.readPorts(t)
 	return h
-}
-
-// readPorts reads PORT lines up to READY.
-func (h *policyHelper) readPorts(t *testing.T) []int {
-	t.Helper()
-	var got []int
-	for h.sc.Scan() {
-		line := h.sc.Text()
-		if line == "READY" {
-			h.ports = append(h.ports, got...)
-			return got
-		}
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "PORT" {
-			p, err := strconv.Atoi(f[2])
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, p)
-		}
-	}
-	t.Fatalf("helper exited: %v", h.sc.Err())
-	return nil
 }
 
 // TestBaselineCheckRoundTrip opens real listeners in a child process, writes
@@ -288,7 +210,7 @@ func TestBaselineCheckRoundTrip(t *testing.T) {
 	dir := writePolicyFiles(t, map[string]string{"seed.yaml": "version: 1\ninclude: []\n"})
 	seed := filepath.Join(dir, "seed.yaml")
 	out := filepath.Join(dir, "portwatch.yaml")
-	mine := fmt.Sprintf("(pid %d ", h.pid)
+	mine := fmt.Sprintf("(pid %d ", h.PID())
 
 	var stdout, stderr bytes.Buffer
 	passed := false
@@ -328,17 +250,14 @@ func TestBaselineCheckRoundTrip(t *testing.T) {
 	}
 
 	// One more listener: check exits 1 and names it.
-	if _, err := io.WriteString(h.stdin, "open\n"); err != nil {
-		t.Fatal(err)
-	}
-	extra := h.readPorts(t)[0]
+	extra := h.Open(t, "tcp4", "127.0.0.1:0")
 	stdout.Reset()
 	stderr.Reset()
 	code := run([]string{"check", "-c", out}, &stdout, &stderr)
 	if code != exitFound {
 		t.Fatalf("check with a new listener: exit %d, want %d\n%s%s", code, exitFound, &stdout, &stderr)
 	}
-	want := fmt.Sprintf("no rule allows tcp 127.0.0.1:%d (pid %d ", extra, h.pid)
+	want := fmt.Sprintf("no rule allows tcp 127.0.0.1:%d (pid %d ", extra, h.PID())
 	if !strings.Contains(stdout.String(), want) {
 		t.Errorf("check output does not name the new listener (%q):\n%s", want, &stdout)
 	}

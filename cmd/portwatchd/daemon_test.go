@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/portwatchd/portwatchd/internal/journaltest"
+	"github.com/portwatchd/portwatchd/internal/listenertest"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
@@ -101,49 +101,30 @@ func holdInherited() {
 }
 
 // daemonListener is a running listener child.
-type daemonListener struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Reader
-}
+type daemonListener struct{ *listenertest.Child }
 
 // startDaemonListener starts a child listening on 127.0.0.1:port and returns once
 // its listen() has returned.
 func startDaemonListener(t *testing.T, port int) *daemonListener {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestDaemonHelperListener$", "-test.count=1")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=127.0.0.1:%d", daemonListenEnv, port))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
+	c := listenertest.Start(t, listenertest.Options{
+		Args:        []string{"-test.run=^TestDaemonHelperListener$", "-test.count=1"},
+		Env:         []string{fmt.Sprintf("%s=127.0.0.1:%d", daemonListenEnv, port)},
+		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+	})
+	if line := c.Line(t); line != "listening" {
+		t.Fatalf("listener child on port %d: %q", port, line)
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &daemonListener{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
-	t.Cleanup(c.close)
-	line, err := c.out.ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "listening" {
-		t.Fatalf("listener child on port %d: %q, %v", port, line, err)
-	}
-	return c
+	return &daemonListener{c}
 }
 
 // handOff makes the child pass its socket to a new process running exe, and
 // exit. It returns the pid of the new holder, which the caller must kill.
 func (c *daemonListener) handOff(t *testing.T, exe string) int {
 	t.Helper()
-	if _, err := fmt.Fprintln(c.stdin, exe); err != nil {
-		t.Fatal(err)
-	}
-	line, err := c.out.ReadString('\n')
+	line := c.Send(t, exe)
 	var pid int
-	if _, serr := fmt.Sscanf(line, "handed %d", &pid); err != nil || serr != nil {
+	if _, err := fmt.Sscanf(line, "handed %d", &pid); err != nil {
 		t.Fatalf("hand-off: child said %q (%v)", line, err)
 	}
 	c.close()
@@ -151,14 +132,7 @@ func (c *daemonListener) handOff(t *testing.T, exe string) int {
 }
 
 // close makes the child close its socket and exit, and waits for it.
-func (c *daemonListener) close() {
-	if c.stdin == nil {
-		return
-	}
-	c.stdin.Close()
-	c.stdin = nil
-	_ = c.cmd.Wait()
-}
+func (c *daemonListener) close() { c.Stop() }
 
 // daemonNotifySocket stands in for systemd's notification socket.
 type daemonNotifySocket struct {
@@ -617,7 +591,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 			"PORTWATCH_VERDICT":  "unexpected",
 			"PORTWATCH_PROTOCOL": "tcp",
 			"PORTWATCH_ADDRESS":  "127.0.0.1",
-			"PORTWATCH_PID":      strconv.Itoa(c.cmd.Process.Pid),
+			"PORTWATCH_PID":      strconv.Itoa(c.PID()),
 			"PORTWATCH_EXE":      selfExe,
 			"PORTWATCH_RULE":     "everything-else",
 			"PRIORITY":           "4",

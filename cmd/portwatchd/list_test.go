@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,13 +16,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
+	"github.com/portwatchd/portwatchd/internal/listenertest"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
-// listHelperEnv makes the test binary a listener child for the list tests:
-// it renames itself to the variable's value, listens on a loopback port,
-// prints the port and waits for its stdin to close.
+// listHelperEnv makes the test binary a listener child (see
+// internal/listenertest) for the list and check tests: it renames itself to
+// the variable's value, if any, and then opens listeners on command.
 const listHelperEnv = "PORTWATCHD_LIST_HELPER"
 
 func TestMain(m *testing.M) {
@@ -44,13 +41,10 @@ func listHelper(name string) int {
 			return 3
 		}
 	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
+	if err := listenertest.Serve(os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 3
 	}
-	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
-	io.Copy(io.Discard, os.Stdin)
 	return 0
 }
 
@@ -74,33 +68,8 @@ func startListHelper(t *testing.T) (pid, port int, exe string) {
 	if err := os.WriteFile(exe, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), listHelperEnv+"="+hostileComm)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Wait()
-	})
-	sc := bufio.NewScanner(stdout)
-	if !sc.Scan() {
-		t.Fatalf("helper exited: %v", sc.Err())
-	}
-	port, err = strconv.Atoi(sc.Text())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cmd.Process.Pid, port, exe
+	c := listenertest.Start(t, listenertest.Options{Path: exe, Env: []string{listHelperEnv + "=" + hostileComm}})
+	return c.PID(), c.Open(t, "tcp4", "127.0.0.1:0"), exe
 }
 
 func requireRootList(t *testing.T) {
