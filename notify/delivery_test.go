@@ -290,6 +290,40 @@ func (s *switchable) accepted() []request {
 	return slices.Clone(s.ok)
 }
 
+// sendEach sends one batch of a single event for each prefix.
+func sendEach(t *testing.T, d *Dispatcher, prefixes ...string) {
+	t.Helper()
+	for _, p := range prefixes {
+		if err := d.Send(batchOf(1, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitMore waits for more attempts than the receiver has seen so far.
+func (s *switchable) waitMore(t *testing.T, more int) {
+	t.Helper()
+	s.waitRequests(t, len(s.requests())+more)
+}
+
+// comeBack brings the receiver up and waits until d has delivered
+// everything.
+func (s *switchable) comeBack(t *testing.T, d *Dispatcher) {
+	t.Helper()
+	s.up.Store(true)
+	waitEmpty(t, d)
+}
+
+// acceptedIDs returns the event IDs of each accepted delivery, in order.
+func (s *switchable) acceptedIDs(t *testing.T) [][]string {
+	t.Helper()
+	var got [][]string
+	for _, r := range s.accepted() {
+		got = append(got, decodeEventIDs(t, r.Body))
+	}
+	return got
+}
+
 // TestMergeChatAfterOutage: batches spooled while a chat receiver is down
 // reach it as one message once it is back, and are removed from the spool
 // only then.
@@ -297,19 +331,15 @@ func TestMergeChatAfterOutage(t *testing.T) {
 	rc := newSwitchable(t, nil)
 	d, _ := startDispatcher(t, t.TempDir(), hook("chat", "slack", rc.URL))
 	for i := range 6 {
-		if err := d.Send(batchOf(1, fmt.Sprintf("m%d", i))); err != nil {
-			t.Fatal(err)
-		}
+		sendEach(t, d, fmt.Sprintf("m%d", i))
 	}
 	// Wait for the second attempt after the last Send: the first may have
 	// been on its way already, the second holds every batch.
-	n := len(rc.requests())
-	rc.waitRequests(t, n+2)
+	rc.waitMore(t, 2)
 	if diff := cmp.Diff(map[string]int{"chat": 6}, d.Pending()); diff != "" {
 		t.Errorf("pending while down (-want +got):\n%s", diff)
 	}
-	rc.up.Store(true)
-	waitEmpty(t, d)
+	rc.comeBack(t, d)
 	ok := rc.accepted()
 	if len(ok) != 1 {
 		t.Fatalf("%d messages accepted, want 1", len(ok))
@@ -330,14 +360,10 @@ func TestMergeChatMore(t *testing.T) {
 	rc := newSwitchable(t, nil)
 	d, _ := startDispatcher(t, t.TempDir(), hook("chat", "slack", rc.URL))
 	for i := range 60 {
-		if err := d.Send(batchOf(1, fmt.Sprintf("big%d", i))); err != nil {
-			t.Fatal(err)
-		}
+		sendEach(t, d, fmt.Sprintf("big%d", i))
 	}
-	n := len(rc.requests())
-	rc.waitRequests(t, n+2) // as in TestMergeChatAfterOutage
-	rc.up.Store(true)
-	waitEmpty(t, d)
+	rc.waitMore(t, 2) // as in TestMergeChatAfterOutage
+	rc.comeBack(t, d)
 	ok := rc.accepted()
 	if len(ok) != 1 {
 		t.Fatalf("%d messages accepted, want 1", len(ok))
@@ -358,15 +384,9 @@ func TestMergeGenericStableID(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc.waitRequests(t, 1)
-	for _, p := range []string{"g1", "g2"} {
-		if err := d.Send(batchOf(1, p)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n := len(rc.requests())
-	rc.waitRequests(t, n+1)
-	rc.up.Store(true)
-	waitEmpty(t, d)
+	sendEach(t, d, "g1", "g2")
+	rc.waitMore(t, 1)
+	rc.comeBack(t, d)
 	first := rc.requests()[0]
 	for i, r := range rc.requests() {
 		if slices.Equal(decodeEventIDs(t, r.Body), []string{"g0-0", "g0-1"}) {
@@ -375,10 +395,7 @@ func TestMergeGenericStableID(t *testing.T) {
 			}
 		}
 	}
-	var got [][]string
-	for _, r := range rc.accepted() {
-		got = append(got, decodeEventIDs(t, r.Body))
-	}
+	got := rc.acceptedIDs(t)
 	want := [][]string{{"g0-0", "g0-1"}, {"g1-0", "g2-0"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("accepted deliveries (-want +got):\n%s", diff)
@@ -400,19 +417,10 @@ func TestMergeRefusedIsSplit(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc.waitRequests(t, 1)
-	for _, p := range []string{"b", "bad", "c"} {
-		if err := d.Send(batchOf(1, p)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n := len(rc.requests())
-	rc.waitRequests(t, n+1)
-	rc.up.Store(true)
-	waitEmpty(t, d)
-	var got [][]string
-	for _, r := range rc.accepted() {
-		got = append(got, decodeEventIDs(t, r.Body))
-	}
+	sendEach(t, d, "b", "bad", "c")
+	rc.waitMore(t, 1)
+	rc.comeBack(t, d)
+	got := rc.acceptedIDs(t)
 	if diff := cmp.Diff([][]string{{"a-0"}, {"b-0"}, {"c-0"}}, got); diff != "" {
 		t.Errorf("accepted deliveries (-want +got):\n%s", diff)
 	}
@@ -444,11 +452,7 @@ func TestCorruptSpoolReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"x", "y"} {
-		if err := d.Send(batchOf(1, p)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendEach(t, d, "x", "y")
 	// Damage the first of them (numbered past the one set aside) before
 	// the worker reads it.
 	if err := os.WriteFile(filepath.Join(dir, "00000000000000000002.json"), []byte("\x00garbage"), 0o600); err != nil {
