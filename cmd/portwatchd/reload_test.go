@@ -34,9 +34,7 @@ func cwWrite(t *testing.T, path, content string) {
 func cwReplace(t *testing.T, path, content string) {
 	t.Helper()
 	cwWrite(t, path+".new", content)
-	if err := os.Rename(path+".new", path); err != nil {
-		t.Fatal(err)
-	}
+	cwRename(t, path+".new", path)
 }
 
 // cwSymlink makes link point at target.
@@ -45,6 +43,39 @@ func cwSymlink(t *testing.T, target, link string) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// cwRename renames a file, as a tool that replaces files atomically does.
+func cwRename(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.Rename(from, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The layouts several cases start from. Each returns the main file and the
+// config's files as the loader would list them.
+
+// cwMainOnly is a main file alone.
+func cwMainOnly(t *testing.T, dir string) (string, []string) {
+	cwWrite(t, dir+"/portwatch.yaml", "a")
+	return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
+}
+
+// cwWithDropIn is a main file and one drop-in.
+func cwWithDropIn(t *testing.T, dir string) (string, []string) {
+	cwWrite(t, dir+"/portwatch.yaml", "a")
+	cwWrite(t, dir+"/portwatch.d/a.yaml", "a")
+	return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml", dir + "/portwatch.d/a.yaml"}
+}
+
+// cwConfigMap is a Kubernetes ConfigMap volume: the main file a symlink
+// through ..data, itself a symlink to a timestamped data directory.
+func cwConfigMap(t *testing.T, dir string) (string, []string) {
+	cwWrite(t, dir+"/..2026_01_01/portwatch.yaml", "a")
+	cwSymlink(t, "..2026_01_01", dir+"/..data")
+	cwSymlink(t, "..data/portwatch.yaml", dir+"/portwatch.yaml")
+	return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
 }
 
 func TestDaemonConfigWatcher(t *testing.T) {
@@ -57,29 +88,20 @@ func TestDaemonConfigWatcher(t *testing.T) {
 		wantReload bool
 	}{
 		{
-			name: "main file rewritten in place",
-			setup: func(t *testing.T, dir string) (string, []string) {
-				cwWrite(t, dir+"/portwatch.yaml", "a")
-				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
-			},
+			name:       "main file rewritten in place",
+			setup:      cwMainOnly,
 			act:        func(t *testing.T, dir string, cw *configWatcher) { cwWrite(t, dir+"/portwatch.yaml", "b") },
 			wantReload: true,
 		},
 		{
-			name: "main file replaced by rename",
-			setup: func(t *testing.T, dir string) (string, []string) {
-				cwWrite(t, dir+"/portwatch.yaml", "a")
-				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
-			},
+			name:       "main file replaced by rename",
+			setup:      cwMainOnly,
 			act:        func(t *testing.T, dir string, cw *configWatcher) { cwReplace(t, dir+"/portwatch.yaml", "b") },
 			wantReload: true,
 		},
 		{
-			name: "editor swap and backup files beside the main file",
-			setup: func(t *testing.T, dir string) (string, []string) {
-				cwWrite(t, dir+"/portwatch.yaml", "a")
-				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
-			},
+			name:  "editor swap and backup files beside the main file",
+			setup: cwMainOnly,
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				cwWrite(t, dir+"/.portwatch.yaml.swp", "x")
 				cwWrite(t, dir+"/portwatch.yaml~", "x")
@@ -90,22 +112,14 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			wantReload: false,
 		},
 		{
-			name: "new drop-in",
-			setup: func(t *testing.T, dir string) (string, []string) {
-				cwWrite(t, dir+"/portwatch.yaml", "a")
-				cwWrite(t, dir+"/portwatch.d/a.yaml", "a")
-				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml", dir + "/portwatch.d/a.yaml"}
-			},
+			name:       "new drop-in",
+			setup:      cwWithDropIn,
 			act:        func(t *testing.T, dir string, cw *configWatcher) { cwWrite(t, dir+"/portwatch.d/b.yaml", "b") },
 			wantReload: true,
 		},
 		{
-			name: "drop-in removed",
-			setup: func(t *testing.T, dir string) (string, []string) {
-				cwWrite(t, dir+"/portwatch.yaml", "a")
-				cwWrite(t, dir+"/portwatch.d/a.yaml", "a")
-				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml", dir + "/portwatch.d/a.yaml"}
-			},
+			name:  "drop-in removed",
+			setup: cwWithDropIn,
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				if err := os.Remove(dir + "/portwatch.d/a.yaml"); err != nil {
 					t.Fatal(err)
@@ -114,12 +128,8 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			wantReload: true,
 		},
 		{
-			name: "editor temp file in the drop-in directory",
-			setup: func(t *testing.T, dir string) (string, []string) {
-				cwWrite(t, dir+"/portwatch.yaml", "a")
-				cwWrite(t, dir+"/portwatch.d/a.yaml", "a")
-				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml", dir + "/portwatch.d/a.yaml"}
-			},
+			name:  "editor temp file in the drop-in directory",
+			setup: cwWithDropIn,
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				cwWrite(t, dir+"/portwatch.d/.a.yaml.swp", "x")
 				cwWrite(t, dir+"/portwatch.d/a.yaml~", "x")
@@ -128,11 +138,8 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			wantReload: false,
 		},
 		{
-			name: "drop-in directory created after start, then a drop-in in it",
-			setup: func(t *testing.T, dir string) (string, []string) {
-				cwWrite(t, dir+"/portwatch.yaml", "a")
-				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
-			},
+			name:  "drop-in directory created after start, then a drop-in in it",
+			setup: cwMainOnly,
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				if err := os.Mkdir(dir+"/portwatch.d", 0o700); err != nil {
 					t.Fatal(err)
@@ -149,20 +156,13 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			wantReload: true,
 		},
 		{
-			name: "Kubernetes ConfigMap update: ..data symlink swapped",
-			setup: func(t *testing.T, dir string) (string, []string) {
-				cwWrite(t, dir+"/..2026_01_01/portwatch.yaml", "a")
-				cwSymlink(t, "..2026_01_01", dir+"/..data")
-				cwSymlink(t, "..data/portwatch.yaml", dir+"/portwatch.yaml")
-				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
-			},
+			name:  "Kubernetes ConfigMap update: ..data symlink swapped",
+			setup: cwConfigMap,
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				// What the kubelet's atomic writer does.
 				cwWrite(t, dir+"/..2026_02_02/portwatch.yaml", "b")
 				cwSymlink(t, "..2026_02_02", dir+"/..data_tmp")
-				if err := os.Rename(dir+"/..data_tmp", dir+"/..data"); err != nil {
-					t.Fatal(err)
-				}
+				cwRename(t, dir+"/..data_tmp", dir+"/..data")
 				if err := os.RemoveAll(dir + "/..2026_01_01"); err != nil {
 					t.Fatal(err)
 				}
@@ -170,19 +170,12 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			wantReload: true,
 		},
 		{
-			name: "..data symlink swapped, old data directory left in place",
-			setup: func(t *testing.T, dir string) (string, []string) {
-				cwWrite(t, dir+"/..2026_01_01/portwatch.yaml", "a")
-				cwSymlink(t, "..2026_01_01", dir+"/..data")
-				cwSymlink(t, "..data/portwatch.yaml", dir+"/portwatch.yaml")
-				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
-			},
+			name:  "..data symlink swapped, old data directory left in place",
+			setup: cwConfigMap,
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				cwWrite(t, dir+"/..2026_02_02/portwatch.yaml", "b")
 				cwSymlink(t, "..2026_02_02", dir+"/..data_tmp")
-				if err := os.Rename(dir+"/..data_tmp", dir+"/..data"); err != nil {
-					t.Fatal(err)
-				}
+				cwRename(t, dir+"/..data_tmp", dir+"/..data")
 			},
 			wantReload: true,
 		},
@@ -197,9 +190,7 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				cwWrite(t, dir+"/v2/portwatch.yaml", "b")
 				cwSymlink(t, "v2", dir+"/current.tmp")
-				if err := os.Rename(dir+"/current.tmp", dir+"/current"); err != nil {
-					t.Fatal(err)
-				}
+				cwRename(t, dir+"/current.tmp", dir+"/current")
 			},
 			wantReload: true,
 		},
@@ -223,9 +214,7 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			},
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				cwSymlink(t, dir+"/real/b.yaml", dir+"/etc/.pw.tmp")
-				if err := os.Rename(dir+"/etc/.pw.tmp", dir+"/etc/portwatch.yaml"); err != nil {
-					t.Fatal(err)
-				}
+				cwRename(t, dir+"/etc/.pw.tmp", dir+"/etc/portwatch.yaml")
 			},
 			wantReload: true,
 		},
@@ -253,19 +242,16 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			}
 			defer cw.close()
 			tt.act(t, dir, cw)
-			var got bool
+			// A reload is waited for long; its absence, for reloadQuiet.
+			wait := reloadQuiet
 			if tt.wantReload {
-				select {
-				case <-cw.changed:
-					got = true
-				case <-time.After(daemonWait):
-				}
-			} else {
-				select {
-				case <-cw.changed:
-					got = true
-				case <-time.After(reloadQuiet):
-				}
+				wait = daemonWait
+			}
+			var got bool
+			select {
+			case <-cw.changed:
+				got = true
+			case <-time.After(wait):
 			}
 			if got != tt.wantReload {
 				t.Errorf("reload asked for: %v, want %v", got, tt.wantReload)
