@@ -120,6 +120,13 @@ type Namespace struct {
 }
 
 // Snapshot is every listener seen at one moment.
+//
+// A Snapshot is read-only, and so is everything it refers to. When nothing
+// changed since the last snapshot, Watcher.Snapshot hands out the same
+// Listeners slice again (with the same Processes and Cmdline slices), so a
+// caller that changed a listener in place would change its previous
+// snapshots too, and the watcher's next ones. Callers that need a changed
+// list copy it first (Carry does, with slices.Clone).
 type Snapshot struct {
 	Time       time.Time
 	Listeners  []Listener  // sorted by netns, protocol, port, address
