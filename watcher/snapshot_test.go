@@ -22,6 +22,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/portwatchd/portwatchd/internal/listenertest"
 )
 
 // The test binary doubles as the helper process that opens sockets, so the
@@ -159,14 +161,11 @@ func helperMain() int {
 	return 0
 }
 
-// helper is a running helper process.
+// helper is a running helper process (see internal/listenertest for the
+// starting, talking and stopping; the protocol is helperMain's).
 type helper struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	out    *bufio.Scanner
-	socks  []helperSock // in the order of PW_SOCKS, after the held one
-	waited sync.Once
-	execd  bool // became another program: stop kills it
+	*listenertest.Child
+	socks []helperSock // in the order of PW_SOCKS, after the held one
 }
 
 type helperSock struct {
@@ -185,49 +184,33 @@ type helperOpts struct {
 
 func startHelper(t *testing.T, o helperOpts) *helper {
 	t.Helper()
-	path := o.path
-	if path == "" {
-		path = testBinary(t)
-	}
-	cmd := exec.Command(path, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=listen", "PW_SOCKS="+o.socks, "PW_RENAME="+o.rename)
+	lo := listenertest.Options{Path: o.path, Env: []string{helperEnv + "=listen", "PW_SOCKS=" + o.socks, "PW_RENAME=" + o.rename}}
 	if o.hold != nil {
-		cmd.Env = append(cmd.Env, "PW_HOLD=1")
-		cmd.ExtraFiles = append(cmd.ExtraFiles, o.hold)
+		lo.Env = append(lo.Env, "PW_HOLD=1")
+		lo.ExtraFiles = append(lo.ExtraFiles, o.hold)
 	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, o.extra...)
+	lo.ExtraFiles = append(lo.ExtraFiles, o.extra...)
 	if o.netns {
-		cmd.Env = append(cmd.Env, "PW_LO=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNET}
+		lo.Env = append(lo.Env, "PW_LO=1")
+		lo.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNET}
 	}
-	return runHelper(t, cmd)
+	return runHelper(t, lo)
 }
 
-// runHelper starts cmd, a helper, and reads its sockets until "ready".
-func runHelper(t *testing.T, cmd *exec.Cmd) *helper {
+// runHelper starts a helper and reads its sockets until "ready".
+func runHelper(t *testing.T, o listenertest.Options) *helper {
 	t.Helper()
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h := &helper{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
-	t.Cleanup(h.stop)
-	for {
-		line := h.line(t)
-		if line == "ready" {
-			break
-		}
+	h := &helper{Child: listenertest.Start(t, o)}
+	h.readSocks(t)
+	return h
+}
+
+// readSocks reads the helper's sockets until "ready".
+func (h *helper) readSocks(t *testing.T) {
+	t.Helper()
+	for line := h.Line(t); line != "ready"; line = h.Line(t) {
 		h.socks = append(h.socks, parseHelperSock(t, line))
 	}
-	return h
 }
 
 func parseHelperSock(t *testing.T, line string) helperSock {
@@ -239,42 +222,7 @@ func parseHelperSock(t *testing.T, line string) helperSock {
 	return s
 }
 
-func (h *helper) line(t *testing.T) string {
-	t.Helper()
-	if !h.out.Scan() {
-		t.Fatalf("helper %d exited early: %v", h.cmd.Process.Pid, h.out.Err())
-	}
-	return h.out.Text()
-}
-
-func (h *helper) pid() int { return h.cmd.Process.Pid }
-
-func (h *helper) send(t *testing.T, cmd string) string {
-	t.Helper()
-	if _, err := fmt.Fprintln(h.stdin, cmd); err != nil {
-		t.Fatal(err)
-	}
-	return h.line(t)
-}
-
-// stop ends the helper (by its pid, through closing its stdin and then
-// SIGKILL) and reaps it.
-func (h *helper) stop() {
-	h.waited.Do(func() {
-		h.stdin.Close()
-		if h.execd {
-			h.cmd.Process.Kill()
-		}
-		done := make(chan struct{})
-		go func() { h.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			h.cmd.Process.Kill()
-			<-done
-		}
-	})
-}
+func (h *helper) pid() int { return h.PID() }
 
 var (
 	testBinOnce sync.Once
@@ -614,7 +562,7 @@ func TestSnapshotRunNetns(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(bind, unix.MNT_DETACH) })
 	f := recvFile(t, h, mine)
 	defer f.Close()
-	h.stop()
+	h.Stop()
 	inode, port, err := sockInfo(int(f.Fd()))
 	if err != nil {
 		t.Fatal(err)
@@ -783,7 +731,7 @@ func TestSnapshotIncremental(t *testing.T) {
 	t.Run("new listener in an existing process", func(t *testing.T) {
 		h := startHelper(t, helperOpts{})
 		snapshot(t, w)
-		sock := parseHelperSock(t, h.send(t, "open tcp4=127.0.0.1:0"))
+		sock := parseHelperSock(t, h.Send(t, "open tcp4=127.0.0.1:0"))
 		l := byInode(snapshot(t, w), sock.inode)
 		if diff := cmp.Diff([]int{h.pid()}, pidsOf(l)); diff != "" {
 			t.Errorf("holders (-want +got):\n%s", diff)
@@ -794,7 +742,7 @@ func TestSnapshotIncremental(t *testing.T) {
 		// Searched for within ephemeralSearchEvery ticks, not at once.
 		h := startHelper(t, helperOpts{})
 		snapshot(t, w)
-		sock := parseHelperSock(t, h.send(t, "open udp4=127.0.0.1:0"))
+		sock := parseHelperSock(t, h.Send(t, "open udp4=127.0.0.1:0"))
 		var got []int
 		for range ephemeralSearchEvery + 1 {
 			l := byInode(snapshot(t, w), sock.inode)
@@ -824,7 +772,7 @@ func TestSnapshotIncremental(t *testing.T) {
 		if diff := cmp.Diff(want, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
 			t.Errorf("holders (-want +got):\n%s", diff)
 		}
-		h.stop()
+		h.Stop()
 		if diff := cmp.Diff([]int{os.Getpid()}, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
 			t.Errorf("after the child exited, holders (-want +got):\n%s", diff)
 		}
@@ -840,7 +788,7 @@ func TestSnapshotIncremental(t *testing.T) {
 		if diff := cmp.Diff(want, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
 			t.Fatalf("before close, holders (-want +got):\n%s", diff)
 		}
-		if got := h.send(t, "close"); got != "closed" {
+		if got := h.Send(t, "close"); got != "closed" {
 			t.Fatalf("helper said %q", got)
 		}
 		// Holders are verified a few per tick, in turn: with every
@@ -870,8 +818,8 @@ func TestSnapshotIncremental(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h.execd = true
-		fmt.Fprintln(h.stdin, "exec "+sleep+" 60")
+		h.KillOnStop = true
+		h.Tell(t, "exec "+sleep+" 60")
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			got, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", h.pid()))
@@ -914,7 +862,7 @@ func TestSnapshotIncremental(t *testing.T) {
 		}
 		got := recvFile(t, h, mine)
 		defer got.Close()
-		h.stop()
+		h.Stop()
 		if diff := cmp.Diff([]int{os.Getpid()}, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
 			t.Errorf("holders after the holder exited (-want +got):\n%s", diff)
 		}
@@ -957,7 +905,7 @@ func BenchmarkSnapshotOneShot(b *testing.B) {
 // recvFile asks h to send its first socket over conn and returns it.
 func recvFile(t *testing.T, h *helper, conn *os.File) *os.File {
 	t.Helper()
-	if got := h.send(t, "sendfd"); got != "sent" {
+	if got := h.Send(t, "sendfd"); got != "sent" {
 		t.Fatalf("helper said %q", got)
 	}
 	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
@@ -1122,42 +1070,24 @@ func TestSnapshotNetnsEnteredLater(t *testing.T) {
 			w, _ := newWatcher(t, Options{DisableSetns: c.disable})
 			// read waits for the go-ahead; it reads from the pipe a byte
 			// at a time, leaving the rest of stdin to the helper.
-			cmd := exec.Command("sh", "-c", `read x && exec "$0" -n "$1" -test.run='^$'`, unshare, testBinary(t))
-			cmd.Env = append(os.Environ(), helperEnv+"=listen", "PW_SOCKS=tcp4=127.0.0.1:0", "PW_LO=1")
-			cmd.Stderr = os.Stderr
+			o := listenertest.Options{
+				Path: "sh",
+				Args: []string{"-c", `read x && exec "$0" -n "$1" -test.run='^$'`, unshare, testBinary(t)},
+				Env:  []string{helperEnv + "=listen", "PW_SOCKS=tcp4=127.0.0.1:0", "PW_LO=1"},
+			}
 			if c.fromNew {
 				// The shell is then the only process, and so the one
 				// the /proc fallback reads, of its first namespace.
-				cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNET}
+				o.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNET}
 			}
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			h := &helper{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
-			t.Cleanup(h.stop)
+			h := &helper{Child: listenertest.Start(t, o)}
 			firstNS := mustNetns(t, h.pid())
 			// Let the watcher know the shell, in our namespace, and settle.
 			for range 3 {
 				snapshot(t, w)
 			}
-			if _, err := fmt.Fprintln(stdin, "go"); err != nil {
-				t.Fatal(err)
-			}
-			for {
-				line := h.line(t)
-				if line == "ready" {
-					break
-				}
-				h.socks = append(h.socks, parseHelperSock(t, line))
-			}
+			h.Tell(t, "go")
+			h.readSocks(t)
 			ino := mustNetns(t, h.pid())
 			if ino == firstNS {
 				t.Fatalf("helper %d did not enter a new namespace", h.pid())

@@ -3,7 +3,6 @@ package watcher
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -12,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/portwatchd/portwatchd/internal/listenertest"
 )
 
 // bindPrivately moves the calling thread into a new mount namespace, makes
@@ -101,9 +102,7 @@ func NewSpoofScene(t *testing.T) *SpoofScene {
 // startSpoofHelper starts spoofHelper in a new mount namespace.
 func startSpoofHelper(t *testing.T, evil, path, socks string) *helper {
 	t.Helper()
-	cmd := exec.Command(testBinary(t), "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=spoof", "PW_EVIL="+evil, "PW_PATH="+path, "PW_SOCKS="+socks)
-	return runHelper(t, cmd)
+	return runHelper(t, listenertest.Options{Env: []string{helperEnv + "=spoof", "PW_EVIL=" + evil, "PW_PATH=" + path, "PW_SOCKS=" + socks}})
 }
 
 func TestSnapshotExeSpoof(t *testing.T) {
@@ -143,12 +142,10 @@ func TestSnapshotExeSpoofAfterExec(t *testing.T) {
 	// The exec'd helper runs again from the top with its environment: its
 	// socket was close-on-exec, and it listens on a fresh one. The watcher
 	// finds that one held by a pid it knows, whose exe link did not change.
-	h.execd = true
-	if _, err := fmt.Fprintln(h.stdin, "spoofexec "+evil+" "+path); err != nil {
-		t.Fatal(err)
-	}
+	h.KillOnStop = true
+	h.Tell(t, "spoofexec "+evil+" "+path)
 	var sock helperSock
-	for line := h.line(t); line != "ready"; line = h.line(t) {
+	for line := h.Line(t); line != "ready"; line = h.Line(t) {
 		sock = parseHelperSock(t, line)
 	}
 	if b, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", h.pid())); err != nil || b != path {
