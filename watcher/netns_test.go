@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -167,25 +166,12 @@ func TestNetnsName(t *testing.T) {
 func TestSnapshotNetnsNameCollisions(t *testing.T) {
 	requireRoot(t)
 	const id = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
-	root := cgroupRoot(t)
-	cg := filepath.Join(root, fmt.Sprintf("portwatch-test-%d", os.Getpid()), "docker-"+id+".scope")
-	if err := os.MkdirAll(cg, 0o755); err != nil {
-		t.Skipf("cannot create a cgroup: %v", err)
-	}
-	t.Cleanup(func() {
-		os.Remove(cg)
-		os.Remove(filepath.Dir(cg))
-	})
+	root, cg := dockerScope(t, id)
 	// The same port in each namespace: merged, they would be one listener.
 	a := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:7777", netns: true})
 	b := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:7777", netns: true})
 	for _, h := range []*helper{a, b} {
-		if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(h.pid())), 0); err != nil {
-			t.Skipf("cannot move a process into a cgroup: %v", err)
-		}
-		t.Cleanup(func() {
-			os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(h.pid())), 0)
-		})
+		moveToCgroup(t, root, cg, h.pid())
 	}
 	// A third namespace, bound as "host" under a netns directory.
 	dir := t.TempDir()

@@ -1010,14 +1010,13 @@ func cgroupRoot(t *testing.T) string {
 	return ""
 }
 
-// TestSnapshotContainerName puts a child with its own network namespace in
-// a cgroup named the way docker names a container's scope: the namespace
-// must be named after the container, and the holder carry its id and unit.
-func TestSnapshotContainerName(t *testing.T) {
-	requireRoot(t)
-	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	root := cgroupRoot(t)
-	dir := filepath.Join(root, fmt.Sprintf("portwatch-test-%d", os.Getpid()), "docker-"+id+".scope")
+// dockerScope makes a cgroup named the way docker names a container's scope,
+// in a test cgroup of its own, and removes both on cleanup. It returns the
+// hierarchy's root and the scope. It skips the test if it cannot.
+func dockerScope(t *testing.T, id string) (root, dir string) {
+	t.Helper()
+	root = cgroupRoot(t)
+	dir = filepath.Join(root, fmt.Sprintf("portwatch-test-%d", os.Getpid()), "docker-"+id+".scope")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Skipf("cannot create a cgroup: %v", err)
 	}
@@ -1025,14 +1024,30 @@ func TestSnapshotContainerName(t *testing.T) {
 		os.Remove(dir)
 		os.Remove(filepath.Dir(dir))
 	})
-	h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0", netns: true})
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(h.pid())), 0); err != nil {
+	return root, dir
+}
+
+// moveToCgroup moves pid into the cgroup dir, and on cleanup back to root,
+// so that dir can be removed. It skips the test if it cannot.
+func moveToCgroup(t *testing.T, root, dir string, pid int) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
 		t.Skipf("cannot move a process into a cgroup: %v", err)
 	}
 	t.Cleanup(func() {
-		// Out of the test cgroup first, so that it can be removed.
-		os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(h.pid())), 0)
+		os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
 	})
+}
+
+// TestSnapshotContainerName puts a child with its own network namespace in
+// a cgroup named the way docker names a container's scope: the namespace
+// must be named after the container, and the holder carry its id and unit.
+func TestSnapshotContainerName(t *testing.T) {
+	requireRoot(t)
+	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	root, dir := dockerScope(t, id)
+	h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0", netns: true})
+	moveToCgroup(t, root, dir, h.pid())
 	w, _ := newWatcher(t, Options{})
 	l := byInode(snapshot(t, w), h.socks[0].inode)
 	if l == nil || len(l.Processes) != 1 {
