@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portwatchd/portwatchd/internal/journaltest"
+	"github.com/portwatchd/portwatchd/internal/listenertest"
 )
 
 // listenEnv makes the test binary a listener child: it listens on the
@@ -300,28 +301,19 @@ func percentile(ds []time.Duration, p int) time.Duration {
 // startListener starts a listener child on 127.0.0.1:port. It returns the
 // time its listen() returned, and a function that closes it.
 func startListener(b *testing.B, port int) (time.Time, func()) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLatencyHelperListener$", "-test.count=1")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=127.0.0.1:%d", listenEnv, port))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
+	b.Helper()
+	c := listenertest.Start(b, listenertest.Options{
+		Args:        []string{"-test.run=^TestLatencyHelperListener$", "-test.count=1"},
+		Env:         []string{fmt.Sprintf("%s=127.0.0.1:%d", listenEnv, port)},
+		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+	})
+	line := c.Line(b)
+	ns, err := strconv.ParseInt(line, 10, 64)
 	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	stop := func() { stdin.Close(); _ = cmd.Wait() }
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	ns, perr := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
-	if err != nil || perr != nil {
-		stop()
+		c.Stop()
 		b.Fatalf("listener child on port %d: %q, %v", port, line, err)
 	}
-	return time.Unix(0, ns), stop
+	return time.Unix(0, ns), c.Stop
 }
 
 // freeBlock finds 200 consecutive free loopback TCP ports below the usual
