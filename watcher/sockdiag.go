@@ -77,18 +77,29 @@ var errShortMessage = errors.New("inet_diag message too short")
 // socket in another state, port 0) are dropped.
 func parseSockDiag(tcp bool, msgs []netlink.Message, out []sockEntry) ([]sockEntry, error) {
 	for i := range msgs {
-		if msgs[i].Header.Type != sockDiagByFamily {
-			// netlink.Conn.Execute strips DONE and turns ERROR into errors;
-			// anything else is not ours.
-			continue
+		var err error
+		if out, err = parseSockDiagMsg(tcp, i, &msgs[i], out); err != nil {
+			return out, err
 		}
-		e, ok, err := parseInetDiagMsg(tcp, msgs[i].Data)
-		if err != nil {
-			return out, fmt.Errorf("message %d: %w", i, err)
-		}
-		if ok {
-			out = append(out, e)
-		}
+	}
+	return out, nil
+}
+
+// parseSockDiagMsg appends the listening socket in m, the i-th reply, if it
+// holds one: parseSockDiag for one message, which dumpOne calls as each
+// arrives.
+func parseSockDiagMsg(tcp bool, i int, m *netlink.Message, out []sockEntry) ([]sockEntry, error) {
+	if m.Header.Type != sockDiagByFamily {
+		// netlink.Conn.Execute and ReceiveIter strip DONE and turn ERROR
+		// into errors; anything else is not ours.
+		return out, nil
+	}
+	e, ok, err := parseInetDiagMsg(tcp, m.Data)
+	if err != nil {
+		return out, fmt.Errorf("message %d: %w", i, err)
+	}
+	if ok {
+		out = append(out, e)
 	}
 	return out, nil
 }
@@ -170,14 +181,44 @@ func (s *sockDiagConn) Close() error { return s.c.Close() }
 func (s *sockDiagConn) dumpAll(out []sockEntry) ([]sockEntry, error) {
 	for _, tcp := range []bool{true, false} {
 		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			msgs, err := s.c.Execute(sockDiagRequest(tcp, fam))
-			if err != nil {
-				return out, fmt.Errorf("sock_diag dump: %w", err)
-			}
-			if out, err = parseSockDiag(tcp, msgs, out); err != nil {
+			var err error
+			if out, err = s.dumpOne(tcp, fam, out); err != nil {
 				return out, fmt.Errorf("sock_diag dump: %w", err)
 			}
 		}
 	}
 	return out, nil
+}
+
+// errMismatchedReply is returned for a reply that does not answer our request
+// (its sequence number or port id differ), as netlink.Validate would.
+var errMismatchedReply = errors.New("reply does not match the request")
+
+// dumpOne sends one dump request and parses each reply as it is received.
+// This is what netlink.Conn.Execute does, without collecting every reply of
+// the dump in a slice first: in the steady state that slice was most of the
+// garbage of a tick. Replies are read to the end of the dump even after an
+// error, so that the next request does not read the rest of this one.
+func (s *sockDiagConn) dumpOne(tcp bool, family uint8, out []sockEntry) ([]sockEntry, error) {
+	req, err := s.c.Send(sockDiagRequest(tcp, family))
+	if err != nil {
+		return out, err
+	}
+	var first error
+	i := 0
+	for m, err := range s.c.ReceiveIter() {
+		if err != nil {
+			return out, err
+		}
+		switch {
+		case first != nil:
+		case m.Header.Sequence != req.Header.Sequence ||
+			(m.Header.PID != req.Header.PID && req.Header.PID != 0 && m.Header.PID != 0):
+			first = fmt.Errorf("message %d: %w", i, errMismatchedReply)
+		default:
+			out, first = parseSockDiagMsg(tcp, i, &m, out)
+		}
+		i++
+	}
+	return out, first
 }
