@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"syscall"
+	"unsafe"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -90,8 +92,8 @@ func parseSockDiag(tcp bool, msgs []netlink.Message, out []sockEntry) ([]sockEnt
 // arrives.
 func parseSockDiagMsg(tcp bool, i int, m *netlink.Message, out []sockEntry) ([]sockEntry, error) {
 	if m.Header.Type != sockDiagByFamily {
-		// netlink.Conn.Execute and ReceiveIter strip DONE and turn ERROR
-		// into errors; anything else is not ours.
+		// DONE and ERROR are handled by the caller (netlink.Conn.Execute,
+		// parseDumpDatagram); anything else is not ours.
 		return out, nil
 	}
 	e, ok, err := parseInetDiagMsg(tcp, m.Data)
@@ -158,67 +160,181 @@ func parseInetDiagMsg(tcp bool, b []byte) (e sockEntry, ok bool, err error) {
 	return e, state == tcpClose && dport == 0, nil
 }
 
+// dumpBufSize is the receive buffer of a sock_diag socket: the most the
+// kernel puts in one dump datagram (32 KiB, see netlink_dump).
+const dumpBufSize = 32 << 10
+
 // sockDiagConn is a NETLINK_SOCK_DIAG socket bound to one network namespace
 // (the one its creating thread was in).
+//
+// github.com/mdlayher/netlink opens and binds it, and frames the requests
+// and each reply (Message.MarshalBinary, Message.UnmarshalBinary); the
+// datagrams are sent and received through its SyscallConn. The library's own
+// Send and Receive start a goroutine for every system call (to watch a
+// context that cannot be cancelled here) and copy every datagram they
+// receive: on the steady tick of a host with a thousand listeners that was
+// about a third of the cost of the dumps, for nothing. Nothing else uses the
+// netlink.Conn once dialed, so the two cannot interleave.
 type sockDiagConn struct {
-	c *netlink.Conn
+	c    *netlink.Conn
+	rc   syscall.RawConn
+	pid  uint32    // the socket's netlink port id, as replies carry it
+	seq  uint32    // sequence number of the last request
+	reqs [4][]byte // the requests of dumpAll, in its order
+	buf  []byte    // dumpBufSize bytes, reused by every receive
+	to   unix.SockaddrNetlink
 }
 
 func dialSockDiag() (*sockDiagConn, error) {
-	// A fixed receive buffer saves the MSG_PEEK call the library otherwise
-	// makes before every read. 32 KiB is the most the kernel puts in one
-	// dump datagram.
-	c, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, &netlink.Config{MessageBufferSize: 32 << 10})
+	c, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag: %w", err)
 	}
-	return &sockDiagConn{c: c}, nil
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("sock_diag: %w", err)
+	}
+	s := &sockDiagConn{c: c, rc: rc, pid: c.PID(), buf: make([]byte, dumpBufSize), to: unix.SockaddrNetlink{Family: unix.AF_NETLINK}}
+	for i, q := range dumpQueries {
+		m := sockDiagRequest(q.tcp, q.family)
+		m.Header.Length = uint32(nlmsgHeaderLen + len(m.Data))
+		m.Header.PID = s.pid
+		if s.reqs[i], err = m.MarshalBinary(); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("sock_diag: %w", err)
+		}
+	}
+	return s, nil
 }
 
 func (s *sockDiagConn) Close() error { return s.c.Close() }
 
+// dumpQueries are the dumps of dumpAll: both protocols, both families.
+var dumpQueries = [4]struct {
+	tcp    bool
+	family uint8
+}{{true, unix.AF_INET}, {true, unix.AF_INET6}, {false, unix.AF_INET}, {false, unix.AF_INET6}}
+
 // dumpAll appends the listening sockets of both protocols and families.
 func (s *sockDiagConn) dumpAll(out []sockEntry) ([]sockEntry, error) {
-	for _, tcp := range []bool{true, false} {
-		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			var err error
-			if out, err = s.dumpOne(tcp, fam, out); err != nil {
-				return out, fmt.Errorf("sock_diag dump: %w", err)
-			}
+	for i, q := range dumpQueries {
+		var err error
+		if out, err = s.dumpOne(q.tcp, s.reqs[i], out); err != nil {
+			return out, fmt.Errorf("sock_diag dump: %w", err)
 		}
 	}
 	return out, nil
 }
 
+// errTruncated is returned for a datagram larger than the receive buffer.
+var errTruncated = errors.New("reply truncated")
+
+// dumpOne sends one dump request and parses each datagram of replies as it
+// is received, into the one reused buffer. On an error the socket may hold
+// the rest of the dump: the caller closes it (see Watcher.dump).
+func (s *sockDiagConn) dumpOne(tcp bool, req []byte, out []sockEntry) ([]sockEntry, error) {
+	s.seq++
+	binary.NativeEndian.PutUint32(req[8:12], s.seq)
+	var err error
+	if werr := s.rc.Write(func(fd uintptr) bool {
+		for err = unix.EINTR; err == unix.EINTR; {
+			err = unix.Sendto(int(fd), req, 0, &s.to)
+		}
+		return err != unix.EAGAIN
+	}); werr != nil {
+		return out, fmt.Errorf("send: %w", werr)
+	}
+	if err != nil {
+		return out, fmt.Errorf("send: %w", err)
+	}
+	n := 0 // replies so far, for error messages
+	for {
+		var got int
+		if rerr := s.rc.Read(func(fd uintptr) bool {
+			for err = unix.EINTR; err == unix.EINTR; {
+				got, err = recvTrunc(int(fd), s.buf)
+			}
+			return err != unix.EAGAIN
+		}); rerr != nil {
+			return out, fmt.Errorf("receive: %w", rerr)
+		}
+		switch {
+		case err != nil:
+			return out, fmt.Errorf("receive: %w", err)
+		case got > len(s.buf):
+			return out, fmt.Errorf("receive: %w: %d bytes", errTruncated, got)
+		}
+		var done bool
+		if out, done, err = parseDumpDatagram(tcp, s.seq, s.pid, s.buf[:got], &n, out); err != nil || done {
+			return out, err
+		}
+	}
+}
+
+// recvTrunc receives one datagram into b, and returns its whole length even
+// when b was too short for it (MSG_TRUNC). Unlike unix.Recvfrom it does not
+// allocate the sender's address.
+func recvTrunc(fd int, b []byte) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_TRUNC, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// nlmsgHeaderLen is sizeof(struct nlmsghdr).
+const nlmsgHeaderLen = 16
+
 // errMismatchedReply is returned for a reply that does not answer our request
 // (its sequence number or port id differ), as netlink.Validate would.
 var errMismatchedReply = errors.New("reply does not match the request")
 
-// dumpOne sends one dump request and parses each reply as it is received.
-// This is what netlink.Conn.Execute does, without collecting every reply of
-// the dump in a slice first: in the steady state that slice was most of the
-// garbage of a tick. Replies are read to the end of the dump even after an
-// error, so that the next request does not read the rest of this one.
-func (s *sockDiagConn) dumpOne(tcp bool, family uint8, out []sockEntry) ([]sockEntry, error) {
-	req, err := s.c.Send(sockDiagRequest(tcp, family))
-	if err != nil {
-		return out, err
-	}
-	var first error
-	i := 0
-	for m, err := range s.c.ReceiveIter() {
-		if err != nil {
-			return out, err
+// parseDumpDatagram parses one datagram of replies to the dump request
+// numbered seq, sent from port id pid, appending the listening sockets found.
+// done is true at the end of the dump (NLMSG_DONE). A netlink error (the dump
+// could not start: inet_diag missing, say) is returned as the errno. n counts
+// the replies of the dump across datagrams, for error messages. It is pure,
+// so that it can be tested on recorded datagrams and fuzzed.
+func parseDumpDatagram(tcp bool, seq, pid uint32, b []byte, n *int, out []sockEntry) (_ []sockEntry, done bool, err error) {
+	for len(b) > 0 {
+		i := *n
+		*n++
+		if len(b) < nlmsgHeaderLen {
+			return out, false, fmt.Errorf("message %d: %w: %d bytes", i, errShortMessage, len(b))
 		}
-		switch {
-		case first != nil:
-		case m.Header.Sequence != req.Header.Sequence ||
-			(m.Header.PID != req.Header.PID && req.Header.PID != 0 && m.Header.PID != 0):
-			first = fmt.Errorf("message %d: %w", i, errMismatchedReply)
-		default:
-			out, first = parseSockDiagMsg(tcp, i, &m, out)
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		al := (l + 3) &^ 3
+		if l < nlmsgHeaderLen || al > len(b) {
+			return out, false, fmt.Errorf("message %d: bad length %d in %d bytes", i, l, len(b))
 		}
-		i++
+		var m netlink.Message
+		if err := m.UnmarshalBinary(b[:al]); err != nil {
+			return out, false, fmt.Errorf("message %d: %w", i, err)
+		}
+		b = b[al:]
+		if m.Header.Sequence != seq || (m.Header.PID != pid && pid != 0 && m.Header.PID != 0) {
+			return out, false, fmt.Errorf("message %d: %w", i, errMismatchedReply)
+		}
+		switch m.Header.Type {
+		case netlink.Error, netlink.Done:
+			// An errno (negative), 0 for none; a DONE may also carry
+			// nothing at all.
+			if len(m.Data) >= 4 {
+				if code := int32(binary.NativeEndian.Uint32(m.Data[0:4])); code < 0 {
+					return out, false, fmt.Errorf("message %d: %w", i, unix.Errno(-code))
+				}
+			} else if m.Header.Type == netlink.Error {
+				return out, false, fmt.Errorf("message %d: %w: error message of %d bytes", i, errShortMessage, len(m.Data))
+			}
+			if m.Header.Type == netlink.Done {
+				return out, true, nil
+			}
+			continue
+		}
+		if out, err = parseSockDiagMsg(tcp, i, &m, out); err != nil {
+			return out, false, err
+		}
 	}
-	return out, first
+	return out, false, nil
 }
