@@ -183,6 +183,12 @@ type sockDiagConn struct {
 	reqs [4][]byte // the requests of dumpAll, in its order
 	buf  []byte    // dumpBufSize bytes, reused by every receive
 	to   unix.SockaddrNetlink
+
+	// State of the system call in progress (see send and recv).
+	sendFn, recvFn func(fd uintptr) bool
+	req            []byte
+	got            int
+	err            error
 }
 
 func dialSockDiag() (*sockDiagConn, error) {
@@ -196,6 +202,7 @@ func dialSockDiag() (*sockDiagConn, error) {
 		return nil, fmt.Errorf("sock_diag: %w", err)
 	}
 	s := &sockDiagConn{c: c, rc: rc, pid: c.PID(), buf: make([]byte, dumpBufSize), to: unix.SockaddrNetlink{Family: unix.AF_NETLINK}}
+	s.sendFn, s.recvFn = s.send, s.recv
 	for i, q := range dumpQueries {
 		m := sockDiagRequest(q.tcp, q.family)
 		m.Header.Length = uint32(nlmsgHeaderLen + len(m.Data))
@@ -236,40 +243,48 @@ var errTruncated = errors.New("reply truncated")
 func (s *sockDiagConn) dumpOne(tcp bool, req []byte, out []sockEntry) ([]sockEntry, error) {
 	s.seq++
 	binary.NativeEndian.PutUint32(req[8:12], s.seq)
-	var err error
-	if werr := s.rc.Write(func(fd uintptr) bool {
-		for err = unix.EINTR; err == unix.EINTR; {
-			err = unix.Sendto(int(fd), req, 0, &s.to)
-		}
-		return err != unix.EAGAIN
-	}); werr != nil {
-		return out, fmt.Errorf("send: %w", werr)
-	}
-	if err != nil {
+	s.req = req
+	if err := s.rc.Write(s.sendFn); err != nil {
 		return out, fmt.Errorf("send: %w", err)
+	}
+	if s.err != nil {
+		return out, fmt.Errorf("send: %w", s.err)
 	}
 	n := 0 // replies so far, for error messages
 	for {
-		var got int
-		if rerr := s.rc.Read(func(fd uintptr) bool {
-			for err = unix.EINTR; err == unix.EINTR; {
-				got, err = recvTrunc(int(fd), s.buf)
-			}
-			return err != unix.EAGAIN
-		}); rerr != nil {
-			return out, fmt.Errorf("receive: %w", rerr)
+		if err := s.rc.Read(s.recvFn); err != nil {
+			return out, fmt.Errorf("receive: %w", err)
 		}
 		switch {
-		case err != nil:
-			return out, fmt.Errorf("receive: %w", err)
-		case got > len(s.buf):
-			return out, fmt.Errorf("receive: %w: %d bytes", errTruncated, got)
+		case s.err != nil:
+			return out, fmt.Errorf("receive: %w", s.err)
+		case s.got > len(s.buf):
+			return out, fmt.Errorf("receive: %w: %d bytes", errTruncated, s.got)
 		}
 		var done bool
-		if out, done, err = parseDumpDatagram(tcp, s.seq, s.pid, s.buf[:got], &n, out); err != nil || done {
+		var err error
+		if out, done, err = parseDumpDatagram(tcp, s.seq, s.pid, s.buf[:s.got], &n, out); err != nil || done {
 			return out, err
 		}
 	}
+}
+
+// send sends s.req; recv receives a datagram into s.buf. They are the
+// callbacks of RawConn.Write and Read, made once (sendFn, recvFn) so that a
+// dump allocates nothing. They return false to wait until the socket is
+// ready.
+func (s *sockDiagConn) send(fd uintptr) bool {
+	for s.err = unix.EINTR; s.err == unix.EINTR; {
+		s.err = unix.Sendto(int(fd), s.req, 0, &s.to)
+	}
+	return s.err != unix.EAGAIN
+}
+
+func (s *sockDiagConn) recv(fd uintptr) bool {
+	for s.err = unix.EINTR; s.err == unix.EINTR; {
+		s.got, s.err = recvTrunc(int(fd), s.buf)
+	}
+	return s.err != unix.EAGAIN
 }
 
 // recvTrunc receives one datagram into b, and returns its whole length even
