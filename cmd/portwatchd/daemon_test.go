@@ -417,7 +417,29 @@ func (e *daemonE2E) events(typ string, port int) []journaltest.Entry {
 // waitEvents waits for n journald entries of type typ for port.
 func (e *daemonE2E) waitEvents(typ string, port, n int) []journaltest.Entry {
 	e.t.Helper()
-	return e.j.Wait(e.t, n, "SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT="+typ, "PORTWATCH_PORT="+strconv.Itoa(port), "PORTWATCH_NETNS=host")
+	matches := []string{"SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT=" + typ, "PORTWATCH_PORT=" + strconv.Itoa(port), "PORTWATCH_NETNS=host"}
+	deadline := time.Now().Add(journaltest.DefaultTimeout)
+	for {
+		es, err := e.j.Entries(matches...)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if len(es) >= n {
+			return es
+		}
+		if time.Now().After(deadline) {
+			// Say what the daemon did meanwhile: its log and its alerts.
+			var lines []string
+			all, _ := e.j.Entries("SYSLOG_IDENTIFIER=" + daemonLogIdent)
+			alerts, _ := e.j.Entries("SYSLOG_IDENTIFIER=portwatchd")
+			for _, en := range append(all, alerts...) {
+				lines = append(lines, en["SYSLOG_IDENTIFIER"]+": "+en["MESSAGE"])
+			}
+			e.t.Fatalf("got %d entries matching %q after %v, want %d; the daemon's log and alerts:\n%s",
+				len(es), matches, journaltest.DefaultTimeout, n, strings.Join(lines, "\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // waitLog waits for an operational log line containing s, at or after
