@@ -88,8 +88,11 @@ gotest() { # name, go test arguments...
 	fi
 }
 
+# -p 1: one package at a time. The daemon's end-to-end tests watch the
+# whole host, and the watcher's tests create and destroy network namespaces
+# and cgroups on it; run side by side, each would be testing the other.
 step "go test -race"
-gotest unit -race -count=1 -timeout 30m ./...
+gotest unit -race -count=1 -p 1 -timeout 30m ./...
 
 step "fuzz each target for $FUZZTIME"
 for pkg in $(go list ./...); do

@@ -297,6 +297,8 @@ type daemonE2E struct {
 	next     int // next sentinel port
 	// flapWindow is the config's flap_window; empty means 8s.
 	flapWindow string
+	// cur is the daemon run last started, for a stack dump on failure.
+	cur *daemonProc
 }
 
 // daemonProc is one run of the daemon.
@@ -322,6 +324,7 @@ func (e *daemonE2E) start() *daemonProc {
 		e.t.Fatal(err)
 	}
 	p := &daemonProc{cmd: cmd, done: make(chan struct{})}
+	e.cur = p
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -428,7 +431,20 @@ func (e *daemonE2E) waitEvents(typ string, port, n int) []journaltest.Entry {
 			return es
 		}
 		if time.Now().After(deadline) {
-			// Say what the daemon did meanwhile: its log and its alerts.
+			// Say what the daemon did meanwhile: its log and its alerts,
+			// and where its goroutines are (SIGQUIT makes the Go runtime
+			// dump them to stderr, which goes to the log, and exit).
+			if e.cur != nil {
+				select {
+				case <-e.cur.done:
+				default:
+					_ = e.cur.cmd.Process.Signal(syscall.SIGQUIT)
+					select {
+					case <-e.cur.done:
+					case <-time.After(5 * time.Second):
+					}
+				}
+			}
 			var lines []string
 			all, _ := e.j.Entries("SYSLOG_IDENTIFIER=" + daemonLogIdent)
 			alerts, _ := e.j.Entries("SYSLOG_IDENTIFIER=portwatchd")
