@@ -29,6 +29,16 @@ func testLoader(env map[string]string) *loader {
 	return l
 }
 
+// mustLoad loads path with testLoader(env) and fails the test on an error.
+func mustLoad(t *testing.T, env map[string]string, path string) *Config {
+	t.Helper()
+	c, err := testLoader(env).load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestInvalid loads each file (or directory with drop-ins) under
 // testdata/bad and compares the errors with its golden file.
 func TestInvalid(t *testing.T) {
@@ -395,10 +405,7 @@ func TestDropins(t *testing.T) {
 		"extra/z.yaml":                "allow:\n  - name: z\n    port: 4\n",
 	})
 	main := filepath.Join(dir, "portwatch.yaml")
-	c, err := testLoader(nil).load(main)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustLoad(t, nil, main)
 	names := func(c *Config) []string {
 		var out []string
 		for _, r := range c.Rules {
@@ -425,10 +432,7 @@ func TestDropins(t *testing.T) {
 	writeFiles(t, dir, map[string]string{
 		"portwatch.yaml": "version: 1\ninclude: [portwatch.d/*.yaml, extra/*.yaml, " + filepath.Join(dir, "portwatch.d/1*.yaml") + "]\nallow:\n  - name: main\n    port: 1\n",
 	})
-	c2, err := testLoader(nil).load(main)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := mustLoad(t, nil, main)
 	if diff := cmp.Diff([]string{"main", "z", "a", "b"}, names(c2)); diff != "" {
 		t.Errorf("rules mismatch (-want +got):\n%s", diff)
 	}
@@ -442,10 +446,7 @@ func TestDropins(t *testing.T) {
 
 	// include: [] turns drop-ins off.
 	writeFiles(t, dir, map[string]string{"portwatch.yaml": "include: []\n"})
-	c3, err := testLoader(nil).load(main)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c3 := mustLoad(t, nil, main)
 	if len(c3.Rules) != 0 || len(c3.Files) != 1 {
 		t.Errorf("include: [] loaded %d rules from %v, want none from the main file alone", len(c3.Rules), c3.Files)
 	}
@@ -460,10 +461,7 @@ func TestHashCoversSecrets(t *testing.T) {
 	})
 	env := map[string]string{"CREDENTIALS_DIRECTORY": filepath.Join(dir, "creds")}
 	main := filepath.Join(dir, "portwatch.yaml")
-	c1, err := testLoader(env).load(main)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c1 := mustLoad(t, env, main)
 	w := c1.Notify.Webhooks[0]
 	if w.URL != "https://example.com/hook/TOKEN1" || string(w.Secret) != "whsec_c2VjcmV0" {
 		t.Errorf("webhook = URL %q secret %q, want them read from the files, trimmed", w.URL, w.Secret)
@@ -471,26 +469,17 @@ func TestHashCoversSecrets(t *testing.T) {
 	if diff := cmp.Diff([]string{"opened", "changed", "closed", "test"}, w.Events); diff != "" {
 		t.Errorf("default events mismatch (-want +got):\n%s", diff)
 	}
-	c2, err := testLoader(env).load(main)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := mustLoad(t, env, main)
 	if c1.Hash != c2.Hash {
 		t.Error("hash differs between two loads of the same files")
 	}
 	writeFiles(t, dir, map[string]string{"creds/g.url": "https://example.com/hook/TOKEN2\n"})
-	c3, err := testLoader(env).load(main)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c3 := mustLoad(t, env, main)
 	if c3.Hash == c1.Hash {
 		t.Error("hash unchanged after url_file changed")
 	}
 	writeFiles(t, dir, map[string]string{"g.secret": "whsec_b3RoZXI=\n"})
-	c4, err := testLoader(env).load(main)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c4 := mustLoad(t, env, main)
 	if c4.Hash == c3.Hash {
 		t.Error("hash unchanged after secret_file changed")
 	}
