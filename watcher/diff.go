@@ -212,21 +212,13 @@ func Carry(prev, next *Snapshot) *Snapshot {
 // compareListeners orders listeners by netns, protocol, port and address, the
 // order of Snapshot.Listeners.
 func compareListeners(a, b Listener) int {
-	switch {
-	case a.Netns != b.Netns:
-		if a.Netns < b.Netns {
-			return -1
-		}
-		return 1
-	case a.Protocol != b.Protocol:
-		if a.Protocol < b.Protocol {
-			return -1
-		}
-		return 1
-	case a.Port != b.Port:
-		return int(a.Port) - int(b.Port)
-	}
-	return a.Address.Compare(b.Address)
+	return nameKey(a).Compare(nameKey(b))
+}
+
+// nameKey is l's Key with the netns name as it is, not Key's netns:<inode>
+// form: the order of Snapshot.Listeners.
+func nameKey(l Listener) Key {
+	return Key{Netns: l.Netns, Protocol: l.Protocol, Address: l.Address, Port: l.Port}
 }
 
 // Diff returns what changed from prev to next. Either may be nil, which means
