@@ -44,6 +44,9 @@ func TestDiff(t *testing.T) {
 	noExe := proc(100, "", "root")
 	sshdUnverified := Process{PID: 100, Exe: "/usr/sbin/sshd", User: "root", ExeUnverified: true}
 	sshdDeleted := Process{PID: 100, Exe: "/usr/sbin/sshd", User: "root", ExeUnverified: true, ExeDeleted: true}
+	// ssh is the host's tcp 0.0.0.0:22 listener held by holders.
+	ssh := func(holders ...Process) Listener { return lst("host", TCP, "0.0.0.0", 22, holders...) }
+	changed := func(from, to Listener) Delta { return Delta{Changed: []Change{{Old: from, New: to}}} }
 
 	tests := []struct {
 		name       string
@@ -55,18 +58,18 @@ func TestDiff(t *testing.T) {
 		},
 		{
 			name: "first snapshot opens everything",
-			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd), lst("host", UDP, "0.0.0.0", 53)),
-			want: Delta{Opened: []Listener{lst("host", TCP, "0.0.0.0", 22, sshd), lst("host", UDP, "0.0.0.0", 53)}},
+			next: snap(ssh(sshd), lst("host", UDP, "0.0.0.0", 53)),
+			want: Delta{Opened: []Listener{ssh(sshd), lst("host", UDP, "0.0.0.0", 53)}},
 		},
 		{
 			name: "nothing changed",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			prev: snap(ssh(sshd)),
+			next: snap(ssh(sshd)),
 		},
 		{
 			name: "opened and closed",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd), lst("host", TCP, "0.0.0.0", 80, evil)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd), lst("host", TCP, "0.0.0.0", 8080, evil)),
+			prev: snap(ssh(sshd), lst("host", TCP, "0.0.0.0", 80, evil)),
+			next: snap(ssh(sshd), lst("host", TCP, "0.0.0.0", 8080, evil)),
 			want: Delta{
 				Opened: []Listener{lst("host", TCP, "0.0.0.0", 8080, evil)},
 				Closed: []Listener{lst("host", TCP, "0.0.0.0", 80, evil)},
@@ -74,9 +77,9 @@ func TestDiff(t *testing.T) {
 		},
 		{
 			name: "all closed",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			prev: snap(ssh(sshd)),
 			next: snap(),
-			want: Delta{Closed: []Listener{lst("host", TCP, "0.0.0.0", 22, sshd)}},
+			want: Delta{Closed: []Listener{ssh(sshd)}},
 		},
 		{
 			name: "same port in another protocol, address or namespace is another key",
@@ -97,69 +100,69 @@ func TestDiff(t *testing.T) {
 		},
 		{
 			name: "exe changed",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, evil)),
-			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshd), New: lst("host", TCP, "0.0.0.0", 22, evil)}}},
+			prev: snap(ssh(sshd)),
+			next: snap(ssh(evil)),
+			want: changed(ssh(sshd), ssh(evil)),
 		},
 		{
 			name: "user changed",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, evilNobody)),
-			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshd), New: lst("host", TCP, "0.0.0.0", 22, evilNobody)}}},
+			prev: snap(ssh(sshd)),
+			next: snap(ssh(evilNobody)),
+			want: changed(ssh(sshd), ssh(evilNobody)),
 		},
 		{
 			name: "a second holder with another exe is a change",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd, evil)),
-			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshd), New: lst("host", TCP, "0.0.0.0", 22, sshd, evil)}}},
+			prev: snap(ssh(sshd)),
+			next: snap(ssh(sshd, evil)),
+			want: changed(ssh(sshd), ssh(sshd, evil)),
 		},
 		{
 			name: "another pid with the same exe and user is no change (pre-fork worker, restart)",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, sshdWorker, proc(102, "/usr/sbin/sshd", "root"))),
+			prev: snap(ssh(sshd)),
+			next: snap(ssh(sshdWorker, proc(102, "/usr/sbin/sshd", "root"))),
 		},
 		{
 			name: "a renamed process is no change",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, renamed)),
+			prev: snap(ssh(sshd)),
+			next: snap(ssh(renamed)),
 		},
 		{
 			name: "unattributed now is unknown, not a change",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22)),
+			prev: snap(ssh(sshd)),
+			next: snap(ssh()),
 		},
 		{
 			name: "attributed after being unattributed is not a change",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, evil)),
+			prev: snap(ssh()),
+			next: snap(ssh(evil)),
 		},
 		{
 			name: "an unreadable exe is left out of the exes",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd, noExe)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
+			prev: snap(ssh(sshd, noExe)),
+			next: snap(ssh(sshd)),
 		},
 		{
 			name: "same pid and path, exe now unverified (a spoof through a mount namespace) is a change",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, sshdUnverified)),
-			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshd), New: lst("host", TCP, "0.0.0.0", 22, sshdUnverified)}}},
+			prev: snap(ssh(sshd)),
+			next: snap(ssh(sshdUnverified)),
+			want: changed(ssh(sshd), ssh(sshdUnverified)),
 		},
 		{
 			name: "same pid and path, exe now deleted is a change",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshd)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, sshdDeleted)),
-			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshd), New: lst("host", TCP, "0.0.0.0", 22, sshdDeleted)}}},
+			prev: snap(ssh(sshd)),
+			next: snap(ssh(sshdDeleted)),
+			want: changed(ssh(sshd), ssh(sshdDeleted)),
 		},
 		{
 			name: "unverified to deleted at the same path is a change",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshdUnverified)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, sshdDeleted)),
-			want: Delta{Changed: []Change{{Old: lst("host", TCP, "0.0.0.0", 22, sshdUnverified), New: lst("host", TCP, "0.0.0.0", 22, sshdDeleted)}}},
+			prev: snap(ssh(sshdUnverified)),
+			next: snap(ssh(sshdDeleted)),
+			want: changed(ssh(sshdUnverified), ssh(sshdDeleted)),
 		},
 		{
 			name: "an unverified holder that stays unverified is no change",
-			prev: snap(lst("host", TCP, "0.0.0.0", 22, sshdUnverified)),
-			next: snap(lst("host", TCP, "0.0.0.0", 22, sshdUnverified)),
+			prev: snap(ssh(sshdUnverified)),
+			next: snap(ssh(sshdUnverified)),
 		},
 		{
 			name: "reuseport sockets sharing a key are one listener",
