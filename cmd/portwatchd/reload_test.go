@@ -53,6 +53,23 @@ func cwRename(t *testing.T, from, to string) {
 	}
 }
 
+// cwSwapLink points link at target the atomic way: a new symlink tmp
+// renamed over link.
+func cwSwapLink(t *testing.T, target, tmp, link string) {
+	t.Helper()
+	cwSymlink(t, target, tmp)
+	cwRename(t, tmp, link)
+}
+
+// cwConfigMapUpdate is what the kubelet's atomic writer does to a
+// cwConfigMap volume on an update: a new data directory, then ..data
+// swapped to it.
+func cwConfigMapUpdate(t *testing.T, dir string) {
+	t.Helper()
+	cwWrite(t, dir+"/..2026_02_02/portwatch.yaml", "b")
+	cwSwapLink(t, "..2026_02_02", dir+"/..data_tmp", dir+"/..data")
+}
+
 // The layouts several cases start from. Each returns the main file and the
 // config's files as the loader would list them.
 
@@ -160,9 +177,7 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			setup: cwConfigMap,
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				// What the kubelet's atomic writer does.
-				cwWrite(t, dir+"/..2026_02_02/portwatch.yaml", "b")
-				cwSymlink(t, "..2026_02_02", dir+"/..data_tmp")
-				cwRename(t, dir+"/..data_tmp", dir+"/..data")
+				cwConfigMapUpdate(t, dir)
 				if err := os.RemoveAll(dir + "/..2026_01_01"); err != nil {
 					t.Fatal(err)
 				}
@@ -173,9 +188,7 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			name:  "..data symlink swapped, old data directory left in place",
 			setup: cwConfigMap,
 			act: func(t *testing.T, dir string, cw *configWatcher) {
-				cwWrite(t, dir+"/..2026_02_02/portwatch.yaml", "b")
-				cwSymlink(t, "..2026_02_02", dir+"/..data_tmp")
-				cwRename(t, dir+"/..data_tmp", dir+"/..data")
+				cwConfigMapUpdate(t, dir)
 			},
 			wantReload: true,
 		},
@@ -189,8 +202,7 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			},
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				cwWrite(t, dir+"/v2/portwatch.yaml", "b")
-				cwSymlink(t, "v2", dir+"/current.tmp")
-				cwRename(t, dir+"/current.tmp", dir+"/current")
+				cwSwapLink(t, "v2", dir+"/current.tmp", dir+"/current")
 			},
 			wantReload: true,
 		},
@@ -213,8 +225,7 @@ func TestDaemonConfigWatcher(t *testing.T) {
 				return dir + "/etc/portwatch.yaml", []string{dir + "/etc/portwatch.yaml"}
 			},
 			act: func(t *testing.T, dir string, cw *configWatcher) {
-				cwSymlink(t, dir+"/real/b.yaml", dir+"/etc/.pw.tmp")
-				cwRename(t, dir+"/etc/.pw.tmp", dir+"/etc/portwatch.yaml")
+				cwSwapLink(t, dir+"/real/b.yaml", dir+"/etc/.pw.tmp", dir+"/etc/portwatch.yaml")
 			},
 			wantReload: true,
 		},
