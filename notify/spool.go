@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/portwatchd/portwatchd/internal/atomicfile"
 )
 
 // DefaultSpoolSize is the number of events kept per webhook when
@@ -182,7 +184,7 @@ func (s *spool) append(events []Event) error {
 		return fmt.Errorf("encode batch: %w", err)
 	}
 	seq := s.next
-	if err := writeFileSync(s.dir, s.path(seq), data); err != nil {
+	if err := writeFileSync(s.path(seq), data); err != nil {
 		return err
 	}
 	s.next++
@@ -202,39 +204,18 @@ func (s *spool) append(events []Event) error {
 	return nil
 }
 
-// writeFileSync writes data to path atomically and durably: temporary file,
-// fsync, rename, fsync of the directory.
-func writeFileSync(dir, path string, data []byte) error {
-	f, err := os.CreateTemp(dir, ".tmp-")
-	if err != nil {
+// writeFileSync writes data to path atomically and durably. Its temporary
+// file is named .tmp-*, which openSpool clears away after a crash.
+func writeFileSync(path string, data []byte) error {
+	if err := atomicfile.Write(path, data, 0o600, ".tmp-", false); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("spool: %w", err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("spool: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("spool: sync dir: %w", err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/portwatchd/portwatchd/internal/atomicfile"
 	"github.com/portwatchd/portwatchd/policy"
 )
 
@@ -123,53 +124,10 @@ func canonicalPath(p string) string {
 // writeNewFile writes data to path atomically: a temporary file in the same
 // directory, fsynced, then linked into place (which fails if path exists,
 // so nothing is clobbered) or, with replace, renamed over it.
-func writeNewFile(path string, data []byte, replace bool) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".portwatch-baseline-*")
-	if err != nil {
-		return fmt.Errorf("create temporary file: %w", err)
+func writeNewFile(path string, data []byte, replace bool) error {
+	err := atomicfile.Write(path, data, 0o644, ".portwatch-baseline-*", !replace)
+	if errors.Is(err, fs.ErrExist) && !replace {
+		return fmt.Errorf("%s exists; use --force to replace it", path)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if replace {
-		if err := os.Rename(tmp, path); err != nil {
-			return fmt.Errorf("rename: %w", err)
-		}
-	} else {
-		if err := os.Link(tmp, path); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("%s exists; use --force to replace it", path)
-			}
-			return fmt.Errorf("link: %w", err)
-		}
-		os.Remove(tmp)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return err
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/portwatchd/portwatchd/internal/atomicfile"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -101,43 +102,9 @@ func saveState(dir string, alerts map[watcher.Key]*alert) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, stateFileName), b, 0o600)
-}
-
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
+	path := filepath.Join(dir, stateFileName)
+	if err := atomicfile.Write(path, b, 0o600, "."+stateFileName+".tmp*", false); err != nil {
 		return fmt.Errorf("write state: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write state: fsync: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write state: fsync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write state: fsync dir: %w", err)
 	}
 	return nil
 }
