@@ -105,9 +105,9 @@ type Watcher struct {
 	lastEphemeralSearch uint32 // tick of the last search set off by ephemeral UDP alone
 	sinceFull           int    // ticks since then
 
-	verifyQueue  []holderKey // holderFD entries still to check this round
-	recheckQueue []int32     // procs entries still to check this round
-	netnsNext    int32       // the pid whose network namespace recheckNetns reads next
+	verifyQueue  roundRobin[holderKey, int32] // holderFD entries still to check this round
+	recheckQueue roundRobin[int32, *procInfo] // procs entries still to check this round
+	netnsNext    int32                        // the pid whose network namespace recheckNetns reads next
 
 	// Buffers reused across ticks.
 	pidList   []int32
@@ -671,6 +671,29 @@ type holderKey struct {
 	pid   int32
 }
 
+// roundRobin hands out the keys of a map in turn: a round over every key
+// present when it began, then the next round. A key deleted from the map
+// during a round is still handed out; callers look it up and skip it.
+type roundRobin[K comparable, V any] struct {
+	queue []K
+}
+
+// next returns the next key of m, or false when m is empty.
+func (q *roundRobin[K, V]) next(m map[K]V) (K, bool) {
+	if len(q.queue) == 0 {
+		for k := range m {
+			q.queue = append(q.queue, k)
+		}
+		if len(q.queue) == 0 {
+			var zero K
+			return zero, false
+		}
+	}
+	k := q.queue[len(q.queue)-1]
+	q.queue = q.queue[:len(q.queue)-1]
+	return k, true
+}
+
 // verifyPerTick is how many cached (socket, holder) pairs a tick checks
 // still hold: a readlink each.
 const verifyPerTick = 16
@@ -682,18 +705,12 @@ func (w *Watcher) verifyHolders() {
 	s := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(s)
 	for range verifyPerTick {
-		if len(w.verifyQueue) == 0 {
-			// A round over every pair, so each is checked within
-			// len/verifyPerTick ticks.
-			for k := range w.holderFD {
-				w.verifyQueue = append(w.verifyQueue, k)
-			}
-			if len(w.verifyQueue) == 0 {
-				return
-			}
+		// A round over every pair, so each is checked within
+		// len/verifyPerTick ticks.
+		k, ok := w.verifyQueue.next(w.holderFD)
+		if !ok {
+			return
 		}
-		k := w.verifyQueue[len(w.verifyQueue)-1]
-		w.verifyQueue = w.verifyQueue[:len(w.verifyQueue)-1]
 		fd, ok := w.holderFD[k]
 		if !ok {
 			continue
@@ -833,16 +850,10 @@ func (w *Watcher) readHolders() {
 	w.refreshUsers()
 	s := scratchPool.Get().(*scratch)
 	for range recheckPerTick {
-		if len(w.recheckQueue) == 0 {
-			for pid := range w.procs {
-				w.recheckQueue = append(w.recheckQueue, pid)
-			}
-			if len(w.recheckQueue) == 0 {
-				break
-			}
+		pid, ok := w.recheckQueue.next(w.procs)
+		if !ok {
+			break
 		}
-		pid := w.recheckQueue[len(w.recheckQueue)-1]
-		w.recheckQueue = w.recheckQueue[:len(w.recheckQueue)-1]
 		pi := w.procs[pid]
 		if pi == nil {
 			continue
