@@ -28,27 +28,32 @@ func TestNewEvent(t *testing.T) {
 	noExe := unexpected(4444, "x")
 	noExe.Processes = []watcher.Process{noExe.Processes[0]}
 	noExe.Processes[0].Exe, noExe.Processes[0].ExeUnverified = "", true
-	tests := []struct {
+	type row struct {
 		name     string
 		typ      string
 		d        policy.Decision
 		severity string
 		message  string
-	}{
-		{name: "opened unexpected", typ: TypeOpened, d: plain, severity: "warning",
-			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
-		{name: "renamed process shows its comm", typ: TypeOpened, d: renamed, severity: "warning",
-			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (comm "sshd", pid 812, user nobody, unit evil.service): no rule allows it`},
-		{name: "unverified exe", typ: TypeOpened, d: spoofed, severity: "warning",
-			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (unverified) (pid 812, user nobody, unit evil.service): no rule allows it"},
-		{name: "deleted exe", typ: TypeOpened, d: deleted, severity: "warning",
-			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (deleted) (pid 812, user nobody, unit evil.service): no rule allows it"},
-		{name: "unreadable exe shows the comm, not marked", typ: TypeOpened, d: noExe, severity: "warning",
-			message: "unexpected listener tcp 0.0.0.0:4444 opened by x (pid 812, user nobody, unit evil.service): no rule allows it"},
-		{name: "ipv6 in a container", typ: TypeOpened, d: v6, severity: "warning",
-			message: "unexpected listener tcp [::]:22 in netns container:abc opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
-		{name: "unattributed", typ: TypeOpened, d: none, severity: "warning",
-			message: "unexpected listener tcp 0.0.0.0:4444 opened by an unattributed process: no rule allows it"},
+	}
+	// warnOpened is a row for an unexpected listener opened: a warning.
+	warnOpened := func(name string, d policy.Decision, message string) row {
+		return row{name: name, typ: TypeOpened, d: d, severity: "warning", message: message}
+	}
+	tests := []row{
+		warnOpened("opened unexpected", plain,
+			"unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"),
+		warnOpened("renamed process shows its comm", renamed,
+			`unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (comm "sshd", pid 812, user nobody, unit evil.service): no rule allows it`),
+		warnOpened("unverified exe", spoofed,
+			"unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (unverified) (pid 812, user nobody, unit evil.service): no rule allows it"),
+		warnOpened("deleted exe", deleted,
+			"unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (deleted) (pid 812, user nobody, unit evil.service): no rule allows it"),
+		warnOpened("unreadable exe shows the comm, not marked", noExe,
+			"unexpected listener tcp 0.0.0.0:4444 opened by x (pid 812, user nobody, unit evil.service): no rule allows it"),
+		warnOpened("ipv6 in a container", v6,
+			"unexpected listener tcp [::]:22 in netns container:abc opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"),
+		warnOpened("unattributed", none,
+			"unexpected listener tcp 0.0.0.0:4444 opened by an unattributed process: no rule allows it"),
 		{name: "changed", typ: TypeChanged, d: plain, severity: "warning",
 			message: "unexpected listener tcp 0.0.0.0:4444 changed owner to /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
 		{name: "closed after alert", typ: TypeClosed, d: plain, severity: "notice",
@@ -57,8 +62,8 @@ func TestNewEvent(t *testing.T) {
 			message: "allowed listener tcp 0.0.0.0:22 opened by /usr/sbin/sshd (pid 812, user nobody, unit evil.service): rule ssh: remote administration"},
 		{name: "allowed closed", typ: TypeClosed, d: allowed(22), severity: "info",
 			message: "allowed listener tcp 0.0.0.0:22 closed (was held by /usr/sbin/sshd (pid 812, user nobody, unit evil.service))"},
-		{name: "hostile", typ: TypeOpened, d: unexpected(4444, hostile), severity: "warning",
-			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (comm "x\n<!channel>\x1b[2J", pid 812, user nobody, unit evil.service): no rule allows it`},
+		warnOpened("hostile", unexpected(4444, hostile),
+			`unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (comm "x\n<!channel>\x1b[2J", pid 812, user nobody, unit evil.service): no rule allows it`),
 		{name: "test", typ: TypeTest, d: policy.Decision{}, severity: "notice", message: "portwatchd test notification from web-1"},
 	}
 	for _, tt := range tests {
