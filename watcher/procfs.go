@@ -58,7 +58,7 @@ func (p *procDir) pids(s *scratch, out []int32) ([]int32, error) {
 		if n <= 0 {
 			return out, nil
 		}
-		forEachDirent(s.dirents[:n], func(name []byte, _ int) {
+		forEachDirent(s.dirents[:n], func(name []byte) {
 			if pid, ok := atoiBytes(name); ok {
 				out = append(out, int32(pid))
 			}
@@ -66,9 +66,8 @@ func (p *procDir) pids(s *scratch, out []int32) ([]int32, error) {
 	}
 }
 
-// forEachDirent calls fn with each name in a getdents64 buffer and the offset
-// of that name in b (it is NUL-terminated there).
-func forEachDirent(b []byte, fn func(name []byte, off int)) {
+// forEachDirent calls fn with each name in a getdents64 buffer.
+func forEachDirent(b []byte, fn func(name []byte)) {
 	for len(b) >= 19 {
 		reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
 		if reclen < 19 || reclen > len(b) {
@@ -81,7 +80,7 @@ func forEachDirent(b []byte, fn func(name []byte, off int)) {
 				break
 			}
 		}
-		fn(name, 19)
+		fn(name)
 		b = b[reclen:]
 	}
 }
