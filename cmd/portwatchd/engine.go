@@ -151,15 +151,8 @@ func (e *engine) step(snap *watcher.Snapshot, cfg engineConfig, now time.Time) e
 	for _, l := range delta.Closed {
 		e.closed(&r, l.Key(), cfg, now)
 	}
-	var seen map[watcher.Key]bool
-	if first {
-		seen = map[watcher.Key]bool{}
-	}
 	for l := range watcher.ByKey(eff.Listeners) {
 		k := l.Key()
-		if first {
-			seen[k] = true
-		}
 		t := e.tracks[k]
 		if t == nil {
 			t = &track{atStart: first}
@@ -169,8 +162,9 @@ func (e *engine) step(snap *watcher.Snapshot, cfg engineConfig, now time.Time) e
 	}
 	if first {
 		// Alerted before a restart, and gone now: closed while we were down.
+		// (At the first snapshot the tracks are exactly the keys open now.)
 		for _, k := range sortedKeys(e.alerts) {
-			if !seen[k] {
+			if e.tracks[k] == nil {
 				e.resolve(&r, k, "", "")
 			}
 		}
