@@ -102,6 +102,12 @@ func configFlag(fs *flag.FlagSet) *string {
 // loadConfig loads the config at path. With no explicit path, a missing
 // default file selects the embedded default policy, which is said on stderr.
 func loadConfig(path string, stderr io.Writer) (*policy.Config, error) {
+	return loadConfigWith(path, stderr, policy.LoadOptions{Strict: os.Geteuid() == 0})
+}
+
+// loadConfigWith is loadConfig with the given load options (which do not
+// apply to the embedded default: it has no file to check).
+func loadConfigWith(path string, stderr io.Writer, opts policy.LoadOptions) (*policy.Config, error) {
 	if path == "" {
 		// Lstat, not Stat: a dangling symlink (a broken ConfigMap swap) must
 		// fail loudly in Load, not fall back to the default policy.
@@ -111,5 +117,5 @@ func loadConfig(path string, stderr io.Writer) (*policy.Config, error) {
 		}
 		path = policy.DefaultPath
 	}
-	return policy.Load(path)
+	return policy.LoadWith(path, opts)
 }

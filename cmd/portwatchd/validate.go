@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"time"
 
 	"github.com/portwatchd/portwatchd/policy"
@@ -42,13 +40,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 // apply whatever the uid. Under systemd's DynamicUser= the daemon never runs
 // as root, and a file-change reload does not go through validate first.
 func loadStrictConfig(path string, stderr io.Writer) (*policy.Config, error) {
-	if path == "" {
-		if _, err := os.Lstat(policy.DefaultPath); errors.Is(err, fs.ErrNotExist) {
-			return loadConfig(path, stderr) // the embedded default: no file to check
-		}
-		path = policy.DefaultPath
-	}
-	return policy.LoadWith(path, policy.LoadOptions{Strict: true})
+	return loadConfigWith(path, stderr, policy.LoadOptions{Strict: true})
 }
 
 // printConfigError prints a load error, one problem per line.
