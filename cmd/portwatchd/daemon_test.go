@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portwatchd/portwatchd/alerting"
 	"github.com/portwatchd/portwatchd/internal/journaltest"
 	"github.com/portwatchd/portwatchd/internal/listenertest"
 	"github.com/portwatchd/portwatchd/watcher"
@@ -516,7 +517,7 @@ func (e *daemonE2E) waitState(s string) {
 	e.t.Helper()
 	deadline := time.Now().Add(daemonWait)
 	for {
-		b, _ := os.ReadFile(filepath.Join(e.stateDir, stateFileName))
+		b, _ := os.ReadFile(filepath.Join(e.stateDir, alerting.StateFileName))
 		if strings.Contains(string(b), s) {
 			return
 		}
@@ -859,7 +860,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		if !slices.ContainsFunc(e.notify.since(mark), notifyIs("STOPPING=1")) {
 			t.Errorf("no STOPPING=1 before exit: %q", e.notify.since(mark))
 		}
-		if _, err := os.Stat(filepath.Join(e.stateDir, stateFileName)); err != nil {
+		if _, err := os.Stat(filepath.Join(e.stateDir, alerting.StateFileName)); err != nil {
 			t.Errorf("state not saved: %v", err)
 		}
 	})

@@ -1,4 +1,4 @@
-package main
+package alerting
 
 import (
 	"fmt"
@@ -117,7 +117,7 @@ func engBlind(s *watcher.Snapshot, name string) *watcher.Snapshot {
 }
 
 // engSummarize renders emissions as one line each, for readable diffs.
-func engSummarize(em []emission) []string {
+func engSummarize(em []Emission) []string {
 	var out []string
 	for _, e := range em {
 		var exes []string
@@ -156,7 +156,7 @@ type engineStep struct {
 	// change.
 	wantState *bool
 	// wantStats, when not nil, are the figures after the step.
-	wantStats *engineStats
+	wantStats *Stats
 }
 
 var (
@@ -333,7 +333,7 @@ func TestEngine(t *testing.T) {
 			name:   "a new listener unattributed for three snapshots is judged as unattributed",
 			policy: engPolicy{allow: map[uint16]string{22: "/usr/sbin/sshd", 2049: ""}},
 			steps: []engineStep{
-				{snap: engS(engL("tcp", 2049), engL("tcp", 22)), wantStats: &engineStats{Listeners: 2, Unexpected: 1, Namespaces: 1}},
+				{snap: engS(engL("tcp", 2049), engL("tcp", 22)), wantStats: &Stats{Listeners: 2, Unexpected: 1, Namespaces: 1}},
 				{at: time.Second, snap: engS(engL("tcp", 2049), engL("tcp", 22))},
 				{at: 2 * time.Second, snap: engS(engL("tcp", 2049), engL("tcp", 22)), want: []string{"opened unexpected tcp 0.0.0.0:22 []"}},
 				// Attribution that shows an allowed owner resolves the
@@ -341,7 +341,7 @@ func TestEngine(t *testing.T) {
 				{at: 3 * time.Second, snap: engS(engL("tcp", 2049), engL("tcp", 22, procSSHD))},
 				{at: 4 * time.Second, snap: engS(engL("tcp", 2049), engL("tcp", 22, procSSHD)), want: []string{
 					`closed unexpected tcp 0.0.0.0:22 [] msg=listener tcp 0.0.0.0:22 is now allowed by rule "port-22" (now attributed); alert resolved`,
-				}, wantStats: &engineStats{Listeners: 2, Namespaces: 1}},
+				}, wantStats: &Stats{Listeners: 2, Namespaces: 1}},
 			},
 		},
 		{
@@ -558,7 +558,7 @@ func TestEngine(t *testing.T) {
 				{at: 1 * time.Second, snap: engS(engL("tcp", 8000, procScope))},
 				{at: 2 * time.Second, snap: engS(engL("tcp", 8000, procScope)), wantState: engYes, want: []string{
 					"opened unexpected tcp 0.0.0.0:8000 [/usr/bin/python3] note=holder changed",
-				}, wantStats: &engineStats{Listeners: 1, Unexpected: 1, Namespaces: 1}},
+				}, wantStats: &Stats{Listeners: 1, Unexpected: 1, Namespaces: 1}},
 				{at: 3 * time.Second, snap: engS(engL("tcp", 8000, procScope)), wantState: engNo},
 				{at: 4 * time.Second, snap: engS(engL("tcp", 8000, procGood))},
 				{at: 5 * time.Second, snap: engS(engL("tcp", 8000, procGood)), want: []string{
@@ -639,12 +639,12 @@ func TestEngine(t *testing.T) {
 			steps: []engineStep{
 				{snap: engS(engL("tcp", 22, procSSHD), engL("tcp", 111), engL("udp", 51820), engL("tcp", 4444, procEvil)), want: []string{
 					"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]",
-				}, wantStats: &engineStats{Listeners: 4, Unexpected: 2, Namespaces: 1}},
+				}, wantStats: &Stats{Listeners: 4, Unexpected: 2, Namespaces: 1}},
 				{at: 1 * time.Second, snap: engS(engL("tcp", 22, procSSHD), engL("tcp", 111), engL("udp", 51820), engL("tcp", 4444, procEvil)),
-					wantStats: &engineStats{Listeners: 4, Unexpected: 2, Namespaces: 1}},
+					wantStats: &Stats{Listeners: 4, Unexpected: 2, Namespaces: 1}},
 				{at: 2 * time.Second, snap: engS(engL("tcp", 22, procSSHD), engL("tcp", 111), engL("udp", 51820), engL("tcp", 4444, procEvil)), want: []string{
 					"opened unexpected udp 0.0.0.0:51820 []",
-				}, wantStats: &engineStats{Listeners: 4, Unexpected: 2, Namespaces: 1}},
+				}, wantStats: &Stats{Listeners: 4, Unexpected: 2, Namespaces: 1}},
 			},
 		},
 		{
@@ -653,8 +653,8 @@ func TestEngine(t *testing.T) {
 			name:   "a listener unattributed at start and attributed next gives nothing",
 			policy: allow22,
 			steps: []engineStep{
-				{snap: engS(engL("tcp", 22)), wantState: engNo, wantStats: &engineStats{Listeners: 1, Unexpected: 1, Namespaces: 1}},
-				{at: 1 * time.Second, snap: engS(engL("tcp", 22, procSSHD)), wantState: engNo, wantStats: &engineStats{Listeners: 1, Namespaces: 1}},
+				{snap: engS(engL("tcp", 22)), wantState: engNo, wantStats: &Stats{Listeners: 1, Unexpected: 1, Namespaces: 1}},
+				{at: 1 * time.Second, snap: engS(engL("tcp", 22, procSSHD)), wantState: engNo, wantStats: &Stats{Listeners: 1, Namespaces: 1}},
 			},
 		},
 		{
@@ -702,29 +702,29 @@ func TestEngine(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			e := newEngine(nil)
-			cfg := engineConfig{Settings: tt.settings, verdicter: tt.policy}
+			e := New(nil)
+			cfg := Config{Settings: tt.settings, Evaluator: tt.policy}
 			for i, st := range tt.steps {
 				now := engT0.Add(st.at)
-				var r engineResult
+				var r Result
 				switch {
 				case st.restart:
-					if err := saveState(dir, e.alerts); err != nil {
+					if err := e.SaveState(dir); err != nil {
 						t.Fatalf("step %d: %v", i, err)
 					}
-					alerts, err := loadState(dir)
+					alerts, err := LoadState(dir)
 					if err != nil {
 						t.Fatalf("step %d: %v", i, err)
 					}
-					e = newEngine(alerts)
+					e = New(alerts)
 				case st.reload != nil:
-					cfg.verdicter = *st.reload
+					cfg.Evaluator = *st.reload
 					if st.settings != nil {
 						cfg.Settings = *st.settings
 					}
-					r = e.reload(cfg, now)
+					r = e.Reload(cfg, now)
 				default:
-					r = e.step(st.snap, cfg, now)
+					r = e.Step(st.snap, cfg, now)
 				}
 				if diff := cmp.Diff(st.want, engSummarize(r.Emit)); diff != "" {
 					t.Errorf("step %d (at %v): events mismatch (-want +got):\n%s", i, st.at, diff)
@@ -733,7 +733,7 @@ func TestEngine(t *testing.T) {
 					t.Errorf("step %d (at %v): StateChanged = %v, want %v", i, st.at, r.StateChanged, *st.wantState)
 				}
 				if st.wantStats != nil {
-					if diff := cmp.Diff(*st.wantStats, e.stats); diff != "" {
+					if diff := cmp.Diff(*st.wantStats, e.Stats()); diff != "" {
 						t.Errorf("step %d (at %v): stats mismatch (-want +got):\n%s", i, st.at, diff)
 					}
 				}
@@ -745,42 +745,36 @@ func TestEngine(t *testing.T) {
 var engT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func TestEngineStats(t *testing.T) {
-	e := newEngine(nil)
-	cfg := engineConfig{verdicter: engPolicy{allow: map[uint16]string{22: ""}}}
+	e := New(nil)
+	cfg := Config{Evaluator: engPolicy{allow: map[uint16]string{22: ""}}}
 	s := engS(engL("tcp", 22, procSSHD), engL("tcp", 4444, procEvil), engLN("container:abc", "tcp", 80, procEvil), engL("udp", 9))
-	e.step(s, cfg, engT0)
+	e.Step(s, cfg, engT0)
 	// The unattributed udp listener is held back for attribution, and
 	// counted: the start summary line must be true.
-	want := engineStats{Listeners: 4, Unexpected: 3, Namespaces: 2}
-	if diff := cmp.Diff(want, e.stats); diff != "" {
+	want := Stats{Listeners: 4, Unexpected: 3, Namespaces: 2}
+	if diff := cmp.Diff(want, e.Stats()); diff != "" {
 		t.Errorf("stats after the first snapshot mismatch (-want +got):\n%s", diff)
 	}
-	e.step(s, cfg, engT0.Add(time.Second))
-	if diff := cmp.Diff(want, e.stats); diff != "" {
+	e.Step(s, cfg, engT0.Add(time.Second))
+	if diff := cmp.Diff(want, e.Stats()); diff != "" {
 		t.Errorf("stats after the second snapshot mismatch (-want +got):\n%s", diff)
 	}
 }
 
 func TestEngineStateFile(t *testing.T) {
 	dir := t.TempDir()
-	e := newEngine(nil)
-	cfg := engineConfig{verdicter: engPolicy{}}
-	e.step(engS(engL("tcp", 4444, procEvil)), cfg, engT0)
-	if err := saveState(dir, e.alerts); err != nil {
+	e := New(nil)
+	cfg := Config{Evaluator: engPolicy{}}
+	e.Step(engS(engL("tcp", 4444, procEvil)), cfg, engT0)
+	if err := e.SaveState(dir); err != nil {
 		t.Fatal(err)
 	}
-	got, err := loadState(dir)
+	got, err := LoadState(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(e.alerts, got, cmp.AllowUnexported(alert{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff(e.alerts, got, cmp.AllowUnexported(Alert{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("state round trip mismatch (-want +got):\n%s", diff)
-	}
-	if _, err := lockStateDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := lockStateDir(dir); err == nil || !strings.Contains(err.Error(), "in use by another portwatchd") {
-		t.Errorf("second lock: err = %v, want in use", err)
 	}
 }
 
@@ -811,14 +805,14 @@ func BenchmarkEngineStep(b *testing.B) {
 		ls = append(ls, engL("tcp", uint16(10000+i), watcher.Process{PID: 1000 + i%100, Exe: fmt.Sprintf("/usr/bin/app%d", i%100), User: "app"}))
 	}
 	snap := engS(ls...)
-	e := newEngine(nil)
-	cfg := engineConfig{verdicter: engPolicy{}}
+	e := New(nil)
+	cfg := Config{Evaluator: engPolicy{}}
 	now := engT0
-	e.step(snap, cfg, now)
+	e.Step(snap, cfg, now)
 	b.ReportAllocs()
 	for b.Loop() {
 		now = now.Add(time.Millisecond) // stays clear of the minute's full evaluation
-		e.step(snap, cfg, now)
+		e.Step(snap, cfg, now)
 	}
 }
 
@@ -834,18 +828,18 @@ func TestEngineStateFileErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, stateFileName), []byte(tt.content), 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, StateFileName), []byte(tt.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := loadState(dir)
+			_, err := LoadState(dir)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("loadState() error = %v, want one containing %q", err, tt.wantErr)
+				t.Errorf("LoadState() error = %v, want one containing %q", err, tt.wantErr)
 			}
 		})
 	}
 	// A missing file is an empty state, not an error.
-	if got, err := loadState(t.TempDir()); err != nil || len(got) != 0 {
-		t.Errorf("loadState(empty dir) = %v, %v; want empty, nil", got, err)
+	if got, err := LoadState(t.TempDir()); err != nil || len(got) != 0 {
+		t.Errorf("LoadState(empty dir) = %v, %v; want empty, nil", got, err)
 	}
 }
 
