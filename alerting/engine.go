@@ -52,14 +52,27 @@ type Result struct {
 	StateChanged bool
 }
 
-// Stats are the live figures for STATUS and the start summary.
-// Unexpected counts, besides the listeners judged unexpected, those held back
-// for attribution that would be unexpected as they are now: the figures say
-// what is there, the alert waits until it is sure. (So at startup a kernel
-// socket is counted in the summary line although its alert comes a few
-// snapshots later.)
+// Stats are the figures portwatchd reports: the daemon's STATUS and start
+// line, and check. A listener is one listening socket, one row of
+// `portwatchd list`: sockets that share an address and port (SO_REUSEPORT)
+// each count, although the engine judges and alerts them together as one
+// key. Unexpected counts the listeners judged unexpected.
+//
+// In the engine's figures Unexpected also counts those held back for
+// attribution that would be unexpected as they are now: the figures say what
+// is there, the alert waits until it is sure. (So at startup a kernel socket
+// is counted in the summary line although its alert comes a few snapshots
+// later.)
 type Stats struct {
 	Listeners, Unexpected, Namespaces int
+}
+
+// Count adds n listening sockets judged v to the figures.
+func (s *Stats) Count(n int, v policy.Verdict) {
+	s.Listeners += n
+	if v == policy.Unexpected {
+		s.Unexpected += n
+	}
 }
 
 // attributionMargin is how many snapshots the engine waits, beyond
@@ -81,15 +94,22 @@ type track struct {
 	// flip is set when l's holders changed, owners staying the same, and
 	// the verdict with them: the next snapshot must agree.
 	flip bool
+	// sockets is how many listening sockets share the key (SO_REUSEPORT).
+	sockets int
+	seen    uint64 // the last Step that saw the key
 }
 
 // Engine is the alert engine. It is not safe for concurrent use.
 type Engine struct {
-	alerts   map[watcher.Key]*Alert // persisted
-	tracks   map[watcher.Key]*track
-	prev     *watcher.Snapshot // last snapshot, with carried listeners
-	lastFull time.Time
-	stats    Stats
+	alerts map[watcher.Key]*Alert // persisted
+	tracks map[watcher.Key]*track
+	steps  uint64 // Steps taken
+	// unseen says some alert in force may have no track: persisted from
+	// before a restart, in a namespace no snapshot has inspected since.
+	unseen     bool
+	namespaces int // in the last snapshot
+	lastFull   time.Time
+	stats      Stats
 }
 
 // New returns an engine starting from the persisted alerts (which it
@@ -98,37 +118,35 @@ func New(alerts map[watcher.Key]*Alert) *Engine {
 	if alerts == nil {
 		alerts = map[watcher.Key]*Alert{}
 	}
-	return &Engine{alerts: alerts, tracks: map[watcher.Key]*track{}}
+	return &Engine{alerts: alerts, tracks: map[watcher.Key]*track{}, unseen: len(alerts) > 0}
 }
 
 // Step takes one snapshot and returns the events it gives.
+//
+// A key the engine tracks, or has an alert on, that snap does not contain
+// has closed, unless snap could not inspect its namespace: what could not
+// be seen is unknown, and stays as it was.
 func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result {
 	var r Result
-	first := e.prev == nil
-	eff := watcher.Carry(e.prev, snap)
-	delta := watcher.Diff(e.prev, eff)
-	e.prev = eff
-
-	for _, l := range delta.Closed {
-		e.closed(&r, l.Key(), cfg, now)
-	}
-	for l := range watcher.ByKey(eff.Listeners) {
+	first := e.steps == 0
+	e.steps++
+	for l, n := range watcher.ByKey(snap.Listeners) {
 		k := l.Key()
 		t := e.tracks[k]
 		if t == nil {
 			t = &track{atStart: first}
 			e.tracks[k] = t
 		}
+		t.seen, t.sockets = e.steps, n
 		e.observe(&r, k, t, l, cfg, now, first)
 	}
+	if closed := e.closeUnseen(snap, cfg, now, first); len(closed.Emit) > 0 || closed.StateChanged {
+		// What closed is told before what opened: a key that passes
+		// from one listener to another reads as a close, then an open.
+		r.Emit = append(closed.Emit, r.Emit...)
+		r.StateChanged = r.StateChanged || closed.StateChanged
+	}
 	if first {
-		// Alerted before a restart, and gone now: closed while we were down.
-		// (At the first snapshot the tracks are exactly the keys open now.)
-		for _, k := range sortedKeys(e.alerts) {
-			if e.tracks[k] == nil {
-				e.resolve(&r, k, "", "")
-			}
-		}
 		e.lastFull = now
 	}
 	e.expirePending(&r, cfg, now)
@@ -136,7 +154,53 @@ func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result 
 	if now.Sub(e.lastFull) >= ReevaluateEvery {
 		e.reevaluate(&r, cfg, now, "policy re-evaluated")
 	}
-	e.count(snap)
+	e.namespaces = len(snap.Namespaces)
+	e.count()
+	return r
+}
+
+// closeUnseen closes the keys that the snapshot of this step lacks, but
+// for those in a namespace it could not inspect; and resolves the alerts
+// persisted from before a restart whose key it lacks, likewise.
+func (e *Engine) closeUnseen(snap *watcher.Snapshot, cfg Config, now time.Time, first bool) Result {
+	var r Result
+	var blind map[string]bool
+	for i := range snap.Namespaces {
+		if ns := &snap.Namespaces[i]; !ns.Inspected {
+			if blind == nil {
+				blind = map[string]bool{}
+			}
+			blind[ns.KeyNetns()] = true
+		}
+	}
+	var gone []watcher.Key
+	for k, t := range e.tracks {
+		if t.seen != e.steps && !blind[k.Netns] {
+			gone = append(gone, k)
+		}
+	}
+	slices.SortFunc(gone, watcher.Key.Compare)
+	for _, k := range gone {
+		e.closed(&r, k, cfg, now)
+	}
+	if e.unseen {
+		// Alerted before a restart and not seen since: closed while we
+		// were down, or unknown while its namespace cannot be inspected.
+		// (One closed before the restart is resolved at once: the
+		// restart ends its flap window. Later, alerts closed with no
+		// track are just waiting out theirs.)
+		e.unseen = false
+		for _, k := range sortedKeys(e.alerts) {
+			if a := e.alerts[k]; e.tracks[k] != nil || (!first && !a.ClosedAt.IsZero()) {
+				continue
+			}
+			if blind[k.Netns] {
+				e.unseen = true
+				continue
+			}
+			e.resolve(&r, k, "", "")
+		}
+	}
 	return r
 }
 
@@ -144,7 +208,7 @@ func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result 
 func (e *Engine) Reload(cfg Config, now time.Time) Result {
 	var r Result
 	e.reevaluate(&r, cfg, now, "config reloaded")
-	e.count(e.prev)
+	e.count()
 	return r
 }
 
@@ -394,15 +458,11 @@ func (e *Engine) openAlert(k watcher.Key) *Alert {
 // Stats returns the figures after the last Step or Reload.
 func (e *Engine) Stats() Stats { return e.stats }
 
-func (e *Engine) count(snap *watcher.Snapshot) {
-	s := Stats{Listeners: len(e.tracks)}
-	if snap != nil {
-		s.Namespaces = len(snap.Namespaces)
-	}
+// count sets the figures from the tracks.
+func (e *Engine) count() {
+	s := Stats{Namespaces: e.namespaces}
 	for _, t := range e.tracks {
-		if t.dec.Verdict == policy.Unexpected {
-			s.Unexpected++
-		}
+		s.Count(t.sockets, t.dec.Verdict)
 	}
 	e.stats = s
 }

@@ -90,27 +90,41 @@ func engLN(netns, proto string, port uint16, holders ...watcher.Process) watcher
 	}
 }
 
+// engLNI builds a listener on 0.0.0.0:port in namespace netns of inode ino.
+func engLNI(netns string, ino uint64, proto string, port uint16, holders ...watcher.Process) watcher.Listener {
+	l := engLN(netns, proto, port, holders...)
+	l.NetnsInode = ino
+	return l
+}
+
 // engS builds a snapshot where every namespace named by a listener, and host,
-// was inspected.
+// was inspected. Its listeners are in the watcher's order: by namespace
+// name, protocol, port and address.
 func engS(ls ...watcher.Listener) *watcher.Snapshot {
 	s := &watcher.Snapshot{Listeners: ls}
-	names := []string{watcher.HostNetns}
+	nss := []watcher.Namespace{{Name: watcher.HostNetns, Inspected: true}}
 	for _, l := range ls {
-		if !slices.Contains(names, l.Netns) {
-			names = append(names, l.Netns)
+		if !slices.ContainsFunc(nss, func(ns watcher.Namespace) bool { return ns.Name == l.Netns }) {
+			nss = append(nss, watcher.Namespace{Name: l.Netns, Inode: l.NetnsInode, Inspected: true})
 		}
 	}
-	slices.Sort(names)
-	for _, n := range names {
-		s.Namespaces = append(s.Namespaces, watcher.Namespace{Name: n, Inspected: true})
-	}
-	slices.SortFunc(s.Listeners, func(a, b watcher.Listener) int { return a.Key().Compare(b.Key()) })
+	slices.SortFunc(nss, func(a, b watcher.Namespace) int { return strings.Compare(a.Name, b.Name) })
+	s.Namespaces = nss
+	slices.SortFunc(s.Listeners, func(a, b watcher.Listener) int {
+		return watcher.Key{Netns: a.Netns, Protocol: a.Protocol, Address: a.Address, Port: a.Port}.Compare(
+			watcher.Key{Netns: b.Netns, Protocol: b.Protocol, Address: b.Address, Port: b.Port})
+	})
 	return s
 }
 
 // engBlind marks namespace name as not inspected in s.
 func engBlind(s *watcher.Snapshot, name string) *watcher.Snapshot {
-	s.Namespaces = append(s.Namespaces, watcher.Namespace{Name: name, Err: "gone mid-snapshot"})
+	return engBlindNS(s, name, 0)
+}
+
+// engBlindNS marks namespace name, of inode ino, as not inspected in s.
+func engBlindNS(s *watcher.Snapshot, name string, ino uint64) *watcher.Snapshot {
+	s.Namespaces = append(s.Namespaces, watcher.Namespace{Name: name, Inode: ino, Err: "gone mid-snapshot"})
 	return s
 }
 

@@ -12,8 +12,9 @@ import (
 // package doc), one test per rule. Each case is a sequence of snapshots,
 // reloads and restarts on a synthetic clock, with the events each must give.
 
-// TestAlertOncePerUnexpectedListener: One alert per unexpected listener while it stays open, keyed on netns,
-// protocol, address and port; allowed and ignored listeners alert nothing.
+// TestAlertOncePerUnexpectedListener: one alert per unexpected listener while
+// it stays open, keyed on netns, protocol, address and port; allowed and
+// ignored listeners alert nothing.
 func TestAlertOncePerUnexpectedListener(t *testing.T) {
 	runEngineCases(t, []engineCase{
 		{
@@ -38,13 +39,14 @@ func TestAlertOncePerUnexpectedListener(t *testing.T) {
 			},
 		},
 		{
-			name:   "reuseport sockets sharing a key are one listener, alerted once",
+			name:   "reuseport sockets sharing a key are one listener, alerted once, and each counts in the figures",
 			policy: allow22,
 			steps: []engineStep{
-				{snap: engS(engL("tcp", 8080, procEvil), engL("tcp", 8080, watcher.Process{PID: 202, Exe: "/tmp/x", User: "nobody"})), want: []string{
+				// Figures count sockets, as `portwatchd list` shows them.
+				{snap: engS(engL("tcp", 22, procSSHD), engL("tcp", 8080, procEvil), engL("tcp", 8080, watcher.Process{PID: 202, Exe: "/tmp/x", User: "nobody"})), want: []string{
 					"opened unexpected tcp 0.0.0.0:8080 [/tmp/x,/tmp/x]",
-				}},
-				{at: time.Second, snap: engS(engL("tcp", 8080, procEvil))},
+				}, wantStats: &Stats{Listeners: 3, Unexpected: 2, Namespaces: 1}},
+				{at: time.Second, snap: engS(engL("tcp", 22, procSSHD), engL("tcp", 8080, procEvil)), wantStats: &Stats{Listeners: 2, Unexpected: 1, Namespaces: 1}},
 			},
 		},
 		{
@@ -80,8 +82,8 @@ func TestAlertOncePerUnexpectedListener(t *testing.T) {
 	})
 }
 
-// TestCloseResolvesAfterFlapWindow: An alerted listener that closes is resolved once flap_window has passed
-// without it reopening with the same executables.
+// TestCloseResolvesAfterFlapWindow: an alerted listener that closes is resolved
+// once flap_window has passed without it reopening with the same executables.
 func TestCloseResolvesAfterFlapWindow(t *testing.T) {
 	runEngineCases(t, []engineCase{
 		{
@@ -178,9 +180,11 @@ func TestCloseResolvesAfterFlapWindow(t *testing.T) {
 	})
 }
 
-// TestUnseenNamespaceClosesNothing: What the engine tracks and a snapshot does not contain closed, except in a
-// namespace the snapshot could not inspect: what could not be seen is unknown.
-func TestUnseenNamespaceClosesNothing(t *testing.T) {
+// TestUninspectedNamespaceClosesNothing: a listener the engine tracks is
+// closed when a snapshot does not contain it, unless the snapshot could not
+// inspect its namespace: what could not be seen is unknown, never closed. That
+// holds at the first snapshot after a restart too.
+func TestUninspectedNamespaceClosesNothing(t *testing.T) {
 	runEngineCases(t, []engineCase{
 		{
 			name:   "a namespace not inspected this time closes nothing",
@@ -192,10 +196,95 @@ func TestUnseenNamespaceClosesNothing(t *testing.T) {
 				{at: 3 * time.Second, snap: engS(), want: []string{"closed unexpected tcp 0.0.0.0:4444 in netns container:abc [/tmp/x]"}},
 			},
 		},
+		{
+			name:   "a namespace gone from the snapshot closes its listeners",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: engS(engLN("container:abc", "tcp", 4444, procEvil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 in netns container:abc [/tmp/x]"}},
+				{at: time.Second, snap: engS(), want: []string{"closed unexpected tcp 0.0.0.0:4444 in netns container:abc [/tmp/x]"}},
+			},
+		},
+		{
+			name:   "restart: an alert in a namespace not inspected at the first snapshot stays open",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: engS(engLN("container:abc", "tcp", 4444, procEvil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 in netns container:abc [/tmp/x]"}},
+				{at: time.Second, restart: true},
+				{at: 2 * time.Second, snap: engBlind(engS(), "container:abc"), wantState: engNo},
+				{at: 3 * time.Second, snap: engBlind(engS(), "container:abc"), wantState: engNo},
+				{at: 4 * time.Second, snap: engS(engLN("container:abc", "tcp", 4444, procEvil)), wantState: engNo},
+				{at: 5 * time.Second, snap: engS(), want: []string{"closed unexpected tcp 0.0.0.0:4444 in netns container:abc [/tmp/x]"}},
+			},
+		},
+		{
+			name:   "restart: an alert in a namespace not inspected at first is resolved once it is seen gone",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: engS(engLN("container:abc", "tcp", 4444, procEvil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 in netns container:abc [/tmp/x]"}},
+				{at: time.Second, restart: true},
+				{at: 2 * time.Second, snap: engBlind(engS(), "container:abc"), wantState: engNo},
+				{at: 3 * time.Second, snap: engS(engLN("container:abc", "tcp", 80, procHelper)), want: []string{
+					"closed unexpected tcp 0.0.0.0:4444 in netns container:abc [/tmp/x]",
+					"opened unexpected tcp 0.0.0.0:80 in netns container:abc [/usr/lib/helper]",
+				}},
+			},
+		},
+		{
+			name:   "a namespace not inspected holds back nothing in the others",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: engS(engLN("container:abc", "tcp", 4444, procEvil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 in netns container:abc [/tmp/x]"}},
+				{at: time.Second, snap: engBlind(engS(engL("tcp", 5555, procEvil2)), "container:abc"), want: []string{"opened unexpected tcp 0.0.0.0:5555 [/tmp/y]"}},
+				{at: 2 * time.Second, snap: engBlind(engS(), "container:abc"), want: []string{"closed unexpected tcp 0.0.0.0:5555 [/tmp/y]"}},
+			},
+		},
 	})
 }
 
-// TestRepeatIntervalReminds: An alert in force is sent again every repeat_interval.
+// TestListenerIdentityIsItsKey: a listener is known by its key
+// (watcher.Listener.Key) everywhere: in the snapshots, the alerts and the
+// state file. A namespace named after its lowest pid is keyed on its inode,
+// so that the name passing to another namespace neither hides that the
+// listeners of the first closed nor carries them over to the second.
+func TestListenerIdentityIsItsKey(t *testing.T) {
+	runEngineCases(t, []engineCase{
+		{
+			name:   "a pid:N name passing to another namespace closes the listeners of the first",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: engS(engLNI("pid:100", 1, "tcp", 4444, procEvil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 in netns pid:100 [/tmp/x]"}},
+				{at: time.Second, snap: engS(engLNI("pid:100", 2, "tcp", 4444, procEvil2)), want: []string{
+					"closed unexpected tcp 0.0.0.0:4444 in netns pid:100 [/tmp/x]",
+					"opened unexpected tcp 0.0.0.0:4444 in netns pid:100 [/tmp/y]",
+				}},
+				{at: 2 * time.Second, snap: engS(), want: []string{"closed unexpected tcp 0.0.0.0:4444 in netns pid:100 [/tmp/y]"}},
+				{at: 3 * time.Second, snap: engS(), wantState: engNo},
+			},
+		},
+		{
+			name:   "a pid:N name passing to a namespace not inspected closes the listeners of the first",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: engS(engLNI("pid:100", 1, "tcp", 4444, procEvil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 in netns pid:100 [/tmp/x]"}},
+				{at: time.Second, snap: engBlindNS(engS(), "pid:100", 2), want: []string{"closed unexpected tcp 0.0.0.0:4444 in netns pid:100 [/tmp/x]"}},
+			},
+		},
+		{
+			name:   "a namespace keeps its key when its pid:N name changes",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: engS(engLNI("pid:100", 1, "tcp", 4444, procEvil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 in netns pid:100 [/tmp/x]"}},
+				{at: time.Second, snap: engS(engLNI("pid:200", 1, "tcp", 4444, procEvil)), wantState: engNo},
+				{at: 2 * time.Second, restart: true},
+				{at: 3 * time.Second, snap: engBlindNS(engS(), "pid:300", 1), wantState: engNo},
+				{at: 4 * time.Second, snap: engS(engLNI("pid:300", 1, "tcp", 4444, procEvil)), wantState: engNo},
+			},
+		},
+	})
+}
+
+// TestRepeatIntervalReminds: an alert in force is sent again every
+// repeat_interval.
 func TestRepeatIntervalReminds(t *testing.T) {
 	runEngineCases(t, []engineCase{
 		{
@@ -219,8 +308,9 @@ func TestRepeatIntervalReminds(t *testing.T) {
 	})
 }
 
-// TestUnattributedListenerWaitsForItsHolder: A new listener with no holder found is judged once attributed, or as
-// unattributed after the watcher's attribution ticks and a margin.
+// TestUnattributedListenerWaitsForItsHolder: a new listener with no holder
+// found is judged once attributed, or as unattributed after the watcher's
+// attribution ticks and a margin.
 func TestUnattributedListenerWaitsForItsHolder(t *testing.T) {
 	runEngineCases(t, []engineCase{
 		{
@@ -340,8 +430,9 @@ func TestUnattributedListenerWaitsForItsHolder(t *testing.T) {
 	})
 }
 
-// TestOwnerChangeNeedsTwoSnapshots: An owner change (other executables or users) takes effect once two
-// consecutive snapshots agree; unknown owners are no change.
+// TestOwnerChangeNeedsTwoSnapshots: an owner change (other executables or
+// users) takes effect once two consecutive snapshots agree; unknown owners are
+// no change.
 func TestOwnerChangeNeedsTwoSnapshots(t *testing.T) {
 	runEngineCases(t, []engineCase{
 		{
@@ -410,8 +501,9 @@ func TestOwnerChangeNeedsTwoSnapshots(t *testing.T) {
 	})
 }
 
-// TestHolderSwapIsJudgedAgain: Other holders with the same owners are judged again (rules match units,
-// containers, comm and cmdline too); a verdict they flip needs two snapshots.
+// TestHolderSwapIsJudgedAgain: other holders with the same owners are judged
+// again (rules match units, containers, comm and cmdline too); a verdict they
+// flip needs two snapshots.
 func TestHolderSwapIsJudgedAgain(t *testing.T) {
 	runEngineCases(t, []engineCase{
 		{
@@ -458,8 +550,9 @@ func TestHolderSwapIsJudgedAgain(t *testing.T) {
 	})
 }
 
-// TestReloadJudgesAgain: A reload, and the full evaluation every minute, judge every listener
-// again: what became unexpected alerts, what became allowed resolves.
+// TestReloadJudgesAgain: a reload, and the full evaluation every minute, judge
+// every listener again: what became unexpected alerts, what became allowed
+// resolves.
 func TestReloadJudgesAgain(t *testing.T) {
 	runEngineCases(t, []engineCase{
 		{
@@ -509,8 +602,9 @@ func TestReloadJudgesAgain(t *testing.T) {
 	})
 }
 
-// TestRestartCarriesAlerts: The alert state carries alerts over a restart: nothing already alerted is
-// alerted again, and what closed while the daemon was down is resolved.
+// TestRestartCarriesAlerts: the alert state carries alerts over a restart:
+// nothing already alerted is alerted again, and what closed while the daemon
+// was down is resolved.
 func TestRestartCarriesAlerts(t *testing.T) {
 	runEngineCases(t, []engineCase{
 		{

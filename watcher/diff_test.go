@@ -2,15 +2,14 @@ package watcher
 
 import (
 	"net/netip"
-	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-// lst builds a listener for the diff tests. holders are "exe:user:pid"
-// triples given as separate values; none means unattributed.
+// lst builds a listener for the owner and key tests, held by holders; none
+// means unattributed.
 func lst(netns, proto, addr string, port uint16, holders ...Process) Listener {
 	if holders == nil {
 		holders = []Process{}
@@ -29,13 +28,11 @@ func proc(pid int, exe, user string) Process {
 	return Process{PID: pid, Exe: exe, User: user}
 }
 
-func snap(ls ...Listener) *Snapshot {
-	return &Snapshot{Listeners: ls, Namespaces: []Namespace{{Name: HostNetns, Inspected: true}}}
-}
+var listenerOpts = cmp.Options{cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmpopts.EquateEmpty()}
 
-var diffOpts = cmp.Options{cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmpopts.EquateEmpty()}
-
-func TestDiff(t *testing.T) {
+// TestOwnersEqual: who holds a listener, as an alert sees it, is its set of
+// executables and users: other pids, comms or cmdlines are the same owners.
+func TestOwnersEqual(t *testing.T) {
 	sshd := proc(100, "/usr/sbin/sshd", "root")
 	sshdWorker := proc(101, "/usr/sbin/sshd", "root")
 	evil := proc(200, "/tmp/x", "root")
@@ -44,220 +41,117 @@ func TestDiff(t *testing.T) {
 	noExe := proc(100, "", "root")
 	sshdUnverified := Process{PID: 100, Exe: "/usr/sbin/sshd", User: "root", ExeUnverified: true}
 	sshdDeleted := Process{PID: 100, Exe: "/usr/sbin/sshd", User: "root", ExeUnverified: true, ExeDeleted: true}
-	// ssh is the host's tcp 0.0.0.0:22 listener held by holders.
-	ssh := func(holders ...Process) Listener { return lst("host", TCP, "0.0.0.0", 22, holders...) }
-	changed := func(from, to Listener) Delta { return Delta{Changed: []Change{{Old: from, New: to}}} }
-
-	tests := []struct {
-		name       string
-		prev, next *Snapshot
-		want       Delta
-	}{
-		{
-			name: "both nil",
-		},
-		{
-			name: "first snapshot opens everything",
-			next: snap(ssh(sshd), lst("host", UDP, "0.0.0.0", 53)),
-			want: Delta{Opened: []Listener{ssh(sshd), lst("host", UDP, "0.0.0.0", 53)}},
-		},
-		{
-			name: "nothing changed",
-			prev: snap(ssh(sshd)),
-			next: snap(ssh(sshd)),
-		},
-		{
-			name: "opened and closed",
-			prev: snap(ssh(sshd), lst("host", TCP, "0.0.0.0", 80, evil)),
-			next: snap(ssh(sshd), lst("host", TCP, "0.0.0.0", 8080, evil)),
-			want: Delta{
-				Opened: []Listener{lst("host", TCP, "0.0.0.0", 8080, evil)},
-				Closed: []Listener{lst("host", TCP, "0.0.0.0", 80, evil)},
-			},
-		},
-		{
-			name: "all closed",
-			prev: snap(ssh(sshd)),
-			next: snap(),
-			want: Delta{Closed: []Listener{ssh(sshd)}},
-		},
-		{
-			name: "same port in another protocol, address or namespace is another key",
-			prev: snap(lst("host", TCP, "0.0.0.0", 53, sshd)),
-			next: snap(
-				lst("container:abc", TCP, "0.0.0.0", 53, sshd),
-				lst("host", TCP, "127.0.0.1", 53, sshd),
-				lst("host", UDP, "0.0.0.0", 53, sshd),
-			),
-			want: Delta{
-				Opened: []Listener{
-					lst("container:abc", TCP, "0.0.0.0", 53, sshd),
-					lst("host", TCP, "127.0.0.1", 53, sshd),
-					lst("host", UDP, "0.0.0.0", 53, sshd),
-				},
-				Closed: []Listener{lst("host", TCP, "0.0.0.0", 53, sshd)},
-			},
-		},
-		{
-			name: "exe changed",
-			prev: snap(ssh(sshd)),
-			next: snap(ssh(evil)),
-			want: changed(ssh(sshd), ssh(evil)),
-		},
-		{
-			name: "user changed",
-			prev: snap(ssh(sshd)),
-			next: snap(ssh(evilNobody)),
-			want: changed(ssh(sshd), ssh(evilNobody)),
-		},
-		{
-			name: "a second holder with another exe is a change",
-			prev: snap(ssh(sshd)),
-			next: snap(ssh(sshd, evil)),
-			want: changed(ssh(sshd), ssh(sshd, evil)),
-		},
-		{
-			name: "another pid with the same exe and user is no change (pre-fork worker, restart)",
-			prev: snap(ssh(sshd)),
-			next: snap(ssh(sshdWorker, proc(102, "/usr/sbin/sshd", "root"))),
-		},
-		{
-			name: "a renamed process is no change",
-			prev: snap(ssh(sshd)),
-			next: snap(ssh(renamed)),
-		},
-		{
-			name: "unattributed now is unknown, not a change",
-			prev: snap(ssh(sshd)),
-			next: snap(ssh()),
-		},
-		{
-			name: "attributed after being unattributed is not a change",
-			prev: snap(ssh()),
-			next: snap(ssh(evil)),
-		},
-		{
-			name: "an unreadable exe is left out of the exes",
-			prev: snap(ssh(sshd, noExe)),
-			next: snap(ssh(sshd)),
-		},
-		{
-			name: "same pid and path, exe now unverified (a spoof through a mount namespace) is a change",
-			prev: snap(ssh(sshd)),
-			next: snap(ssh(sshdUnverified)),
-			want: changed(ssh(sshd), ssh(sshdUnverified)),
-		},
-		{
-			name: "same pid and path, exe now deleted is a change",
-			prev: snap(ssh(sshd)),
-			next: snap(ssh(sshdDeleted)),
-			want: changed(ssh(sshd), ssh(sshdDeleted)),
-		},
-		{
-			name: "unverified to deleted at the same path is a change",
-			prev: snap(ssh(sshdUnverified)),
-			next: snap(ssh(sshdDeleted)),
-			want: changed(ssh(sshdUnverified), ssh(sshdDeleted)),
-		},
-		{
-			name: "an unverified holder that stays unverified is no change",
-			prev: snap(ssh(sshdUnverified)),
-			next: snap(ssh(sshdUnverified)),
-		},
-		{
-			name: "reuseport sockets sharing a key are one listener",
-			prev: snap(lst("host", TCP, "0.0.0.0", 80, sshd), lst("host", TCP, "0.0.0.0", 80, sshdWorker)),
-			next: snap(lst("host", TCP, "0.0.0.0", 80, sshdWorker), lst("host", TCP, "0.0.0.0", 80, evil)),
-			want: Delta{Changed: []Change{{
-				Old: lst("host", TCP, "0.0.0.0", 80, sshd, sshdWorker),
-				New: lst("host", TCP, "0.0.0.0", 80, sshdWorker, evil),
-			}}},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := Diff(tt.prev, tt.next)
-			if diff := cmp.Diff(tt.want, got, diffOpts); diff != "" {
-				t.Errorf("Diff() mismatch (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-func TestDiffCarry(t *testing.T) {
-	sshd := proc(100, "/usr/sbin/sshd", "root")
-	web := proc(300, "/usr/sbin/nginx", "www-data")
-	prev := &Snapshot{
-		Listeners: []Listener{
-			lst("container:abc", TCP, "0.0.0.0", 80, web),
-			lst("container:gone", TCP, "0.0.0.0", 81, web),
-			lst("host", TCP, "0.0.0.0", 22, sshd),
-		},
-		Namespaces: []Namespace{
-			{Name: "container:abc", Inspected: true},
-			{Name: "container:gone", Inspected: true},
-			{Name: HostNetns, Inspected: true},
-		},
-	}
 	tests := []struct {
 		name string
-		next *Snapshot
-		want Delta
+		a, b []Process
+		want bool
 	}{
+		{name: "the same holder", a: []Process{sshd}, b: []Process{sshd}, want: true},
+		{name: "exe changed", a: []Process{sshd}, b: []Process{evil}},
+		{name: "user changed", a: []Process{sshd}, b: []Process{evilNobody}},
+		{name: "a second holder with another exe", a: []Process{sshd}, b: []Process{sshd, evil}},
 		{
-			name: "a namespace not inspected this time keeps its listeners",
-			next: &Snapshot{
-				Listeners: []Listener{lst("host", TCP, "0.0.0.0", 22, sshd)},
-				Namespaces: []Namespace{
-					{Name: "container:abc", Inspected: false, Err: "no process left to read"},
-					{Name: HostNetns, Inspected: true},
-				},
-			},
-			want: Delta{Closed: []Listener{lst("container:gone", TCP, "0.0.0.0", 81, web)}},
+			name: "another pid with the same exe and user (pre-fork worker, restart)",
+			a:    []Process{sshd}, b: []Process{sshdWorker, proc(102, "/usr/sbin/sshd", "root")}, want: true,
+		},
+		{name: "a renamed process", a: []Process{sshd}, b: []Process{renamed}, want: true},
+		{name: "unattributed is unknown, not equal to known owners", a: []Process{sshd}, b: nil},
+		{name: "both unattributed", a: nil, b: nil, want: true},
+		{name: "an unreadable exe is left out of the exes", a: []Process{sshd, noExe}, b: []Process{sshd}, want: true},
+		{name: "same pid and path, exe now unverified (a spoof through a mount namespace)", a: []Process{sshd}, b: []Process{sshdUnverified}},
+		{name: "same pid and path, exe now deleted", a: []Process{sshd}, b: []Process{sshdDeleted}},
+		{name: "unverified to deleted at the same path", a: []Process{sshdUnverified}, b: []Process{sshdDeleted}},
+		{name: "an unverified holder that stays unverified", a: []Process{sshdUnverified}, b: []Process{sshdUnverified}, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := lst("host", TCP, "0.0.0.0", 22, tt.a...), lst("host", TCP, "0.0.0.0", 22, tt.b...)
+			if got := OwnersOf(&a).Equal(OwnersOf(&b)); got != tt.want {
+				t.Errorf("OwnersOf(%v).Equal(OwnersOf(%v)) = %v, want %v", tt.a, tt.b, got, tt.want)
+			}
+		})
+	}
+}
+
+// keyed is one item ByKey yields.
+type keyed struct {
+	L       Listener
+	Sockets int
+}
+
+func collectByKey(ls []Listener) []keyed {
+	var out []keyed
+	for l, n := range ByKey(ls) {
+		out = append(out, keyed{l, n})
+	}
+	return out
+}
+
+func TestByKey(t *testing.T) {
+	sshd := proc(100, "/usr/sbin/sshd", "root")
+	worker := proc(101, "/usr/sbin/sshd", "root")
+	evil := proc(200, "/tmp/x", "root")
+	tests := []struct {
+		name string
+		ls   []Listener
+		want []keyed
+	}{
+		{name: "none"},
+		{
+			name: "one socket per key",
+			ls:   []Listener{lst("host", TCP, "0.0.0.0", 22, sshd), lst("host", TCP, "0.0.0.0", 80, evil)},
+			want: []keyed{{lst("host", TCP, "0.0.0.0", 22, sshd), 1}, {lst("host", TCP, "0.0.0.0", 80, evil), 1}},
 		},
 		{
-			name: "an inspected namespace without the listener closes it",
-			next: &Snapshot{
-				Listeners: []Listener{lst("host", TCP, "0.0.0.0", 22, sshd)},
-				Namespaces: []Namespace{
-					{Name: "container:abc", Inspected: true},
-					{Name: HostNetns, Inspected: true},
-				},
+			name: "reuseport sockets sharing a key are one listener with every holder, once",
+			ls: []Listener{
+				lst("host", TCP, "0.0.0.0", 80, sshd, worker), lst("host", TCP, "0.0.0.0", 80, worker, evil),
+				lst("host", UDP, "0.0.0.0", 80, evil),
 			},
-			want: Delta{Closed: []Listener{
-				lst("container:abc", TCP, "0.0.0.0", 80, web),
-				lst("container:gone", TCP, "0.0.0.0", 81, web),
-			}},
+			want: []keyed{{lst("host", TCP, "0.0.0.0", 80, sshd, worker, evil), 2}, {lst("host", UDP, "0.0.0.0", 80, evil), 1}},
+		},
+		{
+			name: "the same port in another protocol, address or namespace is another key",
+			ls: []Listener{
+				lst("container:abc", TCP, "0.0.0.0", 53, sshd), lst("host", TCP, "0.0.0.0", 53, sshd),
+				lst("host", TCP, "127.0.0.1", 53, sshd), lst("host", UDP, "0.0.0.0", 53, sshd),
+			},
+			want: []keyed{
+				{lst("container:abc", TCP, "0.0.0.0", 53, sshd), 1}, {lst("host", TCP, "0.0.0.0", 53, sshd), 1},
+				{lst("host", TCP, "127.0.0.1", 53, sshd), 1}, {lst("host", UDP, "0.0.0.0", 53, sshd), 1},
+			},
+		},
+		{
+			name: "unsorted input is walked sorted",
+			ls:   []Listener{lst("host", TCP, "0.0.0.0", 80, evil), lst("host", TCP, "0.0.0.0", 22, sshd), lst("host", TCP, "0.0.0.0", 80, worker)},
+			want: []keyed{{lst("host", TCP, "0.0.0.0", 22, sshd), 1}, {lst("host", TCP, "0.0.0.0", 80, evil, worker), 2}},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eff := Carry(prev, tt.next)
-			got := Diff(prev, eff)
-			if diff := cmp.Diff(tt.want, got, diffOpts); diff != "" {
-				t.Errorf("Diff(prev, Carry(prev, next)) mismatch (-want +got):\n%s", diff)
-			}
-			// The carried listener must still be closed once its namespace
-			// is read again without it.
-			again := &Snapshot{Listeners: []Listener{lst("host", TCP, "0.0.0.0", 22, sshd)}, Namespaces: []Namespace{{Name: HostNetns, Inspected: true}}}
-			got = Diff(eff, Carry(eff, again))
-			for _, l := range got.Closed {
-				if l.Netns == HostNetns {
-					t.Errorf("host listener closed: %+v", l)
-				}
-			}
-			carried := lst("container:abc", TCP, "0.0.0.0", 80)
-			if _, ok := Index(eff.Listeners)[carried.Key()]; ok && len(got.Closed) == 0 {
-				t.Errorf("carried listener never closed")
+			if diff := cmp.Diff(tt.want, collectByKey(tt.ls), listenerOpts); diff != "" {
+				t.Errorf("ByKey() mismatch (-want +got):\n%s", diff)
 			}
 		})
 	}
-	if got := Carry(nil, prev); got != prev {
-		t.Errorf("Carry(nil, next) = %p, want next %p", got, prev)
+}
+
+func TestByKeySteadyStateAllocatesNothing(t *testing.T) {
+	var ls []Listener
+	for i := range 100 {
+		ls = append(ls, lst("host", TCP, "0.0.0.0", uint16(1000+i), proc(i, "/usr/bin/x", "root")))
+	}
+	n := 0
+	if allocs := testing.AllocsPerRun(10, func() {
+		for _, s := range ByKey(ls) {
+			n += s
+		}
+	}); allocs != 0 {
+		t.Errorf("ByKey over sorted listeners with no shared key: %v allocations, want 0", allocs)
 	}
 }
 
-func TestDiffOwnersOf(t *testing.T) {
+func TestOwnersOf(t *testing.T) {
 	tests := []struct {
 		name string
 		l    Listener
@@ -289,26 +183,6 @@ func TestDiffOwnersOf(t *testing.T) {
 	}
 }
 
-func TestDiffUnsortedInput(t *testing.T) {
-	a, b := lst("host", TCP, "0.0.0.0", 80, proc(1, "/a", "root")), lst("host", TCP, "0.0.0.0", 22, proc(2, "/b", "root"))
-	got := Diff(&Snapshot{Listeners: []Listener{a, b}}, &Snapshot{Listeners: []Listener{b}})
-	want := Delta{Closed: []Listener{a}}
-	if diff := cmp.Diff(want, got, diffOpts); diff != "" {
-		t.Errorf("Diff() of unsorted snapshots mismatch (-want +got):\n%s", diff)
-	}
-}
-
-func TestDiffSteadyStateAllocatesNothing(t *testing.T) {
-	var ls []Listener
-	for i := range 100 {
-		ls = append(ls, lst("host", TCP, "0.0.0.0", uint16(1000+i), proc(i, "/usr/bin/x", "root")))
-	}
-	prev, next := snap(ls...), snap(slices.Clone(ls)...)
-	if n := testing.AllocsPerRun(10, func() { Diff(prev, next) }); n != 0 {
-		t.Errorf("Diff of equal snapshots: %v allocations, want 0", n)
-	}
-}
-
 func TestAttributionTicks(t *testing.T) {
 	ephemeral := lst("host", UDP, "0.0.0.0", 40000)
 	ephemeral.Ephemeral = true
@@ -327,5 +201,17 @@ func TestAttributionTicks(t *testing.T) {
 				t.Errorf("AttributionTicks() mismatch (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestNamespaceKeyNetns: the namespace of a listener's key is that of its
+// namespace, so that what a snapshot could not inspect is known by key.
+func TestNamespaceKeyNetns(t *testing.T) {
+	for _, ns := range []Namespace{{Name: HostNetns, Inode: 1}, {Name: "container:abc", Inode: 2}, {Name: "pid:100", Inode: 3}, {Name: "pid:100@4", Inode: 4}} {
+		l := lst(ns.Name, TCP, "0.0.0.0", 80)
+		l.NetnsInode = ns.Inode
+		if got, want := ns.KeyNetns(), l.Key().Netns; got != want {
+			t.Errorf("Namespace{%q, %d}.KeyNetns() = %q, want its listeners' %q", ns.Name, ns.Inode, got, want)
+		}
 	}
 }
