@@ -1,6 +1,8 @@
 package alerting
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -43,6 +45,10 @@ type Emission struct {
 	// Previous is, for a change of an alert in force, the decision that
 	// was alerted before.
 	Previous *policy.Decision
+	// EventID, when set, is the id the event must carry: that of an event
+	// that raises an alert, which Firing reports with the alert. Other
+	// events take a fresh id.
+	EventID string
 }
 
 // Result is what one Step or Reload of the engine produced.
@@ -427,16 +433,18 @@ func (e *Engine) raise(r *Result, k watcher.Key, typ string, t *track, now time.
 		d := a.Decision
 		prev = &d
 	}
-	e.alerts[k] = &Alert{
+	a := &Alert{
 		Decision:  t.dec,
 		Exes:      t.owners.Exes,
 		Users:     t.owners.Users,
 		Known:     t.owners.Known,
 		AlertedAt: now,
 		LastSent:  now,
+		EventID:   newEventID(),
 	}
+	e.alerts[k] = a
 	r.StateChanged = true
-	r.Emit = append(r.Emit, Emission{Type: typ, Decision: t.dec, Note: note, Previous: prev})
+	r.Emit = append(r.Emit, Emission{Type: typ, Decision: t.dec, Note: note, Previous: prev, EventID: a.EventID})
 }
 
 // resolve emits the resolved event of the alert on k and forgets it.
@@ -453,6 +461,46 @@ func (e *Engine) openAlert(k watcher.Key) *Alert {
 		return a
 	}
 	return nil
+}
+
+// FiringAlert is an alert in force: raised and not resolved.
+type FiringAlert struct {
+	Key watcher.Key
+	// Decision is the listener as alerted, as the resolve will carry it.
+	Decision policy.Decision
+	// AlertedAt is when the alert was raised; a change of owners raises
+	// a new one.
+	AlertedAt time.Time
+	// EventID is the id of the event that raised it; empty for an alert
+	// persisted by a version that did not record it.
+	EventID string
+	// ClosedAt is zero while the listener is open; else the listener
+	// closed then, and the resolve waits out flap_window.
+	ClosedAt time.Time
+}
+
+// Firing returns every alert in force, in key order: those whose listener
+// is open, and those whose listener closed within flap_window, whose
+// resolve is not sent yet. Receivers that forget alerts (Alertmanager keeps
+// them in memory) are sent these again.
+func (e *Engine) Firing() []FiringAlert {
+	out := make([]FiringAlert, 0, len(e.alerts))
+	for _, k := range sortedKeys(e.alerts) {
+		a := e.alerts[k]
+		out = append(out, FiringAlert{Key: k, Decision: a.Decision, AlertedAt: a.AlertedAt, EventID: a.EventID, ClosedAt: a.ClosedAt})
+	}
+	return out
+}
+
+// newEventID returns a random 128-bit event id in hex, as notify makes them.
+func newEventID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand does not fail on Linux >= 3.17; a panic here is a
+		// broken system, not bad input.
+		panic(fmt.Sprintf("alerting: crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b[:])
 }
 
 // Stats returns the figures after the last Step or Reload.

@@ -39,6 +39,8 @@ type Alert struct {
 	// resolved event waits for flap_window: a reopening with the same
 	// executables within it takes the alert back silently.
 	ClosedAt time.Time `json:"closed_at,omitzero"`
+	// EventID is the id of the event that raised the alert.
+	EventID string `json:"event_id,omitempty"`
 }
 
 func (a *Alert) owners() watcher.Owners {

@@ -380,6 +380,9 @@ func (d *daemon) emit(r alerting.Result, now time.Time) {
 	for _, em := range r.Emit {
 		ev := notify.NewEvent(em.Type, em.Decision, d.host, now)
 		ev.Previous = em.Previous
+		if em.EventID != "" {
+			ev.ID = em.EventID // the id Firing reports with the alert
+		}
 		switch {
 		case em.Message != "":
 			ev.Message = em.Message
