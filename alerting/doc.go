@@ -7,6 +7,11 @@
 // The rules it keeps:
 //   - One alert per unexpected listener while it stays open (keyed on netns,
 //     protocol, address, port), with optional reminders every repeat_interval.
+//   - A listener closes when a snapshot does not contain its key
+//     (watcher.Listener.Key, the one identity of a listener in the alerts
+//     and the state file), unless the snapshot could not inspect its
+//     namespace: what could not be seen is unknown, never closed. The
+//     alerts persisted from before a restart are judged the same way.
 //   - An alerted listener that closes is resolved (a listener.closed event
 //     carrying the decision as alerted). The resolve waits for flap_window: if
 //     the same key reopens within it with the same executables, the alert is
