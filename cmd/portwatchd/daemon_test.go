@@ -2,10 +2,10 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,7 +23,6 @@ import (
 	"github.com/portwatchd/portwatchd/alerting"
 	"github.com/portwatchd/portwatchd/internal/journaltest"
 	"github.com/portwatchd/portwatchd/internal/listenertest"
-	"github.com/portwatchd/portwatchd/watcher"
 )
 
 // The end-to-end test of `portwatchd run`: the real binary, a real
@@ -603,12 +602,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		t.Fatalf("pid %d runs %q (%v), want the daemon %s", p.cmd.Process.Pid, exe, err, e.bin)
 	}
 	t.Run("no listening socket of its own", func(t *testing.T) {
-		w, err := watcher.New(watcher.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
-		snap, err := w.Snapshot(context.Background())
+		snap, err := takeSnapshot("test", io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
