@@ -191,8 +191,17 @@ func (p *Probe) ListenExit() error {
 // ctx.Err() when ctx ends, ErrClosed after Close, and an error for a record
 // it cannot parse (the caller can go on reading).
 func (p *Probe) Read(ctx context.Context) (Event, error) {
-	if err := ctx.Err(); err != nil {
+	b, err := p.readRecord(ctx)
+	if err != nil {
 		return Event{}, err
+	}
+	return ParseEvent(b)
+}
+
+// readRecord returns the next raw record, valid until the next call.
+func (p *Probe) readRecord(ctx context.Context) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	// The reader's deadline cannot be changed while it waits; Flush wakes it.
 	stop := context.AfterFunc(ctx, func() { p.rd.Flush() })
@@ -201,16 +210,16 @@ func (p *Probe) Read(ctx context.Context) (Event, error) {
 		err := p.rd.ReadInto(&p.rec)
 		switch {
 		case err == nil:
-			return ParseEvent(p.rec.RawSample)
+			return p.rec.RawSample, nil
 		case errors.Is(err, ringbuf.ErrFlushed):
 			// A flush by an earlier call's context is spurious for this one.
 			if err := ctx.Err(); err != nil {
-				return Event{}, err
+				return nil, err
 			}
 		case errors.Is(err, ringbuf.ErrClosed):
-			return Event{}, ErrClosed
+			return nil, ErrClosed
 		default:
-			return Event{}, fmt.Errorf("read ring buffer: %w", err)
+			return nil, fmt.Errorf("read ring buffer: %w", err)
 		}
 	}
 }
