@@ -71,6 +71,22 @@ func comm(s string) (c [16]int8) {
 	return c
 }
 
+// checkErr fails the test unless err is the wanted one ("" for none), and
+// reports whether the test goes on to check the value.
+func checkErr(t *testing.T, err error, want string) bool {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	}
+	if err == nil || err.Error() != want {
+		t.Fatalf("error = %v, want %q", err, want)
+	}
+	return false
+}
+
 func TestParseEvent(t *testing.T) {
 	base := portwatchEvent{
 		TsNs: 1_500_000_000, NetnsIno: 4026531840, CgroupId: 7, Tgid: 4242, Uid: 1000,
@@ -151,14 +167,8 @@ func TestParseEvent(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := ParseEvent(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || err.Error() != tt.wantErr {
-					t.Fatalf("ParseEvent error = %v, want %q", err, tt.wantErr)
-				}
+			if !checkErr(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("ParseEvent (-want +got):\n%s", diff)
@@ -246,14 +256,8 @@ func TestCgroup2Mount(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := cgroup2Mount("testdata/mountinfo/" + tt.file)
-			if tt.wantErr != "" {
-				if err == nil || err.Error() != tt.wantErr {
-					t.Fatalf("error = %v, want %q", err, tt.wantErr)
-				}
+			if !checkErr(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got != tt.want {
 				t.Errorf("cgroup2Mount = %q, want %q", got, tt.want)

@@ -118,6 +118,19 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk)
 		BPF_CORE_READ_INTO((__be32 *)e->addr, sk, __sk_common.skc_rcv_saddr);
 }
 
+/* Reports a TCP socket; other protocols (MPTCP's own socket) are left out. */
+static __always_inline void report_tcp(__u8 kind, const struct sock *sk, int ret)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return;
+	struct event *e = reserve(kind);
+	if (!e)
+		return;
+	fill_sock(e, sk);
+	e->ret = ret;
+	bpf_ringbuf_submit(e, 0);
+}
+
 /*
  * A TCP socket entering LISTEN (listen(), before get_port() picks the port and
  * the socket is hashed), or leaving it: close(), shutdown(), or a listen()
@@ -137,13 +150,7 @@ int BPF_PROG(set_state, const struct sock *sk, int oldstate, int newstate)
 	} else {
 		return 0;
 	}
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	struct event *e = reserve(kind);
-	if (!e)
-		return 0;
-	fill_sock(e, sk);
-	bpf_ringbuf_submit(e, 0);
+	report_tcp(kind, sk, 0);
 	return 0;
 }
 
@@ -158,14 +165,7 @@ int BPF_PROG(set_state, const struct sock *sk, int oldstate, int newstate)
 SEC("fexit/inet_csk_listen_start")
 int BPF_PROG(listen_exit, struct sock *sk, int ret)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	struct event *e = reserve(KIND_LISTEN);
-	if (!e)
-		return 0;
-	fill_sock(e, sk);
-	e->ret = ret;
-	bpf_ringbuf_submit(e, 0);
+	report_tcp(KIND_LISTEN, sk, ret);
 	return 0;
 }
 
