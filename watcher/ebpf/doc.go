@@ -6,7 +6,10 @@
 //
 //   - fexit/inet_csk_listen_start: every TCP listen(), with the port the
 //     socket got and listen's return code (KindListen);
-//   - tp_btf/inet_sock_set_state: a TCP socket leaving LISTEN (KindClose);
+//   - tp_btf/inet_sock_set_state: a TCP socket leaving LISTEN (KindClose),
+//     and entering it (KindListen) where the fexit program cannot attach
+//     (Probe.ListenExit says why): then before the port is chosen, and
+//     without the return code;
 //   - cgroup/post_bind4 and post_bind6 on the cgroup2 root: every UDP bind()
 //     that succeeded (KindBind). They always allow the bind, and are attached
 //     through bpf_links, which the kernel detaches when the process that holds

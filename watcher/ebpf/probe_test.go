@@ -131,6 +131,16 @@ func waitFor(t testing.TB, p *Probe, match func(Event) bool) (Event, []byte) {
 	}
 }
 
+// like matches the events of want's process, namespace, port, protocol and
+// kind: other processes on the host (other tests) may use the same port
+// number in other namespaces, or after this test closed it.
+func like(want Event) func(Event) bool {
+	return func(e Event) bool {
+		return e.Pid == want.Pid && e.NetnsInode == want.NetnsInode && e.Port == want.Port &&
+			e.Proto == want.Proto && e.Kind == want.Kind
+	}
+}
+
 // self is what every event of the test process carries.
 func self(t testing.TB) Event {
 	t.Helper()
@@ -241,7 +251,7 @@ func TestEvents(t *testing.T) {
 			port := addrPort(local).Port()
 			want := me
 			want.Family, want.Proto, want.Addr, want.Port, want.Kind = tt.family, tt.proto, tt.addr, port, tt.kind
-			got, raw := waitFor(t, p, func(e Event) bool { return e.Port == port && e.Proto == tt.proto })
+			got, raw := waitFor(t, p, like(want))
 			compareEvent(t, want, got)
 			writeRecord(t, tt.name+" "+tt.kind.String(), raw)
 
@@ -252,7 +262,7 @@ func TestEvents(t *testing.T) {
 				return // the kernel has no hook on a UDP socket's release
 			}
 			want.Kind = KindClose
-			got, raw = waitFor(t, p, func(e Event) bool { return e.Port == port && e.Kind == KindClose })
+			got, raw = waitFor(t, p, like(want))
 			compareEvent(t, want, got)
 			writeRecord(t, tt.name+" close", raw)
 		})
@@ -307,7 +317,8 @@ func TestFailedListen(t *testing.T) {
 	}
 
 	port := uint16(sa.Port)
-	ofPort := func(e Event) bool { return e.Port == port && e.Proto == TCP }
+	pid := int32(os.Getpid())
+	ofPort := func(e Event) bool { return e.Port == port && e.Proto == TCP && e.Pid == pid }
 	var got []string
 	// The first listener's listen, then the failed listen's two events.
 	for range 3 {
@@ -334,7 +345,7 @@ func TestNetns(t *testing.T) {
 	want := self(t)
 	want.NetnsInode, want.Pid = netns, int32(child)
 	want.Family, want.Proto, want.Addr, want.Port, want.Kind = IPv4, TCP, netip.IPv4Unspecified(), port, KindListen
-	got, raw := waitFor(t, p, func(e Event) bool { return e.Port == port && e.NetnsInode == netns })
+	got, raw := waitFor(t, p, like(want))
 	compareEvent(t, want, got)
 	writeRecord(t, "netns listen", raw)
 }
@@ -363,7 +374,7 @@ func TestCgroup(t *testing.T) {
 	want.CgroupID = inode(t, dir)
 	want.Pid = int32(child)
 	want.Family, want.Proto, want.Addr, want.Port, want.Kind = IPv4, TCP, netip.MustParseAddr("127.0.0.1"), port, KindListen
-	got, raw := waitFor(t, p, func(e Event) bool { return e.Port == port && e.Kind == KindListen })
+	got, raw := waitFor(t, p, like(want))
 	compareEvent(t, want, got)
 	writeRecord(t, "cgroup listen", raw)
 }
@@ -457,5 +468,7 @@ func TestReadCancel(t *testing.T) {
 	}
 	defer l.Close()
 	port := addrPort(l.Addr()).Port()
-	waitFor(t, p, func(e Event) bool { return e.Port == port })
+	want := self(t)
+	want.Port, want.Proto, want.Kind = port, TCP, KindListen
+	waitFor(t, p, like(want))
 }
