@@ -416,10 +416,35 @@ func startListener(t *testing.T, addr string, attr *syscall.SysProcAttr) (int, u
 	return cmd.Process.Pid, uint16(port)
 }
 
+// TestDropped binds more UDP sockets than the ring buffer holds records, and
+// reads none: the rest must be counted as dropped.
 func TestDropped(t *testing.T) {
 	p := openProbe(t)
-	if _, err := p.Dropped(); err != nil {
+	before, err := p.Dropped()
+	if err != nil {
 		t.Fatal(err)
+	}
+	const perRecord = eventSize + 8 // the ring buffer's record header
+	binds := 256*1024/perRecord + 500
+	for range binds {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := p.Dropped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Other processes' events fill the buffer too: at least 500 dropped.
+	if after-before < 500 {
+		t.Errorf("dropped %d events of %d binds into a ring of %d records, want at least 500",
+			after-before, binds, 256*1024/perRecord)
 	}
 }
 
