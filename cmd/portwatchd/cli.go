@@ -13,10 +13,10 @@ import (
 	"github.com/portwatchd/portwatchd/policy"
 )
 
-// Exit codes shared by every subcommand.
+// Exit codes of every subcommand but check, which follows the monitoring-plugins guidelines.
 const (
 	exitOK    = 0
-	exitFound = 1 // validate: invalid config; check: unexpected listeners; notify-test: a sink failed
+	exitFound = 1 // validate: invalid config; notify-test: a sink failed (check has its own codes)
 	exitError = 2
 )
 
