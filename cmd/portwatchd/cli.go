@@ -105,6 +105,13 @@ func loadConfig(path string, stderr io.Writer) (*policy.Config, error) {
 	return loadConfigWith(path, stderr, policy.LoadOptions{Strict: os.Geteuid() == 0})
 }
 
+// loadStrictConfig is loadConfig for the daemon: the StrictModes checks
+// apply whatever the uid. Under systemd's DynamicUser= the daemon never runs
+// as root, and a file-change reload does not go through validate first.
+func loadStrictConfig(path string, stderr io.Writer) (*policy.Config, error) {
+	return loadConfigWith(path, stderr, policy.LoadOptions{Strict: true})
+}
+
 // loadConfigWith is loadConfig with the given load options (which do not
 // apply to the embedded default: it has no file to check).
 func loadConfigWith(path string, stderr io.Writer, opts policy.LoadOptions) (*policy.Config, error) {
@@ -118,4 +125,11 @@ func loadConfigWith(path string, stderr io.Writer, opts policy.LoadOptions) (*po
 		path = policy.DefaultPath
 	}
 	return policy.LoadWith(path, opts)
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
