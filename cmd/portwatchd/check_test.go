@@ -337,17 +337,18 @@ func TestCheckInvalidConfigJSON(t *testing.T) {
 	}
 }
 
-// policyHelper is a listener child for the round trip (the list tests'
-// child, without a new name): a TCP listener on 127.0.0.1, a dual-stack TCP
-// wildcard and a UDP socket, with one more TCP listener on demand.
-type policyHelper struct {
+// checkHelper is the listener child of the check tests (the list tests'
+// child process, started with its environment): a TCP listener on
+// 127.0.0.1, a dual-stack TCP wildcard and a UDP socket, with one more TCP
+// listener on demand.
+type checkHelper struct {
 	*listenertest.Child
 	ports []int
 }
 
-func startPolicyHelper(t *testing.T) *policyHelper {
+func startCheckHelper(t *testing.T) *checkHelper {
 	t.Helper()
-	h := &policyHelper{Child: listenertest.Start(t, listenertest.Options{Env: []string{listHelperEnv + "="}})}
+	h := &checkHelper{Child: listenertest.Start(t, listenertest.Options{Env: []string{listHelperEnv + "="}})}
 	h.ports = append(h.ports, h.Open(t, "tcp4", "127.0.0.1:0"))
 	h.ports = append(h.ports, h.Open(t, "tcp", "[::]:0")) // dual-stack wildcard: no traffic, just a socket
 	// A UDP port below ip_local_port_range: an ephemeral one would be
@@ -371,7 +372,7 @@ func startPolicyHelper(t *testing.T) *policyHelper {
 // is partial (not root, or a sandbox that hides some processes from root),
 // a passing check is WARNING, not OK.
 func TestBaselineCheckRoundTrip(t *testing.T) {
-	h := startPolicyHelper(t)
+	h := startCheckHelper(t)
 	dir := writePolicyFiles(t, map[string]string{"seed.yaml": "version: 1\ninclude: []\n"})
 	seed := filepath.Join(dir, "seed.yaml")
 	out := filepath.Join(dir, "portwatch.yaml")
@@ -443,7 +444,7 @@ func firstLine(s string) string {
 // none that the child holds. Where attribution is partial (not root, or a
 // sandbox that hides some processes from root), what would be OK is WARNING.
 func TestCheckStatusLive(t *testing.T) {
-	h := startPolicyHelper(t)
+	h := startCheckHelper(t)
 	tomorrow := time.Now().AddDate(0, 0, 1).Format("2006-01-02")
 	dir := writePolicyFiles(t, map[string]string{
 		"all.yaml":      "version: 1\nallow:\n  - name: all\n",

@@ -127,6 +127,7 @@ func loadConfigWith(path string, stderr io.Writer, opts policy.LoadOptions) (*po
 	return policy.LoadWith(path, opts)
 }
 
+// plural is "1 word" or "n words".
 func plural(n int, word string) string {
 	if n == 1 {
 		return fmt.Sprintf("%d %s", n, word)
