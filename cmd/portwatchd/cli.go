@@ -20,9 +20,6 @@ const (
 	exitError = 2
 )
 
-// version is stamped at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 // command is one subcommand. run gets the arguments after the subcommand name.
 type command struct {
 	summary string
