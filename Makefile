@@ -1,5 +1,8 @@
-# portwatchd: build, package and system-test targets.
-# The README's test command is scripts/test-all.sh, which runs "make systest".
+# portwatchd: build, test, lint, package and system-test targets.
+# Everyday: "make test" (no root needed), "make lint", "make fuzz". The
+# README's test command is scripts/test-all.sh, which installs what the
+# tests need and runs "make lint", "make test-root", "make fuzz" and the
+# system test, as CI does.
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0~dev)
 # A Debian version must start with a digit: v1.2.3-4-gabc -> 1.2.3+4.gabc;
@@ -27,6 +30,17 @@ GOFLAGS_BUILD ?= -trimpath -buildmode=pie
 GO_MD2MAN = $(GO) run github.com/cpuguy83/go-md2man/v2@v2.0.7
 NFPM = $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 
+# Pinned: a new staticcheck release may report new things, which should be a
+# change of its own, not a surprise in an unrelated one.
+STATICCHECK_VERSION = v0.8.2
+STATICCHECK = .bin/staticcheck-$(STATICCHECK_VERSION)
+# An execution count, not a duration: with a duration, Go 1.26's fuzzing
+# coordinator can fail a clean run with "context deadline exceeded" as the
+# time runs out (golang/go#75804, fixed in Go 1.27).
+FUZZTIME ?= 30000x
+# Extra flags for test-root, such as -v.
+GOTESTFLAGS ?=
+
 PREFIX ?= /usr
 SYSCONFDIR ?= /etc
 DESTDIR ?=
@@ -35,7 +49,7 @@ BUILD = build
 DEB = $(BUILD)/portwatchd_$(DEB_VERSION)-1_$(ARCH).deb
 MANPAGES = $(BUILD)/man/portwatchd.8.gz $(BUILD)/man/portwatch.yaml.5.gz
 
-.PHONY: all build man deb install systest lint-deb bench clean print-version FORCE
+.PHONY: all build test test-root lint tools fuzz man deb install systest lint-deb bench clean print-version FORCE
 
 all: build
 
@@ -45,6 +59,45 @@ build: $(BUILD)/portwatchd
 $(BUILD)/portwatchd: FORCE
 	@mkdir -p $(BUILD)
 	$(GO) build $(GOFLAGS_BUILD) -ldflags "-s -w -X main.version=$(VERSION)" -o $@ ./cmd/portwatchd
+
+# Tests build as "go test" does by default, with cgo: the race detector
+# needs it, and the release build above turns it off.
+GOTEST = CGO_ENABLED=1 $(GO) test
+
+# The unit tests, race detector on, without root: tests that need root, or
+# that are long, skip and say why.
+test:
+	$(GOTEST) -short -race ./...
+
+# Every test, as CI runs them, as root. -p 1: one package at a time. The
+# daemon's end-to-end tests watch the whole host, and the watcher's tests
+# create and destroy network namespaces and cgroups on it; run side by
+# side, each would be testing the other.
+test-root:
+	$(GOTEST) $(GOTESTFLAGS) -race -count=1 -p 1 -timeout 30m ./...
+
+lint: $(STATICCHECK)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt wants to change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+tools: $(STATICCHECK)
+
+$(STATICCHECK):
+	@mkdir -p .bin
+	GOBIN=$(CURDIR)/.bin/tmp $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv .bin/tmp/staticcheck $@
+	rmdir .bin/tmp
+
+# A short run of every fuzz target: FUZZTIME executions each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for fz in $$($(GO) test -list '^Fuzz' "$$pkg" | grep '^Fuzz' || true); do \
+			echo "--- $$pkg $$fz"; \
+			$(GOTEST) -run '^$$' -fuzz "^$${fz}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x -timeout 10m "$$pkg"; \
+		done; \
+	done
 
 man: $(MANPAGES)
 

@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole portwatchd test suite on a fresh Debian 12 machine, as root.
 # It installs what the tests need (Debian packages from scripts/apt-packages.txt,
-# Go modules and pinned Go tools from the module proxy), then runs, in order:
-# gofmt, go vet, staticcheck, go test -race, a short run of every fuzz target,
-# and the system test under a real systemd in a throwaway sandbox.
+# Go modules and the pinned Go tools from the module proxy), then runs the
+# Makefile's targets in order: make lint (gofmt, go vet, staticcheck), make
+# test-root (go test -race, every test), make fuzz (a short run of every fuzz
+# target, FUZZTIME executions each), and the system test under a real
+# systemd in a throwaway sandbox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-STATICCHECK_VERSION=v0.8.2   # honnef.co/go/tools, pinned
-# An execution count, not a duration: with a duration, Go 1.26's fuzzing
-# coordinator can fail a clean run with "context deadline exceeded" as the
-# time runs out (golang/go#75804, fixed in Go 1.27).
-FUZZTIME=${FUZZTIME:-30000x}
 
 step() { printf '\n=== %s\n' "$*"; }
 
@@ -39,19 +35,10 @@ go version
 
 step "download Go modules and tools"
 go mod download
-GOBIN="$PWD/.bin" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+make -s tools
 
-step "gofmt -l"
-out=$(gofmt -l $(git ls-files '*.go'))
-if [ -n "$out" ]; then
-	echo "gofmt wants to change:"; echo "$out"; exit 1
-fi
-
-step "go vet"
-go vet ./...
-
-step "staticcheck $STATICCHECK_VERSION"
-.bin/staticcheck ./...
+step "make lint: gofmt -l, go vet, staticcheck"
+make -s lint
 
 # Verbose test output goes to a log; the console gets each package's result,
 # and the whole log when something failed. The counts close the run.
@@ -70,10 +57,10 @@ summary() {
 	echo "tests: $pass passed, $fail failed, $skip skipped"
 	exit "$rc"
 }
-gotest() { # name, go test arguments...
+gotest() { # name, command running go test -v...
 	local name=$1 rc=0
 	shift
-	go test -v "$@" >"$LOGDIR/$name.log" 2>&1 || rc=$?
+	"$@" >"$LOGDIR/$name.log" 2>&1 || rc=$?
 	grep -E '^(ok|FAIL|panic:|---.*FAIL)' "$LOGDIR/$name.log" || true
 	if [ "$rc" != 0 ]; then
 		echo "--- full output of $name:"
@@ -88,26 +75,18 @@ gotest() { # name, go test arguments...
 	fi
 }
 
-# -p 1: one package at a time. The daemon's end-to-end tests watch the
-# whole host, and the watcher's tests create and destroy network namespaces
-# and cgroups on it; run side by side, each would be testing the other.
-step "go test -race"
-gotest unit -race -count=1 -p 1 -timeout 30m ./...
+step "make test-root: go test -race, every package one at a time"
+gotest unit make -s test-root GOTESTFLAGS=-v
 
-step "fuzz each target for $FUZZTIME"
-for pkg in $(go list ./...); do
-	for fz in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
-		echo "--- $pkg $fz"
-		go test -run '^$' -fuzz "^${fz}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 100x -timeout 10m "$pkg"
-	done
-done
+step "make fuzz: a short run of each fuzz target"
+make -s fuzz
 
 if [ -f systest/run.sh ] || grep -q '^systest:' Makefile 2>/dev/null; then
 	step "system test under a real systemd"
 	make deb >/dev/null
 	PORTWATCH_SYSTEST_DEB=$(ls "$PWD"/build/portwatchd_*.deb | head -1)
 	export PORTWATCH_SYSTEST_DEB
-	gotest systest -tags systest -count=1 -timeout 8m ./systest/
+	gotest systest go test -v -tags systest -count=1 -timeout 8m ./systest/
 	step "lintian on the Debian package"
 	make lint-deb
 fi

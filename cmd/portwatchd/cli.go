@@ -13,15 +13,12 @@ import (
 	"github.com/portwatchd/portwatchd/policy"
 )
 
-// Exit codes shared by every subcommand.
+// Exit codes of every subcommand but check, which follows the monitoring-plugins guidelines.
 const (
 	exitOK    = 0
-	exitFound = 1 // validate: invalid config; check: unexpected listeners; notify-test: a sink failed
+	exitFound = 1 // validate: invalid config; notify-test: a sink failed (check has its own codes)
 	exitError = 2
 )
-
-// version is stamped at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 // command is one subcommand. run gets the arguments after the subcommand name.
 type command struct {
@@ -105,6 +102,13 @@ func loadConfig(path string, stderr io.Writer) (*policy.Config, error) {
 	return loadConfigWith(path, stderr, policy.LoadOptions{Strict: os.Geteuid() == 0})
 }
 
+// loadStrictConfig is loadConfig for the daemon: the StrictModes checks
+// apply whatever the uid. Under systemd's DynamicUser= the daemon never runs
+// as root, and a file-change reload does not go through validate first.
+func loadStrictConfig(path string, stderr io.Writer) (*policy.Config, error) {
+	return loadConfigWith(path, stderr, policy.LoadOptions{Strict: true})
+}
+
 // loadConfigWith is loadConfig with the given load options (which do not
 // apply to the embedded default: it has no file to check).
 func loadConfigWith(path string, stderr io.Writer, opts policy.LoadOptions) (*policy.Config, error) {
@@ -118,4 +122,12 @@ func loadConfigWith(path string, stderr io.Writer, opts policy.LoadOptions) (*po
 		path = policy.DefaultPath
 	}
 	return policy.LoadWith(path, opts)
+}
+
+// plural is "1 word" or "n words".
+func plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }

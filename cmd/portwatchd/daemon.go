@@ -35,7 +35,7 @@ import (
 //     when the alerted set changed, and update STATUS=;
 //   - after the first snapshot: one summary log line, READY=1, and the
 //     watchdog pinger when WATCHDOG_USEC is set;
-//   - SIGHUP or a change in the config's directories: reload (reload.go);
+//   - SIGHUP or a change in the config's directories (configwatch.go): reload;
 //   - SIGTERM or SIGINT: STOPPING=1, send what is left, give webhook
 //     deliveries shutdown_grace, save the state, exit 0.
 //

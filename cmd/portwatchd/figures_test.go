@@ -57,7 +57,7 @@ func TestFiguresAgree(t *testing.T) {
 
 	cfg := &policy.Config{} // no rules: every listener is unexpected
 	var out bytes.Buffer
-	reportCheck(&out, io.Discard, cfg, snap, true)
+	reportCheck(&out, io.Discard, cfg, snap, checkOptions{json: true})
 	var checked checkOutput
 	if err := json.Unmarshal(out.Bytes(), &checked); err != nil {
 		t.Fatalf("check --json: %v\n%s", err, out.String())

@@ -36,13 +36,6 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// loadStrictConfig is loadConfig for the daemon: the StrictModes checks
-// apply whatever the uid. Under systemd's DynamicUser= the daemon never runs
-// as root, and a file-change reload does not go through validate first.
-func loadStrictConfig(path string, stderr io.Writer) (*policy.Config, error) {
-	return loadConfigWith(path, stderr, policy.LoadOptions{Strict: true})
-}
-
 // printConfigError prints a load error, one problem per line.
 func printConfigError(w io.Writer, err error) {
 	var list policy.ErrorList
@@ -65,11 +58,4 @@ func printConfigWarnings(w io.Writer, cfg *policy.Config, now time.Time) {
 	for _, r := range cfg.Expired(now) {
 		fmt.Fprintf(w, "warning: %s: rule %q expired after %s and allows nothing\n", r.File, r.Name, r.ExpiresText)
 	}
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return fmt.Sprintf("%d %s", n, word)
-	}
-	return fmt.Sprintf("%d %ss", n, word)
 }

@@ -14,10 +14,10 @@ import (
 // prepares a layout, starts the watcher, does one thing to the files, and
 // checks whether a reload was asked for.
 
-// reloadQuiet is how long a case waits before deciding that no reload was
+// configQuiet is how long a case waits before deciding that no reload was
 // asked for: several debounce periods. A slow machine can only make a
 // "no reload" case pass wrongly, never fail wrongly.
-const reloadQuiet = 5 * reloadDebounce
+const configQuiet = 5 * configDebounce
 
 // cwWrite writes a file in place, making its directory.
 func cwWrite(t *testing.T, path, content string) {
@@ -95,7 +95,7 @@ func cwConfigMap(t *testing.T, dir string) (string, []string) {
 	return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
 }
 
-func TestDaemonConfigWatcher(t *testing.T) {
+func TestConfigWatcher(t *testing.T) {
 	tests := []struct {
 		name string
 		// setup builds the layout in dir and returns the main file and
@@ -253,8 +253,8 @@ func TestDaemonConfigWatcher(t *testing.T) {
 			}
 			defer cw.close()
 			tt.act(t, dir, cw)
-			// A reload is waited for long; its absence, for reloadQuiet.
-			wait := reloadQuiet
+			// A reload is waited for long; its absence, for configQuiet.
+			wait := configQuiet
 			if tt.wantReload {
 				wait = daemonWait
 			}

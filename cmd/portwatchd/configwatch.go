@@ -13,10 +13,10 @@ import (
 	"github.com/portwatchd/portwatchd/policy"
 )
 
-// reloadDebounce is how long the config files must be quiet before a reload:
+// configDebounce is how long the config files must be quiet before a reload:
 // an editor or a config management run writes several files, and a rename
 // over a file gives several events.
-const reloadDebounce = 200 * time.Millisecond
+const configDebounce = 200 * time.Millisecond
 
 // configWatcher asks for a reload when the config files change. It watches
 // directories, not files: a file replaced by rename (the atomic way editors,
@@ -166,14 +166,14 @@ func (cw *configWatcher) loop() {
 			files := cw.files
 			cw.mu.Unlock()
 			cw.sync(files) // a new drop-in directory, a swapped symlink
-			debounce.Reset(reloadDebounce)
+			debounce.Reset(configDebounce)
 		case err, ok := <-cw.fw.Errors:
 			if !ok {
 				return
 			}
 			cw.log.WithError(err).Warn("config file watch")
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				debounce.Reset(reloadDebounce) // events lost: look anyway
+				debounce.Reset(configDebounce) // events lost: look anyway
 			}
 		case <-debounce.C:
 			select {
