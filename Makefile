@@ -49,7 +49,7 @@ BUILD = build
 DEB = $(BUILD)/portwatchd_$(DEB_VERSION)-1_$(ARCH).deb
 MANPAGES = $(BUILD)/man/portwatchd.8.gz $(BUILD)/man/portwatch.yaml.5.gz
 
-.PHONY: all build test test-root lint tools fuzz man deb install systest lint-deb bench clean print-version FORCE
+.PHONY: all build generate check-generated test test-root lint tools fuzz man deb install systest lint-deb bench clean print-version FORCE
 
 all: build
 
@@ -89,6 +89,16 @@ $(STATICCHECK):
 	GOBIN=$(CURDIR)/.bin/tmp $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	mv .bin/tmp/staticcheck $@
 	rmdir .bin/tmp
+
+# The eBPF programs are compiled by bpf2go with Debian 12's clang 14
+# (apt-get install clang-14 llvm-14 libbpf-dev); the objects and their Go
+# files are committed, so that build, go run and the package need no clang.
+generate:
+	$(GO) generate ./watcher/ebpf/
+
+# Regenerates and fails if the committed objects differ.
+check-generated:
+	sh watcher/ebpf/check-generated.sh
 
 # A short run of every fuzz target: FUZZTIME executions each.
 fuzz:

@@ -75,6 +75,9 @@ gotest() { # name, command running go test -v...
 	fi
 }
 
+step "make check-generated: the committed eBPF objects are what clang 14 makes of the source"
+make -s check-generated
+
 step "make test-root: go test -race, every package one at a time"
 gotest unit make -s test-root GOTESTFLAGS=-v
 
