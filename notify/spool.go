@@ -36,7 +36,8 @@ type batch struct {
 // half-written batch.
 //
 // The spool holds at most max events. Appending beyond that drops the oldest
-// batches (or, for a single huge batch, its oldest events) and counts them.
+// events, one by one, and counts them: whole batches, then the oldest events
+// of the oldest remaining batch, which is rewritten without them.
 type spool struct {
 	dir string
 	max int
@@ -190,18 +191,79 @@ func (s *spool) append(events []Event) error {
 	s.next++
 	s.queue = append(s.queue, spoolEntry{seq: seq, n: len(events)})
 	s.events += len(events)
-	for s.events > s.max && len(s.queue) > 1 {
-		old := s.queue[0]
-		if err := os.Remove(s.path(old.seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.dropErr = fmt.Errorf("drop oldest batch: %w", err)
-			break
-		}
-		s.queue = s.queue[1:]
-		s.events -= old.n
-		dropped += old.n
+	n, err := s.dropOldest(s.events - s.max)
+	if err != nil {
+		s.dropErr = err
 	}
-	s.dropped += uint64(dropped)
+	s.dropped += uint64(dropped + n)
 	return nil
+}
+
+// dropOldest drops the n oldest events, never from the newest batch (which
+// append has already cut to max): whole batches while they fit in n, then
+// the oldest remaining batch is rewritten without its oldest events, so that
+// the spool keeps exactly the newest max events. It returns how many it
+// dropped. s.mu is held.
+func (s *spool) dropOldest(n int) (int, error) {
+	dropped := 0
+	for n > 0 && len(s.queue) > 1 {
+		old := s.queue[0]
+		if old.n <= n {
+			if err := os.Remove(s.path(old.seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return dropped, fmt.Errorf("drop oldest batch: %w", err)
+			}
+			s.queue = s.queue[1:]
+			s.events -= old.n
+			dropped += old.n
+			n -= old.n
+			continue
+		}
+		kept, err := s.trim(old.seq, n)
+		if err != nil {
+			return dropped, err
+		}
+		if kept == 0 {
+			s.queue = s.queue[1:]
+		} else {
+			s.queue[0].n = kept
+		}
+		s.events -= old.n - kept
+		dropped += old.n - kept
+		n -= old.n - kept
+	}
+	return dropped, nil
+}
+
+// trim rewrites batch seq, atomically, without its n oldest events, and
+// returns how many it keeps. A batch that no longer decodes is set aside
+// and reported as corrupt; one removed behind our back keeps nothing.
+func (s *spool) trim(seq uint64, n int) (int, error) {
+	b, err := s.read(seq)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return 0, nil
+	case errors.Is(err, errCorrupt):
+		s.corrupt = append(s.corrupt, s.setAside(seq, err))
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("drop oldest events: %w", err)
+	}
+	if n >= len(b.Events) {
+		// The file holds fewer events than the queue says: drop it whole.
+		if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return 0, fmt.Errorf("drop oldest batch: %w", err)
+		}
+		return 0, nil
+	}
+	b.Events = b.Events[n:]
+	data, err := json.Marshal(b)
+	if err != nil {
+		return 0, fmt.Errorf("encode batch: %w", err)
+	}
+	if err := writeFileSync(s.path(seq), data); err != nil {
+		return 0, fmt.Errorf("drop oldest events: %w", err)
+	}
+	return len(b.Events), nil
 }
 
 // writeFileSync writes data to path atomically and durably. Its temporary
