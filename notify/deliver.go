@@ -49,7 +49,15 @@ func (d *Dispatcher) start(ctx context.Context, s *sink) {
 	s.cancel, s.done = cancel, done
 	go func() {
 		defer close(done)
+		rctx, stopResend := context.WithCancel(wctx)
+		resent := make(chan struct{})
+		go func() {
+			defer close(resent)
+			d.resendLoop(rctx, s)
+		}()
 		d.deliver(wctx, s)
+		stopResend()
+		<-resent
 		s.mu.Lock()
 		if s.done == done {
 			s.cancel()
@@ -151,7 +159,7 @@ func (d *Dispatcher) deliver(ctx context.Context, s *sink) {
 					continue
 				}
 			}
-			cur = append(cur, more...)
+			cur = latestResend(append(cur, more...))
 		}
 		if len(cur) == 0 {
 			if s.draining.Load() {
@@ -261,4 +269,23 @@ func (d *Dispatcher) Drain(grace time.Duration) {
 		stopWorker(s)
 	}
 	close(d.stopCh)
+}
+
+// latestResend drops every re-send batch of bs but the newest. A re-send
+// carries every alert firing when it was made, so one that a newer re-send
+// replaced in the spool after the worker had read it adds nothing.
+func latestResend(bs []*batch) []*batch {
+	last := -1
+	for i, b := range bs {
+		if b.Resend {
+			last = i
+		}
+	}
+	var out []*batch
+	for i, b := range bs {
+		if !b.Resend || i == last {
+			out = append(out, b)
+		}
+	}
+	return out
 }

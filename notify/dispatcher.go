@@ -60,14 +60,18 @@ type Dispatcher struct {
 	runCtx  context.Context
 	stopped bool
 	stopCh  chan struct{} // closed by Drain
+
+	firing firing // alerts in force, for the alertmanager re-sends
 }
 
 // sink is one webhook with its spool and its delivery worker.
 type sink struct {
-	name  string
-	spool *spool
-	wake  chan struct{} // one pending wake-up
-	taken *accepted     // event ids fsynced into the spool, for Send's retries
+	name      string
+	spool     *spool
+	wake      chan struct{} // one pending wake-up
+	resendNow chan struct{} // one pending re-send of the firing alerts
+	reconf    chan struct{} // one pending notice that Reload changed hook
+	taken     *accepted     // event ids fsynced into the spool, for Send's retries
 
 	mu       sync.Mutex
 	hook     policy.Webhook
@@ -83,9 +87,21 @@ func (s *sink) current() (policy.Webhook, Notifier) {
 	return s.hook, s.n
 }
 
-func (s *sink) poke() {
+func newSink(name string, sp *spool) *sink {
+	return &sink{
+		name: name, spool: sp, taken: newAccepted(),
+		wake: make(chan struct{}, 1), resendNow: make(chan struct{}, 1), reconf: make(chan struct{}, 1),
+	}
+}
+
+// poke wakes the delivery worker of s.
+func (s *sink) poke() { signal(s.wake) }
+
+// signal makes a send on c, a channel of one pending item, unless one is
+// pending already.
+func signal(c chan struct{}) {
 	select {
-	case s.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -189,6 +205,9 @@ func (d *Dispatcher) Send(events []Event) error {
 	if len(events) == 0 {
 		return nil
 	}
+	// Before anything is spooled: no re-send of an alert may follow its
+	// resolve into a spool.
+	d.resolveFiring(events)
 	var errs []error
 	if j := d.journal.Load(); j != nil {
 		d.jdTaken.reserve(len(events))
@@ -216,18 +235,24 @@ func (d *Dispatcher) Send(events []Event) error {
 			continue
 		}
 		s.taken.add(ids(sel)...)
-		n, err := s.spool.takeDropped()
-		if n > 0 {
-			d.report(MessageIDOverflow, journal.PriWarning,
-				fmt.Sprintf("webhook %s: spool full (%d events), dropped the %d oldest", s.name, s.spool.max, n),
-				map[string]string{"PORTWATCH_SINK": s.name, "PORTWATCH_DROPPED": strconv.FormatUint(n, 10)})
-		}
-		if err != nil {
-			d.log.WithFields(logrus.Fields{"sink": s.name, "error": err}).Error("spool full, and the oldest batch could not be removed")
-		}
+		d.reportDropped(s)
 		s.poke()
 	}
 	return errors.Join(errs...)
+}
+
+// reportDropped reports the events the spool of s dropped to stay within
+// spool_size since the last call.
+func (d *Dispatcher) reportDropped(s *sink) {
+	n, err := s.spool.takeDropped()
+	if n > 0 {
+		d.report(MessageIDOverflow, journal.PriWarning,
+			fmt.Sprintf("webhook %s: spool full (%d events), dropped the %d oldest", s.name, s.spool.max, n),
+			map[string]string{"PORTWATCH_SINK": s.name, "PORTWATCH_DROPPED": strconv.FormatUint(n, 10)})
+	}
+	if err != nil {
+		d.log.WithFields(logrus.Fields{"sink": s.name, "error": err}).Error("spool full, and the oldest events could not be removed")
+	}
 }
 
 // ids returns the ids of events, nil for none.

@@ -72,11 +72,12 @@ func (d *Dispatcher) Reload(cfg policy.Notify) error {
 			s.spool.max = spoolMax(cfg.SpoolSize)
 			s.spool.mu.Unlock()
 		} else {
-			s = &sink{name: h.Name, spool: spools[h.Name], wake: make(chan struct{}, 1), taken: newAccepted()}
+			s = newSink(h.Name, spools[h.Name])
 		}
 		s.mu.Lock()
 		s.hook, s.n = hooks[h.Name].hook, hooks[h.Name]
 		s.mu.Unlock()
+		signal(s.reconf)
 		sinks = append(sinks, s)
 		if !ok && d.runCtx != nil {
 			d.start(d.runCtx, s)

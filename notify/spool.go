@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +25,9 @@ const DefaultSpoolSize = 10000
 // the sink's filters.
 type batch struct {
 	Events []Event `json:"events"`
+	// Resend marks a re-send of the firing alerts, of which a spool holds
+	// at most one.
+	Resend bool `json:"resend,omitempty"`
 
 	seq  uint64 // file name; order of delivery
 	size int    // bytes of the file
@@ -64,8 +68,9 @@ type corruptFile struct {
 var errCorrupt = errors.New("corrupt spool batch")
 
 type spoolEntry struct {
-	seq uint64
-	n   int // events in the batch
+	seq    uint64
+	n      int  // events in the batch
+	resend bool // a re-send of the firing alerts
 }
 
 const spoolExt = ".json"
@@ -118,7 +123,7 @@ func openSpool(dir string, max int) (*spool, error) {
 			s.corrupt = append(s.corrupt, s.setAside(seq, err))
 			continue
 		}
-		s.queue = append(s.queue, spoolEntry{seq: seq, n: len(b.Events)})
+		s.queue = append(s.queue, spoolEntry{seq: seq, n: len(b.Events), resend: b.Resend})
 		s.events += len(b.Events)
 	}
 	sort.Slice(s.queue, func(i, j int) bool { return s.queue[i].seq < s.queue[j].seq })
@@ -175,12 +180,47 @@ func (s *spool) append(events []Event) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.add(batch{Events: events})
+}
+
+// resend stores events as the one pending re-send of the firing alerts: it
+// replaces the re-send already pending, if any (the newest carries every
+// alert still firing), and stores nothing when events is empty.
+func (s *spool) resend(events []Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	s.queue = slices.DeleteFunc(s.queue, func(e spoolEntry) bool {
+		if !e.resend {
+			return false
+		}
+		if err := os.Remove(s.path(e.seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("spool: replace pending re-send: %w", err))
+			return false
+		}
+		s.events -= e.n
+		return true
+	})
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	return s.add(batch{Events: events, Resend: true})
+}
+
+// add stores b, durably, and drops the oldest events beyond max. s.mu is
+// held.
+func (s *spool) add(b batch) error {
+	events := b.Events
 	var dropped int
 	if len(events) > s.max {
 		dropped += len(events) - s.max
 		events = events[len(events)-s.max:]
 	}
-	data, err := json.Marshal(batch{Events: events})
+	b.Events = events
+	data, err := json.Marshal(b)
 	if err != nil {
 		return fmt.Errorf("encode batch: %w", err)
 	}
@@ -189,7 +229,7 @@ func (s *spool) append(events []Event) error {
 		return err
 	}
 	s.next++
-	s.queue = append(s.queue, spoolEntry{seq: seq, n: len(events)})
+	s.queue = append(s.queue, spoolEntry{seq: seq, n: len(events), resend: b.Resend})
 	s.events += len(events)
 	n, err := s.dropOldest(s.events - s.max)
 	if err != nil {
