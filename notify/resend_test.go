@@ -165,3 +165,27 @@ func TestAlertmanagerTimes(t *testing.T) {
 		})
 	}
 }
+
+// TestResendReload: the first SetFiring re-sends at once (Alertmanager may
+// have lost the alerts while portwatchd was down), and a reload that
+// shortens resend_interval applies without waiting out the old one.
+func TestResendReload(t *testing.T) {
+	rc := newReceiver(t, nil)
+	h := policy.Webhook{Name: "am", Format: "alertmanager", URL: rc.URL, Timeout: 5 * time.Second, ResendInterval: time.Hour}
+	d, _ := startDispatcher(t, t.TempDir(), h)
+	d.SetFiring([]Event{NewEvent(TypeOpened, unexpected(5004, "x"), "web-1", time.Now())})
+	rc.waitRequests(t, 1)
+	h.ResendInterval = 5 * time.Millisecond
+	if err := d.Reload(policy.Notify{Webhooks: []policy.Webhook{h}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rc.waitRequests(t, 6) {
+		var p amPayload
+		if err := json.Unmarshal(r.Body, &p); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if len(p) != 1 || p[0].Labels["port"] != "5004" {
+			t.Errorf("request %d: %s, want the alert of port 5004", i, r.Body)
+		}
+	}
+}
