@@ -15,10 +15,7 @@ import (
 // replaces it, after every other batch, and survives a restart as such.
 func TestSpoolResend(t *testing.T) {
 	dir := t.TempDir()
-	s, err := openSpool(dir, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpenSpool(t, dir, 100)
 	steps := []struct {
 		resend bool
 		ids    []string
@@ -41,10 +38,7 @@ func TestSpoolResend(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s2, err := openSpool(dir, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2 := mustOpenSpool(t, dir, 100)
 	want := [][]string{{"opened-a"}, {"closed-a"}, {"b"}}
 	if diff := cmp.Diff(want, drainSpool(t, s2)); diff != "" {
 		t.Errorf("after reopen (-want +got):\n%s", diff)

@@ -17,6 +17,16 @@ func evs(names ...string) []Event {
 	return out
 }
 
+// mustOpenSpool opens the spool in dir, as a start of the daemon does.
+func mustOpenSpool(t *testing.T, dir string, max int) *spool {
+	t.Helper()
+	s, err := openSpool(dir, max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func drainSpool(t *testing.T, s *spool) [][]string {
 	t.Helper()
 	var got [][]string
@@ -52,10 +62,7 @@ func TestSpool(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := openSpool(dir, tt.max)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := mustOpenSpool(t, dir, tt.max)
 			for _, a := range tt.appends {
 				if err := s.append(evs(a...)); err != nil {
 					t.Fatal(err)
@@ -65,10 +72,7 @@ func TestSpool(t *testing.T) {
 				t.Errorf("dropped %d, %v; want %d, nil", got, err, tt.dropped)
 			}
 			// A fresh open (a restart) sees the same queue.
-			s2, err := openSpool(dir, tt.max)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s2 := mustOpenSpool(t, dir, tt.max)
 			if diff := cmp.Diff(tt.want, drainSpool(t, s2)); diff != "" {
 				t.Errorf("after reopen (-want +got):\n%s", diff)
 			}
@@ -83,10 +87,7 @@ func TestSpool(t *testing.T) {
 // batch is set aside, and sequence numbers continue after the highest one.
 func TestSpoolRecovery(t *testing.T) {
 	dir := t.TempDir()
-	s, err := openSpool(dir, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpenSpool(t, dir, 100)
 	for _, id := range []string{"a", "b"} {
 		if err := s.append(evs(id)); err != nil {
 			t.Fatal(err)
@@ -100,10 +101,7 @@ func TestSpoolRecovery(t *testing.T) {
 	mustWrite(".tmp-123", `{"events":[{"id":"half`)
 	mustWrite("00000000000000000001.json.bak", "x")
 	mustWrite("00000000000000000009.json", `{"events": [`)
-	s, err = openSpool(dir, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpenSpool(t, dir, 100)
 	if err := s.append(evs("c")); err != nil {
 		t.Fatal(err)
 	}
@@ -140,10 +138,7 @@ func TestSpoolBound(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := openSpool(dir, tt.max)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := mustOpenSpool(t, dir, tt.max)
 			var all []string
 			var dropped uint64
 			for i, n := range tt.sizes {
@@ -169,10 +164,7 @@ func TestSpoolBound(t *testing.T) {
 				t.Errorf("dropped %d events, want %d", dropped, got)
 			}
 			// Reopened (a restart), the spool holds the same events.
-			s2, err := openSpool(dir, tt.max)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s2 := mustOpenSpool(t, dir, tt.max)
 			if _, n := s2.len(); n != len(want) {
 				t.Errorf("after reopen: %d events pending, want %d", n, len(want))
 			}
