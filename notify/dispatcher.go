@@ -22,7 +22,8 @@ import (
 )
 
 // CONTRACT (owned by the notify work): the signatures of New, Send, Run,
-// Reload, Drain, Test and NewEvent are used by cmd/portwatchd and must stay.
+// Reload, Drain, Test, SetFiring and NewEvent are used by cmd/portwatchd and
+// must stay.
 
 // Options configure a Dispatcher.
 type Options struct {

@@ -51,7 +51,7 @@ type spool struct {
 	events  int           // events in queue
 	next    uint64        // next sequence number
 	dropped uint64        // events dropped since the last call to takeDropped
-	dropErr error         // why dropping an old batch failed, since the last takeDropped
+	dropErr error         // why dropping old events failed, since the last takeDropped
 	corrupt []corruptFile // batches set aside by openSpool, for the dispatcher to report
 }
 
@@ -172,7 +172,7 @@ func (s *spool) takeCorrupt() []corruptFile {
 
 // append stores events as one batch, durably, dropping the oldest events
 // when the spool would hold more than max. An error means the batch was not
-// stored; a failure to drop an old batch is kept for takeDropped instead,
+// stored; a failure to drop old events is kept for takeDropped instead,
 // since the new batch is safe.
 func (s *spool) append(events []Event) error {
 	if len(events) == 0 {
