@@ -2,13 +2,16 @@ package notify
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
 )
 
 // TestSpoolResend: a spool holds at most one pending re-send; a new one
@@ -180,6 +183,56 @@ func TestResendReload(t *testing.T) {
 		}
 		if len(p) != 1 || p[0].Labels["port"] != "5004" {
 			t.Errorf("request %d: %s, want the alert of port 5004", i, r.Body)
+		}
+	}
+}
+
+// TestFiringSet: SetFiring replaces the set of alerts to re-send; Send
+// takes out what its events resolve (a closed listener, the previous owner
+// of a changed one) before the daemon's next SetFiring.
+func TestFiringSet(t *testing.T) {
+	d, err := New(policy.Notify{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := unexpected(6001, "x"), unexpected(6002, "x"), unexpected(6003, "x")
+	c2 := c
+	c2.Processes = []watcher.Process{{PID: 900, Comm: "y", Exe: "/tmp/y"}}
+	changed := NewEvent(TypeChanged, c2, "web-1", testTime)
+	changed.Previous = &c
+	ports := func() []string {
+		d.firing.mu.Lock()
+		defer d.firing.mu.Unlock()
+		var out []string
+		for _, ev := range d.firing.alerts {
+			if ev.Previous != nil {
+				t.Errorf("port %d re-sends its previous owner", ev.Listener.Port)
+			}
+			out = append(out, fmt.Sprintf("%d %s", ev.Listener.Port, ev.Listener.Processes[0].Exe))
+		}
+		slices.Sort(out)
+		return out
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want []string
+	}{
+		{"set", func() {
+			d.SetFiring([]Event{
+				NewEvent(TypeOpened, a, "web-1", testTime), NewEvent(TypeOpened, b, "web-1", testTime),
+				NewEvent(TypeOpened, c, "web-1", testTime), NewEvent(TypeTest, policy.Decision{}, "web-1", testTime),
+			})
+		}, []string{"6001 /tmp/x", "6002 /tmp/x", "6003 /tmp/x"}},
+		{"closed", func() { _ = d.Send([]Event{NewEvent(TypeClosed, a, "web-1", testTime)}) }, []string{"6002 /tmp/x", "6003 /tmp/x"}},
+		{"changed owner", func() { _ = d.Send([]Event{changed}) }, []string{"6002 /tmp/x"}},
+		{"set again", func() { d.SetFiring([]Event{NewEvent(TypeOpened, b, "web-1", testTime), changed}) }, []string{"6002 /tmp/x", "6003 /tmp/y"}},
+		{"none", func() { d.SetFiring(nil) }, nil},
+	}
+	for _, st := range steps {
+		st.do()
+		if diff := cmp.Diff(st.want, ports()); diff != "" {
+			t.Errorf("after %s: firing (-want +got):\n%s", st.name, diff)
 		}
 	}
 }
