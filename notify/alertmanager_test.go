@@ -23,12 +23,34 @@ const alertmanagerBin = "/usr/bin/prometheus-alertmanager"
 // temporary config and data dir, clustering off, and returns its base URL.
 func startAlertmanager(t *testing.T) string {
 	t.Helper()
+	return runAlertmanager(t).base
+}
+
+// alertmanager is a running Debian Alertmanager, stopped when the test ends.
+type alertmanager struct {
+	t      *testing.T
+	base   string
+	args   []string
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	exited chan error
+}
+
+// runAlertmanager runs Alertmanager with a route to nowhere.
+func runAlertmanager(t *testing.T) *alertmanager {
+	t.Helper()
+	return runAlertmanagerWith(t, "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
+}
+
+// runAlertmanagerWith runs Alertmanager with the configuration config.
+func runAlertmanagerWith(t *testing.T, config string) *alertmanager {
+	t.Helper()
 	if _, err := os.Stat(alertmanagerBin); err != nil {
 		t.Skipf("%s not installed (apt-get install prometheus-alertmanager; scripts/apt-packages.txt lists it): %v", alertmanagerBin, err)
 	}
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "alertmanager.yml")
-	if err := os.WriteFile(conf, []byte("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -37,49 +59,71 @@ func startAlertmanager(t *testing.T) string {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	var out bytes.Buffer
-	cmd := exec.Command(alertmanagerBin,
-		"--config.file="+conf, "--storage.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--cluster.listen-address=", "--log.level=debug")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	am := &alertmanager{
+		t:    t,
+		base: "http://" + addr,
+		args: []string{"--config.file=" + conf, "--storage.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + addr, "--cluster.listen-address=", "--log.level=debug"},
+		out: &bytes.Buffer{},
+	}
+	am.start()
+	t.Cleanup(func() {
+		am.stop()
+		if t.Failed() {
+			t.Logf("alertmanager output:\n%s", am.out.String())
+		}
+	})
+	return am
+}
+
+// start starts Alertmanager and waits until it is ready.
+func (am *alertmanager) start() {
+	t := am.t
+	t.Helper()
+	am.cmd = exec.Command(alertmanagerBin, am.args...)
+	am.cmd.Stdout, am.cmd.Stderr = am.out, am.out
+	am.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := am.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("alertmanager output:\n%s", out.String())
-		}
-	})
-	base := "http://" + addr
+	am.exited = exited
+	go func(cmd *exec.Cmd) { exited <- cmd.Wait() }(am.cmd)
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		select {
 		case err := <-exited:
-			t.Fatalf("alertmanager exited: %v\n%s", err, out.String())
+			t.Fatalf("alertmanager exited: %v\n%s", err, am.out.String())
 		default:
 		}
-		resp, err := http.Get(base + "/-/ready")
+		resp, err := http.Get(am.base + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return base
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("alertmanager not ready after %v\n%s", waitTimeout, out.String())
+			t.Fatalf("alertmanager not ready after %v\n%s", waitTimeout, am.out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stop stops Alertmanager (the process this test started), which forgets
+// its alerts: it keeps them in memory only.
+func (am *alertmanager) stop() {
+	if am.exited == nil {
+		return
+	}
+	_ = am.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-am.exited:
+	case <-time.After(10 * time.Second):
+		_ = am.cmd.Process.Kill()
+		<-am.exited
+	}
+	am.exited = nil
 }
 
 type amAlert struct {

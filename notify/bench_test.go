@@ -31,7 +31,7 @@ func BenchmarkFormats(b *testing.B) {
 		b.Run(format, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := formats[format].build(events, policy.Webhook{Name: "b", URL: "https://h.example/t"}); err != nil {
+				if _, err := formats[format].render(events, policy.Webhook{Name: "b", URL: "https://h.example/t"}, testTime); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -12,6 +12,7 @@
 // logfmt on stderr without a journal; format.go renders one batch per
 // service; webhook.go does HTTP (no redirects, https outside loopback,
 // redaction, Standard Webhooks signatures); spool.go keeps batches on disk;
-// dispatcher.go routes events, runs the retry loop and handles reload and
-// drain.
+// dispatcher.go routes events to the sinks; deliver.go runs the retry loop
+// (with backoff.go's delays) and drain; reload.go swaps sinks on reload;
+// resend.go re-sends the alerts still firing to Alertmanager.
 package notify

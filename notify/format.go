@@ -17,8 +17,19 @@ import (
 // formatter turns a batch into one request body for a service.
 type formatter struct {
 	build func(events []Event, h policy.Webhook) ([]byte, error)
+	// buildAt, when set, replaces build for a payload that depends on when
+	// it is sent (Alertmanager's endsAt).
+	buildAt func(events []Event, h policy.Webhook, now time.Time) ([]byte, error)
 	// path, when set, derives the request URL from the configured one.
 	path func(u url.URL, h policy.Webhook) url.URL
+}
+
+// render returns the request body for events sent at now.
+func (f formatter) render(events []Event, h policy.Webhook, now time.Time) ([]byte, error) {
+	if f.buildAt != nil {
+		return f.buildAt(events, h, now)
+	}
+	return f.build(events, h)
 }
 
 // formats maps the format: names onto their builders.
@@ -30,7 +41,7 @@ var formats = map[string]formatter{
 	"teams":        {build: buildTeams},
 	"googlechat":   {build: buildGoogleChat},
 	"ntfy":         {build: buildNtfy, path: ntfyURL},
-	"alertmanager": {build: buildAlertmanager, path: alertmanagerURL},
+	"alertmanager": {buildAt: buildAlertmanager, path: alertmanagerURL},
 }
 
 // Formats lists the supported format: names.
@@ -336,11 +347,24 @@ func alertmanagerURL(u url.URL, _ policy.Webhook) url.URL {
 // AlertName is the alertname label of portwatchd's alerts in Alertmanager.
 const AlertName = "PortwatchUnexpectedListener"
 
-// alertLifetime is the endsAt given to a firing alert. portwatchd sends an
-// alert once (plus optional reminders) rather than re-sending it every
-// minute the way Prometheus does, so the default resolve_timeout (5m) would
-// resolve a listener that is still open. The closed event resolves it.
-const alertLifetime = 30 * 24 * time.Hour
+// alertLifetime is how long after a request a firing alert it carries ends
+// unless sent again: 4 resend intervals, as Prometheus does. The sink
+// re-sends every alert still firing each interval, so the alert stays
+// active while portwatchd runs and resolves by itself within about four
+// intervals once it stops (or its host dies); the closed event resolves it
+// at once.
+func alertLifetime(h policy.Webhook) time.Duration {
+	return 4 * resendInterval(h)
+}
+
+// resendInterval is h's resend_interval, or the default for a webhook built
+// without one.
+func resendInterval(h policy.Webhook) time.Duration {
+	if h.ResendInterval > 0 {
+		return h.ResendInterval
+	}
+	return policy.DefaultResendInterval
+}
 
 func alertLabels(ev Event) map[string]string {
 	l := ev.Listener
@@ -375,7 +399,7 @@ func dropEmpty(m map[string]string) map[string]string {
 	return m
 }
 
-func buildAlertmanager(events []Event, _ policy.Webhook) ([]byte, error) {
+func buildAlertmanager(events []Event, h policy.Webhook, now time.Time) ([]byte, error) {
 	type alert struct {
 		Labels      map[string]string `json:"labels"`
 		Annotations map[string]string `json:"annotations"`
@@ -409,16 +433,18 @@ func buildAlertmanager(events []Event, _ policy.Webhook) ([]byte, error) {
 		}
 		switch ev.Type {
 		case TypeClosed:
-			// Only endsAt: Alertmanager merges it into the firing alert with
-			// the same labels, which resolves it.
+			// Only endsAt, the time it closed: Alertmanager merges it into
+			// the firing alert with the same labels, which resolves it.
 			a.EndsAt = t.Format(time.RFC3339Nano)
 		case TypeTest:
 			a.StartsAt = t.Format(time.RFC3339Nano)
 			a.EndsAt = t.Add(5 * time.Minute).Format(time.RFC3339Nano)
 		default:
-			// startsAt is the event's time, so a retry is the same alert.
+			// startsAt is the event's time, so a retry or a re-send is the
+			// same alert; endsAt counts from the request, so an event that
+			// waited in the spool is not already over when it arrives.
 			a.StartsAt = t.Format(time.RFC3339Nano)
-			a.EndsAt = t.Add(alertLifetime).Format(time.RFC3339Nano)
+			a.EndsAt = now.UTC().Add(alertLifetime(h)).Format(time.RFC3339Nano)
 		}
 		alerts = append(alerts, a)
 	}

@@ -41,7 +41,7 @@ func TestFormatsGolden(t *testing.T) {
 	for _, format := range Formats() {
 		for name, events := range goldenBatches() {
 			t.Run(format+"/"+name, func(t *testing.T) {
-				got, err := formats[format].build(events, hook)
+				got, err := formats[format].render(events, hook, testTime)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -86,7 +86,7 @@ func TestFormatsHostile(t *testing.T) {
 				d.Processes[0].Exe = "/tmp/" + comm
 				d.Reason = "no rule allows " + comm
 				events := []Event{fixedEvent(i, TypeOpened, d), fixedEvent(i+1, TypeChanged, d)}
-				body, err := formats[format].build(events, policy.Webhook{Name: "t", URL: "https://h.example/t"})
+				body, err := formats[format].render(events, policy.Webhook{Name: "t", URL: "https://h.example/t"}, testTime)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -200,7 +200,7 @@ func TestFormatsLimits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			body, err := formats[tt.format].build(events, policy.Webhook{Name: "t", URL: "https://h.example/t"})
+			body, err := formats[tt.format].render(events, policy.Webhook{Name: "t", URL: "https://h.example/t"}, testTime)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -48,7 +48,7 @@ func FuzzFormats(f *testing.F) {
 			t.Fatalf("message %q holds control characters", ev.Message)
 		}
 		for _, format := range Formats() {
-			body, err := formats[format].build([]Event{ev}, policy.Webhook{Name: "f", URL: "https://h.example/t"})
+			body, err := formats[format].render([]Event{ev}, policy.Webhook{Name: "f", URL: "https://h.example/t"}, testTime)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +25,9 @@ const DefaultSpoolSize = 10000
 // the sink's filters.
 type batch struct {
 	Events []Event `json:"events"`
+	// Resend marks a re-send of the firing alerts, of which a spool holds
+	// at most one.
+	Resend bool `json:"resend,omitempty"`
 
 	seq  uint64 // file name; order of delivery
 	size int    // bytes of the file
@@ -36,7 +40,8 @@ type batch struct {
 // half-written batch.
 //
 // The spool holds at most max events. Appending beyond that drops the oldest
-// batches (or, for a single huge batch, its oldest events) and counts them.
+// events, one by one, and counts them: whole batches, then the oldest events
+// of the oldest remaining batch, which is rewritten without them.
 type spool struct {
 	dir string
 	max int
@@ -46,7 +51,7 @@ type spool struct {
 	events  int           // events in queue
 	next    uint64        // next sequence number
 	dropped uint64        // events dropped since the last call to takeDropped
-	dropErr error         // why dropping an old batch failed, since the last takeDropped
+	dropErr error         // why dropping old events failed, since the last takeDropped
 	corrupt []corruptFile // batches set aside by openSpool, for the dispatcher to report
 }
 
@@ -63,8 +68,9 @@ type corruptFile struct {
 var errCorrupt = errors.New("corrupt spool batch")
 
 type spoolEntry struct {
-	seq uint64
-	n   int // events in the batch
+	seq    uint64
+	n      int  // events in the batch
+	resend bool // a re-send of the firing alerts
 }
 
 const spoolExt = ".json"
@@ -117,7 +123,7 @@ func openSpool(dir string, max int) (*spool, error) {
 			s.corrupt = append(s.corrupt, s.setAside(seq, err))
 			continue
 		}
-		s.queue = append(s.queue, spoolEntry{seq: seq, n: len(b.Events)})
+		s.queue = append(s.queue, spoolEntry{seq: seq, n: len(b.Events), resend: b.Resend})
 		s.events += len(b.Events)
 	}
 	sort.Slice(s.queue, func(i, j int) bool { return s.queue[i].seq < s.queue[j].seq })
@@ -166,7 +172,7 @@ func (s *spool) takeCorrupt() []corruptFile {
 
 // append stores events as one batch, durably, dropping the oldest events
 // when the spool would hold more than max. An error means the batch was not
-// stored; a failure to drop an old batch is kept for takeDropped instead,
+// stored; a failure to drop old events is kept for takeDropped instead,
 // since the new batch is safe.
 func (s *spool) append(events []Event) error {
 	if len(events) == 0 {
@@ -174,12 +180,47 @@ func (s *spool) append(events []Event) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.add(batch{Events: events})
+}
+
+// resend stores events as the one pending re-send of the firing alerts: it
+// replaces the re-send already pending, if any (the newest carries every
+// alert still firing), and stores nothing when events is empty.
+func (s *spool) resend(events []Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	s.queue = slices.DeleteFunc(s.queue, func(e spoolEntry) bool {
+		if !e.resend {
+			return false
+		}
+		if err := os.Remove(s.path(e.seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("spool: replace pending re-send: %w", err))
+			return false
+		}
+		s.events -= e.n
+		return true
+	})
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	return s.add(batch{Events: events, Resend: true})
+}
+
+// add stores b, durably, and drops the oldest events beyond max. s.mu is
+// held.
+func (s *spool) add(b batch) error {
+	events := b.Events
 	var dropped int
 	if len(events) > s.max {
 		dropped += len(events) - s.max
 		events = events[len(events)-s.max:]
 	}
-	data, err := json.Marshal(batch{Events: events})
+	b.Events = events
+	data, err := json.Marshal(b)
 	if err != nil {
 		return fmt.Errorf("encode batch: %w", err)
 	}
@@ -188,20 +229,81 @@ func (s *spool) append(events []Event) error {
 		return err
 	}
 	s.next++
-	s.queue = append(s.queue, spoolEntry{seq: seq, n: len(events)})
+	s.queue = append(s.queue, spoolEntry{seq: seq, n: len(events), resend: b.Resend})
 	s.events += len(events)
-	for s.events > s.max && len(s.queue) > 1 {
-		old := s.queue[0]
-		if err := os.Remove(s.path(old.seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.dropErr = fmt.Errorf("drop oldest batch: %w", err)
-			break
-		}
-		s.queue = s.queue[1:]
-		s.events -= old.n
-		dropped += old.n
+	n, err := s.dropOldest(s.events - s.max)
+	if err != nil {
+		s.dropErr = err
 	}
-	s.dropped += uint64(dropped)
+	s.dropped += uint64(dropped + n)
 	return nil
+}
+
+// dropOldest drops the n oldest events, never from the newest batch (which
+// append has already cut to max): whole batches while they fit in n, then
+// the oldest remaining batch is rewritten without its oldest events, so that
+// the spool keeps exactly the newest max events. It returns how many it
+// dropped. s.mu is held.
+func (s *spool) dropOldest(n int) (int, error) {
+	dropped := 0
+	for n > 0 && len(s.queue) > 1 {
+		old := s.queue[0]
+		if old.n <= n {
+			if err := os.Remove(s.path(old.seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return dropped, fmt.Errorf("drop oldest batch: %w", err)
+			}
+			s.queue = s.queue[1:]
+			s.events -= old.n
+			dropped += old.n
+			n -= old.n
+			continue
+		}
+		kept, err := s.trim(old.seq, n)
+		if err != nil {
+			return dropped, err
+		}
+		if kept == 0 {
+			s.queue = s.queue[1:]
+		} else {
+			s.queue[0].n = kept
+		}
+		s.events -= old.n - kept
+		dropped += old.n - kept
+		n -= old.n - kept
+	}
+	return dropped, nil
+}
+
+// trim rewrites batch seq, atomically, without its n oldest events, and
+// returns how many it keeps. A batch that no longer decodes is set aside
+// and reported as corrupt; one removed behind our back keeps nothing.
+func (s *spool) trim(seq uint64, n int) (int, error) {
+	b, err := s.read(seq)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return 0, nil
+	case errors.Is(err, errCorrupt):
+		s.corrupt = append(s.corrupt, s.setAside(seq, err))
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("drop oldest events: %w", err)
+	}
+	if n >= len(b.Events) {
+		// The file holds fewer events than the queue says: drop it whole.
+		if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return 0, fmt.Errorf("drop oldest batch: %w", err)
+		}
+		return 0, nil
+	}
+	b.Events = b.Events[n:]
+	data, err := json.Marshal(b)
+	if err != nil {
+		return 0, fmt.Errorf("encode batch: %w", err)
+	}
+	if err := writeFileSync(s.path(seq), data); err != nil {
+		return 0, fmt.Errorf("drop oldest events: %w", err)
+	}
+	return len(b.Events), nil
 }
 
 // writeFileSync writes data to path atomically and durably. Its temporary

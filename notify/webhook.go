@@ -197,7 +197,7 @@ func sign(secret []byte, id string, ts int64, body []byte) string {
 // Notify sends events as one message. retry is true for 408, 429, 5xx and
 // network errors.
 func (w *webhook) Notify(ctx context.Context, events []Event) (bool, error) {
-	body, err := w.format.build(events, w.hook)
+	body, err := w.format.render(events, w.hook, w.now())
 	if err != nil {
 		return false, fmt.Errorf("webhook %s: build %s payload: %w", w.hook.Name, w.hook.Format, err)
 	}

@@ -37,7 +37,8 @@ func (s Severity) String() string {
 
 var notifyKeys = []string{"journald", "spool_size", "webhooks"}
 
-var webhookKeys = []string{"name", "format", "url", "url_file", "secret_file", "timeout", "events", "min_severity", "insecure", "topic"}
+var webhookKeys = []string{"name", "format", "url", "url_file", "secret_file", "timeout", "events", "min_severity", "insecure", "topic",
+	"resend_interval"}
 
 // hookName limits sink names to what is safe as a spool directory name and
 // a journald field value.
@@ -164,6 +165,7 @@ func (l *loader) webhook(d *decoder, n *yaml.Node, names map[string]string) (Web
 	} else if w.Format == "ntfy" {
 		d.errorf(n, "webhook %q: format ntfy needs a topic", w.Name)
 	}
+	resendInterval(d, by, &w)
 
 	// The URL is a secret: errors about it never quote it.
 	fu, hasURL := by["url"]

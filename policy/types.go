@@ -59,8 +59,17 @@ type Webhook struct {
 	MinSeverity Severity      // default info
 	Insecure    bool          // allow plain http to non-loopback hosts
 	Topic       string        // ntfy topic
-	File        string        // file:line of the definition, for messages
+	// ResendInterval is how often an alertmanager sink re-sends every alert
+	// still firing (resend_interval); 0 for the other formats.
+	ResendInterval time.Duration
+	File           string // file:line of the definition, for messages
 }
+
+// Alertmanager re-sends: the default and the least resend_interval.
+const (
+	DefaultResendInterval = time.Minute
+	MinResendInterval     = 10 * time.Second
+)
 
 // Notify is the validated notify: section.
 type Notify struct {
