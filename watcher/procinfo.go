@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -98,4 +102,91 @@ func readCgroupContainer(root string, pid int32) string {
 	}
 	_, c := parseCgroup(b)
 	return c
+}
+
+type procInfo struct {
+	p     Process
+	exeID fileID // the file /proc/PID/exe referred to when p was read
+	used  uint32 // last tick it held a listener
+}
+
+// recheckPerTick is how many cached holders a tick checks, in turn, for an
+// exec (a new executable behind the same pid): a readlink each, so that with
+// a hundred holders each is checked every few seconds for a few tens of
+// microseconds a tick.
+const recheckPerTick = 16
+
+// readHolders reads the details of holders not yet known, re-reads those
+// whose executable changed, and forgets those that are no longer holders.
+//
+// An executable changed when the path read from /proc/PID/exe, or the file
+// it refers to, did. The file matters as much as the path: a process that
+// enters a private mount namespace and execs a file bound over the same path
+// would otherwise keep the verdict "verified" of the file it ran before.
+func (w *Watcher) readHolders() {
+	var todo []int32
+	w.refreshUsers()
+	s := scratchPool.Get().(*scratch)
+	for range recheckPerTick {
+		pid, ok := w.recheckQueue.next(w.procs)
+		if !ok {
+			break
+		}
+		pi := w.procs[pid]
+		if pi == nil {
+			continue
+		}
+		l, err := readlinkat(w.proc.fd, s.pidPath(pid, "/exe"), s.link[:])
+		if err != nil {
+			continue // gone: found by the next full read; or not allowed
+		}
+		if exe, deleted := parseExe(string(s.link[:l])); exe != pi.p.Exe || deleted != pi.p.ExeDeleted {
+			delete(w.procs, pid)
+			continue
+		}
+		if id, err := w.proc.exeID(s, pid); err == nil && id != pi.exeID {
+			delete(w.procs, pid)
+		}
+	}
+	scratchPool.Put(s)
+	for _, h := range w.holders {
+		for _, pid := range h {
+			if pi := w.procs[pid]; pi != nil {
+				pi.used = w.gen
+			} else if !slices.Contains(todo, pid) {
+				todo = append(todo, pid)
+			}
+		}
+	}
+	got := make([]*procInfo, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	workers := min(runtime.GOMAXPROCS(0), 4, (len(todo)+7)/8)
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(todo) {
+					return
+				}
+				if p, id, err := readProcess(w.opts.ProcRoot, todo[i], w.users); err == nil {
+					got[i] = &procInfo{p: p, exeID: id, used: w.gen}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, pid := range todo {
+		if got[i] != nil {
+			w.procs[pid] = got[i]
+		} else {
+			// Gone between the fd scan and now.
+			w.dropHolder(pid)
+		}
+	}
+	for pid, pi := range w.procs {
+		if pi.used != w.gen {
+			delete(w.procs, pid)
+		}
+	}
 }
