@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -93,19 +92,6 @@ func runInNetns(path string, wantIno uint64, fn func() error) (entered bool, err
 		return false, fmt.Errorf("setns %s: %w", path, err)
 	}
 	return true, fn()
-}
-
-// interfaceNames maps ifindex to name in the calling thread's namespace.
-func interfaceNames() map[uint32]string {
-	ifs, err := net.Interfaces()
-	m := make(map[uint32]string, len(ifs))
-	if err != nil {
-		return m
-	}
-	for _, i := range ifs {
-		m[uint32(i.Index)] = i.Name
-	}
-	return m
 }
 
 // readPortRange reads ip_local_port_range as the calling thread's namespace

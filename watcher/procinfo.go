@@ -86,14 +86,6 @@ func readProcess(root string, pid int32, users map[uint32]string) (Process, file
 	return p, id, nil
 }
 
-// userName is the name of uid, or the number when it has none.
-func userName(users map[uint32]string, uid uint32) string {
-	if n, ok := users[uid]; ok {
-		return n
-	}
-	return strconv.FormatUint(uint64(uid), 10)
-}
-
 // readCgroupContainer returns the container id of pid, or "".
 func readCgroupContainer(root string, pid int32) string {
 	b, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", root, pid))
