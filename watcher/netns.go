@@ -1,7 +1,6 @@
 package watcher
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -15,26 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// Capability bits from <linux/capability.h>.
-const (
-	capSysPtrace = 19
-	capSysAdmin  = 21
-)
-
-// parseCapEff returns the effective capability set from /proc/self/status.
-func parseCapEff(status []byte) (uint64, bool) {
-	i := bytes.Index(status, []byte("\nCapEff:"))
-	if i < 0 {
-		return 0, false
-	}
-	f := bytes.Fields(status[i+8:])
-	if len(f) == 0 {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(string(f[0]), 16, 64)
-	return v, err == nil
-}
 
 // errNetnsChanged is returned when the namespace file opened is not the
 // namespace that was asked for (the process exited and its pid was reused).

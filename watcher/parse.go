@@ -323,3 +323,23 @@ func parseStatPPid(b []byte) (int32, bool) {
 	ppid, ok := atoiBytes(f[1])
 	return int32(ppid), ok
 }
+
+// Capability bits from <linux/capability.h>.
+const (
+	capSysPtrace = 19
+	capSysAdmin  = 21
+)
+
+// parseCapEff returns the effective capability set from /proc/self/status.
+func parseCapEff(status []byte) (uint64, bool) {
+	i := bytes.Index(status, []byte("\nCapEff:"))
+	if i < 0 {
+		return 0, false
+	}
+	f := bytes.Fields(status[i+8:])
+	if len(f) == 0 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(f[0]), 16, 64)
+	return v, err == nil
+}
