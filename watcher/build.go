@@ -6,6 +6,19 @@ import (
 	"time"
 )
 
+// snapshotCache holds this tick's sockets, and the last snapshot's
+// Listeners and what they were built from, so that a tick where nothing
+// changed hands them out again (see build).
+type snapshotCache struct {
+	socks []sockEntry
+	order []int32 // indexes of socks in the order of Snapshot.Listeners
+
+	lastSocks     []sockEntry
+	lastListeners []Listener
+	lastHolders   []*procInfo // the holders of each listener, in turn
+	lastHolderEnd []int32     // per listener, the end of its holders in lastHolders
+}
+
 // build turns the sockets of this tick into a sorted Snapshot.
 //
 // In the steady state nothing changed since the last tick, and build costs
@@ -16,72 +29,72 @@ import (
 // sharing them is safe).
 func (w *Watcher) build(now time.Time) *Snapshot {
 	snap := &Snapshot{Time: now}
-	socks := w.socks
-	same := slices.Equal(socks, w.lastSocks)
-	if !same || len(w.order) != len(socks) {
-		w.sortSocks()
+	socks := w.snap.socks
+	same := slices.Equal(socks, w.snap.lastSocks)
+	if !same || len(w.snap.order) != len(socks) {
+		w.snap.sortSocks()
 	}
-	if same && w.lastListeners != nil && w.sameListeners() {
-		snap.Listeners = w.lastListeners
+	if same && w.snap.lastListeners != nil && w.sameListeners() {
+		snap.Listeners = w.snap.lastListeners
 	} else {
 		snap.Listeners = w.buildListeners()
 	}
-	w.lastSocks = append(w.lastSocks[:0], socks...)
-	w.lastListeners = snap.Listeners
-	for _, ns := range w.nss {
+	w.snap.lastSocks = append(w.snap.lastSocks[:0], socks...)
+	w.snap.lastListeners = snap.Listeners
+	for _, ns := range w.ns.byInode {
 		snap.Namespaces = append(snap.Namespaces, Namespace{Name: ns.name, Inode: ns.inode, Inspected: ns.err == "", Err: ns.err})
 	}
 	slices.SortFunc(snap.Namespaces, func(a, b Namespace) int { return cmp.Compare(a.Name, b.Name) })
 	return snap
 }
 
-// sortSocks sets w.order to the indexes of w.socks in the order of
+// sortSocks sets c.order to the indexes of c.socks in the order of
 // Snapshot.Listeners. The last tick's order is kept when it is still sorted:
 // compareEntries is a total order (the inode comes last), so a permutation
 // that is sorted is the one sorted order, and checking it costs one compare
 // per socket where a sort costs a dozen.
-func (w *Watcher) sortSocks() {
-	socks := w.socks
+func (c *snapshotCache) sortSocks() {
+	socks := c.socks
 	less := func(i, j int32) int { return compareEntries(&socks[i], &socks[j]) }
-	if len(w.order) == len(socks) && slices.IsSortedFunc(w.order, less) {
+	if len(c.order) == len(socks) && slices.IsSortedFunc(c.order, less) {
 		return
 	}
-	order := w.order[:0]
+	order := c.order[:0]
 	for i := range socks {
 		order = append(order, int32(i))
 	}
 	slices.SortFunc(order, less)
-	w.order = order
+	c.order = order
 }
 
-// sameListeners reports whether w.lastListeners is what buildListeners would
-// build now, given that w.socks is as it was then (same sockets, same
+// sameListeners reports whether w.snap.lastListeners is what buildListeners would
+// build now, given that w.snap.socks is as it was then (same sockets, same
 // namespaces, in the same order). What may have changed meanwhile is what
 // buildListeners reads besides the sockets: the namespace's name and port
 // range, interface names, and the holders and their details. A holder's
 // details are compared by their *procInfo, which is never changed once in
-// w.procs (it is replaced instead: see refreshUsers).
+// w.details.byPid (it is replaced instead: see refreshUsers).
 func (w *Watcher) sameListeners() bool {
-	prev := w.lastListeners
-	if len(prev) != len(w.order) {
+	prev := w.snap.lastListeners
+	if len(prev) != len(w.snap.order) {
 		return false
 	}
 	j := 0
-	for k, i := range w.order {
-		e, l := &w.socks[i], &prev[k]
+	for k, i := range w.snap.order {
+		e, l := &w.snap.socks[i], &prev[k]
 		if l.Inode != e.inode || l.Netns != e.ns.name || l.Ephemeral != (!e.tcp && e.ns.ports.contains(e.port)) {
 			return false
 		}
 		if e.ifindex != 0 && l.Interface != w.ifName(e.ns, e.ifindex) {
 			return false
 		}
-		end := int(w.lastHolderEnd[k])
-		for _, pid := range w.holders[e.inode] {
-			pi := w.procs[pid]
+		end := int(w.snap.lastHolderEnd[k])
+		for _, pid := range w.holders.byInode[e.inode] {
+			pi := w.details.byPid[pid]
 			if pi == nil {
 				continue
 			}
-			if j >= end || w.lastHolders[j] != pi {
+			if j >= end || w.snap.lastHolders[j] != pi {
 				return false
 			}
 			j++
@@ -93,12 +106,12 @@ func (w *Watcher) sameListeners() bool {
 	return true
 }
 
-// buildListeners builds the Listeners of w.socks in w.order, and records in
-// w.lastHolders what each was built from, for sameListeners.
+// buildListeners builds the Listeners of w.snap.socks in w.snap.order, and records in
+// w.snap.lastHolders what each was built from, for sameListeners.
 func (w *Watcher) buildListeners() []Listener {
-	out := make([]Listener, 0, len(w.socks))
-	w.lastHolders = w.lastHolders[:0]
-	w.lastHolderEnd = w.lastHolderEnd[:0]
+	out := make([]Listener, 0, len(w.snap.socks))
+	w.snap.lastHolders = w.snap.lastHolders[:0]
+	w.snap.lastHolderEnd = w.snap.lastHolderEnd[:0]
 	// The /proc/net fallback cannot see IPV6_V6ONLY. An IPv6 wildcard cannot
 	// be dual stack when an IPv4 socket holds the same port.
 	type v4key struct {
@@ -107,19 +120,19 @@ func (w *Watcher) buildListeners() []Listener {
 		port uint16
 	}
 	var v4 map[v4key]bool
-	for i := range w.socks {
-		if w.socks[i].v6only < 0 && w.socks[i].v6 {
+	for i := range w.snap.socks {
+		if w.snap.socks[i].v6only < 0 && w.snap.socks[i].v6 {
 			v4 = make(map[v4key]bool)
-			for j := range w.socks {
-				if e := &w.socks[j]; !e.v6 {
+			for j := range w.snap.socks {
+				if e := &w.snap.socks[j]; !e.v6 {
 					v4[v4key{e.ns, e.tcp, e.port}] = true
 				}
 			}
 			break
 		}
 	}
-	for _, i := range w.order {
-		e := &w.socks[i]
+	for _, i := range w.snap.order {
+		e := &w.snap.socks[i]
 		l := Listener{
 			Protocol:   UDP,
 			Family:     IPv4,
@@ -144,16 +157,16 @@ func (w *Watcher) buildListeners() []Listener {
 		if e.ifindex != 0 {
 			l.Interface = w.ifName(e.ns, e.ifindex)
 		}
-		if h := w.holders[e.inode]; len(h) > 0 {
+		if h := w.holders.byInode[e.inode]; len(h) > 0 {
 			l.Processes = make([]Process, 0, len(h))
 			for _, pid := range h {
-				if pi := w.procs[pid]; pi != nil {
+				if pi := w.details.byPid[pid]; pi != nil {
 					l.Processes = append(l.Processes, pi.p)
-					w.lastHolders = append(w.lastHolders, pi)
+					w.snap.lastHolders = append(w.snap.lastHolders, pi)
 				}
 			}
 		}
-		w.lastHolderEnd = append(w.lastHolderEnd, int32(len(w.lastHolders)))
+		w.snap.lastHolderEnd = append(w.snap.lastHolderEnd, int32(len(w.snap.lastHolders)))
 		out = append(out, l)
 	}
 	return out

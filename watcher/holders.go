@@ -63,7 +63,7 @@ func (w *Watcher) scan(pids []int32, nsOf []uint64, out []sockRef) []sockRef {
 func (w *Watcher) scanOne(s *scratch, pid int32, nsOf []uint64, i int, out []sockRef) []sockRef {
 	if nsOf != nil && pid == w.selfPid {
 		// Our main thread may be parked in another namespace (see New).
-		nsOf[i] = w.selfNS
+		nsOf[i] = w.ns.self
 	} else if nsOf != nil {
 		ino, err := w.proc.netnsOf(s, pid)
 		if err != nil && isGone(err) {
@@ -74,9 +74,9 @@ func (w *Watcher) scanOne(s *scratch, pid int32, nsOf []uint64, i int, out []soc
 	}
 	out, err := w.proc.scanFDs(s, pid, out)
 	if err != nil && !isGone(err) {
-		w.deniedMu.Lock()
-		w.denied[pid] = true
-		w.deniedMu.Unlock()
+		w.pids.deniedMu.Lock()
+		w.pids.denied[pid] = true
+		w.pids.deniedMu.Unlock()
 	}
 	return out
 }
@@ -86,19 +86,19 @@ func (w *Watcher) scanOne(s *scratch, pid int32, nsOf []uint64, i int, out []soc
 // hold before.
 func (w *Watcher) addRefs(refs []sockRef) (fresh []int32) {
 	for _, r := range refs {
-		if w.listening[r.inode] == nil {
+		if w.holders.listening[r.inode] == nil {
 			continue
 		}
-		h := w.holders[r.inode]
+		h := w.holders.byInode[r.inode]
 		if len(h) == 0 && !slices.Contains(fresh, r.pid) {
 			fresh = append(fresh, r.pid)
 		}
 		i, found := slices.BinarySearch(h, r.pid)
 		if !found {
-			w.holders[r.inode] = slices.Insert(h, i, r.pid)
+			w.holders.byInode[r.inode] = slices.Insert(h, i, r.pid)
 		}
-		w.holderFD[holderKey{r.inode, r.pid}] = r.fd
-		delete(w.lost, r.inode)
+		w.holders.fd[holderKey{r.inode, r.pid}] = r.fd
+		delete(w.holders.lost, r.inode)
 	}
 	return fresh
 }
@@ -120,7 +120,7 @@ func (w *Watcher) searchParents(fresh []int32, refs []sockRef) []sockRef {
 		if !ok {
 			continue
 		}
-		if st, ok := w.pids[ppid]; ok && st.scanned != w.gen && !slices.Contains(parents, ppid) {
+		if st, ok := w.pids.byPid[ppid]; ok && st.scanned != w.gen && !slices.Contains(parents, ppid) {
 			parents = append(parents, ppid)
 		}
 	}
@@ -130,6 +130,35 @@ func (w *Watcher) searchParents(fresh []int32, refs []sockRef) []sockRef {
 	refs = w.scan(parents, nil, refs)
 	w.addRefs(refs)
 	return refs
+}
+
+// holderCache maps each listening socket to the pids that hold it, and
+// what finding them needs from tick to tick.
+type holderCache struct {
+	byInode map[uint64][]int32 // listening socket inode -> holder pids, ascending
+	// fd is a descriptor through which each holder was seen holding the
+	// socket, rechecked a few at a time so that a holder that closed its
+	// copy (a launcher that handed the socket on) is dropped.
+	fd          map[holderKey]int32
+	verifyQueue roundRobin[holderKey, int32] // fd entries still to check this round
+	lost        map[uint64]struct{}          // listening inodes searched for and not found
+
+	lastEphemeralSearch uint32 // tick of the last search set off by ephemeral UDP alone
+
+	// Buffers reused across ticks.
+	refs      []sockRef
+	listening map[uint64]*sockEntry // this tick's listening sockets by inode
+	unknown   map[uint64]uint32     // unknown inode -> socket uid
+}
+
+func newHolderCache() holderCache {
+	return holderCache{
+		byInode:   make(map[uint64][]int32),
+		fd:        make(map[holderKey]int32),
+		lost:      make(map[uint64]struct{}),
+		listening: make(map[uint64]*sockEntry),
+		unknown:   make(map[uint64]uint32),
+	}
 }
 
 type holderKey struct {
@@ -173,18 +202,18 @@ func (w *Watcher) verifyHolders() {
 	for range verifyPerTick {
 		// A round over every pair, so each is checked within
 		// len/verifyPerTick ticks.
-		k, ok := w.verifyQueue.next(w.holderFD)
+		k, ok := w.holders.verifyQueue.next(w.holders.fd)
 		if !ok {
 			return
 		}
-		fd, ok := w.holderFD[k]
+		fd, ok := w.holders.fd[k]
 		if !ok {
 			continue
 		}
-		h := w.holders[k.inode]
+		h := w.holders.byInode[k.inode]
 		i, found := slices.BinarySearch(h, k.pid)
 		if !found {
-			delete(w.holderFD, k) // stale: the socket closed, or the holder went
+			delete(w.holders.fd, k) // stale: the socket closed, or the holder went
 			continue
 		}
 		link, err := w.proc.fdLink(s, k.pid, fd)
@@ -194,11 +223,11 @@ func (w *Watcher) verifyHolders() {
 		if ino, ok := parseSocketLink(link); ok && ino == k.inode {
 			continue
 		}
-		delete(w.holderFD, k)
+		delete(w.holders.fd, k)
 		if h = slices.Delete(h, i, i+1); len(h) == 0 {
-			delete(w.holders, k.inode)
+			delete(w.holders.byInode, k.inode)
 		} else {
-			w.holders[k.inode] = h
+			w.holders.byInode[k.inode] = h
 		}
 	}
 }
@@ -207,14 +236,14 @@ func (w *Watcher) verifyHolders() {
 // no holder is searched for again: someone else (a process it was passed to)
 // still holds it.
 func (w *Watcher) dropHolder(pid int32) {
-	delete(w.procs, pid)
-	for ino, h := range w.holders {
+	delete(w.details.byPid, pid)
+	for ino, h := range w.holders.byInode {
 		if i, found := slices.BinarySearch(h, pid); found {
 			h = slices.Delete(h, i, i+1)
 			if len(h) == 0 {
-				delete(w.holders, ino)
+				delete(w.holders.byInode, ino)
 			} else {
-				w.holders[ino] = h
+				w.holders.byInode[ino] = h
 			}
 		}
 	}
@@ -229,21 +258,21 @@ const ephemeralSearchEvery = 10
 // owner is the socket's uid (whoever created a socket usually holds it),
 // then all the rest. What is still not found is unattributed.
 func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
-	clear(w.unknown)
+	clear(w.holders.unknown)
 	urgent := false
-	for ino, e := range w.listening {
-		if _, ok := w.holders[ino]; ok {
+	for ino, e := range w.holders.listening {
+		if _, ok := w.holders.byInode[ino]; ok {
 			continue
 		}
-		if _, ok := w.lost[ino]; ok {
+		if _, ok := w.holders.lost[ino]; ok {
 			continue
 		}
-		w.unknown[ino] = e.uid
+		w.holders.unknown[ino] = e.uid
 		if e.tcp || !e.ns.ports.contains(e.port) {
 			urgent = true
 		}
 	}
-	if len(w.unknown) == 0 {
+	if len(w.holders.unknown) == 0 {
 		return refs
 	}
 	// Ephemeral UDP sockets (clients that sent unbound) can come and go
@@ -251,17 +280,17 @@ func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
 	// Alone they are searched for at most every ephemeralSearchEvery ticks;
 	// until then they stay unattributed (and policies usually ignore them).
 	// (On the first tick every process was scanned already.)
-	if !urgent && w.gen > 1 && w.gen-w.lastEphemeralSearch < ephemeralSearchEvery {
+	if !urgent && w.gen > 1 && w.gen-w.holders.lastEphemeralSearch < ephemeralSearchEvery {
 		return refs
 	}
-	w.lastEphemeralSearch = w.gen
+	w.holders.lastEphemeralSearch = w.gen
 	uids := make(map[uint32]bool)
-	for _, uid := range w.unknown {
+	for _, uid := range w.holders.unknown {
 		uids[uid] = true
 	}
 	s := scratchPool.Get().(*scratch)
 	var narrow, rest []int32
-	for pid, st := range w.pids {
+	for pid, st := range w.pids.byPid {
 		if st.scanned == w.gen {
 			continue
 		}
@@ -278,22 +307,22 @@ func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
 		}
 		refs = w.scan(pass, nil, refs[:0])
 		for _, pid := range pass {
-			st := w.pids[pid]
+			st := w.pids.byPid[pid]
 			st.scanned = w.gen
-			w.pids[pid] = st
+			w.pids.byPid[pid] = st
 		}
 		w.addRefs(refs)
-		for ino := range w.unknown {
-			if _, ok := w.holders[ino]; ok {
-				delete(w.unknown, ino)
+		for ino := range w.holders.unknown {
+			if _, ok := w.holders.byInode[ino]; ok {
+				delete(w.holders.unknown, ino)
 			}
 		}
-		if len(w.unknown) == 0 {
+		if len(w.holders.unknown) == 0 {
 			return refs
 		}
 	}
-	for ino := range w.unknown {
-		w.lost[ino] = struct{}{}
+	for ino := range w.holders.unknown {
+		w.holders.lost[ino] = struct{}{}
 	}
 	return refs
 }

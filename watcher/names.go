@@ -8,6 +8,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// userNames names uids from /etc/passwd.
+type userNames struct {
+	byUID map[uint32]string
+	stamp passwdStamp // /etc/passwd as last read
+}
+
 // passwdStamp tells whether /etc/passwd changed since it was read: useradd
 // and vipw replace the file (a new inode) or rewrite it (mtime, size).
 type passwdStamp struct {
@@ -30,20 +36,20 @@ func statPasswd(path string) passwdStamp {
 // created is otherwise named by its uid until it execs.
 func (w *Watcher) refreshUsers() {
 	st := statPasswd(w.opts.PasswdFile)
-	if st == w.passwdID {
+	if st == w.users.stamp {
 		return
 	}
-	w.passwdID = st
-	w.users = nil
+	w.users.stamp = st
+	w.users.byUID = nil
 	if b, err := os.ReadFile(w.opts.PasswdFile); err == nil {
-		w.users = parsePasswd(b)
+		w.users.byUID = parsePasswd(b)
 	}
-	for pid, pi := range w.procs {
+	for pid, pi := range w.details.byPid {
 		// A new procInfo, not a change to this one: build tells that a
 		// holder's details changed by its pointer.
 		n := *pi
-		n.p.User = userName(w.users, pi.p.UID)
-		w.procs[pid] = &n
+		n.p.User = userName(w.users.byUID, pi.p.UID)
+		w.details.byPid[pid] = &n
 	}
 }
 
@@ -62,7 +68,7 @@ func (w *Watcher) ifName(ns *nsState, idx uint32) string {
 	}
 	ns.ifAt = w.gen
 	switch {
-	case ns.inode == w.selfNS:
+	case ns.inode == w.ns.self:
 		ns.ifnames = interfaceNames()
 	case ns.conn != nil:
 		_ = inNetns(w.netnsPath(ns), ns.inode, func() error {

@@ -120,6 +120,14 @@ func namedNetns(dir string) map[uint64]string {
 	return m
 }
 
+// nsTable holds the network namespaces the watcher knows about.
+type nsTable struct {
+	byInode  map[uint64]*nsState
+	self     uint64 // the watcher's own namespace
+	host     uint64 // PID 1's, or self when that is hidden
+	canSetns bool   // CAP_SYS_ADMIN: other namespaces can be entered
+}
+
 // nsState is one network namespace the watcher knows about.
 type nsState struct {
 	inode   uint64
@@ -148,48 +156,48 @@ func (w *Watcher) netnsPath(ns *nsState) string {
 // processes, and those bound under /run/netns. New ones are named and opened;
 // vanished ones are closed.
 func (w *Watcher) updateNamespaces() {
-	for _, ns := range w.nss {
+	for _, ns := range w.ns.byInode {
 		ns.lowPid = 0
 	}
-	for pid, st := range w.pids {
+	for pid, st := range w.pids.byPid {
 		if st.netns == 0 {
 			continue
 		}
-		ns := w.nss[st.netns]
+		ns := w.ns.byInode[st.netns]
 		if ns == nil {
 			ns = &nsState{inode: st.netns}
-			w.nss[st.netns] = ns
+			w.ns.byInode[st.netns] = ns
 		}
 		ns.seen = w.gen
 		if ns.lowPid == 0 || pid < ns.lowPid {
 			ns.lowPid = pid
 		}
 	}
-	own := w.nss[w.selfNS]
+	own := w.ns.byInode[w.ns.self]
 	own.seen = w.gen
 	if own.lowPid == 0 {
 		own.lowPid = int32(os.Getpid())
 	}
 	for ino, name := range namedNetns(w.opts.NetnsDir) {
-		ns := w.nss[ino]
+		ns := w.ns.byInode[ino]
 		if ns == nil {
 			ns = &nsState{inode: ino}
-			w.nss[ino] = ns
+			w.ns.byInode[ino] = ns
 		}
 		ns.seen = w.gen
 		ns.runName = name
 	}
 	var fresh []*nsState
-	for ino, ns := range w.nss {
+	for ino, ns := range w.ns.byInode {
 		if ns.seen != w.gen {
 			if ns.conn != nil {
 				ns.conn.Close()
 			}
-			delete(w.nss, ino)
+			delete(w.ns.byInode, ino)
 			continue
 		}
 		ns.err = ""
-		if ns.name == "" || (!ns.opened && ns.inode != w.selfNS) {
+		if ns.name == "" || (!ns.opened && ns.inode != w.ns.self) {
 			fresh = append(fresh, ns)
 		}
 	}
@@ -201,7 +209,7 @@ func (w *Watcher) updateNamespaces() {
 			ns.name = w.nameNetns(ns)
 			ns.ports = defaultPortRange
 		}
-		if !ns.opened && ns.inode != w.selfNS {
+		if !ns.opened && ns.inode != w.ns.self {
 			w.open(ns)
 		}
 	}
@@ -212,11 +220,11 @@ func (w *Watcher) updateNamespaces() {
 // key.
 func (w *Watcher) nameNetns(ns *nsState) string {
 	var container string
-	if ns.inode != w.hostNS && ns.runName == "" && ns.lowPid != 0 {
+	if ns.inode != w.ns.host && ns.runName == "" && ns.lowPid != 0 {
 		container = readCgroupContainer(w.opts.ProcRoot, ns.lowPid)
 	}
-	return netnsName(ns.inode == w.hostNS, w.opts.NetnsDir, ns.runName, container, ns.lowPid, ns.inode, func(name string) bool {
-		for _, o := range w.nss {
+	return netnsName(ns.inode == w.ns.host, w.opts.NetnsDir, ns.runName, container, ns.lowPid, ns.inode, func(name string) bool {
+		for _, o := range w.ns.byInode {
 			if o != ns && o.name == name {
 				return true
 			}
@@ -275,7 +283,7 @@ func looksOurs(name string) bool {
 // open prepares a new namespace for dumps: a sock_diag socket created inside
 // it when we may enter it, else nothing (the /proc/PID/net fallback).
 func (w *Watcher) open(ns *nsState) {
-	if w.opts.DisableSockDiag || w.opts.DisableSetns || !w.canSetns {
+	if w.opts.DisableSockDiag || w.opts.DisableSetns || !w.ns.canSetns {
 		ns.opened = true
 		return
 	}
@@ -316,14 +324,14 @@ func (w *Watcher) dump(ns *nsState, out []sockEntry) ([]sockEntry, error) {
 		ns.conn = nil
 	}
 	if ns.lowPid == 0 {
-		if w.opts.DisableSetns || !w.canSetns {
+		if w.opts.DisableSetns || !w.ns.canSetns {
 			return out, errors.New("no process inside, and entering it needs CAP_SYS_ADMIN")
 		}
 		return out, errors.New("cannot enter it")
 	}
 	start := len(out)
 	pid := strconv.Itoa(int(ns.lowPid))
-	if ns.inode == w.selfNS {
+	if ns.inode == w.ns.self {
 		pid = "thread-self" // see New on why not self
 	} else if err := w.stillIn(ns); err != nil {
 		return out, err
@@ -336,7 +344,7 @@ func (w *Watcher) dump(ns *nsState, out []sockEntry) ([]sockEntry, error) {
 		}
 		return out[:start], err
 	}
-	if ns.inode != w.selfNS {
+	if ns.inode != w.ns.self {
 		// /proc/PID/net shows the namespace the process is in when each
 		// table is opened: one it moved to meanwhile must not have its
 		// sockets listed under this one's name.
@@ -360,9 +368,9 @@ func (w *Watcher) stillIn(ns *nsState) error {
 	case err != nil:
 		return err
 	case ino != ns.inode:
-		if st, ok := w.pids[ns.lowPid]; ok {
+		if st, ok := w.pids.byPid[ns.lowPid]; ok {
 			st.netns = ino
-			w.pids[ns.lowPid] = st
+			w.pids.byPid[ns.lowPid] = st
 		}
 		return fmt.Errorf("%w: pid %d moved to another network namespace", errProcessLeft, ns.lowPid)
 	}
@@ -371,8 +379,8 @@ func (w *Watcher) stillIn(ns *nsState) error {
 
 // sortedNamespaces returns the namespaces in a fixed order.
 func (w *Watcher) sortedNamespaces() []*nsState {
-	out := make([]*nsState, 0, len(w.nss))
-	for _, ns := range w.nss {
+	out := make([]*nsState, 0, len(w.ns.byInode))
+	for _, ns := range w.ns.byInode {
 		out = append(out, ns)
 	}
 	slices.SortFunc(out, func(a, b *nsState) int { return cmp.Compare(a.inode, b.inode) })

@@ -3,9 +3,26 @@ package watcher
 import (
 	"fmt"
 	"slices"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
+
+// pidTable is what the watcher knows of the pids in /proc.
+type pidTable struct {
+	byPid map[int32]pidState
+	list  []int32 // the pids of the last full read, ascending
+	fresh []int32 // buffer: the pids new this tick
+
+	lastSeen  int   // last allocated pid at the last full read of /proc
+	sinceFull int   // ticks since then
+	netnsNext int32 // the pid whose network namespace recheckNetns reads next
+
+	// denied holds the pids whose descriptors we may not read; while one
+	// lives, snapshots are partial. Scans write it from several goroutines.
+	denied   map[int32]bool
+	deniedMu sync.Mutex
+}
 
 type pidState struct {
 	gen     uint32 // last tick the pid was in /proc
@@ -24,20 +41,20 @@ const fullReadEvery = 30
 // rely on (a holder, a process we read a namespace through) has exited, and
 // the last full read is recent. Exited holders are then dropped here.
 func (w *Watcher) needFullRead() bool {
-	w.sinceFull++
+	w.pids.sinceFull++
 	last, ok := w.lastPid()
-	if w.gen == 1 || !ok || last != w.lastPidSeen || w.sinceFull >= fullReadEvery || w.opts.ProcRoot != "/proc" {
-		w.lastPidSeen = last
+	if w.gen == 1 || !ok || last != w.pids.lastSeen || w.pids.sinceFull >= fullReadEvery || w.opts.ProcRoot != "/proc" {
+		w.pids.lastSeen = last
 		return true
 	}
-	for _, ns := range w.nss {
-		if ns.conn == nil && ns.lowPid != 0 && ns.inode != w.selfNS && !alive(ns.lowPid) {
+	for _, ns := range w.ns.byInode {
+		if ns.conn == nil && ns.lowPid != 0 && ns.inode != w.ns.self && !alive(ns.lowPid) {
 			return true
 		}
 	}
-	for pid := range w.procs {
+	for pid := range w.details.byPid {
 		if !alive(pid) {
-			delete(w.pids, pid)
+			delete(w.pids.byPid, pid)
 			w.dropHolder(pid)
 		}
 	}
@@ -62,12 +79,12 @@ const netnsRecheckEvery = fullReadEvery
 // ascending order from where the last tick stopped, wrapping around, so
 // that every one is read within netnsRecheckEvery ticks.
 func (w *Watcher) recheckNetns() {
-	pids := w.pidList // ascending: the order of /proc
+	pids := w.pids.list // ascending: the order of /proc
 	if len(pids) == 0 {
 		return
 	}
 	n := (len(pids) + netnsRecheckEvery - 1) / netnsRecheckEvery
-	i, _ := slices.BinarySearch(pids, w.netnsNext)
+	i, _ := slices.BinarySearch(pids, w.pids.netnsNext)
 	s := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(s)
 	for range n {
@@ -76,7 +93,7 @@ func (w *Watcher) recheckNetns() {
 		}
 		pid := pids[i]
 		i++
-		st, ok := w.pids[pid]
+		st, ok := w.pids.byPid[pid]
 		if !ok || st.netns == 0 || pid == w.selfPid || st.scanned == w.gen {
 			// Gone, unreadable, ourselves (see scanOne), or read
 			// this tick.
@@ -84,13 +101,13 @@ func (w *Watcher) recheckNetns() {
 		}
 		if ino, err := w.proc.netnsOf(s, pid); err == nil && ino != st.netns {
 			st.netns = ino
-			w.pids[pid] = st
+			w.pids.byPid[pid] = st
 		}
 	}
 	if i < len(pids) {
-		w.netnsNext = pids[i]
+		w.pids.netnsNext = pids[i]
 	} else {
-		w.netnsNext = 0
+		w.pids.netnsNext = 0
 	}
 }
 
@@ -114,27 +131,27 @@ var loadavgPath = []byte("loadavg\x00")
 // readPids reads the pid list from /proc, appends the pids not seen before
 // to newPids, and forgets the pids that have gone.
 func (w *Watcher) readPids(newPids []int32) ([]int32, error) {
-	w.sinceFull = 0
+	w.pids.sinceFull = 0
 	s := scratchPool.Get().(*scratch)
-	pids, err := w.proc.pids(s, w.pidList[:0])
+	pids, err := w.proc.pids(s, w.pids.list[:0])
 	scratchPool.Put(s)
 	if err != nil {
 		return newPids, fmt.Errorf("watcher: %w", err)
 	}
-	w.pidList = pids
+	w.pids.list = pids
 	for _, pid := range pids {
-		if st, ok := w.pids[pid]; ok {
+		if st, ok := w.pids.byPid[pid]; ok {
 			st.gen = w.gen
-			w.pids[pid] = st
+			w.pids.byPid[pid] = st
 		} else {
 			newPids = append(newPids, pid)
 		}
 	}
-	for pid, st := range w.pids {
+	for pid, st := range w.pids.byPid {
 		if st.gen != w.gen {
-			delete(w.pids, pid)
-			delete(w.denied, pid)
-			if w.procs[pid] != nil {
+			delete(w.pids.byPid, pid)
+			delete(w.pids.denied, pid)
+			if w.details.byPid[pid] != nil {
 				w.dropHolder(pid)
 			}
 		}

@@ -96,6 +96,12 @@ func readCgroupContainer(root string, pid int32) string {
 	return c
 }
 
+// holderDetails holds what is recorded about each holder.
+type holderDetails struct {
+	byPid        map[int32]*procInfo          // never changed in place: see sameListeners
+	recheckQueue roundRobin[int32, *procInfo] // byPid entries still to check this round
+}
+
 type procInfo struct {
 	p     Process
 	exeID fileID // the file /proc/PID/exe referred to when p was read
@@ -120,11 +126,11 @@ func (w *Watcher) readHolders() {
 	w.refreshUsers()
 	s := scratchPool.Get().(*scratch)
 	for range recheckPerTick {
-		pid, ok := w.recheckQueue.next(w.procs)
+		pid, ok := w.details.recheckQueue.next(w.details.byPid)
 		if !ok {
 			break
 		}
-		pi := w.procs[pid]
+		pi := w.details.byPid[pid]
 		if pi == nil {
 			continue
 		}
@@ -133,17 +139,17 @@ func (w *Watcher) readHolders() {
 			continue // gone: found by the next full read; or not allowed
 		}
 		if exe, deleted := parseExe(string(s.link[:l])); exe != pi.p.Exe || deleted != pi.p.ExeDeleted {
-			delete(w.procs, pid)
+			delete(w.details.byPid, pid)
 			continue
 		}
 		if id, err := w.proc.exeID(s, pid); err == nil && id != pi.exeID {
-			delete(w.procs, pid)
+			delete(w.details.byPid, pid)
 		}
 	}
 	scratchPool.Put(s)
-	for _, h := range w.holders {
+	for _, h := range w.holders.byInode {
 		for _, pid := range h {
-			if pi := w.procs[pid]; pi != nil {
+			if pi := w.details.byPid[pid]; pi != nil {
 				pi.used = w.gen
 			} else if !slices.Contains(todo, pid) {
 				todo = append(todo, pid)
@@ -161,7 +167,7 @@ func (w *Watcher) readHolders() {
 				if i >= len(todo) {
 					return
 				}
-				if p, id, err := readProcess(w.opts.ProcRoot, todo[i], w.users); err == nil {
+				if p, id, err := readProcess(w.opts.ProcRoot, todo[i], w.users.byUID); err == nil {
 					got[i] = &procInfo{p: p, exeID: id, used: w.gen}
 				}
 			}
@@ -170,15 +176,15 @@ func (w *Watcher) readHolders() {
 	wg.Wait()
 	for i, pid := range todo {
 		if got[i] != nil {
-			w.procs[pid] = got[i]
+			w.details.byPid[pid] = got[i]
 		} else {
 			// Gone between the fd scan and now.
 			w.dropHolder(pid)
 		}
 	}
-	for pid, pi := range w.procs {
+	for pid, pi := range w.details.byPid {
 		if pi.used != w.gen {
-			delete(w.procs, pid)
+			delete(w.details.byPid, pid)
 		}
 	}
 }

@@ -68,53 +68,17 @@ type Watcher struct {
 	opts      Options
 	proc      *procDir
 	services  map[serviceKey]string
-	users     map[uint32]string
-	passwdID  passwdStamp // /etc/passwd as last read
 	canPtrace bool
-	canSetns  bool
-	selfNS    uint64
-	hostNS    uint64
 	selfPid   int32
+	gen       uint32 // ticks so far: the current one
+	warned    map[string]bool
 
-	gen     uint32
-	pids    map[int32]pidState
-	holders map[uint64][]int32 // listening socket inode -> holder pids, ascending
-	// holderFD is a descriptor through which each holder was seen holding
-	// the socket, rechecked a few at a time so that a holder that closed
-	// its copy (a launcher that handed the socket on) is dropped.
-	holderFD map[holderKey]int32
-	procs    map[int32]*procInfo
-	lost     map[uint64]struct{} // listening inodes searched for and not found
-	nss      map[uint64]*nsState
-	warned   map[string]bool
-	// denied holds the pids whose descriptors we may not read; while one
-	// lives, snapshots are partial.
-	denied   map[int32]bool
-	deniedMu sync.Mutex
-
-	lastPidSeen         int    // last allocated pid at the last full read of /proc
-	lastEphemeralSearch uint32 // tick of the last search set off by ephemeral UDP alone
-	sinceFull           int    // ticks since then
-
-	verifyQueue  roundRobin[holderKey, int32] // holderFD entries still to check this round
-	recheckQueue roundRobin[int32, *procInfo] // procs entries still to check this round
-	netnsNext    int32                        // the pid whose network namespace recheckNetns reads next
-
-	// Buffers reused across ticks.
-	pidList   []int32
-	newPids   []int32
-	refs      []sockRef
-	socks     []sockEntry
-	order     []int32 // indexes of socks in the order of Snapshot.Listeners
-	listening map[uint64]*sockEntry
-	unknown   map[uint64]uint32 // unknown inode -> socket uid
-
-	// The last snapshot's Listeners and what they were built from, so
-	// that a tick where nothing changed hands them out again (see build).
-	lastSocks     []sockEntry
-	lastListeners []Listener
-	lastHolders   []*procInfo // the holders of each listener, in turn
-	lastHolderEnd []int32     // per listener, the end of its holders in lastHolders
+	pids    pidTable      // the pids in /proc (pids.go)
+	holders holderCache   // who holds each listening socket (holders.go)
+	details holderDetails // what is recorded about each holder (procinfo.go)
+	ns      nsTable       // the network namespaces (netns.go)
+	users   userNames     // user names (names.go)
+	snap    snapshotCache // this tick's sockets, and the last snapshot (build.go)
 }
 
 // New returns a Watcher. It reads /etc/services once and /etc/passwd (again
@@ -137,19 +101,14 @@ func New(opts Options) (*Watcher, error) {
 		return nil, fmt.Errorf("watcher: %w", err)
 	}
 	w := &Watcher{
-		opts:      opts,
-		proc:      proc,
-		pids:      make(map[int32]pidState),
-		holders:   make(map[uint64][]int32),
-		holderFD:  make(map[holderKey]int32),
-		procs:     make(map[int32]*procInfo),
-		lost:      make(map[uint64]struct{}),
-		nss:       make(map[uint64]*nsState),
-		warned:    make(map[string]bool),
-		denied:    make(map[int32]bool),
-		listening: make(map[uint64]*sockEntry),
-		unknown:   make(map[uint64]uint32),
-		selfPid:   int32(os.Getpid()),
+		opts:    opts,
+		proc:    proc,
+		pids:    pidTable{byPid: make(map[int32]pidState), denied: make(map[int32]bool)},
+		holders: newHolderCache(),
+		details: holderDetails{byPid: make(map[int32]*procInfo)},
+		ns:      nsTable{byInode: make(map[uint64]*nsState)},
+		warned:  make(map[string]bool),
+		selfPid: int32(os.Getpid()),
 	}
 	// Both files are optional: without them names are just left out.
 	if b, err := os.ReadFile(opts.ServicesFile); err == nil {
@@ -159,7 +118,7 @@ func New(opts Options) (*Watcher, error) {
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		if caps, ok := parseCapEff(b); ok {
 			w.canPtrace = caps&(1<<capSysPtrace) != 0
-			w.canSetns = caps&(1<<capSysAdmin) != 0
+			w.ns.canSetns = caps&(1<<capSysAdmin) != 0
 		}
 	}
 	s := scratchPool.Get().(*scratch)
@@ -167,26 +126,26 @@ func New(opts Options) (*Watcher, error) {
 	// thread-self, not self: /proc/self is the main thread, which the runtime
 	// may have parked inside another namespace after an inNetns call.
 	if link, err := os.Readlink("/proc/thread-self/ns/net"); err == nil {
-		w.selfNS, _ = parseNetnsLink([]byte(link))
+		w.ns.self, _ = parseNetnsLink([]byte(link))
 	}
-	if w.hostNS, err = w.proc.netnsOf(s, 1); err != nil {
+	if w.ns.host, err = w.proc.netnsOf(s, 1); err != nil {
 		// PID 1's namespace is hidden from us: ours stands for the host.
-		w.hostNS = w.selfNS
+		w.ns.host = w.ns.self
 	}
-	own := &nsState{inode: w.selfNS, lowPid: int32(os.Getpid()), ports: readPortRange(opts.ProcRoot)}
+	own := &nsState{inode: w.ns.self, lowPid: int32(os.Getpid()), ports: readPortRange(opts.ProcRoot)}
 	if !opts.DisableSockDiag {
 		if own.conn, err = dialSockDiag(); err != nil {
 			w.warn(fmt.Sprintf("%v; reading /proc/net instead", err))
 		}
 	}
 	own.name = w.nameNetns(own)
-	w.nss[w.selfNS] = own
+	w.ns.byInode[w.ns.self] = own
 	return w, nil
 }
 
 // Close releases the watcher's sockets.
 func (w *Watcher) Close() error {
-	for _, ns := range w.nss {
+	for _, ns := range w.ns.byInode {
 		if ns.conn != nil {
 			ns.conn.Close()
 		}
@@ -237,18 +196,18 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	now := time.Now()
 	w.gen++
-	newPids := w.newPids[:0]
+	newPids := w.pids.fresh[:0]
 	if w.needFullRead() {
 		var err error
 		if newPids, err = w.readPids(newPids); err != nil {
 			return nil, err
 		}
 	}
-	w.newPids = newPids
+	w.pids.fresh = newPids
 
 	// The own namespace is dumped while new processes are scanned: on the
 	// first snapshot that scan is nearly all the work.
-	own := w.nss[w.selfNS]
+	own := w.ns.byInode[w.ns.self]
 	var (
 		ownSocks []sockEntry
 		ownErr   error
@@ -256,21 +215,21 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	)
 	if own.conn != nil {
 		if len(newPids) > 32 {
-			wg.Go(func() { ownSocks, ownErr = own.conn.dumpAll(w.socks[:0]) })
+			wg.Go(func() { ownSocks, ownErr = own.conn.dumpAll(w.snap.socks[:0]) })
 		} else {
 			// Nothing worth overlapping: spare the goroutine handoff.
-			ownSocks, ownErr = own.conn.dumpAll(w.socks[:0])
+			ownSocks, ownErr = own.conn.dumpAll(w.snap.socks[:0])
 		}
 	}
 	nsOf := make([]uint64, len(newPids))
-	refs := w.scan(newPids, nsOf, w.refs[:0])
+	refs := w.scan(newPids, nsOf, w.holders.refs[:0])
 	wg.Wait()
 	for i, pid := range newPids {
 		if nsOf[i] == 1 { // gone before we could read it
 			continue
 		}
 		// gen is set by readPids, which is what found the new pids.
-		w.pids[pid] = pidState{gen: w.gen, scanned: w.gen, netns: nsOf[i]}
+		w.pids.byPid[pid] = pidState{gen: w.gen, scanned: w.gen, netns: nsOf[i]}
 	}
 	w.recheckNetns()
 	w.updateNamespaces()
@@ -283,7 +242,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 		own.conn = nil
 	}
 	if own.conn == nil {
-		socks = w.socks[:0]
+		socks = w.snap.socks[:0]
 	}
 	for i := range socks {
 		socks[i].ns = own
@@ -304,27 +263,27 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 			socks[i].ns = ns
 		}
 	}
-	w.socks = socks
+	w.snap.socks = socks
 
-	clear(w.listening)
+	clear(w.holders.listening)
 	for i := range socks {
-		w.listening[socks[i].inode] = &socks[i]
+		w.holders.listening[socks[i].inode] = &socks[i]
 	}
-	for ino := range w.holders {
-		if w.listening[ino] == nil {
-			delete(w.holders, ino)
+	for ino := range w.holders.byInode {
+		if w.holders.listening[ino] == nil {
+			delete(w.holders.byInode, ino)
 		}
 	}
-	for ino := range w.lost {
-		if w.listening[ino] == nil {
-			delete(w.lost, ino)
+	for ino := range w.holders.lost {
+		if w.holders.listening[ino] == nil {
+			delete(w.holders.lost, ino)
 		}
 	}
 	fresh := w.addRefs(refs)
 	refs = w.searchParents(fresh, refs[:0])
 	w.verifyHolders()
 	refs = w.searchUnknown(refs[:0])
-	w.refs = refs[:0]
+	w.holders.refs = refs[:0]
 	w.readHolders()
 
 	snap := w.build(now)
@@ -332,7 +291,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	case !w.canPtrace:
 		snap.Partial = true
 		w.warn("attribution is partial: without CAP_SYS_PTRACE the descriptors of other users' processes cannot be read, so some listeners show no process")
-	case len(w.denied) > 0:
+	case len(w.pids.denied) > 0:
 		snap.Partial = true
 		w.warn("attribution is partial: the descriptors of some processes cannot be read (permission denied), so some listeners show no process")
 	}
