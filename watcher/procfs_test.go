@@ -1,0 +1,154 @@
+package watcher
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+)
+
+// moveFDs moves fds[i] to the descriptor number in the i-th field of nums
+// ("-" leaves it where it is), and records the new number in fds.
+func moveFDs(fds []int, nums string) error {
+	for i, f := range strings.Fields(nums) {
+		if f == "-" || i >= len(fds) {
+			continue
+		}
+		to, err := strconv.Atoi(f)
+		if err != nil {
+			return fmt.Errorf("PW_FDNUMS: %w", err)
+		}
+		if err := unix.Dup3(fds[i], to, unix.O_CLOEXEC); err != nil {
+			return fmt.Errorf("move fd %d to %d: %w", fds[i], to, err)
+		}
+		unix.Close(fds[i])
+		fds[i] = to
+	}
+	return nil
+}
+
+// maxFDReads is how many descriptor reads a scan of a table of open
+// descriptors may make: each once, plus the misses the probe may pay before
+// it lists the rest (see probeFDs), plus one for a descriptor opened
+// meanwhile.
+func maxFDReads(open int) int { return open + 3 + open/8 }
+
+// TestScanSparseTables checks that the scan of a process whose descriptor
+// table is not dense from 0 (gaps, one stray high descriptor, as children of
+// shells, flock and supervisors have) finds every socket, and reads each
+// descriptor about once: not probing up to twice the table and then reading
+// every link again from a listing.
+func TestScanSparseTables(t *testing.T) {
+	p, err := openProc("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	w, _ := newWatcher(t, Options{})
+	for _, tt := range []struct {
+		name   string
+		fdnums string
+	}{
+		// As the test runner leaves the table: dense, or with strays
+		// inherited from the shell.
+		{name: "as started", fdnums: ""},
+		{name: "stray high", fdnums: "- - - 1000"},
+		{name: "gaps", fdnums: "20 40 60 80"},
+		{name: "gaps and strays", fdnums: "10 30 500 5000"},
+		{name: "all high", fdnums: "3000 3001 3002 3003"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := startHelper(t, helperOpts{
+				socks:  "tcp4=127.0.0.1:0 tcp4=127.0.0.1:0 udp4=127.0.0.1:0 tcp6only=[::1]:0",
+				fdnums: tt.fdnums,
+			})
+			pid := int32(h.pid())
+			open := openFDs(t, pid)
+			want := map[uint64]bool{}
+			for _, s := range h.socks {
+				want[s.inode] = true
+			}
+			s := new(scratch)
+			refs, err := p.scanFDs(s, pid, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got, wantRefs []sockRef
+			for _, r := range refs {
+				if want[r.inode] {
+					got = append(got, r)
+				}
+			}
+			fds := strings.Fields(tt.fdnums)
+			for i, sock := range h.socks {
+				fd := -1
+				if i < len(fds) && fds[i] != "-" {
+					fd, _ = strconv.Atoi(fds[i])
+				} else {
+					fd = fdOf(t, pid, sock.inode)
+				}
+				wantRefs = append(wantRefs, sockRef{inode: sock.inode, pid: pid, fd: int32(fd)})
+			}
+			less := func(a, b sockRef) int { return int(a.fd) - int(b.fd) }
+			slices.SortFunc(got, less)
+			slices.SortFunc(wantRefs, less)
+			if diff := cmp.Diff(wantRefs, got, cmp.AllowUnexported(sockRef{})); diff != "" {
+				t.Errorf("sockets found (-want +got):\n%s", diff)
+			}
+			t.Logf("%d descriptors read and %d listings for %d open descriptors", s.fdReads, s.fdLists, open)
+			if s.fdReads > maxFDReads(open) || s.fdLists > 1 {
+				t.Errorf("%d descriptors read and %d listings for %d open descriptors, want at most %d and 1",
+					s.fdReads, s.fdLists, open, maxFDReads(open))
+			}
+
+			snap, err := w.Snapshot(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			held := map[uint64]bool{}
+			for _, l := range snap.Listeners {
+				for _, pr := range l.Processes {
+					if pr.PID == int(pid) {
+						held[l.Inode] = true
+					}
+				}
+			}
+			if diff := cmp.Diff(want, held); diff != "" {
+				t.Errorf("listeners attributed to the helper (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// openFDs returns how many descriptors pid has open.
+func openFDs(t *testing.T, pid int32) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// fdOf returns the descriptor through which pid holds socket inode.
+func fdOf(t *testing.T, pid int32, inode uint64) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if err == nil && link == fmt.Sprintf("socket:[%d]", inode) {
+			fd, _ := strconv.Atoi(e.Name())
+			return fd
+		}
+	}
+	t.Fatalf("pid %d holds no socket %d", pid, inode)
+	return -1
+}
