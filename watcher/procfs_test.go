@@ -3,6 +3,7 @@ package watcher
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -151,4 +152,63 @@ func fdOf(t *testing.T, pid int32, inode uint64) int {
 	}
 	t.Fatalf("pid %d holds no socket %d", pid, inode)
 	return -1
+}
+
+// BenchmarkScanFDs scans one process whose 1,000 descriptors (/dev/null)
+// are laid out as in bench/scene, and reports the descriptor reads a scan
+// makes (reads/op) beside its time.
+func BenchmarkScanFDs(b *testing.B) {
+	const n = 1000
+	for _, bb := range []struct {
+		name string
+		slot func(i int) int // descriptor number of the i-th file
+	}{
+		{"dense", func(i int) int { return 3 + i }},
+		{"gaps", func(i int) int { return 3 + i + i/3 + 32*(i/16) }},
+		{"stray", func(i int) int {
+			if i == n-1 {
+				return 4 * n
+			}
+			return 3 + i
+		}},
+		{"churned", func(i int) int { return 3 + i + 16*(i/64) }},
+		{"high", func(i int) int { return 2*n + i }},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			null, err := os.Open(os.DevNull)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer null.Close()
+			var extra []*os.File
+			for i := range n {
+				for len(extra) < bb.slot(i)-3 {
+					extra = append(extra, nil)
+				}
+				extra = append(extra, null)
+			}
+			cmd := exec.Command("sleep", "60")
+			cmd.ExtraFiles = extra
+			if err := cmd.Start(); err != nil {
+				b.Skip("cannot start sleep:", err)
+			}
+			defer func() {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}()
+			p, err := openProc("/proc")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			s := new(scratch)
+			pid := int32(cmd.Process.Pid)
+			for b.Loop() {
+				if _, err := p.scanFDs(s, pid, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(s.fdReads)/float64(b.N), "reads/op")
+		})
+	}
 }
