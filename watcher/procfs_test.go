@@ -212,3 +212,70 @@ func BenchmarkScanFDs(b *testing.B) {
 		})
 	}
 }
+
+// TestScanFDs checks that probing descriptor numbers finds exactly what
+// listing /proc/PID/fd finds, with holes in the table and a sparse one,
+// reading each descriptor about once.
+func TestScanFDs(t *testing.T) {
+	var fds []int
+	for range 200 {
+		p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, p[0], p[1])
+	}
+	t.Cleanup(func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	})
+	for i := 0; i < len(fds); i += 7 { // holes
+		unix.Close(fds[i])
+	}
+	p, err := openProc("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	s := new(scratch)
+	pid := int32(os.Getpid())
+	compare := func() {
+		t.Helper()
+		p.noProbe = false
+		*s = scratch{}
+		probed, err := p.scanFDs(s, pid, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if open := openFDs(t, pid); s.fdReads > maxFDReads(open) || s.fdLists > 1 {
+			t.Errorf("%d descriptors read and %d listings for %d open descriptors, want at most %d and 1",
+				s.fdReads, s.fdLists, open, maxFDReads(open))
+		}
+		p.noProbe = true
+		listed, err := p.scanFDs(s, pid, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		less := func(a, b sockRef) int { return int(a.fd) - int(b.fd) }
+		slices.SortFunc(probed, less)
+		slices.SortFunc(listed, less)
+		if len(listed) < 300 {
+			t.Fatalf("listed only %d sockets", len(listed))
+		}
+		if diff := cmp.Diff(listed, probed, cmp.AllowUnexported(sockRef{})); diff != "" {
+			t.Errorf("probe and listing differ (-listed +probed):\n%s", diff)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd", pid), &st); err != nil || st.Size == 0 {
+		t.Skip("this kernel does not count descriptors in the size of /proc/PID/fd (Linux < 6.2): nothing to probe")
+	}
+	compare() // with holes
+	high, err := unix.FcntlInt(uintptr(fds[1]), unix.F_DUPFD_CLOEXEC, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds = append(fds, high)
+	compare() // a descriptor far away: probing gives up, the listing finds it
+}
