@@ -265,26 +265,25 @@ func build(z size, lifetime time.Duration) (*scene, error) {
 		}
 	}
 
-	// Idle processes: open files, no sockets.
-	for p := 0; p < z.idleProcs; p++ {
-		files, err := openFiles(z.idleFiles)
-		if err != nil {
-			return nil, err
+	// Processes that hold only open files: idle ones, and a few with
+	// thousands of descriptors.
+	holdFiles := func(procs, files int, l layout) error {
+		for range procs {
+			f, err := openFiles(files)
+			if err != nil {
+				return err
+			}
+			if err := hold(f, l); err != nil {
+				return err
+			}
 		}
-		if err := hold(files, z.layout); err != nil {
-			return nil, err
-		}
+		return nil
 	}
-
-	// Processes with thousands of descriptors.
-	for p := 0; p < z.wideProcs; p++ {
-		files, err := openFiles(z.wideFiles)
-		if err != nil {
-			return nil, err
-		}
-		if err := hold(files, churned); err != nil {
-			return nil, err
-		}
+	if err := holdFiles(z.idleProcs, z.idleFiles, z.layout); err != nil {
+		return nil, err
+	}
+	if err := holdFiles(z.wideProcs, z.wideFiles, churned); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
