@@ -6,7 +6,7 @@
 # within 5 minutes) and runs bench/measure inside it. Prints the figures of
 # each scene, then a Markdown table of all of them.
 #
-# Environment: SCENES ("small large"), REPS (11), TICKS (1000), NICE (-20),
+# Environment: SCENES ("small large large-gaps large-stray large-wide"), REPS (11), TICKS (1000), NICE (-20),
 # BENCH_OUT (a fresh /tmp directory), PROFILE (non-empty: CPU and heap
 # profiles of the watcher in $BENCH_OUT).
 set -eu
@@ -16,7 +16,7 @@ if [ "$(id -u)" != 0 ]; then
 	echo "bench: must run as root (the scenes use network, PID and mount namespaces)" >&2
 	exit 2
 fi
-SCENES=${SCENES:-small large}
+SCENES=${SCENES:-small large large-gaps large-stray large-wide}
 REPS=${REPS:-11}
 NICE=${NICE:--20}
 TICKS=${TICKS:-1000}

@@ -15,5 +15,13 @@
 // testdata/ (refresh them with `go test -run TestRecord -record`). The
 // package also owns the diff between two snapshots (diff.go).
 //
+// One concern per file: watcher.go (the Watcher and the order of a tick),
+// pids.go (the process table), procfs.go and holders.go (the descriptor
+// scan, and the cache of who holds each socket), procinfo.go (a holder's
+// details), netns.go (namespaces: discovery, naming, entering, dumping),
+// sockdiag.go and procnet.go (the dumps), build.go (the Snapshot, reused
+// when nothing changed), names.go (user and interface names), parse.go
+// (the parsers of what /proc and /etc hold).
+//
 // watcher imports neither policy nor notify.
 package watcher

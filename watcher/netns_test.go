@@ -272,7 +272,7 @@ func TestSnapshotInterfaceNamesRefreshed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.nss[w.selfNS].ifnames[uint32(idx.Index)] = "stale"
+	w.ns.byInode[w.ns.self].ifnames[uint32(idx.Index)] = "stale"
 	got := []string{}
 	for range ifnamesEvery + 1 {
 		got = append(got, byInode(snapshot(t, w), ino).Interface)

@@ -236,16 +236,26 @@ func parsePortRange(data []byte) (portRange, error) {
 
 // parseStatusUID returns the real uid from /proc/PID/status ("Uid:\t0\t0\t0\t0").
 func parseStatusUID(data []byte) (uint32, bool) {
-	i := bytes.Index(data, []byte("\nUid:"))
-	if i < 0 {
+	f, ok := statusField(data, "Uid")
+	if !ok {
 		return 0, false
 	}
-	f := bytes.Fields(data[i+5:])
-	if len(f) == 0 {
-		return 0, false
-	}
-	uid, err := strconv.ParseUint(string(f[0]), 10, 32)
+	uid, err := strconv.ParseUint(string(f), 10, 32)
 	return uint32(uid), err == nil
+}
+
+// statusField returns the first word of the line "key:" of a
+// /proc/PID/status file (never its first line, Name:).
+func statusField(data []byte, key string) ([]byte, bool) {
+	i := bytes.Index(data, []byte("\n"+key+":"))
+	if i < 0 {
+		return nil, false
+	}
+	f := bytes.Fields(data[i+len(key)+2:])
+	if len(f) == 0 {
+		return nil, false
+	}
+	return f[0], true
 }
 
 // parseCmdline splits /proc/PID/cmdline on NULs. A process that rewrote its
@@ -322,4 +332,20 @@ func parseStatPPid(b []byte) (int32, bool) {
 	}
 	ppid, ok := atoiBytes(f[1])
 	return int32(ppid), ok
+}
+
+// Capability bits from <linux/capability.h>.
+const (
+	capSysPtrace = 19
+	capSysAdmin  = 21
+)
+
+// parseCapEff returns the effective capability set from /proc/self/status.
+func parseCapEff(status []byte) (uint64, bool) {
+	f, ok := statusField(status, "CapEff")
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(f), 16, 64)
+	return v, err == nil
 }

@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -82,14 +86,6 @@ func readProcess(root string, pid int32, users map[uint32]string) (Process, file
 	return p, id, nil
 }
 
-// userName is the name of uid, or the number when it has none.
-func userName(users map[uint32]string, uid uint32) string {
-	if n, ok := users[uid]; ok {
-		return n
-	}
-	return strconv.FormatUint(uint64(uid), 10)
-}
-
 // readCgroupContainer returns the container id of pid, or "".
 func readCgroupContainer(root string, pid int32) string {
 	b, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", root, pid))
@@ -98,4 +94,97 @@ func readCgroupContainer(root string, pid int32) string {
 	}
 	_, c := parseCgroup(b)
 	return c
+}
+
+// holderDetails holds what is recorded about each holder.
+type holderDetails struct {
+	byPid        map[int32]*procInfo          // never changed in place: see sameListeners
+	recheckQueue roundRobin[int32, *procInfo] // byPid entries still to check this round
+}
+
+type procInfo struct {
+	p     Process
+	exeID fileID // the file /proc/PID/exe referred to when p was read
+	used  uint32 // last tick it held a listener
+}
+
+// recheckPerTick is how many cached holders a tick checks, in turn, for an
+// exec (a new executable behind the same pid): a readlink each, so that with
+// a hundred holders each is checked every few seconds for a few tens of
+// microseconds a tick.
+const recheckPerTick = 16
+
+// readHolders reads the details of holders not yet known, re-reads those
+// whose executable changed, and forgets those that are no longer holders.
+//
+// An executable changed when the path read from /proc/PID/exe, or the file
+// it refers to, did. The file matters as much as the path: a process that
+// enters a private mount namespace and execs a file bound over the same path
+// would otherwise keep the verdict "verified" of the file it ran before.
+func (w *Watcher) readHolders() {
+	var todo []int32
+	w.refreshUsers()
+	s := scratchPool.Get().(*scratch)
+	for range recheckPerTick {
+		pid, ok := w.details.recheckQueue.next(w.details.byPid)
+		if !ok {
+			break
+		}
+		pi := w.details.byPid[pid]
+		if pi == nil {
+			continue
+		}
+		l, err := readlinkat(w.proc.fd, s.pidPath(pid, "/exe"), s.link[:])
+		if err != nil {
+			continue // gone: found by the next full read; or not allowed
+		}
+		if exe, deleted := parseExe(string(s.link[:l])); exe != pi.p.Exe || deleted != pi.p.ExeDeleted {
+			delete(w.details.byPid, pid)
+			continue
+		}
+		if id, err := w.proc.exeID(s, pid); err == nil && id != pi.exeID {
+			delete(w.details.byPid, pid)
+		}
+	}
+	scratchPool.Put(s)
+	for _, h := range w.holders.byInode {
+		for _, pid := range h {
+			if pi := w.details.byPid[pid]; pi != nil {
+				pi.used = w.gen
+			} else if !slices.Contains(todo, pid) {
+				todo = append(todo, pid)
+			}
+		}
+	}
+	got := make([]*procInfo, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	workers := min(runtime.GOMAXPROCS(0), 4, (len(todo)+7)/8)
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(todo) {
+					return
+				}
+				if p, id, err := readProcess(w.opts.ProcRoot, todo[i], w.users.byUID); err == nil {
+					got[i] = &procInfo{p: p, exeID: id, used: w.gen}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, pid := range todo {
+		if got[i] != nil {
+			w.details.byPid[pid] = got[i]
+		} else {
+			// Gone between the fd scan and now.
+			w.dropHolder(pid)
+		}
+	}
+	for pid, pi := range w.details.byPid {
+		if pi.used != w.gen {
+			delete(w.details.byPid, pid)
+		}
+	}
 }

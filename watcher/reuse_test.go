@@ -33,8 +33,8 @@ func TestSortSocksKeepsOrder(t *testing.T) {
 	}
 	inodes := func(w *Watcher) []uint64 {
 		var out []uint64
-		for _, i := range w.order {
-			out = append(out, w.socks[i].inode)
+		for _, i := range w.snap.order {
+			out = append(out, w.snap.socks[i].inode)
 		}
 		return out
 	}
@@ -67,14 +67,14 @@ func TestSortSocksKeepsOrder(t *testing.T) {
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			w := &Watcher{socks: slices.Clone(base)}
-			w.sortSocks()
-			if diff := cmp.Diff(want(w.socks), inodes(w)); diff != "" {
+			w := &Watcher{snap: snapshotCache{socks: slices.Clone(base)}}
+			w.snap.sortSocks()
+			if diff := cmp.Diff(want(w.snap.socks), inodes(w)); diff != "" {
 				t.Fatalf("first order (-want +got):\n%s", diff)
 			}
-			tt.change(w.socks)
-			w.sortSocks()
-			if diff := cmp.Diff(want(w.socks), inodes(w)); diff != "" {
+			tt.change(w.snap.socks)
+			w.snap.sortSocks()
+			if diff := cmp.Diff(want(w.snap.socks), inodes(w)); diff != "" {
 				t.Errorf("order after the change (-want +got):\n%s", diff)
 			}
 		})

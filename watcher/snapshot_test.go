@@ -40,7 +40,8 @@ func TestMain(m *testing.M) {
 // helperMain opens the sockets in PW_SOCKS, optionally after renaming itself
 // (PW_RENAME) or bringing up loopback in the fresh namespace it was started
 // in (PW_LO), reports "inode port" for each and for an inherited fd 3
-// (PW_HOLD), then "ready". It then serves commands on stdin until EOF:
+// (PW_HOLD), moves them to the descriptor numbers in PW_FDNUMS, then
+// "ready". It then serves commands on stdin until EOF:
 // "open SPEC" opens one more socket, "sendfd" passes the first socket (fd 3
 // when held) over the unix socket at fd 4 and closes its own copy.
 func helperMain() int {
@@ -115,6 +116,9 @@ func helperMain() int {
 			return fail(err)
 		}
 	}
+	if err := moveFDs(fds, os.Getenv("PW_FDNUMS")); err != nil {
+		return fail(err)
+	}
 	fmt.Fprintln(out, "ready")
 	out.Flush()
 	in := bufio.NewScanner(os.Stdin)
@@ -180,11 +184,12 @@ type helperOpts struct {
 	extra  []*os.File // fd 4...
 	netns  bool       // new network namespace with loopback up
 	path   string     // executable to run instead of the test binary
+	fdnums string     // descriptor numbers for the sockets (see moveFDs)
 }
 
 func startHelper(t *testing.T, o helperOpts) *helper {
 	t.Helper()
-	lo := listenertest.Options{Path: o.path, Env: []string{helperEnv + "=listen", "PW_SOCKS=" + o.socks, "PW_RENAME=" + o.rename}}
+	lo := listenertest.Options{Path: o.path, Env: []string{helperEnv + "=listen", "PW_SOCKS=" + o.socks, "PW_RENAME=" + o.rename, "PW_FDNUMS=" + o.fdnums}}
 	if o.hold != nil {
 		lo.Env = append(lo.Env, "PW_HOLD=1")
 		lo.ExtraFiles = append(lo.ExtraFiles, o.hold)

@@ -1,21 +1,12 @@
 package watcher
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"runtime"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Options configure a Watcher. The zero value watches the real host.
@@ -77,120 +68,17 @@ type Watcher struct {
 	opts      Options
 	proc      *procDir
 	services  map[serviceKey]string
-	users     map[uint32]string
-	passwdID  passwdStamp // /etc/passwd as last read
 	canPtrace bool
-	canSetns  bool
-	selfNS    uint64
-	hostNS    uint64
 	selfPid   int32
+	gen       uint32 // ticks so far: the current one
+	warned    map[string]bool
 
-	gen     uint32
-	pids    map[int32]pidState
-	holders map[uint64][]int32 // listening socket inode -> holder pids, ascending
-	// holderFD is a descriptor through which each holder was seen holding
-	// the socket, rechecked a few at a time so that a holder that closed
-	// its copy (a launcher that handed the socket on) is dropped.
-	holderFD map[holderKey]int32
-	procs    map[int32]*procInfo
-	lost     map[uint64]struct{} // listening inodes searched for and not found
-	nss      map[uint64]*nsState
-	warned   map[string]bool
-	// denied holds the pids whose descriptors we may not read; while one
-	// lives, snapshots are partial.
-	denied   map[int32]bool
-	deniedMu sync.Mutex
-
-	lastPidSeen         int    // last allocated pid at the last full read of /proc
-	lastEphemeralSearch uint32 // tick of the last search set off by ephemeral UDP alone
-	sinceFull           int    // ticks since then
-
-	verifyQueue  roundRobin[holderKey, int32] // holderFD entries still to check this round
-	recheckQueue roundRobin[int32, *procInfo] // procs entries still to check this round
-	netnsNext    int32                        // the pid whose network namespace recheckNetns reads next
-
-	// Buffers reused across ticks.
-	pidList   []int32
-	newPids   []int32
-	refs      []sockRef
-	socks     []sockEntry
-	order     []int32 // indexes of socks in the order of Snapshot.Listeners
-	listening map[uint64]*sockEntry
-	unknown   map[uint64]uint32 // unknown inode -> socket uid
-
-	// The last snapshot's Listeners and what they were built from, so
-	// that a tick where nothing changed hands them out again (see build).
-	lastSocks     []sockEntry
-	lastListeners []Listener
-	lastHolders   []*procInfo // the holders of each listener, in turn
-	lastHolderEnd []int32     // per listener, the end of its holders in lastHolders
-}
-
-type pidState struct {
-	gen     uint32 // last tick the pid was in /proc
-	scanned uint32 // last tick its descriptors were read
-	netns   uint64 // 0 when unknown (not allowed to read)
-}
-
-type procInfo struct {
-	p     Process
-	exeID fileID // the file /proc/PID/exe referred to when p was read
-	used  uint32 // last tick it held a listener
-}
-
-// passwdStamp tells whether /etc/passwd changed since it was read: useradd
-// and vipw replace the file (a new inode) or rewrite it (mtime, size).
-type passwdStamp struct {
-	ok       bool // the file was there
-	dev, ino uint64
-	size     int64
-	mtime    unix.Timespec
-}
-
-func statPasswd(path string) passwdStamp {
-	var st unix.Stat_t
-	if unix.Stat(path, &st) != nil {
-		return passwdStamp{}
-	}
-	return passwdStamp{ok: true, dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}
-}
-
-// refreshUsers reads /etc/passwd again when it changed (a stat per tick),
-// and renames the cached holders: a process started before its user was
-// created is otherwise named by its uid until it execs.
-func (w *Watcher) refreshUsers() {
-	st := statPasswd(w.opts.PasswdFile)
-	if st == w.passwdID {
-		return
-	}
-	w.passwdID = st
-	w.users = nil
-	if b, err := os.ReadFile(w.opts.PasswdFile); err == nil {
-		w.users = parsePasswd(b)
-	}
-	for pid, pi := range w.procs {
-		// A new procInfo, not a change to this one: build tells that a
-		// holder's details changed by its pointer.
-		n := *pi
-		n.p.User = userName(w.users, pi.p.UID)
-		w.procs[pid] = &n
-	}
-}
-
-// nsState is one network namespace the watcher knows about.
-type nsState struct {
-	inode   uint64
-	name    string
-	runName string // name under Options.NetnsDir, if any
-	lowPid  int32  // lowest pid inside this tick, 0 for none
-	conn    *sockDiagConn
-	ports   portRange
-	ifnames map[uint32]string
-	ifAt    uint32          // tick ifnames was read
-	warned  map[string]bool // kinds of warning said about it (see warnNS)
-	err     string          // why it is not inspected this tick
-	opened  bool            // open has decided between sock_diag and /proc/PID/net
-	seen    uint32
+	pids    pidTable      // the pids in /proc (pids.go)
+	holders holderCache   // who holds each listening socket (holders.go)
+	details holderDetails // what is recorded about each holder (procinfo.go)
+	ns      nsTable       // the network namespaces (netns.go)
+	users   userNames     // user names (names.go)
+	snap    snapshotCache // this tick's sockets, and the last snapshot (build.go)
 }
 
 // New returns a Watcher. It reads /etc/services once and /etc/passwd (again
@@ -213,19 +101,14 @@ func New(opts Options) (*Watcher, error) {
 		return nil, fmt.Errorf("watcher: %w", err)
 	}
 	w := &Watcher{
-		opts:      opts,
-		proc:      proc,
-		pids:      make(map[int32]pidState),
-		holders:   make(map[uint64][]int32),
-		holderFD:  make(map[holderKey]int32),
-		procs:     make(map[int32]*procInfo),
-		lost:      make(map[uint64]struct{}),
-		nss:       make(map[uint64]*nsState),
-		warned:    make(map[string]bool),
-		denied:    make(map[int32]bool),
-		listening: make(map[uint64]*sockEntry),
-		unknown:   make(map[uint64]uint32),
-		selfPid:   int32(os.Getpid()),
+		opts:    opts,
+		proc:    proc,
+		pids:    pidTable{byPid: make(map[int32]pidState), denied: make(map[int32]bool)},
+		holders: newHolderCache(),
+		details: holderDetails{byPid: make(map[int32]*procInfo)},
+		ns:      nsTable{byInode: make(map[uint64]*nsState)},
+		warned:  make(map[string]bool),
+		selfPid: int32(os.Getpid()),
 	}
 	// Both files are optional: without them names are just left out.
 	if b, err := os.ReadFile(opts.ServicesFile); err == nil {
@@ -235,7 +118,7 @@ func New(opts Options) (*Watcher, error) {
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		if caps, ok := parseCapEff(b); ok {
 			w.canPtrace = caps&(1<<capSysPtrace) != 0
-			w.canSetns = caps&(1<<capSysAdmin) != 0
+			w.ns.canSetns = caps&(1<<capSysAdmin) != 0
 		}
 	}
 	s := scratchPool.Get().(*scratch)
@@ -243,26 +126,26 @@ func New(opts Options) (*Watcher, error) {
 	// thread-self, not self: /proc/self is the main thread, which the runtime
 	// may have parked inside another namespace after an inNetns call.
 	if link, err := os.Readlink("/proc/thread-self/ns/net"); err == nil {
-		w.selfNS, _ = parseNetnsLink([]byte(link))
+		w.ns.self, _ = parseNetnsLink([]byte(link))
 	}
-	if w.hostNS, err = w.proc.netnsOf(s, 1); err != nil {
+	if w.ns.host, err = w.proc.netnsOf(s, 1); err != nil {
 		// PID 1's namespace is hidden from us: ours stands for the host.
-		w.hostNS = w.selfNS
+		w.ns.host = w.ns.self
 	}
-	own := &nsState{inode: w.selfNS, lowPid: int32(os.Getpid()), ports: readPortRange(opts.ProcRoot)}
+	own := &nsState{inode: w.ns.self, lowPid: int32(os.Getpid()), ports: readPortRange(opts.ProcRoot)}
 	if !opts.DisableSockDiag {
 		if own.conn, err = dialSockDiag(); err != nil {
 			w.warn(fmt.Sprintf("%v; reading /proc/net instead", err))
 		}
 	}
 	own.name = w.nameNetns(own)
-	w.nss[w.selfNS] = own
+	w.ns.byInode[w.ns.self] = own
 	return w, nil
 }
 
 // Close releases the watcher's sockets.
 func (w *Watcher) Close() error {
-	for _, ns := range w.nss {
+	for _, ns := range w.ns.byInode {
 		if ns.conn != nil {
 			ns.conn.Close()
 		}
@@ -313,18 +196,18 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	now := time.Now()
 	w.gen++
-	newPids := w.newPids[:0]
+	newPids := w.pids.fresh[:0]
 	if w.needFullRead() {
 		var err error
 		if newPids, err = w.readPids(newPids); err != nil {
 			return nil, err
 		}
 	}
-	w.newPids = newPids
+	w.pids.fresh = newPids
 
 	// The own namespace is dumped while new processes are scanned: on the
 	// first snapshot that scan is nearly all the work.
-	own := w.nss[w.selfNS]
+	own := w.ns.byInode[w.ns.self]
 	var (
 		ownSocks []sockEntry
 		ownErr   error
@@ -332,21 +215,21 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	)
 	if own.conn != nil {
 		if len(newPids) > 32 {
-			wg.Go(func() { ownSocks, ownErr = own.conn.dumpAll(w.socks[:0]) })
+			wg.Go(func() { ownSocks, ownErr = own.conn.dumpAll(w.snap.socks[:0]) })
 		} else {
 			// Nothing worth overlapping: spare the goroutine handoff.
-			ownSocks, ownErr = own.conn.dumpAll(w.socks[:0])
+			ownSocks, ownErr = own.conn.dumpAll(w.snap.socks[:0])
 		}
 	}
 	nsOf := make([]uint64, len(newPids))
-	refs := w.scan(newPids, nsOf, w.refs[:0])
+	refs := w.scan(newPids, nsOf, w.holders.refs[:0])
 	wg.Wait()
 	for i, pid := range newPids {
 		if nsOf[i] == 1 { // gone before we could read it
 			continue
 		}
 		// gen is set by readPids, which is what found the new pids.
-		w.pids[pid] = pidState{gen: w.gen, scanned: w.gen, netns: nsOf[i]}
+		w.pids.byPid[pid] = pidState{gen: w.gen, scanned: w.gen, netns: nsOf[i]}
 	}
 	w.recheckNetns()
 	w.updateNamespaces()
@@ -359,7 +242,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 		own.conn = nil
 	}
 	if own.conn == nil {
-		socks = w.socks[:0]
+		socks = w.snap.socks[:0]
 	}
 	for i := range socks {
 		socks[i].ns = own
@@ -380,27 +263,27 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 			socks[i].ns = ns
 		}
 	}
-	w.socks = socks
+	w.snap.socks = socks
 
-	clear(w.listening)
+	clear(w.holders.listening)
 	for i := range socks {
-		w.listening[socks[i].inode] = &socks[i]
+		w.holders.listening[socks[i].inode] = &socks[i]
 	}
-	for ino := range w.holders {
-		if w.listening[ino] == nil {
-			delete(w.holders, ino)
+	for ino := range w.holders.byInode {
+		if w.holders.listening[ino] == nil {
+			delete(w.holders.byInode, ino)
 		}
 	}
-	for ino := range w.lost {
-		if w.listening[ino] == nil {
-			delete(w.lost, ino)
+	for ino := range w.holders.lost {
+		if w.holders.listening[ino] == nil {
+			delete(w.holders.lost, ino)
 		}
 	}
 	fresh := w.addRefs(refs)
 	refs = w.searchParents(fresh, refs[:0])
 	w.verifyHolders()
 	refs = w.searchUnknown(refs[:0])
-	w.refs = refs[:0]
+	w.holders.refs = refs[:0]
 	w.readHolders()
 
 	snap := w.build(now)
@@ -408,961 +291,9 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	case !w.canPtrace:
 		snap.Partial = true
 		w.warn("attribution is partial: without CAP_SYS_PTRACE the descriptors of other users' processes cannot be read, so some listeners show no process")
-	case len(w.denied) > 0:
+	case len(w.pids.denied) > 0:
 		snap.Partial = true
 		w.warn("attribution is partial: the descriptors of some processes cannot be read (permission denied), so some listeners show no process")
 	}
 	return snap, nil
-}
-
-// fullReadEvery bounds how many ticks may pass without reading /proc in
-// full; such a read is what notices idle processes and namespaces gone.
-const fullReadEvery = 30
-
-// needFullRead decides whether this tick reads the pid list from /proc. That
-// read costs about a microsecond per process in the kernel, so a tick skips
-// it when no process was created since the last one: the kernel's last
-// allocated pid (the last field of /proc/loadavg) has not moved, no pid we
-// rely on (a holder, a process we read a namespace through) has exited, and
-// the last full read is recent. Exited holders are then dropped here.
-func (w *Watcher) needFullRead() bool {
-	w.sinceFull++
-	last, ok := w.lastPid()
-	if w.gen == 1 || !ok || last != w.lastPidSeen || w.sinceFull >= fullReadEvery || w.opts.ProcRoot != "/proc" {
-		w.lastPidSeen = last
-		return true
-	}
-	for _, ns := range w.nss {
-		if ns.conn == nil && ns.lowPid != 0 && ns.inode != w.selfNS && !alive(ns.lowPid) {
-			return true
-		}
-	}
-	for pid := range w.procs {
-		if !alive(pid) {
-			delete(w.pids, pid)
-			w.dropHolder(pid)
-		}
-	}
-	return false
-}
-
-// alive reports whether pid exists (kill with signal 0 sends nothing).
-func alive(pid int32) bool {
-	return unix.Kill(int(pid), 0) != unix.ESRCH
-}
-
-// netnsRecheckEvery is within how many ticks the network namespace of every
-// known process is read again. A process may enter another namespace
-// without a new pid (unshare -n, or setns, then exec): only this notices the
-// namespace when nothing else lives in it. A readlink of /proc/PID/ns/net
-// costs 1 to 3 µs, so the reads are spread evenly over the ticks: with
-// 1,000 processes, about 34 a tick (under 0.1 ms), the cost of reading them
-// all on the full read every fullReadEvery ticks without its spike.
-const netnsRecheckEvery = fullReadEvery
-
-// recheckNetns reads again the network namespace of the next known pids, in
-// ascending order from where the last tick stopped, wrapping around, so
-// that every one is read within netnsRecheckEvery ticks.
-func (w *Watcher) recheckNetns() {
-	pids := w.pidList // ascending: the order of /proc
-	if len(pids) == 0 {
-		return
-	}
-	n := (len(pids) + netnsRecheckEvery - 1) / netnsRecheckEvery
-	i, _ := slices.BinarySearch(pids, w.netnsNext)
-	s := scratchPool.Get().(*scratch)
-	defer scratchPool.Put(s)
-	for range n {
-		if i >= len(pids) {
-			i = 0
-		}
-		pid := pids[i]
-		i++
-		st, ok := w.pids[pid]
-		if !ok || st.netns == 0 || pid == w.selfPid || st.scanned == w.gen {
-			// Gone, unreadable, ourselves (see scanOne), or read
-			// this tick.
-			continue
-		}
-		if ino, err := w.proc.netnsOf(s, pid); err == nil && ino != st.netns {
-			st.netns = ino
-			w.pids[pid] = st
-		}
-	}
-	if i < len(pids) {
-		w.netnsNext = pids[i]
-	} else {
-		w.netnsNext = 0
-	}
-}
-
-// lastPid returns the last pid the kernel allocated in our pid namespace.
-func (w *Watcher) lastPid() (int, bool) {
-	fd, err := openat(w.proc.fd, &loadavgPath[0], unix.O_RDONLY)
-	if err != nil {
-		return 0, false
-	}
-	var buf [128]byte
-	n, err := unix.Read(fd, buf[:])
-	unix.Close(fd)
-	if err != nil {
-		return 0, false
-	}
-	return parseLoadavgLastPid(buf[:max(n, 0)])
-}
-
-var loadavgPath = []byte("loadavg\x00")
-
-// readPids reads the pid list from /proc, appends the pids not seen before
-// to newPids, and forgets the pids that have gone.
-func (w *Watcher) readPids(newPids []int32) ([]int32, error) {
-	w.sinceFull = 0
-	s := scratchPool.Get().(*scratch)
-	pids, err := w.proc.pids(s, w.pidList[:0])
-	scratchPool.Put(s)
-	if err != nil {
-		return newPids, fmt.Errorf("watcher: %w", err)
-	}
-	w.pidList = pids
-	for _, pid := range pids {
-		if st, ok := w.pids[pid]; ok {
-			st.gen = w.gen
-			w.pids[pid] = st
-		} else {
-			newPids = append(newPids, pid)
-		}
-	}
-	for pid, st := range w.pids {
-		if st.gen != w.gen {
-			delete(w.pids, pid)
-			delete(w.denied, pid)
-			if w.procs[pid] != nil {
-				w.dropHolder(pid)
-			}
-		}
-	}
-	return newPids, nil
-}
-
-// scan reads the descriptors (and, when nsOf is not nil, the network
-// namespace) of pids on up to four goroutines. nsOf[i] is set to 1 for a
-// process that has gone.
-func (w *Watcher) scan(pids []int32, nsOf []uint64, out []sockRef) []sockRef {
-	workers := min(runtime.GOMAXPROCS(0), 4, (len(pids)+31)/32)
-	if workers <= 1 {
-		s := scratchPool.Get().(*scratch)
-		defer scratchPool.Put(s)
-		for i, pid := range pids {
-			out = w.scanOne(s, pid, nsOf, i, out)
-		}
-		return out
-	}
-	const chunk = 16
-	var (
-		next    atomic.Int64
-		mu      sync.Mutex
-		wg      sync.WaitGroup
-		results = make([][]sockRef, workers)
-	)
-	for k := range workers {
-		wg.Go(func() {
-			s := scratchPool.Get().(*scratch)
-			defer scratchPool.Put(s)
-			var mine []sockRef
-			if k == 0 {
-				mine = out
-			}
-			for {
-				lo := int(next.Add(chunk)) - chunk
-				if lo >= len(pids) {
-					break
-				}
-				for i := lo; i < min(lo+chunk, len(pids)); i++ {
-					mine = w.scanOne(s, pids[i], nsOf, i, mine)
-				}
-			}
-			mu.Lock()
-			results[k] = mine
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	out = results[0]
-	for _, r := range results[1:] {
-		out = append(out, r...)
-	}
-	return out
-}
-
-func (w *Watcher) scanOne(s *scratch, pid int32, nsOf []uint64, i int, out []sockRef) []sockRef {
-	if nsOf != nil && pid == w.selfPid {
-		// Our main thread may be parked in another namespace (see New).
-		nsOf[i] = w.selfNS
-	} else if nsOf != nil {
-		ino, err := w.proc.netnsOf(s, pid)
-		if err != nil && isGone(err) {
-			nsOf[i] = 1
-			return out
-		}
-		nsOf[i] = ino
-	}
-	out, err := w.proc.scanFDs(s, pid, out)
-	if err != nil && !isGone(err) {
-		w.deniedMu.Lock()
-		w.denied[pid] = true
-		w.deniedMu.Unlock()
-	}
-	return out
-}
-
-// addRefs records the holders of listening sockets found in refs.
-// It returns the pids that were found holding a socket nobody was known to
-// hold before.
-func (w *Watcher) addRefs(refs []sockRef) (fresh []int32) {
-	for _, r := range refs {
-		if w.listening[r.inode] == nil {
-			continue
-		}
-		h := w.holders[r.inode]
-		if len(h) == 0 && !slices.Contains(fresh, r.pid) {
-			fresh = append(fresh, r.pid)
-		}
-		i, found := slices.BinarySearch(h, r.pid)
-		if !found {
-			w.holders[r.inode] = slices.Insert(h, i, r.pid)
-		}
-		w.holderFD[holderKey{r.inode, r.pid}] = r.fd
-		delete(w.lost, r.inode)
-	}
-	return fresh
-}
-
-// searchParents scans the parents of new processes that hold new sockets,
-// when the parent is not new itself. The usual way a new process comes to
-// hold a socket is to inherit it from the process that made it, and that
-// process (a launcher, a master) is still a holder. Only new pids have been
-// scanned at this point, so without this the parent would be missed: the
-// socket is no longer unknown.
-func (w *Watcher) searchParents(fresh []int32, refs []sockRef) []sockRef {
-	var parents []int32
-	for _, pid := range fresh {
-		b, err := os.ReadFile(filepath.Join(w.opts.ProcRoot, strconv.Itoa(int(pid)), "stat"))
-		if err != nil {
-			continue
-		}
-		ppid, ok := parseStatPPid(b)
-		if !ok {
-			continue
-		}
-		if st, ok := w.pids[ppid]; ok && st.scanned != w.gen && !slices.Contains(parents, ppid) {
-			parents = append(parents, ppid)
-		}
-	}
-	if len(parents) == 0 {
-		return refs
-	}
-	refs = w.scan(parents, nil, refs)
-	w.addRefs(refs)
-	return refs
-}
-
-type holderKey struct {
-	inode uint64
-	pid   int32
-}
-
-// roundRobin hands out the keys of a map in turn: a round over every key
-// present when it began, then the next round. A key deleted from the map
-// during a round is still handed out; callers look it up and skip it.
-type roundRobin[K comparable, V any] struct {
-	queue []K
-}
-
-// next returns the next key of m, or false when m is empty.
-func (q *roundRobin[K, V]) next(m map[K]V) (K, bool) {
-	if len(q.queue) == 0 {
-		for k := range m {
-			q.queue = append(q.queue, k)
-		}
-		if len(q.queue) == 0 {
-			var zero K
-			return zero, false
-		}
-	}
-	k := q.queue[len(q.queue)-1]
-	q.queue = q.queue[:len(q.queue)-1]
-	return k, true
-}
-
-// verifyPerTick is how many cached (socket, holder) pairs a tick checks
-// still hold: a readlink each.
-const verifyPerTick = 16
-
-// verifyHolders checks a few cached holders, in turn, against their
-// descriptor. A holder that no longer has it is dropped; a socket left with
-// none is then searched for again, as a new one would be.
-func (w *Watcher) verifyHolders() {
-	s := scratchPool.Get().(*scratch)
-	defer scratchPool.Put(s)
-	for range verifyPerTick {
-		// A round over every pair, so each is checked within
-		// len/verifyPerTick ticks.
-		k, ok := w.verifyQueue.next(w.holderFD)
-		if !ok {
-			return
-		}
-		fd, ok := w.holderFD[k]
-		if !ok {
-			continue
-		}
-		h := w.holders[k.inode]
-		i, found := slices.BinarySearch(h, k.pid)
-		if !found {
-			delete(w.holderFD, k) // stale: the socket closed, or the holder went
-			continue
-		}
-		link, err := w.proc.fdLink(s, k.pid, fd)
-		if err != nil && !isGone(err) {
-			continue // not allowed to look: keep what we know
-		}
-		if ino, ok := parseSocketLink(link); ok && ino == k.inode {
-			continue
-		}
-		delete(w.holderFD, k)
-		if h = slices.Delete(h, i, i+1); len(h) == 0 {
-			delete(w.holders, k.inode)
-		} else {
-			w.holders[k.inode] = h
-		}
-	}
-}
-
-// dropHolder forgets pid, which has exited, as a holder. A socket left with
-// no holder is searched for again: someone else (a process it was passed to)
-// still holds it.
-func (w *Watcher) dropHolder(pid int32) {
-	delete(w.procs, pid)
-	for ino, h := range w.holders {
-		if i, found := slices.BinarySearch(h, pid); found {
-			h = slices.Delete(h, i, i+1)
-			if len(h) == 0 {
-				delete(w.holders, ino)
-			} else {
-				w.holders[ino] = h
-			}
-		}
-	}
-}
-
-// ephemeralSearchEvery is how often (in ticks) unknown ephemeral UDP
-// sockets alone may set off a search.
-const ephemeralSearchEvery = 10
-
-// searchUnknown looks for the holders of listening sockets never seen
-// before among the processes not scanned this tick: first those whose /proc
-// owner is the socket's uid (whoever created a socket usually holds it),
-// then all the rest. What is still not found is unattributed.
-func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
-	clear(w.unknown)
-	urgent := false
-	for ino, e := range w.listening {
-		if _, ok := w.holders[ino]; ok {
-			continue
-		}
-		if _, ok := w.lost[ino]; ok {
-			continue
-		}
-		w.unknown[ino] = e.uid
-		if e.tcp || !e.ns.ports.contains(e.port) {
-			urgent = true
-		}
-	}
-	if len(w.unknown) == 0 {
-		return refs
-	}
-	// Ephemeral UDP sockets (clients that sent unbound) can come and go
-	// every tick, and each new one would cost a search of every process.
-	// Alone they are searched for at most every ephemeralSearchEvery ticks;
-	// until then they stay unattributed (and policies usually ignore them).
-	// (On the first tick every process was scanned already.)
-	if !urgent && w.gen > 1 && w.gen-w.lastEphemeralSearch < ephemeralSearchEvery {
-		return refs
-	}
-	w.lastEphemeralSearch = w.gen
-	uids := make(map[uint32]bool)
-	for _, uid := range w.unknown {
-		uids[uid] = true
-	}
-	s := scratchPool.Get().(*scratch)
-	var narrow, rest []int32
-	for pid, st := range w.pids {
-		if st.scanned == w.gen {
-			continue
-		}
-		if uid, err := w.proc.ownerUID(s, pid); err == nil && uids[uid] {
-			narrow = append(narrow, pid)
-		} else if err == nil {
-			rest = append(rest, pid)
-		}
-	}
-	scratchPool.Put(s)
-	for _, pass := range [][]int32{narrow, rest} {
-		if len(pass) == 0 {
-			continue
-		}
-		refs = w.scan(pass, nil, refs[:0])
-		for _, pid := range pass {
-			st := w.pids[pid]
-			st.scanned = w.gen
-			w.pids[pid] = st
-		}
-		w.addRefs(refs)
-		for ino := range w.unknown {
-			if _, ok := w.holders[ino]; ok {
-				delete(w.unknown, ino)
-			}
-		}
-		if len(w.unknown) == 0 {
-			return refs
-		}
-	}
-	for ino := range w.unknown {
-		w.lost[ino] = struct{}{}
-	}
-	return refs
-}
-
-// recheckPerTick is how many cached holders a tick checks, in turn, for an
-// exec (a new executable behind the same pid): a readlink each, so that with
-// a hundred holders each is checked every few seconds for a few tens of
-// microseconds a tick.
-const recheckPerTick = 16
-
-// readHolders reads the details of holders not yet known, re-reads those
-// whose executable changed, and forgets those that are no longer holders.
-//
-// An executable changed when the path read from /proc/PID/exe, or the file
-// it refers to, did. The file matters as much as the path: a process that
-// enters a private mount namespace and execs a file bound over the same path
-// would otherwise keep the verdict "verified" of the file it ran before.
-func (w *Watcher) readHolders() {
-	var todo []int32
-	w.refreshUsers()
-	s := scratchPool.Get().(*scratch)
-	for range recheckPerTick {
-		pid, ok := w.recheckQueue.next(w.procs)
-		if !ok {
-			break
-		}
-		pi := w.procs[pid]
-		if pi == nil {
-			continue
-		}
-		l, err := readlinkat(w.proc.fd, s.pidPath(pid, "/exe"), s.link[:])
-		if err != nil {
-			continue // gone: found by the next full read; or not allowed
-		}
-		if exe, deleted := parseExe(string(s.link[:l])); exe != pi.p.Exe || deleted != pi.p.ExeDeleted {
-			delete(w.procs, pid)
-			continue
-		}
-		if id, err := w.proc.exeID(s, pid); err == nil && id != pi.exeID {
-			delete(w.procs, pid)
-		}
-	}
-	scratchPool.Put(s)
-	for _, h := range w.holders {
-		for _, pid := range h {
-			if pi := w.procs[pid]; pi != nil {
-				pi.used = w.gen
-			} else if !slices.Contains(todo, pid) {
-				todo = append(todo, pid)
-			}
-		}
-	}
-	got := make([]*procInfo, len(todo))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	workers := min(runtime.GOMAXPROCS(0), 4, (len(todo)+7)/8)
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(todo) {
-					return
-				}
-				if p, id, err := readProcess(w.opts.ProcRoot, todo[i], w.users); err == nil {
-					got[i] = &procInfo{p: p, exeID: id, used: w.gen}
-				}
-			}
-		})
-	}
-	wg.Wait()
-	for i, pid := range todo {
-		if got[i] != nil {
-			w.procs[pid] = got[i]
-		} else {
-			// Gone between the fd scan and now.
-			w.dropHolder(pid)
-		}
-	}
-	for pid, pi := range w.procs {
-		if pi.used != w.gen {
-			delete(w.procs, pid)
-		}
-	}
-}
-
-// build turns the sockets of this tick into a sorted Snapshot.
-//
-// In the steady state nothing changed since the last tick, and build costs
-// little: the order of the sockets is that of the last tick when it is still
-// sorted (checked in one pass, instead of a sort), and when every socket and
-// the attribution of every one is as it was, the last snapshot's Listeners
-// are handed out again instead of being built anew (see Snapshot on why
-// sharing them is safe).
-func (w *Watcher) build(now time.Time) *Snapshot {
-	snap := &Snapshot{Time: now}
-	socks := w.socks
-	same := slices.Equal(socks, w.lastSocks)
-	if !same || len(w.order) != len(socks) {
-		w.sortSocks()
-	}
-	if same && w.lastListeners != nil && w.sameListeners() {
-		snap.Listeners = w.lastListeners
-	} else {
-		snap.Listeners = w.buildListeners()
-	}
-	w.lastSocks = append(w.lastSocks[:0], socks...)
-	w.lastListeners = snap.Listeners
-	for _, ns := range w.nss {
-		snap.Namespaces = append(snap.Namespaces, Namespace{Name: ns.name, Inode: ns.inode, Inspected: ns.err == "", Err: ns.err})
-	}
-	slices.SortFunc(snap.Namespaces, func(a, b Namespace) int { return cmp.Compare(a.Name, b.Name) })
-	return snap
-}
-
-// sortSocks sets w.order to the indexes of w.socks in the order of
-// Snapshot.Listeners. The last tick's order is kept when it is still sorted:
-// compareEntries is a total order (the inode comes last), so a permutation
-// that is sorted is the one sorted order, and checking it costs one compare
-// per socket where a sort costs a dozen.
-func (w *Watcher) sortSocks() {
-	socks := w.socks
-	less := func(i, j int32) int { return compareEntries(&socks[i], &socks[j]) }
-	if len(w.order) == len(socks) && slices.IsSortedFunc(w.order, less) {
-		return
-	}
-	order := w.order[:0]
-	for i := range socks {
-		order = append(order, int32(i))
-	}
-	slices.SortFunc(order, less)
-	w.order = order
-}
-
-// sameListeners reports whether w.lastListeners is what buildListeners would
-// build now, given that w.socks is as it was then (same sockets, same
-// namespaces, in the same order). What may have changed meanwhile is what
-// buildListeners reads besides the sockets: the namespace's name and port
-// range, interface names, and the holders and their details. A holder's
-// details are compared by their *procInfo, which is never changed once in
-// w.procs (it is replaced instead: see refreshUsers).
-func (w *Watcher) sameListeners() bool {
-	prev := w.lastListeners
-	if len(prev) != len(w.order) {
-		return false
-	}
-	j := 0
-	for k, i := range w.order {
-		e, l := &w.socks[i], &prev[k]
-		if l.Inode != e.inode || l.Netns != e.ns.name || l.Ephemeral != (!e.tcp && e.ns.ports.contains(e.port)) {
-			return false
-		}
-		if e.ifindex != 0 && l.Interface != w.ifName(e.ns, e.ifindex) {
-			return false
-		}
-		end := int(w.lastHolderEnd[k])
-		for _, pid := range w.holders[e.inode] {
-			pi := w.procs[pid]
-			if pi == nil {
-				continue
-			}
-			if j >= end || w.lastHolders[j] != pi {
-				return false
-			}
-			j++
-		}
-		if j != end {
-			return false
-		}
-	}
-	return true
-}
-
-// buildListeners builds the Listeners of w.socks in w.order, and records in
-// w.lastHolders what each was built from, for sameListeners.
-func (w *Watcher) buildListeners() []Listener {
-	out := make([]Listener, 0, len(w.socks))
-	w.lastHolders = w.lastHolders[:0]
-	w.lastHolderEnd = w.lastHolderEnd[:0]
-	// The /proc/net fallback cannot see IPV6_V6ONLY. An IPv6 wildcard cannot
-	// be dual stack when an IPv4 socket holds the same port.
-	type v4key struct {
-		ns   *nsState
-		tcp  bool
-		port uint16
-	}
-	var v4 map[v4key]bool
-	for i := range w.socks {
-		if w.socks[i].v6only < 0 && w.socks[i].v6 {
-			v4 = make(map[v4key]bool)
-			for j := range w.socks {
-				if e := &w.socks[j]; !e.v6 {
-					v4[v4key{e.ns, e.tcp, e.port}] = true
-				}
-			}
-			break
-		}
-	}
-	for _, i := range w.order {
-		e := &w.socks[i]
-		l := Listener{
-			Protocol:   UDP,
-			Family:     IPv4,
-			Address:    e.addr,
-			Port:       e.port,
-			DualStack:  e.dualStack() && !(e.v6only < 0 && v4[v4key{e.ns, e.tcp, e.port}]),
-			Netns:      e.ns.name,
-			NetnsInode: e.ns.inode,
-			Inode:      e.inode,
-			UID:        e.uid,
-			Processes:  []Process{},
-		}
-		if e.tcp {
-			l.Protocol = TCP
-		} else {
-			l.Ephemeral = e.ns.ports.contains(e.port)
-		}
-		if e.v6 {
-			l.Family = IPv6
-		}
-		l.Service = w.services[serviceKey{e.tcp, e.port}]
-		if e.ifindex != 0 {
-			l.Interface = w.ifName(e.ns, e.ifindex)
-		}
-		if h := w.holders[e.inode]; len(h) > 0 {
-			l.Processes = make([]Process, 0, len(h))
-			for _, pid := range h {
-				if pi := w.procs[pid]; pi != nil {
-					l.Processes = append(l.Processes, pi.p)
-					w.lastHolders = append(w.lastHolders, pi)
-				}
-			}
-		}
-		w.lastHolderEnd = append(w.lastHolderEnd, int32(len(w.lastHolders)))
-		out = append(out, l)
-	}
-	return out
-}
-
-// compareEntries orders raw sockets as Snapshot.Listeners are ordered
-// (compareListeners in diff.go: netns, protocol, port, address), with the
-// inode last so that SO_REUSEPORT groups come out in a stable order.
-func compareEntries(a, b *sockEntry) int {
-	if a.ns != b.ns {
-		if c := cmp.Compare(a.ns.name, b.ns.name); c != 0 {
-			return c
-		}
-	}
-	if a.tcp != b.tcp {
-		if a.tcp { // "tcp" < "udp"
-			return -1
-		}
-		return 1
-	}
-	return cmp.Or(
-		cmp.Compare(a.port, b.port),
-		a.addr.Compare(b.addr),
-		cmp.Compare(a.inode, b.inode),
-	)
-}
-
-// ifnamesEvery is how many ticks a namespace's table of interface names is
-// kept: interfaces are renamed, and indexes of deleted ones reused.
-const ifnamesEvery = 60
-
-// ifName names an interface of ns, refreshing the namespace's table when
-// the index is new to it, and at least every ifnamesEvery ticks.
-func (w *Watcher) ifName(ns *nsState, idx uint32) string {
-	if ns.ifnames != nil && w.gen-ns.ifAt >= ifnamesEvery {
-		ns.ifnames = nil
-	}
-	if n, ok := ns.ifnames[idx]; ok {
-		return n
-	}
-	ns.ifAt = w.gen
-	switch {
-	case ns.inode == w.selfNS:
-		ns.ifnames = interfaceNames()
-	case ns.conn != nil:
-		_ = inNetns(w.netnsPath(ns), ns.inode, func() error {
-			ns.ifnames = interfaceNames()
-			return nil
-		})
-	}
-	if n, ok := ns.ifnames[idx]; ok {
-		return n
-	}
-	if ns.ifnames == nil {
-		ns.ifnames = make(map[uint32]string)
-	}
-	// Remember the miss so as not to look again every tick (until the
-	// table is read again).
-	n := "if" + strconv.FormatUint(uint64(idx), 10)
-	ns.ifnames[idx] = n
-	return n
-}
-
-// netnsPath is a file that refers to ns, for setns.
-func (w *Watcher) netnsPath(ns *nsState) string {
-	if ns.runName != "" {
-		return filepath.Join(w.opts.NetnsDir, ns.runName)
-	}
-	return filepath.Join(w.opts.ProcRoot, strconv.Itoa(int(ns.lowPid)), "ns/net")
-}
-
-// updateNamespaces finds the namespaces of this tick: those of the
-// processes, and those bound under /run/netns. New ones are named and opened;
-// vanished ones are closed.
-func (w *Watcher) updateNamespaces() {
-	for _, ns := range w.nss {
-		ns.lowPid = 0
-	}
-	for pid, st := range w.pids {
-		if st.netns == 0 {
-			continue
-		}
-		ns := w.nss[st.netns]
-		if ns == nil {
-			ns = &nsState{inode: st.netns}
-			w.nss[st.netns] = ns
-		}
-		ns.seen = w.gen
-		if ns.lowPid == 0 || pid < ns.lowPid {
-			ns.lowPid = pid
-		}
-	}
-	own := w.nss[w.selfNS]
-	own.seen = w.gen
-	if own.lowPid == 0 {
-		own.lowPid = int32(os.Getpid())
-	}
-	for ino, name := range namedNetns(w.opts.NetnsDir) {
-		ns := w.nss[ino]
-		if ns == nil {
-			ns = &nsState{inode: ino}
-			w.nss[ino] = ns
-		}
-		ns.seen = w.gen
-		ns.runName = name
-	}
-	var fresh []*nsState
-	for ino, ns := range w.nss {
-		if ns.seen != w.gen {
-			if ns.conn != nil {
-				ns.conn.Close()
-			}
-			delete(w.nss, ino)
-			continue
-		}
-		ns.err = ""
-		if ns.name == "" || (!ns.opened && ns.inode != w.selfNS) {
-			fresh = append(fresh, ns)
-		}
-	}
-	// In a fixed order, so that of two namespaces that would have one name
-	// the same one keeps it plain.
-	slices.SortFunc(fresh, func(a, b *nsState) int { return cmp.Compare(a.inode, b.inode) })
-	for _, ns := range fresh {
-		if ns.name == "" {
-			ns.name = w.nameNetns(ns)
-			ns.ports = defaultPortRange
-		}
-		if !ns.opened && ns.inode != w.selfNS {
-			w.open(ns)
-		}
-	}
-}
-
-// nameNetns names a namespace (see netnsName), unique among those known.
-// The name is kept for the namespace's life, so that listeners keep their
-// key.
-func (w *Watcher) nameNetns(ns *nsState) string {
-	var container string
-	if ns.inode != w.hostNS && ns.runName == "" && ns.lowPid != 0 {
-		container = readCgroupContainer(w.opts.ProcRoot, ns.lowPid)
-	}
-	return netnsName(ns.inode == w.hostNS, w.opts.NetnsDir, ns.runName, container, ns.lowPid, ns.inode, func(name string) bool {
-		for _, o := range w.nss {
-			if o != ns && o.name == name {
-				return true
-			}
-		}
-		return false
-	})
-}
-
-// netnsName names a namespace: host, its name under netnsDir, the
-// container whose processes are inside, or the lowest pid inside. It is
-// pure, and so tested alone.
-//
-// Names must tell namespaces apart: listeners are keyed on them. A name
-// taken already by another namespace (two namespaces whose lowest pids are
-// in one container, a pid:N whose process moved to another namespace) gets
-// "@<inode>". A name under netnsDir that looks like one of ours (host,
-// container:..., pid:..., netns:...) is shown as its path, so that `ip netns
-// add host` cannot pass for the host.
-func netnsName(host bool, netnsDir, runName, container string, lowPid int32, inode uint64, taken func(string) bool) string {
-	var name string
-	switch {
-	case host:
-		return HostNetns
-	case runName != "":
-		name = runName
-		if looksOurs(runName) {
-			name = filepath.Join(netnsDir, runName)
-		}
-	case container != "":
-		name = "container:" + container[:min(len(container), 12)]
-	case lowPid != 0:
-		name = "pid:" + strconv.Itoa(int(lowPid))
-	default:
-		name = "netns:" + strconv.FormatUint(inode, 10)
-	}
-	if taken(name) {
-		name += "@" + strconv.FormatUint(inode, 10)
-	}
-	return name
-}
-
-// looksOurs reports whether a /run/netns name could be taken for a name the
-// watcher makes.
-func looksOurs(name string) bool {
-	if name == HostNetns {
-		return true
-	}
-	for _, p := range []string{"container:", "pid:", "netns:"} {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
-}
-
-// open prepares a new namespace for dumps: a sock_diag socket created inside
-// it when we may enter it, else nothing (the /proc/PID/net fallback).
-func (w *Watcher) open(ns *nsState) {
-	if w.opts.DisableSockDiag || w.opts.DisableSetns || !w.canSetns {
-		ns.opened = true
-		return
-	}
-	err := inNetns(w.netnsPath(ns), ns.inode, func() error {
-		c, err := dialSockDiag()
-		if err != nil {
-			return err
-		}
-		ns.conn = c
-		ns.ports = readPortRange("/proc")
-		return nil
-	})
-	switch {
-	case err == nil:
-		ns.opened = true
-	case isGone(err) || errors.Is(err, errNetnsChanged):
-		// The process we entered through exited: try again next tick.
-	default:
-		ns.opened = true
-		w.warnNS(ns, "enter", fmt.Sprintf("network namespace %s: cannot enter, reading /proc/PID/net instead: %v", ns.name, err))
-	}
-}
-
-// errProcessLeft says a namespace was not read because the process it was
-// to be read through exited: normal, and not worth a warning.
-var errProcessLeft = errors.New("process inside exited")
-
-// dump appends the listening sockets of a namespace other than our own.
-func (w *Watcher) dump(ns *nsState, out []sockEntry) ([]sockEntry, error) {
-	if ns.conn != nil {
-		got, err := ns.conn.dumpAll(out)
-		if err == nil {
-			return got, nil
-		}
-		// out keeps its length: whatever the failed dump appended is dropped.
-		w.warnNS(ns, "sock_diag", fmt.Sprintf("network namespace %s: %v; reading /proc/PID/net instead", ns.name, err))
-		ns.conn.Close()
-		ns.conn = nil
-	}
-	if ns.lowPid == 0 {
-		if w.opts.DisableSetns || !w.canSetns {
-			return out, errors.New("no process inside, and entering it needs CAP_SYS_ADMIN")
-		}
-		return out, errors.New("cannot enter it")
-	}
-	start := len(out)
-	pid := strconv.Itoa(int(ns.lowPid))
-	if ns.inode == w.selfNS {
-		pid = "thread-self" // see New on why not self
-	} else if err := w.stillIn(ns); err != nil {
-		return out, err
-	}
-	out, err := readProcNet(filepath.Join(w.opts.ProcRoot, pid, "net"), out)
-	if err != nil {
-		if isGone(err) {
-			// The next tick uses another process.
-			return out[:start], fmt.Errorf("%w: %w", errProcessLeft, err)
-		}
-		return out[:start], err
-	}
-	if ns.inode != w.selfNS {
-		// /proc/PID/net shows the namespace the process is in when each
-		// table is opened: one it moved to meanwhile must not have its
-		// sockets listed under this one's name.
-		if err := w.stillIn(ns); err != nil {
-			return out[:start], err
-		}
-	}
-	return out, nil
-}
-
-// stillIn checks that ns.lowPid, through which ns is read, is still inside
-// ns. A process that left (unshare, setns) is recorded in its new namespace
-// and ns is not read this tick; the next tick reads it through another.
-func (w *Watcher) stillIn(ns *nsState) error {
-	s := scratchPool.Get().(*scratch)
-	defer scratchPool.Put(s)
-	ino, err := w.proc.netnsOf(s, ns.lowPid)
-	switch {
-	case err != nil && isGone(err):
-		return fmt.Errorf("%w: %w", errProcessLeft, err)
-	case err != nil:
-		return err
-	case ino != ns.inode:
-		if st, ok := w.pids[ns.lowPid]; ok {
-			st.netns = ino
-			w.pids[ns.lowPid] = st
-		}
-		return fmt.Errorf("%w: pid %d moved to another network namespace", errProcessLeft, ns.lowPid)
-	}
-	return nil
-}
-
-// sortedNamespaces returns the namespaces in a fixed order.
-func (w *Watcher) sortedNamespaces() []*nsState {
-	out := make([]*nsState, 0, len(w.nss))
-	for _, ns := range w.nss {
-		out = append(out, ns)
-	}
-	slices.SortFunc(out, func(a, b *nsState) int { return cmp.Compare(a.inode, b.inode) })
-	return out
 }

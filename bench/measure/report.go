@@ -19,9 +19,9 @@ const (
 
 func mib(kib int64) float64 { return float64(kib) / 1024 }
 
-// verdict marks a figure against its target, on the large scene only.
+// verdict marks a figure against its target, on the large scenes only.
 func verdict(scene string, ok bool) string {
-	if scene != "large" {
+	if scene != "large" && !strings.HasPrefix(scene, "large-") {
 		return ""
 	}
 	if ok {

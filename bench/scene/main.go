@@ -59,7 +59,7 @@ type options struct {
 func parseFlags(name string, args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.StringVar(&o.size, "size", "small", "scene: small or large")
+	fs.StringVar(&o.size, "size", "small", "scene: small, large, large-gaps, large-stray or large-wide")
 	fs.DurationVar(&o.timeout, "timeout", maxTimeout, "stop the scene after this long (at most 5m)")
 	fs.StringVar(&o.ready, "ready", "", "write READY and the PID of the scene's init to this file once the scene is built")
 	fs.Usage = func() {
@@ -71,7 +71,7 @@ func parseFlags(name string, args []string) (options, error) {
 	}
 	o.command = fs.Args()
 	if _, ok := sizes[o.size]; !ok {
-		return o, fmt.Errorf("unknown scene %q (want small or large)", o.size)
+		return o, fmt.Errorf("unknown scene %q (want small, large, large-gaps, large-stray or large-wide)", o.size)
 	}
 	if o.timeout <= 0 || o.timeout > maxTimeout {
 		o.timeout = maxTimeout

@@ -19,11 +19,89 @@ type size struct {
 	connGroups    int // server/client process pairs holding them
 	idleProcs     int // processes that hold only open files
 	idleFiles     int // open files in each idle process
+	wideProcs     int // processes that hold thousands of open files
+	wideFiles     int // open files in each of them, in the churned layout
+	layout        layout
 }
 
+var (
+	small = size{listeners: 20, listenerProcs: 5, conns: 100, connGroups: 1, idleProcs: 50, idleFiles: 10}
+	large = size{listeners: 1000, listenerProcs: 100, conns: 20000, connGroups: 10, idleProcs: 1000, idleFiles: 50}
+)
+
+// sizes are the scenes: the large one again with descriptor tables that are
+// not dense from 3, as many a real host's are.
 var sizes = map[string]size{
-	"small": {listeners: 20, listenerProcs: 5, conns: 100, connGroups: 1, idleProcs: 50, idleFiles: 10},
-	"large": {listeners: 1000, listenerProcs: 100, conns: 20000, connGroups: 10, idleProcs: 1000, idleFiles: 50},
+	"small":       small,
+	"large":       large,
+	"large-gaps":  with(large, func(z *size) { z.layout = gaps }),
+	"large-stray": with(large, func(z *size) { z.layout = stray }),
+	"large-wide":  with(large, func(z *size) { z.wideProcs, z.wideFiles = 4, 6000 }),
+}
+
+func with(z size, f func(*size)) size {
+	f(&z)
+	return z
+}
+
+// layout says at which numbers a holder's descriptors are, from 3 on.
+type layout int
+
+const (
+	// dense: 3, 4, 5... as a process that opened everything it holds.
+	dense layout = iota
+	// gaps: a hole after every third descriptor, and 32 free numbers after
+	// every sixteenth, as a process that closed some of what it opened.
+	gaps
+	// stray: dense, but the last descriptor at a high number (255 to 1023,
+	// by process), as one inherited from a shell (bash keeps 255), flock,
+	// a supervisor, or socket activation.
+	stray
+	// churned: runs of 64 descriptors and 16 free numbers, as a server
+	// whose connections come and go.
+	churned
+)
+
+func (l layout) String() string {
+	return [...]string{"dense", "gaps", "stray", "churned"}[l]
+}
+
+// slot is the descriptor number of the i-th of n descriptors of holder p.
+func (l layout) slot(i, n, p int) int {
+	switch l {
+	case gaps:
+		return 3 + i + i/3 + 32*(i/16)
+	case stray:
+		if i == n-1 && n > 1 {
+			return 255 + (p*37)%769
+		}
+	case churned:
+		return 3 + i + 16*(i/64)
+	}
+	return 3 + i
+}
+
+// place returns files as exec.Cmd.ExtraFiles for holder p: entry k becomes
+// descriptor 3+k, and nil entries are numbers left free.
+func (l layout) place(files []*os.File, p int) []*os.File {
+	if l == dense {
+		return files
+	}
+	var out []*os.File
+	for i, f := range files {
+		at := l.slot(i, len(files), p) - 3
+		for len(out) < at {
+			out = append(out, nil)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// maxSlot is the highest descriptor number a holder of scene z has.
+func (z size) maxSlot() int {
+	most := max(z.conns/max(z.connGroups, 1)+1, z.idleFiles, z.listeners/max(z.listenerProcs, 1)+1)
+	return max(z.layout.slot(most-1, most, 0), 1023, churned.slot(z.wideFiles, z.wideFiles+1, 0))
 }
 
 // Listener ports are listenerBase+i, below the ephemeral range so that UDP
@@ -40,8 +118,8 @@ type scene struct {
 
 func (s *scene) summary() string {
 	z := s.size
-	return fmt.Sprintf("listeners=%d/%dprocs conns=%d/%dprocs idle=%dx%dfiles processes=%d",
-		z.listeners, z.listenerProcs, z.conns, 2*z.connGroups, z.idleProcs, z.idleFiles, s.holders+1)
+	return fmt.Sprintf("listeners=%d/%dprocs conns=%d/%dprocs idle=%dx%dfiles wide=%dx%dfiles layout=%s processes=%d",
+		z.listeners, z.listenerProcs, z.conns, 2*z.connGroups, z.idleProcs, z.idleFiles, z.wideProcs, z.wideFiles, z.layout, s.holders+1)
 }
 
 // setupNamespaces prepares the fresh namespaces PID 1 of the scene runs in.
@@ -117,7 +195,11 @@ func raiseNofile(need uint64) error {
 func build(z size, lifetime time.Duration) (*scene, error) {
 	s := &scene{size: z}
 	perGroup := (z.conns + z.connGroups - 1) / z.connGroups
-	if err := raiseNofile(uint64(2*perGroup + z.idleFiles + z.listeners + 256)); err != nil {
+	// PID 1 holds a group's connections at once. A holder's table reaches
+	// its highest slot, and while the child places them, a descriptor may
+	// be parked above the whole ExtraFiles list (syscall.forkExec's first
+	// pass), so twice that.
+	if err := raiseNofile(uint64(max(2*perGroup+z.idleFiles+z.listeners, 2*z.maxSlot()) + 256)); err != nil {
 		return nil, err
 	}
 	sleep, err := exec.LookPath("sleep")
@@ -125,9 +207,9 @@ func build(z size, lifetime time.Duration) (*scene, error) {
 		return nil, fmt.Errorf("find sleep: %w", err)
 	}
 	seconds := strconv.Itoa(int(lifetime.Seconds()) + 1)
-	hold := func(files []*os.File) error {
+	hold := func(files []*os.File, l layout) error {
 		cmd := exec.Command(sleep, seconds)
-		cmd.ExtraFiles = files
+		cmd.ExtraFiles = l.place(files, s.holders)
 		err := cmd.Start()
 		closeAll(files)
 		if err != nil {
@@ -157,7 +239,7 @@ func build(z size, lifetime time.Duration) (*scene, error) {
 			files = append(files, f)
 			next++
 		}
-		if err := hold(files); err != nil {
+		if err := hold(files, z.layout); err != nil {
 			return nil, err
 		}
 	}
@@ -174,24 +256,34 @@ func build(z size, lifetime time.Duration) (*scene, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := hold(server); err != nil {
+		if err := hold(server, z.layout); err != nil {
 			closeAll(client)
 			return nil, err
 		}
-		if err := hold(client); err != nil {
+		if err := hold(client, z.layout); err != nil {
 			return nil, err
 		}
 	}
 
-	// Idle processes: open files, no sockets.
-	for p := 0; p < z.idleProcs; p++ {
-		files, err := openFiles(z.idleFiles)
-		if err != nil {
-			return nil, err
+	// Processes that hold only open files: idle ones, and a few with
+	// thousands of descriptors.
+	holdFiles := func(procs, files int, l layout) error {
+		for range procs {
+			f, err := openFiles(files)
+			if err != nil {
+				return err
+			}
+			if err := hold(f, l); err != nil {
+				return err
+			}
 		}
-		if err := hold(files); err != nil {
-			return nil, err
-		}
+		return nil
+	}
+	if err := holdFiles(z.idleProcs, z.idleFiles, z.layout); err != nil {
+		return nil, err
+	}
+	if err := holdFiles(z.wideProcs, z.wideFiles, churned); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -232,3 +232,56 @@ func inPidns(ns string) []string {
 	}
 	return pids
 }
+
+// TestLayouts checks where each layout puts a holder's descriptors.
+func TestLayouts(t *testing.T) {
+	f := func(n int) []*os.File {
+		files := make([]*os.File, n)
+		for i := range files {
+			files[i] = os.Stdin // place only moves them
+		}
+		return files
+	}
+	// at returns the descriptor numbers place gives the files.
+	at := func(extra []*os.File) []int {
+		var fds []int
+		for k, e := range extra {
+			if e != nil {
+				fds = append(fds, 3+k)
+			}
+		}
+		return fds
+	}
+	for _, tt := range []struct {
+		name string
+		l    layout
+		n, p int
+		want []int
+	}{
+		{name: "dense", l: dense, n: 4, want: []int{3, 4, 5, 6}},
+		{name: "gaps", l: gaps, n: 18, want: []int{3, 4, 5, 7, 8, 9, 11, 12, 13, 15, 16, 17, 19, 20, 21, 23, 56, 57}},
+		{name: "stray", l: stray, n: 3, p: 2, want: []int{3, 4, 255 + 74}},
+		{name: "stray, one", l: stray, n: 1, want: []int{3}},
+		{name: "churned", l: churned, n: 66, want: append(seq(3, 67), 83, 84)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, at(tt.l.place(f(tt.n), tt.p))); diff != "" {
+				t.Errorf("descriptor numbers (-want +got):\n%s", diff)
+			}
+		})
+	}
+	for p := range 1000 {
+		if s := stray.slot(9, 10, p); s < 255 || s > 1023 {
+			t.Fatalf("stray descriptor of holder %d at %d, want 255 to 1023", p, s)
+		}
+	}
+}
+
+// seq returns lo, lo+1, ... hi-1.
+func seq(lo, hi int) []int {
+	var out []int
+	for i := lo; i < hi; i++ {
+		out = append(out, i)
+	}
+	return out
+}
