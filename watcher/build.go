@@ -173,7 +173,7 @@ func (w *Watcher) buildListeners() []Listener {
 }
 
 // compareEntries orders raw sockets as Snapshot.Listeners are ordered
-// (compareListeners in diff.go: netns, protocol, port, address), with the
+// (compareListeners in owners.go: netns, protocol, port, address), with the
 // inode last so that SO_REUSEPORT groups come out in a stable order.
 func compareEntries(a, b *sockEntry) int {
 	if a.ns != b.ns {

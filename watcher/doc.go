@@ -13,7 +13,8 @@
 // functions that parse what the kernel returned, so that the parsers are
 // tested and fuzzed on recorded messages and a fixture /proc tree under
 // testdata/ (refresh them with `go test -run TestRecord -record`). The
-// package also owns the diff between two snapshots (diff.go).
+// package also owns a listener's identity across snapshots: its Key, its
+// owners and their order (owners.go).
 //
 // One concern per file: watcher.go (the Watcher and the order of a tick),
 // pids.go (the process table), procfs.go and holders.go (the descriptor
