@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 )
 
@@ -61,7 +62,7 @@ func buildGeneric(events []Event, _ policy.Webhook) ([]byte, error) {
 func title(events []Event) string {
 	host := "unknown host"
 	if len(events) > 0 && events[0].Host != "" {
-		host = escape(events[0].Host)
+		host = textesc.Line(events[0].Host)
 	}
 	var opened, closed, test, other int
 	for _, ev := range events {

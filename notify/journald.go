@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/portwatchd/portwatchd/internal/textesc"
 )
 
 // MESSAGE_IDs of portwatchd's journal entries. Each was made once with
@@ -150,7 +152,6 @@ func (j *journald) write(events []Event, taken *accepted) (n int, err error) {
 // entry writes one entry; fields must include SYSLOG_IDENTIFIER and
 // MESSAGE_ID.
 func (j *journald) entry(msg string, p journal.Priority, fields map[string]string) error {
-	msg = escapeControl(msg)
 	if j.fallback == nil {
 		return j.send(msg, p, fields)
 	}
@@ -162,13 +163,14 @@ func (j *journald) entry(msg string, p journal.Priority, fields map[string]strin
 }
 
 // report writes an operational entry about delivery (a dropped batch, an
-// overflowing or orphaned spool).
+// overflowing or orphaned spool). msg is built from raw values (paths,
+// names) and escaped here.
 func (j *journald) report(id string, p journal.Priority, msg string, fields map[string]string) error {
 	f := map[string]string{"SYSLOG_IDENTIFIER": SyslogIdentifier, "MESSAGE_ID": id}
 	for k, v := range fields {
 		f[k] = v
 	}
-	return j.entry(msg, p, f)
+	return j.entry(textesc.Line(msg), p, f)
 }
 
 var levelNames = map[journal.Priority]string{
@@ -202,7 +204,7 @@ func logfmtValue(v string) string {
 	if v == "" {
 		return `""`
 	}
-	if strings.ContainsAny(v, " =\"\\") || escape(v) != v {
+	if strings.ContainsAny(v, " =\"") || textesc.Needed(v) {
 		return strconv.Quote(v)
 	}
 	return v

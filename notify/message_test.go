@@ -87,25 +87,6 @@ func TestNewEvent(t *testing.T) {
 	}
 }
 
-func TestEscape(t *testing.T) {
-	tests := []struct{ name, in, want string }{
-		{name: "plain", in: "nginx: worker", want: "nginx: worker"},
-		{name: "unicode kept", in: "café-日本", want: "café-日本"},
-		{name: "hostile", in: hostile, want: `x\n<!channel>\x1b[2J`},
-		{name: "backslash", in: `a\nb`, want: `a\\nb`},
-		{name: "bidi and zero width", in: "a\u202eb\u200bc", want: `a\u202eb\u200bc`},
-		{name: "invalid utf8", in: "a\xffb", want: `a\xffb`},
-		{name: "nul del tab", in: "\x00\x7f\t", want: `\x00\x7f\t`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, escape(tt.in)); diff != "" {
-				t.Errorf("escape(%q) (-want +got):\n%s", tt.in, diff)
-			}
-		})
-	}
-}
-
 func TestAccepts(t *testing.T) {
 	warn := NewEvent(TypeOpened, unexpected(1, "x"), "h", testTime)
 	closed := NewEvent(TypeClosed, unexpected(1, "x"), "h", testTime)
@@ -132,5 +113,25 @@ func TestAccepts(t *testing.T) {
 				t.Errorf("accepts = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestMessageEscapesOnce follows a hostile executable path from the policy's
+// verdict to the event's message: every part is escaped once, where the
+// message is built, so "\x1b" reads "\x1b" and not "\\x1b".
+func TestMessageEscapesOnce(t *testing.T) {
+	cfg, err := policy.Parse("p.yaml", []byte("version: 1\nallow:\n  - name: ssh\n    port: 22\n    exe: /usr/sbin/sshd\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := unexpected(4444, "a").Listener
+	l.Processes[0].Exe = "/tmp/a\x1bb"
+	l.Processes[0].User = "no\nbody"
+	d := cfg.Evaluate(l, testTime)
+	got := NewEvent(TypeOpened, d, "web-1", testTime).Message
+	want := `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/a\x1bb (comm "a", pid 812, user no\nbody, unit evil.service): ` +
+		`no rule allows tcp 0.0.0.0:4444 (pid 812 /tmp/a\x1bb, user no\nbody); closest: rule "ssh" (p.yaml:3) wants port 22, exe /usr/sbin/sshd`
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("message mismatch (-want +got):\n%s", diff)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 )
 
@@ -228,7 +229,7 @@ func (w *webhook) Notify(ctx context.Context, events []Event) (bool, error) {
 		return false, nil
 	}
 	e := &deliveryError{status: code}
-	detail := escape(strings.TrimSpace(string(bytes.ToValidUTF8(snippet, nil))))
+	detail := textesc.Line(strings.TrimSpace(string(bytes.ToValidUTF8(snippet, nil))))
 	detail = truncate(w.redact.Replace(detail), 200)
 	e.msg = fmt.Sprintf("webhook %s: HTTP %d %s", w.hook.Name, code, http.StatusText(code))
 	if code >= 300 && code < 400 {

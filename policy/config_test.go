@@ -582,7 +582,7 @@ func TestHostileDropinName(t *testing.T) {
 	if err == nil {
 		t.Fatal("Load succeeded, want the port error")
 	}
-	want := filepath.Join(dir, "portwatch.d/x") + `\x0afake.yaml:1:1: all good\x0a.yaml:1:25: port: 0 is outside 1..65535`
+	want := filepath.Join(dir, "portwatch.d/x") + `\nfake.yaml:1:1: all good\n.yaml:1:25: port: 0 is outside 1..65535`
 	if diff := cmp.Diff(want, err.Error()); diff != "" {
 		t.Errorf("error mismatch (-want +got):\n%s", diff)
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/portwatchd/portwatchd/internal/textesc"
 )
 
 // Webhook formats.
@@ -274,7 +276,7 @@ func (l *loader) secretFile(d *decoder, f field) ([]byte, bool) {
 			return nil, false
 		}
 		if fi.Mode().Perm()&0o044 != 0 {
-			l.warns = append(l.warns, clean(fmt.Sprintf("%s:%d:%d: %s: %s is readable by group or others (mode %s); it holds a secret: chmod 600 it",
+			l.warns = append(l.warns, textesc.Controls(fmt.Sprintf("%s:%d:%d: %s: %s is readable by group or others (mode %s); it holds a secret: chmod 600 it",
 				d.file, f.v.Line, f.v.Column, f.key, p, modeString(fi.Mode()))))
 		}
 	}

@@ -17,16 +17,32 @@ import (
 // Line returns s with every backslash, control or format character
 // (newlines, ESC, bidi overrides, zero-width characters), other
 // non-printable character and invalid UTF-8 byte written as a Go escape:
-// \\, \n, \r, \t, \x1b, \u202e, \U000e0001, \xff. Printable text, non-ASCII
-// letters included, is kept, so the result reads as s did. The result holds
-// no control character, and s can be told back from it: escaping the
-// backslash keeps a literal "\x1b" apart from the byte ESC.
+// \\, \n, \r, \t, \a, \x1b, \u202e, \U000e0001, \xff, as strconv.Quote
+// writes them. Printable text, non-ASCII letters included, is kept, so the
+// result reads as s did. The result holds no control character, and s can be
+// told back from it: escaping the backslash keeps a literal "\x1b" apart
+// from the byte ESC.
 //
 // Line allocates nothing when s needs no escape.
 func Line(s string) string {
 	if !Needed(s) {
 		return s
 	}
+	return escape(s, true)
+}
+
+// Controls is Line for text that already holds Go-quoted values (an error
+// message quoting the input with %q): it escapes control and format
+// characters and invalid UTF-8 the same way, but keeps backslashes, which
+// there are escapes already. Use Line for everything else.
+func Controls(s string) string {
+	if !needed(s, false) {
+		return s
+	}
+	return escape(s, false)
+}
+
+func escape(s string, backslash bool) string {
 	var b strings.Builder
 	b.Grow(len(s) + 8)
 	for i := 0; i < len(s); {
@@ -34,7 +50,7 @@ func Line(s string) string {
 		switch {
 		case r == utf8.RuneError && n <= 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '\\':
+		case r == '\\' && backslash:
 			b.WriteString(`\\`)
 		case r == '\n':
 			b.WriteString(`\n`)
@@ -42,6 +58,14 @@ func Line(s string) string {
 			b.WriteString(`\r`)
 		case r == '\t':
 			b.WriteString(`\t`)
+		case r == '\a':
+			b.WriteString(`\a`)
+		case r == '\b':
+			b.WriteString(`\b`)
+		case r == '\f':
+			b.WriteString(`\f`)
+		case r == '\v':
+			b.WriteString(`\v`)
 		case unicode.IsPrint(r):
 			b.WriteRune(r)
 		case r < 0x80:
@@ -57,12 +81,14 @@ func Line(s string) string {
 }
 
 // Needed reports whether Line(s) differs from s.
-func Needed(s string) bool {
+func Needed(s string) bool { return needed(s, true) }
+
+func needed(s string, backslash bool) bool {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			// ASCII fast path: printable and not a backslash.
-			if c < 0x20 || c == 0x7f || c == '\\' {
+			if c < 0x20 || c == 0x7f || (c == '\\' && backslash) {
 				return true
 			}
 			i++

@@ -21,6 +21,7 @@ func TestLine(t *testing.T) {
 		{name: "tab and CR", in: "a\tb\rc", want: `a\tb\rc`},
 		{name: "backslash", in: `/tmp/a\x1bb`, want: `/tmp/a\\x1bb`},
 		{name: "NUL and DEL", in: "a\x00b\x7f", want: `a\x00b\x7f`},
+		{name: "bell, backspace, form feed, vertical tab", in: "\a\b\f\v", want: `\a\b\f\v`},
 		{name: "C1 control", in: "a\u0085b", want: `a\u0085b`},
 		{name: "bidi override", in: "evil\u202egpj.exe", want: `evil\u202egpj.exe`},
 		{name: "zero-width space", in: "ss\u200bhd", want: `ss\u200bhd`},
@@ -45,7 +46,7 @@ func TestLine(t *testing.T) {
 // TestLineReversible checks that Line loses nothing: for valid UTF-8,
 // unquoting the result as a Go string gives the input back.
 func TestLineReversible(t *testing.T) {
-	for _, s := range []string{"/tmp/x\n\x1b[31mname", `a\x1b`, "evil\u202egpj", "\\\\", "ss\u200bhd\t"} {
+	for _, s := range []string{"/tmp/x\n\x1b[31mname\a", `a\x1b`, "evil\u202egpj", "\\\\", "ss\u200bhd\t"} {
 		got, err := strconv.Unquote(`"` + strings.ReplaceAll(Line(s), `"`, `\"`) + `"`)
 		if err != nil || got != s {
 			t.Errorf("Unquote(Line(%q)) = %q, %v; want the input", s, got, err)
@@ -67,6 +68,9 @@ func FuzzLine(f *testing.F) {
 				t.Fatalf("Line(%q) = %q holds %U", s, got, r)
 			}
 		}
+		if got == s && strings.Contains(s, `\`) {
+			t.Fatalf("Line(%q) left a backslash unescaped", s)
+		}
 		if Needed(s) != (got != s) {
 			t.Fatalf("Needed(%q) = %v, Line changed it: %v", s, Needed(s), got != s)
 		}
@@ -78,5 +82,23 @@ func BenchmarkLineClean(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Line(s)
+	}
+}
+
+func TestControls(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{name: "plain", in: `unit: invalid glob "foo\\"`, want: `unit: invalid glob "foo\\"`},
+		{name: "raw path in a quoted message", in: "open /etc/p\x1b.yaml: \"a\\tb\"", want: `open /etc/p\x1b.yaml: "a\tb"`},
+		{name: "bidi", in: "a\u202eb", want: `a\u202eb`},
+		{name: "invalid UTF-8", in: "a\xff", want: `a\xff`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, Controls(tt.in)); diff != "" {
+				t.Errorf("Controls(%q) mismatch (-want +got):\n%s", tt.in, diff)
+			}
+		})
 	}
 }
