@@ -34,10 +34,8 @@ var formats = map[string]formatter{
 	"alertmanager": {build: buildAlertmanager, path: alertmanagerURL},
 }
 
-// Formats lists the supported format: names.
-func Formats() []string {
-	return []string{"generic", "slack", "mattermost", "discord", "teams", "googlechat", "ntfy", "alertmanager"}
-}
+// Formats lists the supported format: names: those the config accepts.
+func Formats() []string { return policy.WebhookFormats() }
 
 // marshal encodes v without HTML escaping, so that "<" stays readable where
 // a format escapes it itself; every format is still valid JSON.

@@ -3,8 +3,10 @@ package notify
 import (
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -255,5 +257,15 @@ func TestSummary(t *testing.T) {
 				t.Errorf("summary (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestFormatsMatchConfig: every format the config accepts has a builder, and
+// there is no builder the config would refuse.
+func TestFormatsMatchConfig(t *testing.T) {
+	got := slices.Sorted(maps.Keys(formats))
+	want := slices.Sorted(slices.Values(policy.WebhookFormats()))
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("format builders (-want +got):\n%s", diff)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -64,7 +63,7 @@ func newWebhook(h policy.Webhook, rt http.RoundTripper) (*webhook, error) {
 	switch u.Scheme {
 	case "https":
 	case "http":
-		if !h.Insecure && !isLoopback(u.Hostname()) {
+		if !h.Insecure && !policy.IsLoopbackHost(u.Hostname()) {
 			return nil, fmt.Errorf("webhook %s: plain http is only allowed to loopback; use https or set insecure: true", h.Name)
 		}
 	default:
@@ -97,14 +96,6 @@ func newWebhook(h policy.Webhook, rt http.RoundTripper) (*webhook, error) {
 		},
 	}
 	return w, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // redactor replaces every secret part of h's URL, and the secret, with

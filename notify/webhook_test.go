@@ -586,3 +586,29 @@ func TestRedaction(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookAcceptsWhatValidationAccepts: a URL that passes the config's
+// validation starts a sink, and one it refuses is refused by the sink too,
+// so a config that validates never stops the daemon.
+func TestWebhookAcceptsWhatValidationAccepts(t *testing.T) {
+	for _, u := range []string{
+		"http://localhost:9093/", "http://LOCALHOST:9093/", "http://LocalHost/x", "http://127.0.0.1:9/",
+		"http://127.1.2.3/", "http://[::1]:9/", "http://[::ffff:127.0.0.1]:9/", "http://[::1%25lo]:9/",
+		"http://localhost.example.com/", "http://x.localhost/", "http://192.0.2.1/", "http://[::ffff:192.0.2.1]/",
+		"https://hooks.example/T/B/secret", "https://LOCALHOST/",
+	} {
+		t.Run(u, func(t *testing.T) {
+			yaml := fmt.Sprintf("version: 1\nnotify:\n  webhooks:\n    - name: a\n      format: slack\n      url: %q\n", u)
+			cfg, cfgErr := policy.Parse("p.yaml", []byte(yaml))
+			var sinkErr error
+			if cfgErr == nil {
+				_, sinkErr = newWebhook(cfg.Notify.Webhooks[0], newTransport())
+			} else {
+				_, sinkErr = newWebhook(policy.Webhook{Name: "a", Format: "slack", URL: u}, newTransport())
+			}
+			if (cfgErr == nil) != (sinkErr == nil) {
+				t.Errorf("validation: %v; sink: %v", cfgErr, sinkErr)
+			}
+		})
+	}
+}
