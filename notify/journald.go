@@ -64,9 +64,7 @@ func priority(severity string) journal.Priority {
 }
 
 // eventFields returns the journal fields of ev, apart from MESSAGE and
-// PRIORITY. Values are kept raw (journald's native protocol is binary-safe,
-// so a newline in a process name cannot split an entry), which lets a user
-// match them exactly; MESSAGE is the escaped one-line form.
+// PRIORITY, with raw values: entry escapes them (see escapeFields).
 func eventFields(ev Event) map[string]string {
 	l := ev.Listener
 	f := map[string]string{
@@ -153,7 +151,7 @@ func (j *journald) write(events []Event, taken *accepted) (n int, err error) {
 // MESSAGE_ID.
 func (j *journald) entry(msg string, p journal.Priority, fields map[string]string) error {
 	if j.fallback == nil {
-		return j.send(msg, p, fields)
+		return j.send(msg, p, escapeFields(fields))
 	}
 	line := logfmt(j.now(), p, msg, fields)
 	j.mu.Lock()
@@ -171,6 +169,24 @@ func (j *journald) report(id string, p journal.Priority, msg string, fields map[
 		f[k] = v
 	}
 	return j.entry(textesc.Line(msg), p, f)
+}
+
+// escapeFields returns fields with every value escaped as MESSAGE is
+// (textesc.Line), so that journalctl -o json consumers, log shippers and
+// terminals never get control bytes from a process name or path. Where
+// escaping changed a value, NAME_RAW holds its exact bytes, for matching:
+// journald's native protocol is binary-safe, and go-systemd sends a value
+// holding a newline in the length-prefixed form, so it cannot split the
+// entry or forge a field.
+func escapeFields(fields map[string]string) map[string]string {
+	out := make(map[string]string, len(fields)+2)
+	for k, v := range fields {
+		out[k] = v
+		if e := textesc.Line(v); e != v {
+			out[k], out[k+"_RAW"] = e, v
+		}
+	}
+	return out
 }
 
 var levelNames = map[journal.Priority]string{

@@ -8,10 +8,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/portwatchd/portwatchd/internal/journaltest"
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 )
 
@@ -51,7 +53,7 @@ func TestJournald(t *testing.T) {
 			"PORTWATCH_EVENT": event, "PORTWATCH_EVENT_ID": id, "PORTWATCH_VERDICT": "unexpected",
 			"PORTWATCH_RULE": "web", "PORTWATCH_REASON": "no rule allows it", "PORTWATCH_PROTOCOL": "tcp",
 			"PORTWATCH_ADDRESS": "0.0.0.0", "PORTWATCH_PORT": "4444", "PORTWATCH_NETNS": "host",
-			"PORTWATCH_PID": "812", "PORTWATCH_COMM": comm, "PORTWATCH_EXE": "/tmp/x", "PORTWATCH_USER": "nobody",
+			"PORTWATCH_PID": "812", "PORTWATCH_COMM": textesc.Line(comm), "PORTWATCH_EXE": "/tmp/x", "PORTWATCH_USER": "nobody",
 			"PORTWATCH_UNIT": "evil.service",
 		}
 	}
@@ -116,6 +118,71 @@ func TestHelperJournald(t *testing.T) {
 		if r.Err != nil {
 			t.Fatal(r.Err)
 		}
+	}
+}
+
+// TestJournaldHostileFields: every text field of an entry is escaped as
+// MESSAGE is, so that journalctl -o json consumers, log shippers and
+// terminals get no control bytes; where escaping changed a value, its exact
+// bytes are in NAME_RAW, as journald's binary-safe fields allow.
+func TestJournaldHostileFields(t *testing.T) {
+	j := journaltest.Start(t)
+	if out, err := j.Helper(t, "TestHelperJournaldHostile").CombinedOutput(); err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	es := j.Wait(t, 1, "SYSLOG_IDENTIFIER=portwatchd")
+	if len(es) != 1 {
+		t.Fatalf("got %d entries, want 1", len(es))
+	}
+	got := map[string]string{}
+	for k, v := range es[0] {
+		if strings.HasPrefix(k, "PORTWATCH_") {
+			got[k] = v
+		}
+	}
+	want := map[string]string{
+		"PORTWATCH_EVENT": "opened", "PORTWATCH_EVENT_ID": "ev000000000000000000000000000001",
+		"PORTWATCH_SEVERITY": "warning", "PORTWATCH_VERDICT": "unexpected", "PORTWATCH_RULE": "web",
+		"PORTWATCH_REASON": `no rule allows /tmp/x\n\x1b[31mname`, "PORTWATCH_REASON_RAW": "no rule allows /tmp/x\n\x1b[31mname",
+		"PORTWATCH_PROTOCOL": "tcp", "PORTWATCH_ADDRESS": "0.0.0.0", "PORTWATCH_PORT": "4444",
+		"PORTWATCH_NETNS": `ns\xff\u202e`, "PORTWATCH_NETNS_RAW": "ns\xff\u202e",
+		"PORTWATCH_PID": "812",
+		"PORTWATCH_COMM": `x\n<!channel>\x1b[2J`, "PORTWATCH_COMM_RAW": hostile,
+		"PORTWATCH_EXE": `/tmp/x\n\x1b[31mname`, "PORTWATCH_EXE_RAW": "/tmp/x\n\x1b[31mname",
+		"PORTWATCH_USER": `no\tbody\\`, "PORTWATCH_USER_RAW": "no\tbody\\",
+		"PORTWATCH_UNIT": "evil.service",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("journal fields (-want +got):\n%s", diff)
+	}
+	for k, v := range es[0] {
+		if !strings.HasSuffix(k, "_RAW") && strings.ContainsFunc(v, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			t.Errorf("%s = %q holds a control or format character", k, v)
+		}
+	}
+	// The exact value matches, as journalctl matches bytes.
+	if es, err := j.Entries("PORTWATCH_EXE_RAW=/tmp/x\n\x1b[31mname"); err != nil || len(es) != 1 {
+		t.Errorf("journalctl PORTWATCH_EXE_RAW=<raw>: %d entries, %v; want 1", len(es), err)
+	}
+}
+
+// TestHelperJournaldHostile runs inside the journal's namespace for
+// TestJournaldHostileFields.
+func TestHelperJournaldHostile(t *testing.T) {
+	if !journaltest.IsHelper() {
+		t.Skip("helper process for TestJournaldHostileFields")
+	}
+	d, err := New(policy.Notify{Journald: true}, Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := unexpected(4444, hostile)
+	dec.Netns = "ns\xff\u202e"
+	dec.Reason = "no rule allows /tmp/x\n\x1b[31mname"
+	dec.Processes[0].Exe = "/tmp/x\n\x1b[31mname"
+	dec.Processes[0].User = "no\tbody\\"
+	if err := d.Send([]Event{fixedEvent(1, TypeOpened, dec)}); err != nil {
+		t.Fatal(err)
 	}
 }
 
