@@ -135,11 +135,14 @@ func summary(events []Event, limit int, bullet, sep string, esc func(string) str
 	return b.String()
 }
 
-// escapeSlack escapes the three characters Slack's mrkdwn requires, which
+// slackEntities escapes the three characters Slack's mrkdwn requires, which
 // also turns <!channel> and <@U123> into inert text.
-func escapeSlack(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
-}
+var slackEntities = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// escapeSlack escapes text for the Slack format. Mentions are muted too:
+// Slack itself fires only <!here>, but Slack-compatible receivers
+// (Mattermost, Rocket.Chat) also fire @here and @all from plain text.
+func escapeSlack(s string) string { return muteMentions(slackEntities.Replace(s)) }
 
 // markdownEscaper backslash-escapes CommonMark's punctuation that can start
 // emphasis, code, spoilers, links, quotes or (in Discord) mentions, as
@@ -153,13 +156,14 @@ var markdownEscaper = strings.NewReplacer(
 
 // muteMentions puts a zero-width space after every "@", so that @channel,
 // @here, @all, @everyone or @user in a process name cannot notify anyone.
+// Every chat format applies it, once, as the last step.
 func muteMentions(s string) string { return strings.ReplaceAll(s, "@", "@\u200b") }
 
 // escapeMattermost escapes Markdown, then &, < and > as for Slack (Mattermost
 // expands Slack's <!channel> in incoming webhooks), then mutes @mentions,
 // which Mattermost also fires from plain text.
 func escapeMattermost(s string) string {
-	return muteMentions(escapeSlack(markdownNoAngle.Replace(s)))
+	return muteMentions(slackEntities.Replace(markdownNoAngle.Replace(s)))
 }
 
 var markdownNoAngle = strings.NewReplacer(
@@ -167,7 +171,14 @@ var markdownNoAngle = strings.NewReplacer(
 	"[", `\[`, "]", `\]`,
 )
 
-func escapeDiscord(s string) string { return muteMentions(markdownEscaper.Replace(s)) }
+// escapeMarkdown is the escape of the Discord and Teams formats: Markdown,
+// then mentions (Teams mentions need <at>, escaped as "\<at\>", and an
+// entity the payload never has; @here in text is muted all the same).
+func escapeMarkdown(s string) string { return muteMentions(markdownEscaper.Replace(s)) }
+
+// escapeNtfy mutes @mentions in ntfy's plain text, for the chats it may be
+// bridged to (ntfy's Markdown is not asked for, so there is none to escape).
+func escapeNtfy(s string) string { return muteMentions(s) }
 
 func buildSlack(events []Event, _ policy.Webhook) ([]byte, error) {
 	// Slack: a section's text holds at most 3000 characters, a header 150.
@@ -189,8 +200,8 @@ func buildMattermost(events []Event, _ policy.Webhook) ([]byte, error) {
 }
 
 func buildDiscord(events []Event, _ policy.Webhook) ([]byte, error) {
-	head := "**" + escapeDiscord(title(events)) + "**\n"
-	content := head + summary(events, 2000-utf8.RuneCountInString(head), "- ", "\n", escapeDiscord)
+	head := "**" + escapeMarkdown(title(events)) + "**\n"
+	content := head + summary(events, 2000-utf8.RuneCountInString(head), "- ", "\n", escapeMarkdown)
 	// Embeds: at most 10, and 6000 characters in total.
 	var embeds []any
 	total := 0
@@ -198,11 +209,11 @@ func buildDiscord(events []Event, _ policy.Webhook) ([]byte, error) {
 		if len(embeds) == 10 {
 			break
 		}
-		t := truncate(escapeDiscord(shortType(ev.Type)+" "+endpoint(ev.Listener.Listener)), 256)
+		t := truncate(escapeMarkdown(shortType(ev.Type)+" "+endpoint(ev.Listener.Listener)), 256)
 		if ev.Type == TypeTest {
 			t = "test"
 		}
-		d := truncate(escapeDiscord(ev.Message), 1000)
+		d := truncate(escapeMarkdown(ev.Message), 1000)
 		size := utf8.RuneCountInString(t) + utf8.RuneCountInString(d)
 		if total+size > 5500 {
 			break
@@ -238,8 +249,8 @@ func buildTeams(events []Event, _ policy.Webhook) ([]byte, error) {
 		"type":    "AdaptiveCard",
 		"version": "1.4",
 		"body": []any{
-			map[string]any{"type": "TextBlock", "text": markdownEscaper.Replace(title(events)), "weight": "Bolder", "size": "Medium", "wrap": true},
-			map[string]any{"type": "TextBlock", "text": summary(events, 8000, "- ", "\n", markdownEscaper.Replace), "wrap": true},
+			map[string]any{"type": "TextBlock", "text": escapeMarkdown(title(events)), "weight": "Bolder", "size": "Medium", "wrap": true},
+			map[string]any{"type": "TextBlock", "text": summary(events, 8000, "- ", "\n", escapeMarkdown), "wrap": true},
 		},
 	}
 	return marshal(map[string]any{
@@ -309,13 +320,13 @@ func buildNtfy(events []Event, h policy.Webhook) ([]byte, error) {
 		}
 	}
 	// ntfy turns messages over 4096 bytes into attachments; stay below.
-	msg := summary(events, 3500, "- ", "\n", func(s string) string { return s })
+	msg := summary(events, 3500, "- ", "\n", escapeNtfy)
 	for len(msg) > 4000 {
 		msg = truncate(msg, utf8.RuneCountInString(msg)-200)
 	}
 	return marshal(map[string]any{
 		"topic":    topic,
-		"title":    title(events),
+		"title":    escapeNtfy(title(events)),
 		"message":  msg,
 		"priority": prio,
 		"tags":     tags,

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -267,5 +268,62 @@ func TestFormatsMatchConfig(t *testing.T) {
 	want := slices.Sorted(slices.Values(policy.WebhookFormats()))
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("format builders (-want +got):\n%s", diff)
+	}
+}
+
+// TestFormatsMuteMentions: in every chat format, a process name, path, user
+// or host written as a mention notifies nobody. Slack-compatible receivers
+// (Mattermost, Rocket.Chat) take the Slack format and fire @here from plain
+// text, so the Slack format must mute it too.
+func TestFormatsMuteMentions(t *testing.T) {
+	// A "<" the Markdown formats escaped ("\<") is text.
+	live := regexp.MustCompile(`@[\p{L}\p{N}_]|(?:^|[^\\])(?:<[!@#]|<users/|<at>)`)
+	liveAt := regexp.MustCompile(`@[\p{L}\p{N}_]`)
+	names := []struct{ name, s string }{
+		{name: "everyone", s: "@everyone"},
+		{name: "here", s: "@here"},
+		{name: "channel", s: "@channel"},
+		{name: "all", s: "@all"},
+		{name: "user", s: "@alice"},
+		{name: "slack broadcast", s: "<!channel>"},
+		{name: "slack user", s: "<@U123>"},
+		{name: "google chat", s: "<users/all>"},
+		{name: "teams", s: "<at>everyone</at>"},
+		{name: "unicode", s: "@ünïcode"},
+	}
+	for _, format := range Formats() {
+		if format == "generic" || format == "alertmanager" {
+			// Machine formats carry the raw values for matching.
+			continue
+		}
+		for _, n := range names {
+			t.Run(format+"/"+n.name, func(t *testing.T) {
+				d := unexpected(4444, n.s)
+				d.Processes[0].Exe = "/tmp/" + n.s
+				d.Processes[0].User = n.s
+				d.Reason = "no rule allows " + n.s
+				events := []Event{fixedEvent(1, TypeOpened, d), fixedEvent(2, TypeClosed, d)}
+				for i := range events {
+					events[i].Host = n.s
+				}
+				body, err := formats[format].build(events, policy.Webhook{Name: "t", URL: "https://h.example/t"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var texts []string
+				collectStrings(t, body, &texts)
+				re := live
+				if format == "ntfy" {
+					// ntfy shows plain text: "<!here>" is text there, an
+					// @here may still reach a chat it is bridged to.
+					re = liveAt
+				}
+				for _, s := range texts {
+					if m := re.FindString(s); m != "" {
+						t.Errorf("live mention %q in %q", m, s)
+					}
+				}
+			})
+		}
 	}
 }

@@ -146,7 +146,7 @@ func TestJournaldHostileFields(t *testing.T) {
 		"PORTWATCH_REASON": `no rule allows /tmp/x\n\x1b[31mname`, "PORTWATCH_REASON_RAW": "no rule allows /tmp/x\n\x1b[31mname",
 		"PORTWATCH_PROTOCOL": "tcp", "PORTWATCH_ADDRESS": "0.0.0.0", "PORTWATCH_PORT": "4444",
 		"PORTWATCH_NETNS": `ns\xff\u202e`, "PORTWATCH_NETNS_RAW": "ns\xff\u202e",
-		"PORTWATCH_PID": "812",
+		"PORTWATCH_PID":  "812",
 		"PORTWATCH_COMM": `x\n<!channel>\x1b[2J`, "PORTWATCH_COMM_RAW": hostile,
 		"PORTWATCH_EXE": `/tmp/x\n\x1b[31mname`, "PORTWATCH_EXE_RAW": "/tmp/x\n\x1b[31mname",
 		"PORTWATCH_USER": `no\tbody\\`, "PORTWATCH_USER_RAW": "no\tbody\\",
