@@ -43,3 +43,17 @@ type NotifierFunc func(ctx context.Context, events []Event) (bool, error)
 func (f NotifierFunc) Notify(ctx context.Context, events []Event) (bool, error) {
 	return f(ctx, events)
 }
+
+// NewEvent builds an event of type typ for decision d: it fills the id,
+// severity and message.
+func NewEvent(typ string, d policy.Decision, host string, now time.Time) Event {
+	return Event{
+		ID:       newID(),
+		Type:     typ,
+		Time:     now,
+		Host:     host,
+		Listener: d,
+		Severity: severityFor(typ, d),
+		Message:  message(typ, d, host),
+	}
+}
