@@ -2,8 +2,11 @@ package notify
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 )
 
@@ -44,16 +47,79 @@ func (f NotifierFunc) Notify(ctx context.Context, events []Event) (bool, error) 
 	return f(ctx, events)
 }
 
-// NewEvent builds an event of type typ for decision d: it fills the id,
-// severity and message.
-func NewEvent(typ string, d policy.Decision, host string, now time.Time) Event {
-	return Event{
+// NewEvent builds an event of type typ for decision d: it fills the id and
+// the severity, and writes the message, with every part that a process or a
+// config chose escaped once (textesc). Options add what the type and the
+// decision do not say.
+func NewEvent(typ string, d policy.Decision, host string, now time.Time, opts ...EventOption) Event {
+	var o eventOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ev := Event{
 		ID:       newID(),
 		Type:     typ,
 		Time:     now,
 		Host:     host,
 		Listener: d,
 		Severity: severityFor(typ, d),
-		Message:  message(typ, d, host),
+		Previous: o.previous,
 	}
+	switch {
+	case o.now != nil:
+		ev.Message = nowJudgedMessage(d, *o.now, o.why)
+	case o.message != "":
+		ev.Message = textesc.Controls(o.message)
+	default:
+		ev.Message = message(typ, d, host)
+		if o.note != "" {
+			ev.Message += " (" + textesc.Line(o.note) + ")"
+		}
+	}
+	return ev
+}
+
+// EventOption adds to an event what its type and decision do not say.
+type EventOption func(*eventOptions)
+
+type eventOptions struct {
+	note     string
+	previous *policy.Decision
+	message  string
+	now      *policy.Decision
+	why      string
+}
+
+// WithNote adds note to the message, in parentheses ("reminder: open since
+// ..."). An empty note adds nothing.
+func WithNote(note string) EventOption { return func(o *eventOptions) { o.note = note } }
+
+// WithPrevious sets Event.Previous: on a listener.changed event that
+// replaces an alert in force, the decision alerted before. nil sets nothing.
+func WithPrevious(prev *policy.Decision) EventOption {
+	return func(o *eventOptions) { o.previous = prev }
+}
+
+// WithNowJudged writes the message of a listener.closed event that resolves
+// the alert on a listener still open but no longer unexpected: it is now
+// judged as now (allowed by a rule, or ignored), because of why ("config
+// reloaded", "owner changed"). It replaces any note.
+func WithNowJudged(now policy.Decision, why string) EventOption {
+	return func(o *eventOptions) { o.now, o.why = &now, why }
+}
+
+// WithMessage replaces the message with text the caller wrote, whose values
+// it quoted or escaped already: control characters left in it are escaped,
+// backslashes are kept. It replaces any note. An empty text sets nothing.
+// Prefer the options that let NewEvent write the text (WithNowJudged).
+func WithMessage(text string) EventOption { return func(o *eventOptions) { o.message = text } }
+
+// nowJudgedMessage is the message of a resolve for a listener that is still
+// open but no longer unexpected.
+func nowJudgedMessage(alerted, now policy.Decision, why string) string {
+	verdict := string(now.Verdict)
+	if now.Verdict == policy.Allowed {
+		verdict = "allowed by rule " + strconv.Quote(now.Rule)
+	}
+	return fmt.Sprintf("listener %s is now %s (%s); alert resolved", endpoint(alerted.Listener), verdict, textesc.Line(why))
 }

@@ -135,3 +135,54 @@ func TestMessageEscapesOnce(t *testing.T) {
 		t.Errorf("message mismatch (-want +got):\n%s", diff)
 	}
 }
+
+func TestNewEventOptions(t *testing.T) {
+	plain := unexpected(4444, "x")
+	inNetns := unexpected(22, "x")
+	inNetns.Netns = "vpn\x1b"
+	prev := allowed(4444)
+	nowAllowed := allowed(22)
+	nowAllowed.Rule = "port-22"
+	nowIgnored := plain
+	nowIgnored.Verdict = policy.Ignored
+	tests := []struct {
+		name     string
+		typ      string
+		d        policy.Decision
+		opts     []EventOption
+		message  string
+		previous *policy.Decision
+	}{
+		{name: "none", typ: TypeOpened, d: plain,
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "note", typ: TypeOpened, d: plain, opts: []EventOption{WithNote("reminder: open since 2026-11-28T01:02:03Z")},
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it (reminder: open since 2026-11-28T01:02:03Z)"},
+		{name: "empty note", typ: TypeOpened, d: plain, opts: []EventOption{WithNote("")},
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "previous", typ: TypeChanged, d: plain, opts: []EventOption{WithPrevious(&prev)}, previous: &prev,
+			message: "unexpected listener tcp 0.0.0.0:4444 changed owner to /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "nil previous", typ: TypeChanged, d: plain, opts: []EventOption{WithPrevious(nil)},
+			message: "unexpected listener tcp 0.0.0.0:4444 changed owner to /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "now allowed", typ: TypeClosed, d: plain, opts: []EventOption{WithNowJudged(nowAllowed, "config reloaded")},
+			message: `listener tcp 0.0.0.0:4444 is now allowed by rule "port-22" (config reloaded); alert resolved`},
+		{name: "now ignored, in a netns", typ: TypeClosed, d: inNetns, opts: []EventOption{WithNowJudged(nowIgnored, "owner changed"), WithNote("x")},
+			message: `listener tcp 0.0.0.0:22 in netns vpn\x1b is now ignored (owner changed); alert resolved`},
+		{name: "message", typ: TypeClosed, d: plain, opts: []EventOption{WithMessage(`listener in netns "a\\b\x1b" resolved`), WithNote("x")},
+			message: `listener in netns "a\\b\x1b" resolved`},
+		{name: "empty message", typ: TypeClosed, d: plain, opts: []EventOption{WithMessage(""), WithNote("n")},
+			message: "unexpected listener tcp 0.0.0.0:4444 closed, alert resolved (was held by /tmp/x (pid 812, user nobody, unit evil.service)) (n)"},
+		{name: "hostile note", typ: TypeOpened, d: plain, opts: []EventOption{WithNote("a\nb")},
+			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it (a\nb)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := NewEvent(tt.typ, tt.d, "web-1", testTime, tt.opts...)
+			if diff := cmp.Diff(tt.message, ev.Message); diff != "" {
+				t.Errorf("message (-want +got):\n%s", diff)
+			}
+			if ev.Previous != tt.previous {
+				t.Errorf("previous = %v, want %v", ev.Previous, tt.previous)
+			}
+		})
+	}
+}

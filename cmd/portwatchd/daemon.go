@@ -390,14 +390,8 @@ func (d *daemon) engineConfig() engineConfig {
 // listeners, new ids) rather than losing them.
 func (d *daemon) emit(r engineResult, now time.Time) {
 	for _, em := range r.Emit {
-		ev := notify.NewEvent(em.Type, em.Decision, d.host, now)
-		ev.Previous = em.Previous
-		switch {
-		case em.Message != "":
-			ev.Message = em.Message
-		case em.Note != "":
-			ev.Message += " (" + em.Note + ")"
-		}
+		ev := notify.NewEvent(em.Type, em.Decision, d.host, now,
+			notify.WithPrevious(em.Previous), notify.WithMessage(em.Message), notify.WithNote(em.Note))
 		d.unsent = append(d.unsent, ev)
 	}
 	if r.StateChanged {
