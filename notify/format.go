@@ -2,7 +2,6 @@ package notify
 
 import (
 	"encoding/json"
-	"fmt"
 	"maps"
 	"net/url"
 	"path"
@@ -20,19 +19,37 @@ type formatter struct {
 	build func(events []Event, h policy.Webhook) ([]byte, error)
 	// path, when set, derives the request URL from the configured one.
 	path func(u url.URL, h policy.Webhook) url.URL
+	// split, when set, divides a delivery into the events of each message
+	// (a chat service's size limit); build is called for each.
+	split func(events []Event) [][]Event
 }
 
 // formats maps the format: names onto their builders.
 var formats = map[string]formatter{
 	"generic":      {build: buildGeneric},
-	"slack":        {build: buildSlack},
-	"mattermost":   {build: buildMattermost},
-	"discord":      {build: buildDiscord},
-	"teams":        {build: buildTeams},
-	"googlechat":   {build: buildGoogleChat},
-	"ntfy":         {build: buildNtfy, path: ntfyURL},
+	"slack":        {build: buildSlack, split: slackList.split},
+	"mattermost":   {build: buildMattermost, split: mattermostList.split},
+	"discord":      {build: buildDiscord, split: discordList.split},
+	"teams":        {build: buildTeams, split: teamsList.split},
+	"googlechat":   {build: buildGoogleChat, split: googleChatList.split},
+	"ntfy":         {build: buildNtfy, path: ntfyURL, split: ntfyList.split},
 	"alertmanager": {build: buildAlertmanager, path: alertmanagerURL},
 }
+
+// How each chat format lists events (see listStyle), within the service's
+// limits: Slack's section text holds 3000 characters; Mattermost posts
+// 16383, kept short; Discord's content 2000 with the headline; Google Chat
+// 4096; ntfy turns messages over 4096 bytes into attachments.
+var (
+	slackList      = listStyle{bullet: "• ", esc: escapeSlack, limit: fixedLimit(2900)}
+	mattermostList = listStyle{bullet: "- ", esc: escapeMattermost, limit: fixedLimit(4000)}
+	discordList    = listStyle{bullet: "- ", esc: escapeMarkdown, limit: func(events []Event) int {
+		return 2000 - utf8.RuneCountInString(discordHead(events))
+	}}
+	teamsList      = listStyle{bullet: "- ", esc: escapeMarkdown, limit: fixedLimit(8000)}
+	googleChatList = listStyle{bullet: "• ", esc: escapeGoogleChat, limit: fixedLimit(4000)}
+	ntfyList       = listStyle{bullet: "- ", esc: escapeNtfy, limit: fixedLimit(3500)}
+)
 
 // Formats lists the supported format: names: those the config accepts.
 func Formats() []string { return policy.WebhookFormats() }
@@ -98,42 +115,10 @@ func plural(n int, one, many string) string {
 	return strconv.Itoa(n) + " " + many
 }
 
-// maxLine bounds one event's line in a chat summary, so one hostile path
-// cannot push every other event out of the message.
+// maxLine bounds one line of a chat list (an event's message, or a
+// holder's name), so one hostile path cannot push every other event out of
+// the message.
 const maxLine = 400
-
-// summary joins one line per event, each already escaped for the target by
-// esc and prefixed by bullet, keeping the result at most limit characters
-// (runes); events that do not fit are counted in a final "… and N more".
-func summary(events []Event, limit int, bullet, sep string, esc func(string) string) string {
-	var b strings.Builder
-	n, size := 0, 0
-	for i, ev := range events {
-		line := bullet + esc(truncate(ev.Message, maxLine))
-		more := 0
-		if rest := len(events) - i - 1; rest > 0 {
-			more = utf8.RuneCountInString(sep + esc(fmt.Sprintf("… and %d more", rest)))
-		}
-		add := line
-		if i > 0 {
-			add = sep + line
-		}
-		addSize := utf8.RuneCountInString(add)
-		if size+addSize+more > limit {
-			break
-		}
-		b.WriteString(add)
-		size += addSize
-		n++
-	}
-	if rest := len(events) - n; rest > 0 {
-		if n > 0 {
-			b.WriteString(sep)
-		}
-		b.WriteString(esc(fmt.Sprintf("… and %d more", rest)))
-	}
-	return b.String()
-}
 
 // slackEntities escapes the three characters Slack's mrkdwn requires, which
 // also turns <!channel> and <@U123> into inert text.
@@ -183,7 +168,7 @@ func escapeNtfy(s string) string { return muteMentions(s) }
 func buildSlack(events []Event, _ policy.Webhook) ([]byte, error) {
 	// Slack: a section's text holds at most 3000 characters, a header 150.
 	head := escapeSlack(truncate(title(events), 150))
-	body := summary(events, 2900, "• ", "\n", escapeSlack)
+	body, _ := slackList.list(events)
 	return marshal(map[string]any{
 		"text": head + "\n" + body,
 		"blocks": []any{
@@ -194,18 +179,25 @@ func buildSlack(events []Event, _ policy.Webhook) ([]byte, error) {
 }
 
 func buildMattermost(events []Event, _ policy.Webhook) ([]byte, error) {
-	// Mattermost posts hold 16383 characters; keep chat messages short.
-	text := "#### " + escapeMattermost(title(events)) + "\n" + summary(events, 4000, "- ", "\n", escapeMattermost)
+	list, _ := mattermostList.list(events)
+	text := "#### " + escapeMattermost(title(events)) + "\n" + list
 	return marshal(map[string]any{"text": text})
 }
 
 func buildDiscord(events []Event, _ policy.Webhook) ([]byte, error) {
-	head := "**" + escapeMarkdown(title(events)) + "**\n"
-	content := head + summary(events, 2000-utf8.RuneCountInString(head), "- ", "\n", escapeMarkdown)
-	// Embeds: at most 10, and 6000 characters in total.
+	list, grouped := discordList.list(events)
+	content := discordHead(events) + list
+	// Embeds, one per event: at most 10, and 6000 characters in total. A
+	// grouped list has none: the groups are what the reader needs.
 	var embeds []any
+	if grouped {
+		embeds = []any{}
+	}
 	total := 0
 	for _, ev := range events {
+		if grouped {
+			break
+		}
 		if len(embeds) == 10 {
 			break
 		}
@@ -233,6 +225,9 @@ func buildDiscord(events []Event, _ policy.Webhook) ([]byte, error) {
 	})
 }
 
+// discordHead is the bold headline of a Discord message.
+func discordHead(events []Event) string { return "**" + escapeMarkdown(title(events)) + "**\n" }
+
 func colour(severity string) int {
 	switch severity {
 	case SeverityWarning:
@@ -243,6 +238,11 @@ func colour(severity string) int {
 	return 0x95A5A6
 }
 
+func teamsText(events []Event) string {
+	list, _ := teamsList.list(events)
+	return list
+}
+
 func buildTeams(events []Event, _ policy.Webhook) ([]byte, error) {
 	card := map[string]any{
 		"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
@@ -250,7 +250,7 @@ func buildTeams(events []Event, _ policy.Webhook) ([]byte, error) {
 		"version": "1.4",
 		"body": []any{
 			map[string]any{"type": "TextBlock", "text": escapeMarkdown(title(events)), "weight": "Bolder", "size": "Medium", "wrap": true},
-			map[string]any{"type": "TextBlock", "text": summary(events, 8000, "- ", "\n", escapeMarkdown), "wrap": true},
+			map[string]any{"type": "TextBlock", "text": teamsText(events), "wrap": true},
 		},
 	}
 	return marshal(map[string]any{
@@ -270,7 +270,8 @@ func escapeGoogleChat(s string) string {
 }
 
 func buildGoogleChat(events []Event, _ policy.Webhook) ([]byte, error) {
-	text := "*" + escapeGoogleChat(title(events)) + "*\n" + summary(events, 4000, "• ", "\n", escapeGoogleChat)
+	list, _ := googleChatList.list(events)
+	text := "*" + escapeGoogleChat(title(events)) + "*\n" + list
 	return marshal(map[string]any{"text": text})
 }
 
@@ -320,7 +321,7 @@ func buildNtfy(events []Event, h policy.Webhook) ([]byte, error) {
 		}
 	}
 	// ntfy turns messages over 4096 bytes into attachments; stay below.
-	msg := summary(events, 3500, "- ", "\n", escapeNtfy)
+	msg, _ := ntfyList.list(events)
 	for len(msg) > 4000 {
 		msg = truncate(msg, utf8.RuneCountInString(msg)-200)
 	}

@@ -176,7 +176,7 @@ func collectStrings(t *testing.T, body []byte, out *[]string) {
 }
 
 // TestFormatsLimits checks each chat service's length limits with a big batch
-// and a very long executable path.
+// (500 listeners of one holder) and a very long executable path.
 func TestFormatsLimits(t *testing.T) {
 	var events []Event
 	for i := 0; i < 500; i++ {
@@ -218,8 +218,9 @@ func TestFormatsLimits(t *testing.T) {
 			if tt.format == "ntfy" && len(s) > tt.max {
 				t.Errorf("%d bytes, want <= %d", len(s), tt.max)
 			}
-			if tt.name != "slack header" && !strings.Contains(s, "more") {
-				t.Errorf("no \"… and N more\" in %q", truncate(s, 300))
+			// One holder: one line names every port.
+			if tt.name != "slack header" && (!strings.Contains(s, "tcp 0.0.0.0:1000-1499") || strings.Contains(s, "more")) {
+				t.Errorf("not every port named in %q", truncate(s, 300))
 			}
 		})
 	}
@@ -239,23 +240,68 @@ func TestFormatsLimits(t *testing.T) {
 	}
 }
 
-func TestSummary(t *testing.T) {
-	events := []Event{{Message: "aaaa"}, {Message: "bbbb"}, {Message: "cccccccccccc"}}
+func TestList(t *testing.T) {
 	id := func(s string) string { return s }
+	short := []Event{{Message: "aaaa"}, {Message: "bbbb"}, {Message: "cccccccccccc"}}
+	var storm []Event
+	for _, p := range []uint16{40000, 40001, 40002, 22, 40003, 8080} {
+		storm = append(storm, fixedEvent(int(p), TypeOpened, unexpected(p, "x")))
+	}
+	other := unexpected(53, "x")
+	other.Protocol, other.Netns = "udp", "vpn"
+	storm = append(storm, fixedEvent(1, TypeOpened, other), fixedEvent(2, TypeClosed, unexpected(9, "x")))
+	reminder := NewEvent(TypeOpened, unexpected(7, "x"), "web-1", testTime, WithNote("reminder"))
+	storm = append(storm, reminder)
 	tests := []struct {
-		name  string
-		limit int
-		want  string
+		name    string
+		events  []Event
+		limit   int
+		want    string
+		grouped bool
 	}{
-		{name: "all fit", limit: 100, want: "- aaaa\n- bbbb\n- cccccccccccc"},
-		{name: "two fit", limit: 27, want: "- aaaa\n- bbbb\n… and 1 more"},
-		{name: "one fits", limit: 21, want: "- aaaa\n… and 2 more"},
-		{name: "none fit", limit: 5, want: "… and 3 more"},
+		{name: "all fit", events: short, limit: 100, want: "- aaaa\n- bbbb\n- cccccccccccc"},
+		// Events with messages of their own are groups of one.
+		{name: "two fit", events: short, limit: 27, grouped: true, want: "- aaaa\n- bbbb\n… and 1 more"},
+		{name: "one fits", events: short, limit: 21, grouped: true, want: "- aaaa\n… and 2 more"},
+		{name: "none fit", events: short, limit: 5, grouped: true, want: "… and 3 more"},
+		{name: "storm grouped by holder, ports as ranges", events: storm, limit: 1000, grouped: true, want: "" +
+			"- unexpected listeners opened by /tmp/x (pid 812, user nobody, unit evil.service): tcp 0.0.0.0:22,8080,40000-40003, udp 0.0.0.0:53 in netns vpn\n" +
+			"- unexpected listener closed, alert resolved (held by /tmp/x (pid 812, user nobody, unit evil.service)): tcp 0.0.0.0:9\n" +
+			"- unexpected listener opened by /tmp/x (pid 812, user nobody, unit evil.service): tcp 0.0.0.0:7 (reminder)"},
+		{name: "storm over the limit", events: storm, limit: 200, grouped: true, want: "" +
+			"- unexpected listeners opened by /tmp/x (pid 812, user nobody, unit evil.service): tcp 0.0.0.0:22,8080,40000-40003, udp 0.0.0.0:53 in netns vpn\n" +
+			"… and 2 more"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, summary(events, tt.limit, "- ", "\n", id)); diff != "" {
-				t.Errorf("summary (-want +got):\n%s", diff)
+			st := listStyle{bullet: "- ", esc: id, limit: fixedLimit(tt.limit)}
+			got, grouped := st.list(tt.events)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("list (-want +got):\n%s", diff)
+			}
+			if grouped != tt.grouped {
+				t.Errorf("grouped = %v, want %v", grouped, tt.grouped)
+			}
+		})
+	}
+}
+
+func TestPortRuns(t *testing.T) {
+	tests := []struct {
+		name  string
+		ports []int
+		want  string
+	}{
+		{name: "one", ports: []int{22}, want: "22"},
+		{name: "run", ports: []int{40002, 40000, 40001}, want: "40000-40002"},
+		{name: "runs and singles", ports: []int{80, 22, 443, 444, 445, 8080, 8081}, want: "22,80,443-445,8080-8081"},
+		{name: "duplicates", ports: []int{53, 53, 54}, want: "53-54"},
+		{name: "edges", ports: []int{65535, 1, 65534}, want: "1,65534-65535"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, portRuns(tt.ports)); diff != "" {
+				t.Errorf("portRuns(%v) (-want +got):\n%s", tt.ports, diff)
 			}
 		})
 	}

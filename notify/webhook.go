@@ -35,6 +35,9 @@ type webhook struct {
 	client *http.Client
 	redact *strings.Replacer
 	now    func() time.Time
+	// posted holds the ids of events already posted in a message of a
+	// delivery split into several, for its retries (see Notify).
+	posted *accepted
 }
 
 // transport is shared by the webhooks of one Dispatcher: TLS is verified,
@@ -87,6 +90,7 @@ func newWebhook(h policy.Webhook, rt http.RoundTripper) (*webhook, error) {
 		format: f,
 		redact: redactor(h),
 		now:    time.Now,
+		posted: newAccepted(),
 		client: &http.Client{
 			Transport: rt,
 			Timeout:   h.Timeout,
@@ -186,9 +190,39 @@ func sign(secret []byte, id string, ts int64, body []byte) string {
 	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
-// Notify sends events as one message. retry is true for 408, 429, 5xx and
-// network errors.
+// Notify sends events: as one message, or, for a chat format whose limit
+// they exceed, as several (formatter.split), in order. retry is true for
+// 408, 429, 5xx and network errors.
+//
+// Each message is one request, tried as a unit. When one fails after others
+// were accepted, the events of the accepted ones are remembered, and the
+// retry of the delivery (the same events, maybe with more) leaves them out,
+// so that no message is posted twice.
 func (w *webhook) Notify(ctx context.Context, events []Event) (bool, error) {
+	if w.format.split == nil {
+		return w.post(ctx, events)
+	}
+	w.posted.reserve(len(events))
+	var rest []Event
+	for _, ev := range events {
+		if !w.posted.has(ev.ID) {
+			rest = append(rest, ev)
+		}
+	}
+	if len(rest) == 0 {
+		return false, nil
+	}
+	for _, part := range w.format.split(rest) {
+		if retry, err := w.post(ctx, part); err != nil {
+			return retry, err
+		}
+		w.posted.add(ids(part)...)
+	}
+	return false, nil
+}
+
+// post sends events as one message.
+func (w *webhook) post(ctx context.Context, events []Event) (bool, error) {
 	body, err := w.format.build(events, w.hook)
 	if err != nil {
 		return false, fmt.Errorf("webhook %s: build %s payload: %w", w.hook.Name, w.hook.Format, err)
