@@ -56,8 +56,11 @@ func NewEvent(typ string, d policy.Decision, host string, now time.Time, opts ..
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.id == "" {
+		o.id = newID()
+	}
 	ev := Event{
-		ID:       newID(),
+		ID:       o.id,
 		Type:     typ,
 		Time:     now,
 		Host:     host,
@@ -83,12 +86,17 @@ func NewEvent(typ string, d policy.Decision, host string, now time.Time, opts ..
 type EventOption func(*eventOptions)
 
 type eventOptions struct {
+	id       string
 	note     string
 	previous *policy.Decision
 	message  string
 	now      *policy.Decision
 	why      string
 }
+
+// WithID gives the event the id id instead of a fresh random one: that of
+// an alert's event, for receivers that key on it. An empty id sets nothing.
+func WithID(id string) EventOption { return func(o *eventOptions) { o.id = id } }
 
 // WithNote adds note to the message, in parentheses ("reminder: open since
 // ..."). An empty note adds nothing.

@@ -152,6 +152,7 @@ func TestNewEventOptions(t *testing.T) {
 		opts     []EventOption
 		message  string
 		previous *policy.Decision
+		id       string
 	}{
 		{name: "none", typ: TypeOpened, d: plain,
 			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
@@ -171,6 +172,8 @@ func TestNewEventOptions(t *testing.T) {
 			message: `listener in netns "a\\b\x1b" resolved`},
 		{name: "empty message", typ: TypeClosed, d: plain, opts: []EventOption{WithMessage(""), WithNote("n")},
 			message: "unexpected listener tcp 0.0.0.0:4444 closed, alert resolved (was held by /tmp/x (pid 812, user nobody, unit evil.service)) (n)"},
+		{name: "id", typ: TypeOpened, d: plain, opts: []EventOption{WithID("ev1")}, id: "ev1",
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
 		{name: "hostile note", typ: TypeOpened, d: plain, opts: []EventOption{WithNote("a\nb")},
 			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it (a\nb)`},
 	}
@@ -179,6 +182,9 @@ func TestNewEventOptions(t *testing.T) {
 			ev := NewEvent(tt.typ, tt.d, "web-1", testTime, tt.opts...)
 			if diff := cmp.Diff(tt.message, ev.Message); diff != "" {
 				t.Errorf("message (-want +got):\n%s", diff)
+			}
+			if tt.id != "" && ev.ID != tt.id || tt.id == "" && len(ev.ID) != 32 {
+				t.Errorf("id = %q, want %q (or a fresh one when empty)", ev.ID, tt.id)
 			}
 			if ev.Previous != tt.previous {
 				t.Errorf("previous = %v, want %v", ev.Previous, tt.previous)

@@ -72,7 +72,8 @@ type Listener struct {
 	Processes []Process `json:"processes"`
 }
 
-// Key identifies a listener across snapshots: the daemon diffs on it.
+// Key identifies a listener across snapshots: the alert engine tracks
+// listeners, and keeps its alerts, by it.
 type Key struct {
 	// Netns is the namespace's name when the name is stable (host, a
 	// /run/netns name, container:<id>). A namespace named after its lowest
@@ -86,11 +87,18 @@ type Key struct {
 
 // Key returns the listener's identity across snapshots.
 func (l *Listener) Key() Key {
-	ns := l.Netns
-	if strings.HasPrefix(ns, "pid:") {
-		ns = "netns:" + strconv.FormatUint(l.NetnsInode, 10)
+	return Key{Netns: netnsKey(l.Netns, l.NetnsInode), Protocol: l.Protocol, Address: l.Address, Port: l.Port}
+}
+
+// KeyNetns returns the Key.Netns of the listeners in ns.
+func (ns *Namespace) KeyNetns() string { return netnsKey(ns.Name, ns.Inode) }
+
+// netnsKey is Key.Netns for the namespace of that name and inode.
+func netnsKey(name string, inode uint64) string {
+	if strings.HasPrefix(name, "pid:") {
+		return "netns:" + strconv.FormatUint(inode, 10)
 	}
-	return Key{Netns: ns, Protocol: l.Protocol, Address: l.Address, Port: l.Port}
+	return name
 }
 
 // Compare orders keys by netns, protocol, port and address, the order of

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/portwatchd/portwatchd/alerting"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -154,12 +155,14 @@ func takeSnapshot(cmd string, stderr io.Writer) (*watcher.Snapshot, error) {
 // reportCheck evaluates snap under cfg and prints the result: a first line
 // for Nagios and cron, then one line per unexpected listener.
 func reportCheck(stdout, stderr io.Writer, cfg *policy.Config, snap *watcher.Snapshot, asJSON bool) int {
-	out := checkOutput{Time: snap.Time, Config: cfg.Source, Listeners: len(snap.Listeners), Partial: snap.Partial}
+	out := checkOutput{Time: snap.Time, Config: cfg.Source, Partial: snap.Partial}
 	out.Host, _ = os.Hostname()
 	out.Decisions = make([]policy.Decision, 0, len(snap.Listeners))
 	unknown := map[int]bool{} // indexes into Decisions
+	var figures alerting.Stats
 	for _, l := range snap.Listeners {
 		d := cfg.Evaluate(l, snap.Time)
+		figures.Count(1, d.Verdict)
 		switch d.Verdict {
 		case policy.Unexpected:
 			// Without root, another user's process is invisible: the
@@ -169,14 +172,14 @@ func reportCheck(stdout, stderr io.Writer, cfg *policy.Config, snap *watcher.Sna
 				unknown[len(out.Decisions)] = true
 				out.Unknown++
 				out.UnknownReasons = append(out.UnknownReasons, fmt.Sprintf("%s; rule %q would allow it if its process were visible", d.Reason, rule))
-			} else {
-				out.Unexpected++
 			}
 		case policy.Ignored:
 			out.Ignored++
 		}
 		out.Decisions = append(out.Decisions, d)
 	}
+	// The daemon's figures, less what partial attribution leaves unknown.
+	out.Listeners, out.Unexpected = figures.Listeners, figures.Unexpected-out.Unknown
 	out.Status = "OK"
 	code := exitOK
 	switch {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/portwatchd/portwatchd/alerting"
 	"github.com/portwatchd/portwatchd/notify"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
@@ -29,7 +30,7 @@ import (
 //     state directory, read the alert state (state.json), build the watcher
 //     and the notify dispatcher, start delivering spooled events, and start
 //     watching the config's directories;
-//   - every interval: snapshot, run the event engine (engine.go), send its
+//   - every interval: snapshot, run the alert engine (package alerting), send its
 //     events (journald now, webhooks through their spools), save the state
 //     when the alerted set changed, and update STATUS=;
 //   - after the first snapshot: one summary log line, READY=1, and the
@@ -108,44 +109,6 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	return d.run(ctx, hup)
 }
 
-// newLogger returns the operational log. Under journald (stderr is the
-// stream named by JOURNAL_STREAM) the journal stamps each line itself, so the
-// text format leaves the time out.
-func newLogger(w io.Writer, format, level string) (*logrus.Logger, error) {
-	log := logrus.New()
-	log.SetOutput(w)
-	lvl, err := logrus.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	log.SetLevel(lvl)
-	switch format {
-	case "text":
-		log.SetFormatter(&logrus.TextFormatter{DisableTimestamp: underJournald(w), FullTimestamp: true})
-	case "json":
-		log.SetFormatter(&logrus.JSONFormatter{})
-	default:
-		return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
-	}
-	return log, nil
-}
-
-// underJournald reports whether w is the journal stream systemd connected
-// (JOURNAL_STREAM holds its device and inode), and not just any stderr of a
-// process that inherited the variable.
-func underJournald(w io.Writer) bool {
-	js := os.Getenv("JOURNAL_STREAM")
-	f, ok := w.(*os.File)
-	if js == "" || !ok {
-		return false
-	}
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		return false
-	}
-	return js == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
-}
-
 // daemon is the running `portwatchd run`. Everything but the watchdog pinger
 // and the config file watcher runs in the goroutine of run, so the engine,
 // the config and the state need no lock.
@@ -162,7 +125,7 @@ type daemon struct {
 	disp      *notify.Dispatcher
 	dispStop  context.CancelFunc
 	dispDone  chan struct{}
-	eng       *engine
+	eng       *alerting.Engine
 	files     *configWatcher // nil when file watching could not start
 	unsent    []notify.Event
 	// stateDirty says the alert state changed since it was last saved; it
@@ -228,16 +191,16 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon
 	if d.lock, err = lockStateDir(d.stateDir); err != nil {
 		return nil, err
 	}
-	alerts, err := loadState(d.stateDir)
+	alerts, err := alerting.LoadState(d.stateDir)
 	if err != nil {
 		// A damaged state costs at most a repeat of past alerts: better
 		// than not watching at all. Keep the bad file for a post-mortem.
-		bad := filepath.Join(d.stateDir, stateFileName)
+		bad := filepath.Join(d.stateDir, alerting.StateFileName)
 		log.WithError(err).Errorf("alert state unreadable; starting afresh (kept as %s.bad)", bad)
 		_ = os.Rename(bad, bad+".bad")
 		alerts = nil
 	}
-	d.eng = newEngine(alerts)
+	d.eng = alerting.New(alerts)
 
 	d.w, err = watcher.New(watcher.Options{Warn: func(msg string) { log.Warn(escape(oneLine(msg))) }})
 	if err != nil {
@@ -249,19 +212,6 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon
 		return nil, fmt.Errorf("notify: %w", err)
 	}
 	return d, nil
-}
-
-// userStateDir is where an unprivileged run keeps its state:
-// $XDG_STATE_HOME/portwatch, or ~/.local/state/portwatch.
-func userStateDir() (string, bool) {
-	if x := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
-		return filepath.Join(x, "portwatch"), true
-	}
-	home, err := os.UserHomeDir()
-	if err != nil || home == "" {
-		return "", false
-	}
-	return filepath.Join(home, ".local", "state", "portwatch"), true
 }
 
 // run is the daemon's life from the first snapshot to the exit code.
@@ -327,15 +277,15 @@ func (d *daemon) tick(ctx context.Context) {
 		d.log.Info("snapshots work again")
 		d.snapErr = ""
 	}
-	r := d.eng.step(snap, d.engineConfig(), now)
+	r := d.eng.Step(snap, d.engineConfig(), now)
 	d.emit(r, now)
-	if now.Sub(d.lastCheck) >= fullEvalEvery {
+	if now.Sub(d.lastCheck) >= alerting.ReevaluateEvery {
 		d.logExpired(now)
 	}
 	d.progress.Store(time.Now().UnixNano())
 	if !d.ready {
 		d.ready = true
-		s := d.eng.stats
+		s := d.eng.Stats()
 		d.log.WithFields(logrus.Fields{
 			"config":     d.cfg.Source,
 			"listeners":  s.Listeners,
@@ -375,8 +325,8 @@ func (d *daemon) stall(ctx context.Context) {
 	}
 }
 
-func (d *daemon) engineConfig() engineConfig {
-	return engineConfig{Settings: d.cfg.Settings, verdicter: d.cfg}
+func (d *daemon) engineConfig() alerting.Config {
+	return alerting.Config{Settings: d.cfg.Settings, Evaluator: d.cfg}
 }
 
 // emit sends what the engine produced and saves the state when it changed.
@@ -388,9 +338,10 @@ func (d *daemon) engineConfig() engineConfig {
 // alert recorded as sent that some sink never got. A crash while events are
 // unsent therefore repeats those alerts after the restart (the same
 // listeners, new ids) rather than losing them.
-func (d *daemon) emit(r engineResult, now time.Time) {
+func (d *daemon) emit(r alerting.Result, now time.Time) {
 	for _, em := range r.Emit {
-		ev := notify.NewEvent(em.Type, em.Decision, d.host, now,
+		// EventID, when set, is the id Firing reports with the alert.
+		ev := notify.NewEvent(em.Type, em.Decision, d.host, now, notify.WithID(em.EventID),
 			notify.WithPrevious(em.Previous), notify.WithMessage(em.Message), notify.WithNote(em.Note))
 		d.unsent = append(d.unsent, ev)
 	}
@@ -411,7 +362,7 @@ func (d *daemon) emit(r engineResult, now time.Time) {
 		d.unsent = d.unsent[:0]
 	}
 	if d.stateDirty {
-		if err := saveState(d.stateDir, d.eng.alerts); err != nil {
+		if err := d.eng.SaveState(d.stateDir); err != nil {
 			if d.emitFailed(now) {
 				d.log.WithError(err).Error("save alert state; retrying with the next snapshot")
 			}
@@ -481,7 +432,7 @@ func (d *daemon) reload(trigger string) {
 	}
 	if d.ready {
 		now := time.Now()
-		d.emit(d.eng.reload(d.engineConfig(), now), now)
+		d.emit(d.eng.Reload(d.engineConfig(), now), now)
 	}
 	if cfg.StateDir != old.StateDir && d.opts.stateDir == "" {
 		// The state and the spools cannot move under a running daemon.
@@ -536,7 +487,7 @@ func (d *daemon) logExpired(now time.Time) {
 // updateStatus sets the systemd STATUS= to the live figures, or to the
 // reload failure while one stands.
 func (d *daemon) updateStatus() {
-	s := d.eng.stats
+	s := d.eng.Stats()
 	st := fmt.Sprintf("watching %s in %s, %d unexpected",
 		plural(s.Listeners, "listener"), plural(s.Namespaces, "namespace"), s.Unexpected)
 	if d.reloadErr != "" {
@@ -589,7 +540,7 @@ func (d *daemon) shutdown() int {
 		// Keep the state of the last complete send: the next start alerts
 		// again about what some sink never got.
 		d.log.WithField("events", len(d.unsent)).Error("alert state not saved: some sinks did not take every event; the next start repeats those alerts")
-	} else if err := saveState(d.stateDir, d.eng.alerts); err != nil {
+	} else if err := d.eng.SaveState(d.stateDir); err != nil {
 		d.log.WithError(err).Error("save alert state")
 	}
 	d.w.Close()

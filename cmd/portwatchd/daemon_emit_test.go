@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,8 +12,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/sirupsen/logrus"
 
+	"github.com/portwatchd/portwatchd/alerting"
 	"github.com/portwatchd/portwatchd/notify"
 	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
 )
 
 // TestDaemonStateNotSavedWhileUnsent: when one sink cannot take an alert
@@ -40,9 +43,17 @@ func TestDaemonStateNotSavedWhileUnsent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{log: log, host: "web-1", stateDir: state, eng: newEngine(nil), disp: disp}
-	cfg := engineConfig{verdicter: engPolicy{}}
-	snap := engS(engL("tcp", 4444, procEvil))
+	d := &daemon{log: log, host: "web-1", stateDir: state, eng: alerting.New(nil), disp: disp}
+	// No rules: every listener is unexpected.
+	cfg := alerting.Config{Evaluator: &policy.Config{}}
+	snap := &watcher.Snapshot{
+		Listeners: []watcher.Listener{{
+			Protocol: watcher.TCP, Family: watcher.IPv4, Address: netip.IPv4Unspecified(), Port: 4444, Netns: watcher.HostNetns,
+			Processes: []watcher.Process{{PID: 200, Comm: "x", Exe: "/tmp/x", User: "nobody"}},
+		}},
+		Namespaces: []watcher.Namespace{{Name: watcher.HostNetns, Inspected: true}},
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 	// Break the broken sink's spool: a file where its directory was. This
 	// fails for root too, unlike a chmod.
@@ -55,12 +66,12 @@ func TestDaemonStateNotSavedWhileUnsent(t *testing.T) {
 	}
 
 	stateSaved := func() bool {
-		_, err := os.Stat(filepath.Join(state, stateFileName))
+		_, err := os.Stat(filepath.Join(state, alerting.StateFileName))
 		return err == nil
 	}
 	for i := range 3 {
-		now := engT0.Add(time.Duration(i) * time.Second)
-		d.emit(d.eng.step(snap, cfg, now), now)
+		now := t0.Add(time.Duration(i) * time.Second)
+		d.emit(d.eng.Step(snap, cfg, now), now)
 		if stateSaved() {
 			t.Fatalf("tick %d: alert state saved while the broken sink has not taken the alert", i)
 		}
@@ -80,12 +91,12 @@ func TestDaemonStateNotSavedWhileUnsent(t *testing.T) {
 	}
 
 	// A crash now: the restarted daemon alerts again.
-	alerts, err := loadState(state)
+	alerts, err := alerting.LoadState(state)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := newEngine(alerts).step(snap, cfg, engT0.Add(time.Minute)); len(r.Emit) != 1 || r.Emit[0].Type != notify.TypeOpened {
-		t.Errorf("after a restart: %v, want the alert again", engSummarize(r.Emit))
+	if r := alerting.New(alerts).Step(snap, cfg, t0.Add(time.Minute)); len(r.Emit) != 1 || r.Emit[0].Type != notify.TypeOpened {
+		t.Errorf("after a restart: %v, want the alert again", r.Emit)
 	}
 
 	// The sink recovers: only it gets the event, and the state is saved.
@@ -95,22 +106,22 @@ func TestDaemonStateNotSavedWhileUnsent(t *testing.T) {
 	if err := os.Rename(spoolDir+".away", spoolDir); err != nil {
 		t.Fatal(err)
 	}
-	now := engT0.Add(3 * time.Second)
-	d.emit(d.eng.step(snap, cfg, now), now)
+	now := t0.Add(3 * time.Second)
+	d.emit(d.eng.Step(snap, cfg, now), now)
 	if diff := cmp.Diff(map[string]int{"ok": 1, "broken": 1}, disp.Pending()); diff != "" {
 		t.Errorf("pending after recovery (-want +got):\n%s", diff)
 	}
 	if len(d.unsent) != 0 {
 		t.Errorf("%d events unsent after recovery", len(d.unsent))
 	}
-	alerts, err = loadState(state)
+	alerts, err = alerting.LoadState(state)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(alerts) != 1 {
 		t.Errorf("saved state holds %d alerts, want 1", len(alerts))
 	}
-	if r := newEngine(alerts).step(snap, cfg, engT0.Add(time.Minute)); len(r.Emit) != 0 {
-		t.Errorf("after a restart: %v, want no repeat", engSummarize(r.Emit))
+	if r := alerting.New(alerts).Step(snap, cfg, t0.Add(time.Minute)); len(r.Emit) != 0 {
+		t.Errorf("after a restart: %v, want no repeat", r.Emit)
 	}
 }

@@ -2,10 +2,10 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,9 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portwatchd/portwatchd/alerting"
 	"github.com/portwatchd/portwatchd/internal/journaltest"
 	"github.com/portwatchd/portwatchd/internal/listenertest"
-	"github.com/portwatchd/portwatchd/watcher"
 )
 
 // The end-to-end test of `portwatchd run`: the real binary, a real
@@ -516,7 +516,7 @@ func (e *daemonE2E) waitState(s string) {
 	e.t.Helper()
 	deadline := time.Now().Add(daemonWait)
 	for {
-		b, _ := os.ReadFile(filepath.Join(e.stateDir, stateFileName))
+		b, _ := os.ReadFile(filepath.Join(e.stateDir, alerting.StateFileName))
 		if strings.Contains(string(b), s) {
 			return
 		}
@@ -602,12 +602,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		t.Fatalf("pid %d runs %q (%v), want the daemon %s", p.cmd.Process.Pid, exe, err, e.bin)
 	}
 	t.Run("no listening socket of its own", func(t *testing.T) {
-		w, err := watcher.New(watcher.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
-		snap, err := w.Snapshot(context.Background())
+		snap, err := takeSnapshot("test", io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -859,7 +854,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		if !slices.ContainsFunc(e.notify.since(mark), notifyIs("STOPPING=1")) {
 			t.Errorf("no STOPPING=1 before exit: %q", e.notify.since(mark))
 		}
-		if _, err := os.Stat(filepath.Join(e.stateDir, stateFileName)); err != nil {
+		if _, err := os.Stat(filepath.Join(e.stateDir, alerting.StateFileName)); err != nil {
 			t.Errorf("state not saved: %v", err)
 		}
 	})

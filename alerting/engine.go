@@ -1,6 +1,8 @@
-package main
+package alerting
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -14,63 +16,24 @@ import (
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
-// The event engine decides, from each snapshot and the policy in force, which
-// events to send. It does no I/O: the daemon loop feeds it snapshots and
-// sends what it returns, and the tests feed it synthetic snapshots.
-//
-// The rules it keeps:
-//   - One alert per unexpected listener while it stays open (keyed on netns,
-//     protocol, address, port), with optional reminders every repeat_interval.
-//   - An alerted listener that closes is resolved (a listener.closed event
-//     carrying the decision as alerted). The resolve waits for flap_window: if
-//     the same key reopens within it with the same executables, the alert is
-//     simply still in force, and nothing is sent. A crash-looping service thus
-//     gives one alert and, once it stays down, one resolve; and a listener that
-//     is open is never shown as resolved.
-//   - A new key with no holder found yet is held back until it is
-//     attributed, or for attributionMargin snapshots more than the watcher
-//     may take to find its holder (watcher.AttributionTicks: one snapshot,
-//     or the ephemeral UDP search period), so that the watcher catching up is
-//     not read as an unattributed (and so unexpected) listener. One that
-//     stays unattributed is then judged as such: kernel sockets (NFS, WireGuard)
-//     and processes the daemon may not read are real listeners. The price:
-//     an unattributed listener is alerted at its third snapshot (its twelfth
-//     for ephemeral UDP), two (eleven) intervals late, and one that closes
-//     within its grace without ever being attributed gives nothing. The
-//     first snapshot is held back the same way: the daemon usually starts
-//     at boot, alongside the services whose listeners its first scan may
-//     miss; judged at once, they would alert as unattributed and then
-//     resolve. The figures (engineStats) count held listeners at once.
-//   - A holder swap with the same owners (a new pid, or another unit or
-//     container behind the same executables and users) is judged again: rules
-//     match more than owners. A verdict it flips needs two consecutive
-//     snapshots to agree, as an owner change does.
-//   - An owner change (watcher.Owners) needs two consecutive snapshots to
-//     agree. Until then the previous owners hold. Unknown owners (no holder
-//     found) are no information, never a change.
-//   - A listener that becomes allowed (reload, owner change) is resolved; one
-//     that becomes unexpected (reload, expired rule) alerts.
-//   - Allowed listeners give info events only with log_allowed, and only for
-//     what happens after the first snapshot.
-
-// verdicter is the part of a policy the engine uses; *policy.Config is one.
-type verdicter interface {
+// Evaluator is the part of a policy the engine uses; *policy.Config is one.
+type Evaluator interface {
 	Evaluate(l watcher.Listener, now time.Time) policy.Decision
 }
 
-// engineConfig is the policy in force, as the engine sees it.
-type engineConfig struct {
+// Config is the policy in force, as the engine sees it.
+type Config struct {
 	policy.Settings
-	verdicter
+	Evaluator
 }
 
-// fullEvalEvery is how often every listener is evaluated again even when
+// ReevaluateEvery is how often every listener is evaluated again even when
 // nothing changed, so that a rule passing its expires: date takes effect.
-const fullEvalEvery = time.Minute
+const ReevaluateEvery = time.Minute
 
-// emission is one event the engine wants sent. The daemon turns it into a
+// Emission is one event the engine wants sent. The daemon turns it into a
 // notify.Event with notify.NewEvent.
-type emission struct {
+type Emission struct {
 	Type     string // notify.TypeOpened, TypeClosed or TypeChanged
 	Decision policy.Decision
 	// Message, when set, replaces the message notify.NewEvent writes, for
@@ -82,23 +45,40 @@ type emission struct {
 	// Previous is, for a change of an alert in force, the decision that
 	// was alerted before.
 	Previous *policy.Decision
+	// EventID, when set, is the id the event must carry: that of an event
+	// that raises an alert, which Firing reports with the alert. Other
+	// events take a fresh id.
+	EventID string
 }
 
-// engineResult is what one step of the engine produced.
-type engineResult struct {
-	Emit []emission
+// Result is what one Step or Reload of the engine produced.
+type Result struct {
+	Emit []Emission
 	// StateChanged says the persisted alert state changed and must be saved.
 	StateChanged bool
 }
 
-// engineStats are the live figures for STATUS and the start summary.
-// Unexpected counts, besides the listeners judged unexpected, those held back
-// for attribution that would be unexpected as they are now: the figures say
-// what is there, the alert waits until it is sure. (So at startup a kernel
-// socket is counted in the summary line although its alert comes a few
-// snapshots later.)
-type engineStats struct {
+// Stats are the figures portwatchd reports: the daemon's STATUS and start
+// line, and check. A listener is one listening socket, one row of
+// `portwatchd list`: sockets that share an address and port (SO_REUSEPORT)
+// each count, although the engine judges and alerts them together as one
+// key. Unexpected counts the listeners judged unexpected.
+//
+// In the engine's figures Unexpected also counts those held back for
+// attribution that would be unexpected as they are now: the figures say what
+// is there, the alert waits until it is sure. (So at startup a kernel socket
+// is counted in the summary line although its alert comes a few snapshots
+// later.)
+type Stats struct {
 	Listeners, Unexpected, Namespaces int
+}
+
+// Count adds n listening sockets judged v to the figures.
+func (s *Stats) Count(n int, v policy.Verdict) {
+	s.Listeners += n
+	if v == policy.Unexpected {
+		s.Unexpected += n
+	}
 }
 
 // attributionMargin is how many snapshots the engine waits, beyond
@@ -120,75 +100,126 @@ type track struct {
 	// flip is set when l's holders changed, owners staying the same, and
 	// the verdict with them: the next snapshot must agree.
 	flip bool
+	// sockets is how many listening sockets share the key (SO_REUSEPORT).
+	sockets int
+	seen    uint64 // the last Step that saw the key
 }
 
-// engine is the event engine. It is not safe for concurrent use.
-type engine struct {
-	alerts   map[watcher.Key]*alert // persisted
-	tracks   map[watcher.Key]*track
-	prev     *watcher.Snapshot // last snapshot, with carried listeners
-	lastFull time.Time
-	stats    engineStats
+// Engine is the alert engine. It is not safe for concurrent use.
+type Engine struct {
+	alerts map[watcher.Key]*Alert // persisted
+	tracks map[watcher.Key]*track
+	steps  uint64 // Steps taken
+	// unseen says some alert in force may have no track: persisted from
+	// before a restart, in a namespace no snapshot has inspected since.
+	unseen     bool
+	namespaces int // in the last snapshot
+	lastFull   time.Time
+	stats      Stats
 }
 
-// newEngine returns an engine starting from the persisted alerts (which it
+// New returns an engine starting from the persisted alerts (which it
 // then owns and updates).
-func newEngine(alerts map[watcher.Key]*alert) *engine {
+func New(alerts map[watcher.Key]*Alert) *Engine {
 	if alerts == nil {
-		alerts = map[watcher.Key]*alert{}
+		alerts = map[watcher.Key]*Alert{}
 	}
-	return &engine{alerts: alerts, tracks: map[watcher.Key]*track{}}
+	return &Engine{alerts: alerts, tracks: map[watcher.Key]*track{}, unseen: len(alerts) > 0}
 }
 
-// step takes one snapshot and returns the events it gives.
-func (e *engine) step(snap *watcher.Snapshot, cfg engineConfig, now time.Time) engineResult {
-	var r engineResult
-	first := e.prev == nil
-	eff := watcher.Carry(e.prev, snap)
-	delta := watcher.Diff(e.prev, eff)
-	e.prev = eff
-
-	for _, l := range delta.Closed {
-		e.closed(&r, l.Key(), cfg, now)
-	}
-	for l := range watcher.ByKey(eff.Listeners) {
+// Step takes one snapshot and returns the events it gives.
+//
+// A key the engine tracks, or has an alert on, that snap does not contain
+// has closed, unless snap could not inspect its namespace: what could not
+// be seen is unknown, and stays as it was.
+func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result {
+	var r Result
+	first := e.steps == 0
+	e.steps++
+	for l, n := range watcher.ByKey(snap.Listeners) {
 		k := l.Key()
 		t := e.tracks[k]
 		if t == nil {
 			t = &track{atStart: first}
 			e.tracks[k] = t
 		}
+		t.seen, t.sockets = e.steps, n
 		e.observe(&r, k, t, l, cfg, now, first)
 	}
+	if closed := e.closeUnseen(snap, cfg, now, first); len(closed.Emit) > 0 || closed.StateChanged {
+		// What closed is told before what opened: a key that passes
+		// from one listener to another reads as a close, then an open.
+		r.Emit = append(closed.Emit, r.Emit...)
+		r.StateChanged = r.StateChanged || closed.StateChanged
+	}
 	if first {
-		// Alerted before a restart, and gone now: closed while we were down.
-		// (At the first snapshot the tracks are exactly the keys open now.)
-		for _, k := range sortedKeys(e.alerts) {
-			if e.tracks[k] == nil {
-				e.resolve(&r, k, "", "")
-			}
-		}
 		e.lastFull = now
 	}
 	e.expirePending(&r, cfg, now)
 	e.remind(&r, cfg, now)
-	if now.Sub(e.lastFull) >= fullEvalEvery {
+	if now.Sub(e.lastFull) >= ReevaluateEvery {
 		e.reevaluate(&r, cfg, now, "policy re-evaluated")
 	}
-	e.count(snap)
+	e.namespaces = len(snap.Namespaces)
+	e.count()
 	return r
 }
 
-// reload evaluates every current listener again under a new policy.
-func (e *engine) reload(cfg engineConfig, now time.Time) engineResult {
-	var r engineResult
+// closeUnseen closes the keys that the snapshot of this step lacks, but
+// for those in a namespace it could not inspect; and resolves the alerts
+// persisted from before a restart whose key it lacks, likewise.
+func (e *Engine) closeUnseen(snap *watcher.Snapshot, cfg Config, now time.Time, first bool) Result {
+	var r Result
+	var blind map[string]bool
+	for i := range snap.Namespaces {
+		if ns := &snap.Namespaces[i]; !ns.Inspected {
+			if blind == nil {
+				blind = map[string]bool{}
+			}
+			blind[ns.KeyNetns()] = true
+		}
+	}
+	var gone []watcher.Key
+	for k, t := range e.tracks {
+		if t.seen != e.steps && !blind[k.Netns] {
+			gone = append(gone, k)
+		}
+	}
+	slices.SortFunc(gone, watcher.Key.Compare)
+	for _, k := range gone {
+		e.closed(&r, k, cfg, now)
+	}
+	if e.unseen {
+		// Alerted before a restart and not seen since: closed while we
+		// were down, or unknown while its namespace cannot be inspected.
+		// (One closed before the restart is resolved at once: the
+		// restart ends its flap window. Later, alerts closed with no
+		// track are just waiting out theirs.)
+		e.unseen = false
+		for _, k := range sortedKeys(e.alerts) {
+			if a := e.alerts[k]; e.tracks[k] != nil || (!first && !a.ClosedAt.IsZero()) {
+				continue
+			}
+			if blind[k.Netns] {
+				e.unseen = true
+				continue
+			}
+			e.resolve(&r, k, "", "")
+		}
+	}
+	return r
+}
+
+// Reload evaluates every current listener again under a new policy.
+func (e *Engine) Reload(cfg Config, now time.Time) Result {
+	var r Result
 	e.reevaluate(&r, cfg, now, "config reloaded")
-	e.count(e.prev)
+	e.count()
 	return r
 }
 
 // observe handles a key present in this snapshot.
-func (e *engine) observe(r *engineResult, k watcher.Key, t *track, l watcher.Listener, cfg engineConfig, now time.Time, first bool) {
+func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener, cfg Config, now time.Time, first bool) {
 	if t.announced && t.pending == nil && len(l.Processes) > 0 && sameHolders(&t.l, &l) {
 		t.l, t.flip = l, false // the steady state: nothing to decide
 		return
@@ -245,17 +276,17 @@ func (e *engine) observe(r *engineResult, k watcher.Key, t *track, l watcher.Lis
 	case a != nil:
 		e.resolve(r, k, nowAllowedMessage(a.Decision, t.dec, "owner changed"), "")
 		if t.dec.Verdict == policy.Allowed && cfg.LogAllowed {
-			r.Emit = append(r.Emit, emission{Type: notify.TypeChanged, Decision: t.dec})
+			r.Emit = append(r.Emit, Emission{Type: notify.TypeChanged, Decision: t.dec})
 		}
 	case t.dec.Verdict == policy.Allowed && cfg.LogAllowed:
-		r.Emit = append(r.Emit, emission{Type: notify.TypeChanged, Decision: t.dec})
+		r.Emit = append(r.Emit, Emission{Type: notify.TypeChanged, Decision: t.dec})
 	}
 }
 
 // rejudge judges t again with its holders now those of l, its owners being
 // the same. A verdict that flips between unexpected and not waits for the
 // next snapshot to agree; one that does not is taken silently.
-func (e *engine) rejudge(r *engineResult, k watcher.Key, t *track, l watcher.Listener, cfg engineConfig, now time.Time) {
+func (e *Engine) rejudge(r *Result, k watcher.Key, t *track, l watcher.Listener, cfg Config, now time.Time) {
 	dec := cfg.Evaluate(l, now)
 	if (dec.Verdict == policy.Unexpected) == (t.dec.Verdict == policy.Unexpected) {
 		t.l, t.dec, t.flip = l, dec, false
@@ -277,7 +308,7 @@ func (e *engine) rejudge(r *engineResult, k watcher.Key, t *track, l watcher.Lis
 
 // announce judges a key for the first time since it opened (or since the
 // daemon started).
-func (e *engine) announce(r *engineResult, k watcher.Key, t *track, l watcher.Listener, o watcher.Owners, cfg engineConfig, now time.Time, first bool) {
+func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener, o watcher.Owners, cfg Config, now time.Time, first bool) {
 	t.announced, t.l, t.owners, t.pending = true, l, o, nil
 	t.dec = cfg.Evaluate(l, now)
 	if a := e.alerts[k]; a != nil {
@@ -311,12 +342,12 @@ func (e *engine) announce(r *engineResult, k watcher.Key, t *track, l watcher.Li
 	case t.dec.Verdict == policy.Unexpected:
 		e.raise(r, k, notify.TypeOpened, t, now, "")
 	case t.dec.Verdict == policy.Allowed && cfg.LogAllowed && !first:
-		r.Emit = append(r.Emit, emission{Type: notify.TypeOpened, Decision: t.dec})
+		r.Emit = append(r.Emit, Emission{Type: notify.TypeOpened, Decision: t.dec})
 	}
 }
 
 // closed handles a key gone in this snapshot.
-func (e *engine) closed(r *engineResult, k watcher.Key, cfg engineConfig, now time.Time) {
+func (e *Engine) closed(r *Result, k watcher.Key, cfg Config, now time.Time) {
 	t := e.tracks[k]
 	delete(e.tracks, k)
 	if a := e.openAlert(k); a != nil {
@@ -329,13 +360,13 @@ func (e *engine) closed(r *engineResult, k watcher.Key, cfg engineConfig, now ti
 		return
 	}
 	if t != nil && t.announced && t.dec.Verdict == policy.Allowed && cfg.LogAllowed {
-		r.Emit = append(r.Emit, emission{Type: notify.TypeClosed, Decision: t.dec})
+		r.Emit = append(r.Emit, Emission{Type: notify.TypeClosed, Decision: t.dec})
 	}
 }
 
 // expirePending sends the resolves that waited out the flap window.
-func (e *engine) expirePending(r *engineResult, cfg engineConfig, now time.Time) {
-	due := e.alertsWhere(func(k watcher.Key, a *alert) bool {
+func (e *Engine) expirePending(r *Result, cfg Config, now time.Time) {
+	due := e.alertsWhere(func(k watcher.Key, a *Alert) bool {
 		return !a.ClosedAt.IsZero() && now.Sub(a.ClosedAt) >= cfg.FlapWindow && e.tracks[k] == nil
 	})
 	for _, k := range due {
@@ -344,18 +375,18 @@ func (e *engine) expirePending(r *engineResult, cfg engineConfig, now time.Time)
 }
 
 // remind sends repeat_interval reminders for alerts still open.
-func (e *engine) remind(r *engineResult, cfg engineConfig, now time.Time) {
+func (e *Engine) remind(r *Result, cfg Config, now time.Time) {
 	if cfg.RepeatInterval <= 0 {
 		return
 	}
-	due := e.alertsWhere(func(_ watcher.Key, a *alert) bool {
+	due := e.alertsWhere(func(_ watcher.Key, a *Alert) bool {
 		return a.ClosedAt.IsZero() && now.Sub(a.LastSent) >= cfg.RepeatInterval
 	})
 	for _, k := range due {
 		a := e.alerts[k]
 		a.LastSent = now
 		r.StateChanged = true
-		r.Emit = append(r.Emit, emission{
+		r.Emit = append(r.Emit, Emission{
 			Type:     notify.TypeOpened,
 			Decision: a.Decision,
 			Note:     "reminder: open since " + a.AlertedAt.UTC().Format(time.RFC3339),
@@ -365,7 +396,7 @@ func (e *engine) remind(r *engineResult, cfg engineConfig, now time.Time) {
 
 // alertsWhere returns the keys of the alerts for which f is true, in key
 // order. It runs every tick, so it sorts only what it found.
-func (e *engine) alertsWhere(f func(watcher.Key, *alert) bool) []watcher.Key {
+func (e *Engine) alertsWhere(f func(watcher.Key, *Alert) bool) []watcher.Key {
 	var keys []watcher.Key
 	for k, a := range e.alerts {
 		if f(k, a) {
@@ -377,7 +408,7 @@ func (e *engine) alertsWhere(f func(watcher.Key, *alert) bool) []watcher.Key {
 }
 
 // reevaluate judges every announced listener again.
-func (e *engine) reevaluate(r *engineResult, cfg engineConfig, now time.Time, why string) {
+func (e *Engine) reevaluate(r *Result, cfg Config, now time.Time, why string) {
 	e.lastFull = now
 	for _, k := range sortedKeys(e.tracks) {
 		t := e.tracks[k]
@@ -396,49 +427,90 @@ func (e *engine) reevaluate(r *engineResult, cfg engineConfig, now time.Time, wh
 }
 
 // raise records and emits an alert for t.
-func (e *engine) raise(r *engineResult, k watcher.Key, typ string, t *track, now time.Time, note string) {
+func (e *Engine) raise(r *Result, k watcher.Key, typ string, t *track, now time.Time, note string) {
 	var prev *policy.Decision
 	if a := e.openAlert(k); a != nil && typ == notify.TypeChanged {
 		d := a.Decision
 		prev = &d
 	}
-	e.alerts[k] = &alert{
+	a := &Alert{
 		Decision:  t.dec,
 		Exes:      t.owners.Exes,
 		Users:     t.owners.Users,
 		Known:     t.owners.Known,
 		AlertedAt: now,
 		LastSent:  now,
+		EventID:   newEventID(),
 	}
+	e.alerts[k] = a
 	r.StateChanged = true
-	r.Emit = append(r.Emit, emission{Type: typ, Decision: t.dec, Note: note, Previous: prev})
+	r.Emit = append(r.Emit, Emission{Type: typ, Decision: t.dec, Note: note, Previous: prev, EventID: a.EventID})
 }
 
 // resolve emits the resolved event of the alert on k and forgets it.
-func (e *engine) resolve(r *engineResult, k watcher.Key, message, note string) {
+func (e *Engine) resolve(r *Result, k watcher.Key, message, note string) {
 	a := e.alerts[k]
 	delete(e.alerts, k)
 	r.StateChanged = true
-	r.Emit = append(r.Emit, emission{Type: notify.TypeClosed, Decision: a.Decision, Message: message, Note: note})
+	r.Emit = append(r.Emit, Emission{Type: notify.TypeClosed, Decision: a.Decision, Message: message, Note: note})
 }
 
 // openAlert returns the alert on k if it is in force (not closed).
-func (e *engine) openAlert(k watcher.Key) *alert {
+func (e *Engine) openAlert(k watcher.Key) *Alert {
 	if a := e.alerts[k]; a != nil && a.ClosedAt.IsZero() {
 		return a
 	}
 	return nil
 }
 
-func (e *engine) count(snap *watcher.Snapshot) {
-	s := engineStats{Listeners: len(e.tracks)}
-	if snap != nil {
-		s.Namespaces = len(snap.Namespaces)
+// FiringAlert is an alert in force: raised and not resolved.
+type FiringAlert struct {
+	Key watcher.Key
+	// Decision is the listener as alerted, as the resolve will carry it.
+	Decision policy.Decision
+	// AlertedAt is when the alert was raised; a change of owners raises
+	// a new one.
+	AlertedAt time.Time
+	// EventID is the id of the event that raised it; empty for an alert
+	// persisted by a version that did not record it.
+	EventID string
+	// ClosedAt is zero while the listener is open; else the listener
+	// closed then, and the resolve waits out flap_window.
+	ClosedAt time.Time
+}
+
+// Firing returns every alert in force, in key order: those whose listener
+// is open, and those whose listener closed within flap_window, whose
+// resolve is not sent yet. Receivers that forget alerts (Alertmanager keeps
+// them in memory) are sent these again.
+func (e *Engine) Firing() []FiringAlert {
+	out := make([]FiringAlert, 0, len(e.alerts))
+	for _, k := range sortedKeys(e.alerts) {
+		a := e.alerts[k]
+		out = append(out, FiringAlert{Key: k, Decision: a.Decision, AlertedAt: a.AlertedAt, EventID: a.EventID, ClosedAt: a.ClosedAt})
 	}
+	return out
+}
+
+// newEventID returns a random 128-bit event id in hex, as notify makes them.
+func newEventID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand does not fail on Linux >= 3.17; a panic here is a
+		// broken system, not bad input.
+		panic(fmt.Sprintf("alerting: crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// Stats returns the figures after the last Step or Reload.
+func (e *Engine) Stats() Stats { return e.stats }
+
+// count sets the figures from the tracks.
+func (e *Engine) count() {
+	s := Stats{Namespaces: e.namespaces}
 	for _, t := range e.tracks {
-		if t.dec.Verdict == policy.Unexpected {
-			s.Unexpected++
-		}
+		s.Count(t.sockets, t.dec.Verdict)
 	}
 	e.stats = s
 }

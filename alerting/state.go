@@ -1,4 +1,4 @@
-package main
+package alerting
 
 import (
 	"encoding/json"
@@ -10,25 +10,22 @@ import (
 	"slices"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/portwatchd/portwatchd/internal/atomicfile"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
-// stateFileName is the daemon's alert state inside the state directory. The
-// notify spools live next to it.
-const (
-	stateFileName = "state.json"
-	lockFileName  = "daemon.lock"
-	stateVersion  = 1
-)
+// StateFileName is the alert state inside the state directory. The notify
+// spools live next to it.
+const StateFileName = "state.json"
 
-// alert is one listener the daemon has alerted about and not yet resolved.
+// stateVersion is the version of the state file's format.
+const stateVersion = 1
+
+// Alert is one listener the daemon has alerted about and not yet resolved.
 // It is persisted, so that a restart neither alerts again about what was
 // already alerted nor forgets to resolve what closed while it was down.
-type alert struct {
+type Alert struct {
 	// Decision is the listener as alerted. Resolved events carry it
 	// unchanged, so that receivers that deduplicate on the alert's fields
 	// (Alertmanager's labels) match the resolve to the alert.
@@ -42,22 +39,24 @@ type alert struct {
 	// resolved event waits for flap_window: a reopening with the same
 	// executables within it takes the alert back silently.
 	ClosedAt time.Time `json:"closed_at,omitzero"`
+	// EventID is the id of the event that raised the alert.
+	EventID string `json:"event_id,omitempty"`
 }
 
-func (a *alert) owners() watcher.Owners {
+func (a *Alert) owners() watcher.Owners {
 	return watcher.Owners{Exes: a.Exes, Users: a.Users, Known: a.Known}
 }
 
 // stateFile is the JSON form of the state file.
 type stateFile struct {
 	Version int      `json:"version"`
-	Alerts  []*alert `json:"alerts"`
+	Alerts  []*Alert `json:"alerts"`
 }
 
-// loadState reads the alert state in dir. A missing file is an empty state.
-func loadState(dir string) (map[watcher.Key]*alert, error) {
-	alerts := map[watcher.Key]*alert{}
-	b, err := os.ReadFile(filepath.Join(dir, stateFileName))
+// LoadState reads the alert state in dir, for New. A missing file is an empty state.
+func LoadState(dir string) (map[watcher.Key]*Alert, error) {
+	alerts := map[watcher.Key]*Alert{}
+	b, err := os.ReadFile(filepath.Join(dir, StateFileName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return alerts, nil
 	}
@@ -66,10 +65,10 @@ func loadState(dir string) (map[watcher.Key]*alert, error) {
 	}
 	var sf stateFile
 	if err := json.Unmarshal(b, &sf); err != nil {
-		return nil, fmt.Errorf("parse state %s: %w", filepath.Join(dir, stateFileName), err)
+		return nil, fmt.Errorf("parse state %s: %w", filepath.Join(dir, StateFileName), err)
 	}
 	if sf.Version != stateVersion {
-		return nil, fmt.Errorf("state %s: unsupported version %d", filepath.Join(dir, stateFileName), sf.Version)
+		return nil, fmt.Errorf("state %s: unsupported version %d", filepath.Join(dir, StateFileName), sf.Version)
 	}
 	for _, a := range sf.Alerts {
 		if a == nil {
@@ -82,8 +81,8 @@ func loadState(dir string) (map[watcher.Key]*alert, error) {
 
 // encodeState returns the state file for alerts, in key order so that an
 // unchanged state gives the same bytes.
-func encodeState(alerts map[watcher.Key]*alert) ([]byte, error) {
-	sf := stateFile{Version: stateVersion, Alerts: []*alert{}}
+func encodeState(alerts map[watcher.Key]*Alert) ([]byte, error) {
+	sf := stateFile{Version: stateVersion, Alerts: []*Alert{}}
 	for _, k := range sortedKeys(alerts) {
 		sf.Alerts = append(sf.Alerts, alerts[k])
 	}
@@ -94,37 +93,19 @@ func encodeState(alerts map[watcher.Key]*alert) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// saveState writes the alert state into dir atomically: a temporary file is
+// SaveState writes the engine's alerts into dir atomically: a temporary file is
 // written and fsynced, renamed over the old one, and the directory is fsynced
 // so that the rename itself survives a crash.
-func saveState(dir string, alerts map[watcher.Key]*alert) error {
-	b, err := encodeState(alerts)
+func (e *Engine) SaveState(dir string) error {
+	b, err := encodeState(e.alerts)
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, stateFileName)
-	if err := atomicfile.Write(path, b, 0o600, "."+stateFileName+".tmp*", false); err != nil {
+	path := filepath.Join(dir, StateFileName)
+	if err := atomicfile.Write(path, b, 0o600, "."+StateFileName+".tmp*", false); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
 	return nil
-}
-
-// lockStateDir takes an exclusive lock in dir, so that two daemons never share
-// one state directory (and one set of spools). The lock goes with the process,
-// even on kill -9.
-func lockStateDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFileName), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock state dir: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("state dir %s is in use by another portwatchd", dir)
-		}
-		return nil, fmt.Errorf("lock state dir: %w", err)
-	}
-	return f, nil
 }
 
 // sortedKeys returns the keys of m in the order of Snapshot.Listeners.
