@@ -399,7 +399,7 @@ func buildAlertmanager(events []Event, _ policy.Webhook) ([]byte, error) {
 			Labels: alertLabels(ev),
 			Annotations: dropEmpty(map[string]string{
 				"summary":     ev.Message,
-				"description": ev.Listener.Reason,
+				"description": textesc.Line(ev.Listener.Reason),
 				"event_id":    ev.ID,
 				"event":       shortType(ev.Type),
 			}),

@@ -373,3 +373,24 @@ func TestFormatsMuteMentions(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertmanagerDescriptionEscaped: the description annotation is text for
+// people (Alertmanager templates paste it into chat and mail), so the reason,
+// which quotes the process's names, is escaped as messages are.
+func TestAlertmanagerDescriptionEscaped(t *testing.T) {
+	d := unexpected(4444, "x")
+	d.Reason = "no rule allows /tmp/x\n\x1b[31mname"
+	body, err := formats["alertmanager"].build([]Event{fixedEvent(1, TypeOpened, d)}, policy.Webhook{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alerts []struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	if err := json.Unmarshal(body, &alerts); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(`no rule allows /tmp/x\n\x1b[31mname`, alerts[0].Annotations["description"]); diff != "" {
+		t.Errorf("description (-want +got):\n%s", diff)
+	}
+}
