@@ -3,6 +3,7 @@ package notify
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/portwatchd/portwatchd/policy"
 )
@@ -392,5 +394,60 @@ func TestAlertmanagerDescriptionEscaped(t *testing.T) {
 	}
 	if diff := cmp.Diff(`no rule allows /tmp/x\n\x1b[31mname`, alerts[0].Annotations["description"]); diff != "" {
 		t.Errorf("description (-want +got):\n%s", diff)
+	}
+}
+
+// TestSplit: split divides a delivery into parts that hold every event once,
+// in order within each holder, each part's list fitting without "… and N
+// more", in as many parts as needed up to maxMessages; past that the last
+// part counts what does not fit.
+func TestSplit(t *testing.T) {
+	distinct := func(n, pathLen int) []Event {
+		var events []Event
+		for i := range n {
+			d := unexpected(uint16(1000+i), "x")
+			d.Processes[0].PID = 10000 + i
+			d.Processes[0].Exe = fmt.Sprintf("/opt/%s/%d", strings.Repeat("p", pathLen), i)
+			events = append(events, fixedEvent(i, TypeOpened, d))
+		}
+		return events
+	}
+	tests := []struct {
+		name     string
+		events   []Event
+		parts    int
+		lastCuts bool // the last part ends in "… and N more"
+	}{
+		{name: "fits one line each", events: distinct(3, 10), parts: 1},
+		{name: "one holder", events: stormEvents(false), parts: 1},
+		{name: "mixed holders", events: stormEvents(true), parts: 2},
+		// 100 lines of about 123 characters: 12,290 in all, 5 messages of 2,900.
+		{name: "many holders", events: distinct(100, 10), parts: 5},
+		{name: "more holders than ten messages hold", events: distinct(500, 60), parts: maxMessages, lastCuts: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parts := slackList.split(tt.events)
+			if len(parts) != tt.parts {
+				t.Errorf("%d parts, want %d", len(parts), tt.parts)
+			}
+			var got []string
+			for i, p := range parts {
+				for _, ev := range p {
+					got = append(got, ev.ID)
+				}
+				text, _ := slackList.list(p)
+				if n := utf8.RuneCountInString(text); n > 2900 {
+					t.Errorf("part %d: %d characters, want <= 2900", i, n)
+				}
+				cut := strings.Contains(text, " more")
+				if want := tt.lastCuts && i == len(parts)-1; cut != want {
+					t.Errorf("part %d ends in \"… and N more\": %v, want %v", i, cut, want)
+				}
+			}
+			if diff := cmp.Diff(ids(tt.events), got, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+				t.Errorf("events of the parts (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
