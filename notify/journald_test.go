@@ -2,6 +2,9 @@ package notify
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,6 +187,51 @@ func TestHelperJournaldHostile(t *testing.T) {
 	if err := d.Send([]Event{fixedEvent(1, TypeOpened, dec)}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestJournaldRefusalEscapedOnce: a receiver's answer quoted in a dropped
+// batch's report is escaped once, where the journal gets it: MESSAGE and
+// PORTWATCH_ERROR show "\x1b" and "\\" for ESC and a backslash, and
+// PORTWATCH_ERROR_RAW holds the answer's bytes.
+func TestJournaldRefusalEscapedOnce(t *testing.T) {
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, "bad \\ \x1b[2J")
+	})
+	j := journaltest.Start(t)
+	if out, err := j.Helper(t, "TestHelperJournaldRefusal", "PORTWATCH_TEST_URL="+rc.URL).CombinedOutput(); err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	es := j.Wait(t, 1, "MESSAGE_ID="+MessageIDDropped)
+	got := map[string]string{"MESSAGE": es[0]["MESSAGE"], "PORTWATCH_ERROR": es[0]["PORTWATCH_ERROR"], "PORTWATCH_ERROR_RAW": es[0]["PORTWATCH_ERROR_RAW"]}
+	want := map[string]string{
+		"MESSAGE":             `webhook refuse: dropped 1 events after a permanent failure: webhook refuse: HTTP 400 Bad Request: bad \\ \x1b[2J`,
+		"PORTWATCH_ERROR":     `webhook refuse: HTTP 400 Bad Request: bad \\ \x1b[2J`,
+		"PORTWATCH_ERROR_RAW": "webhook refuse: HTTP 400 Bad Request: bad \\ \x1b[2J",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("dropped report (-want +got):\n%s", diff)
+	}
+}
+
+// TestHelperJournaldRefusal runs inside the journal's namespace for
+// TestJournaldRefusalEscapedOnce.
+func TestHelperJournaldRefusal(t *testing.T) {
+	if !journaltest.IsHelper() {
+		t.Skip("helper process for TestJournaldRefusalEscapedOnce")
+	}
+	d, err := New(policy.Notify{Journald: true, Webhooks: []policy.Webhook{hook("refuse", "slack", os.Getenv("PORTWATCH_TEST_URL"))}},
+		Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go d.Run(ctx)
+	if err := d.Send([]Event{fixedEvent(1, TypeOpened, unexpected(4444, "x"))}); err != nil {
+		t.Fatal(err)
+	}
+	waitEmpty(t, d)
 }
 
 // TestJournaldFallback: without a journal socket, each event is one logfmt

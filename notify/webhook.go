@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 )
 
@@ -145,7 +144,7 @@ func redactor(h policy.Webhook) *strings.Replacer {
 }
 
 // deliveryError is a failed delivery. Its text never holds the URL or the
-// secret.
+// secret; it may quote the receiver's answer, unescaped.
 type deliveryError struct {
 	msg        string
 	status     int           // HTTP status, 0 for network errors
@@ -254,7 +253,9 @@ func (w *webhook) post(ctx context.Context, events []Event) (bool, error) {
 		return false, nil
 	}
 	e := &deliveryError{status: code}
-	detail := textesc.Line(strings.TrimSpace(string(bytes.ToValidUTF8(snippet, nil))))
+	// Raw (valid UTF-8, redacted, cut): whoever shows the error escapes
+	// it, once (the journal's fields, the log's formatter, notify-test).
+	detail := strings.TrimSpace(string(bytes.ToValidUTF8(snippet, nil)))
 	detail = truncate(w.redact.Replace(detail), 200)
 	e.msg = fmt.Sprintf("webhook %s: HTTP %d %s", w.hook.Name, code, http.StatusText(code))
 	if code >= 300 && code < 400 {
