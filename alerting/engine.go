@@ -4,12 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/portwatchd/portwatchd/notify"
 	"github.com/portwatchd/portwatchd/policy"
@@ -36,12 +32,17 @@ const ReevaluateEvery = time.Minute
 type Emission struct {
 	Type     string // notify.TypeOpened, TypeClosed or TypeChanged
 	Decision policy.Decision
-	// Message, when set, replaces the message notify.NewEvent writes, for
-	// events whose type alone would mislead (a resolve of a listener that is
-	// still open but now allowed).
-	Message string
+	// NowJudged, when set, is how a listener still open is judged now that
+	// its alert is resolved (allowed by a rule, or ignored), and Why says
+	// what changed: the type alone would mislead (notify.WithNowJudged).
+	NowJudged *policy.Decision
+	Why       string
 	// Note, when set, is added to the message in parentheses.
 	Note string
+	// ClosedAt, when set, is when the listener of a resolved alert closed:
+	// the resolve comes flap_window later, and its time is the close's (an
+	// Alertmanager alert ends then).
+	ClosedAt time.Time
 	// Previous is, for a change of an alert in force, the decision that
 	// was alerted before.
 	Previous *policy.Decision
@@ -204,7 +205,7 @@ func (e *Engine) closeUnseen(snap *watcher.Snapshot, cfg Config, now time.Time, 
 				e.unseen = true
 				continue
 			}
-			e.resolve(&r, k, "", "")
+			e.resolve(&r, k, nil, "")
 		}
 	}
 	return r
@@ -266,7 +267,7 @@ func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener,
 			a.Exes, a.Users, a.Known = o.Exes, o.Users, o.Known
 			r.StateChanged = true
 		case a != nil:
-			e.resolve(r, k, nowAllowedMessage(a.Decision, t.dec, "now attributed"), "")
+			e.resolve(r, k, &t.dec, "now attributed")
 		}
 		return
 	}
@@ -274,7 +275,7 @@ func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener,
 	case t.dec.Verdict == policy.Unexpected:
 		e.raise(r, k, notify.TypeChanged, t, now, "")
 	case a != nil:
-		e.resolve(r, k, nowAllowedMessage(a.Decision, t.dec, "owner changed"), "")
+		e.resolve(r, k, &t.dec, "owner changed")
 		if t.dec.Verdict == policy.Allowed && cfg.LogAllowed {
 			r.Emit = append(r.Emit, Emission{Type: notify.TypeChanged, Decision: t.dec})
 		}
@@ -302,7 +303,7 @@ func (e *Engine) rejudge(r *Result, k watcher.Key, t *track, l watcher.Listener,
 	case a == nil && dec.Verdict == policy.Unexpected:
 		e.raise(r, k, notify.TypeOpened, t, now, "holder changed")
 	case a != nil && dec.Verdict != policy.Unexpected:
-		e.resolve(r, k, nowAllowedMessage(a.Decision, dec, "holder changed"), "")
+		e.resolve(r, k, &dec, "holder changed")
 	}
 }
 
@@ -327,7 +328,7 @@ func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener
 			e.raise(r, k, notify.TypeChanged, t, now, "")
 			return
 		case a.ClosedAt.IsZero():
-			e.resolve(r, k, nowAllowedMessage(a.Decision, t.dec, "since the last run"), "")
+			e.resolve(r, k, &t.dec, "since the last run")
 			return
 		case unexpected && slices.Equal(a.Exes, o.Exes) && now.Sub(a.ClosedAt) < cfg.FlapWindow:
 			// Flap: the alert was never resolved, and is in force again.
@@ -335,7 +336,7 @@ func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener
 			r.StateChanged = true
 			return
 		default:
-			e.resolve(r, k, "", "")
+			e.resolve(r, k, nil, "")
 		}
 	}
 	switch {
@@ -355,7 +356,7 @@ func (e *Engine) closed(r *Result, k watcher.Key, cfg Config, now time.Time) {
 			a.ClosedAt = now
 			r.StateChanged = true
 		} else {
-			e.resolve(r, k, "", "")
+			e.resolve(r, k, nil, "")
 		}
 		return
 	}
@@ -370,7 +371,7 @@ func (e *Engine) expirePending(r *Result, cfg Config, now time.Time) {
 		return !a.ClosedAt.IsZero() && now.Sub(a.ClosedAt) >= cfg.FlapWindow && e.tracks[k] == nil
 	})
 	for _, k := range due {
-		e.resolve(r, k, "", "")
+		e.resolve(r, k, nil, "")
 	}
 }
 
@@ -419,7 +420,7 @@ func (e *Engine) reevaluate(r *Result, cfg Config, now time.Time, why string) {
 		a := e.openAlert(k)
 		switch {
 		case a != nil && t.dec.Verdict != policy.Unexpected:
-			e.resolve(r, k, nowAllowedMessage(a.Decision, t.dec, why), "")
+			e.resolve(r, k, &t.dec, why)
 		case a == nil && t.dec.Verdict == policy.Unexpected:
 			e.raise(r, k, notify.TypeOpened, t, now, why)
 		}
@@ -448,11 +449,15 @@ func (e *Engine) raise(r *Result, k watcher.Key, typ string, t *track, now time.
 }
 
 // resolve emits the resolved event of the alert on k and forgets it.
-func (e *Engine) resolve(r *Result, k watcher.Key, message, note string) {
+func (e *Engine) resolve(r *Result, k watcher.Key, now *policy.Decision, why string) {
 	a := e.alerts[k]
 	delete(e.alerts, k)
 	r.StateChanged = true
-	r.Emit = append(r.Emit, Emission{Type: notify.TypeClosed, Decision: a.Decision, Message: message, Note: note})
+	if now != nil {
+		c := *now // the track's decision changes with later snapshots
+		now = &c
+	}
+	r.Emit = append(r.Emit, Emission{Type: notify.TypeClosed, Decision: a.Decision, NowJudged: now, Why: why, ClosedAt: a.ClosedAt})
 }
 
 // openAlert returns the alert on k if it is in force (not closed).
@@ -531,36 +536,4 @@ func sameHolders(a, b *watcher.Listener) bool {
 		}
 	}
 	return true
-}
-
-// nowAllowedMessage is the message of a resolve for a listener that is still
-// open but no longer unexpected.
-func nowAllowedMessage(alerted, now policy.Decision, why string) string {
-	var verdict string
-	switch now.Verdict {
-	case policy.Allowed:
-		verdict = fmt.Sprintf("allowed by rule %q", now.Rule)
-	default:
-		verdict = string(now.Verdict)
-	}
-	return fmt.Sprintf("listener %s is now %s (%s); alert resolved", describeListener(alerted.Listener), verdict, why)
-}
-
-// describeListener names a listener in one line: protocol, address:port, and
-// the namespace when it is not the host's (quoted when it holds anything but
-// printable characters: a /run/netns name is just a file name).
-func describeListener(l watcher.Listener) string {
-	var b strings.Builder
-	b.WriteString(l.Protocol)
-	b.WriteByte(' ')
-	b.WriteString(netip.AddrPortFrom(l.Address, l.Port).String())
-	if l.Netns != "" && l.Netns != watcher.HostNetns {
-		b.WriteString(" in netns ")
-		if strings.IndexFunc(l.Netns, func(r rune) bool { return !unicode.IsPrint(r) || r == '"' || r == '\\' }) >= 0 {
-			b.WriteString(strconv.Quote(l.Netns))
-		} else {
-			b.WriteString(l.Netns)
-		}
-	}
-	return b.String()
 }

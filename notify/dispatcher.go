@@ -331,17 +331,3 @@ func (d *Dispatcher) Test(ctx context.Context, ev Event) []Result {
 	}
 	return rs
 }
-
-// NewEvent builds an event of type typ for decision d: it fills the id,
-// severity and message.
-func NewEvent(typ string, d policy.Decision, host string, now time.Time) Event {
-	return Event{
-		ID:       newID(),
-		Type:     typ,
-		Time:     now,
-		Host:     host,
-		Listener: d,
-		Severity: severityFor(typ, d),
-		Message:  message(typ, d, host),
-	}
-}

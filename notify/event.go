@@ -2,8 +2,11 @@ package notify
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 )
 
@@ -42,4 +45,80 @@ type NotifierFunc func(ctx context.Context, events []Event) (bool, error)
 // Notify calls f.
 func (f NotifierFunc) Notify(ctx context.Context, events []Event) (bool, error) {
 	return f(ctx, events)
+}
+
+// NewEvent builds an event of type typ for decision d: it fills the id and
+// the severity, and writes the message, with every part that a process or a
+// config chose escaped once (textesc). Options add what the type and the
+// decision do not say.
+func NewEvent(typ string, d policy.Decision, host string, now time.Time, opts ...EventOption) Event {
+	var o eventOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.id == "" {
+		o.id = newID()
+	}
+	ev := Event{
+		ID:       o.id,
+		Type:     typ,
+		Time:     now,
+		Host:     host,
+		Listener: d,
+		Severity: severityFor(typ, d),
+		Previous: o.previous,
+	}
+	switch {
+	case o.now != nil:
+		ev.Message = nowJudgedMessage(d, *o.now, o.why)
+	default:
+		ev.Message = message(typ, d, host)
+		if o.note != "" {
+			ev.Message += " (" + textesc.Line(o.note) + ")"
+		}
+	}
+	return ev
+}
+
+// EventOption adds to an event what its type and decision do not say.
+type EventOption func(*eventOptions)
+
+type eventOptions struct {
+	id       string
+	note     string
+	previous *policy.Decision
+	now      *policy.Decision
+	why      string
+}
+
+// WithID gives the event the id id instead of a fresh random one: that of
+// an alert's event, for receivers that key on it. An empty id sets nothing.
+func WithID(id string) EventOption { return func(o *eventOptions) { o.id = id } }
+
+// WithNote adds note to the message, in parentheses ("reminder: open since
+// ..."). An empty note adds nothing.
+func WithNote(note string) EventOption { return func(o *eventOptions) { o.note = note } }
+
+// WithPrevious sets Event.Previous: on a listener.changed event that
+// replaces an alert in force, the decision alerted before. nil sets nothing.
+func WithPrevious(prev *policy.Decision) EventOption {
+	return func(o *eventOptions) { o.previous = prev }
+}
+
+// WithNowJudged writes the message of a listener.closed event that resolves
+// the alert on a listener still open but no longer unexpected: it is now
+// judged as now (allowed by a rule, or ignored), because of why ("config
+// reloaded", "owner changed"). It replaces any note.
+func WithNowJudged(now policy.Decision, why string) EventOption {
+	return func(o *eventOptions) { o.now, o.why = &now, why }
+}
+
+// nowJudgedMessage is the message of a resolve for a listener that is still
+// open but no longer unexpected.
+func nowJudgedMessage(alerted, now policy.Decision, why string) string {
+	verdict := string(now.Verdict)
+	if now.Verdict == policy.Allowed {
+		verdict = "allowed by rule " + strconv.Quote(now.Rule)
+	}
+	return fmt.Sprintf("listener %s is now %s (%s); alert resolved", endpoint(alerted.Listener), verdict, textesc.Line(why))
 }

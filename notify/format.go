@@ -2,7 +2,6 @@ package notify
 
 import (
 	"encoding/json"
-	"fmt"
 	"maps"
 	"net/url"
 	"path"
@@ -11,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 )
 
@@ -22,6 +22,9 @@ type formatter struct {
 	buildAt func(events []Event, h policy.Webhook, now time.Time) ([]byte, error)
 	// path, when set, derives the request URL from the configured one.
 	path func(u url.URL, h policy.Webhook) url.URL
+	// split, when set, divides a delivery into the events of each message
+	// (a chat service's size limit); build is called for each.
+	split func(events []Event) [][]Event
 }
 
 // render returns the request body for events sent at now.
@@ -35,19 +38,32 @@ func (f formatter) render(events []Event, h policy.Webhook, now time.Time) ([]by
 // formats maps the format: names onto their builders.
 var formats = map[string]formatter{
 	"generic":      {build: buildGeneric},
-	"slack":        {build: buildSlack},
-	"mattermost":   {build: buildMattermost},
-	"discord":      {build: buildDiscord},
-	"teams":        {build: buildTeams},
-	"googlechat":   {build: buildGoogleChat},
-	"ntfy":         {build: buildNtfy, path: ntfyURL},
+	"slack":        {build: buildSlack, split: slackList.split},
+	"mattermost":   {build: buildMattermost, split: mattermostList.split},
+	"discord":      {build: buildDiscord, split: discordList.split},
+	"teams":        {build: buildTeams, split: teamsList.split},
+	"googlechat":   {build: buildGoogleChat, split: googleChatList.split},
+	"ntfy":         {build: buildNtfy, path: ntfyURL, split: ntfyList.split},
 	"alertmanager": {buildAt: buildAlertmanager, path: alertmanagerURL},
 }
 
-// Formats lists the supported format: names.
-func Formats() []string {
-	return []string{"generic", "slack", "mattermost", "discord", "teams", "googlechat", "ntfy", "alertmanager"}
-}
+// How each chat format lists events (see listStyle), within the service's
+// limits: Slack's section text holds 3000 characters; Mattermost posts
+// 16383, kept short; Discord's content 2000 with the headline; Google Chat
+// 4096; ntfy turns messages over 4096 bytes into attachments.
+var (
+	slackList      = listStyle{bullet: "• ", esc: escapeSlack, limit: fixedLimit(2900)}
+	mattermostList = listStyle{bullet: "- ", esc: escapeMattermost, limit: fixedLimit(4000)}
+	discordList    = listStyle{bullet: "- ", esc: escapeMarkdown, limit: func(events []Event) int {
+		return 2000 - utf8.RuneCountInString(discordHead(events))
+	}}
+	teamsList      = listStyle{bullet: "- ", esc: escapeMarkdown, limit: fixedLimit(8000)}
+	googleChatList = listStyle{bullet: "• ", esc: escapeGoogleChat, limit: fixedLimit(4000)}
+	ntfyList       = listStyle{bullet: "- ", esc: escapeNtfy, limit: fixedLimit(3500)}
+)
+
+// Formats lists the supported format: names: those the config accepts.
+func Formats() []string { return policy.WebhookFormats() }
 
 // marshal encodes v without HTML escaping, so that "<" stays readable where
 // a format escapes it itself; every format is still valid JSON.
@@ -72,7 +88,7 @@ func buildGeneric(events []Event, _ policy.Webhook) ([]byte, error) {
 func title(events []Event) string {
 	host := "unknown host"
 	if len(events) > 0 && events[0].Host != "" {
-		host = escape(events[0].Host)
+		host = textesc.Line(events[0].Host)
 	}
 	var opened, closed, test, other int
 	for _, ev := range events {
@@ -110,48 +126,19 @@ func plural(n int, one, many string) string {
 	return strconv.Itoa(n) + " " + many
 }
 
-// maxLine bounds one event's line in a chat summary, so one hostile path
-// cannot push every other event out of the message.
+// maxLine bounds one line of a chat list (an event's message, or a
+// holder's name), so one hostile path cannot push every other event out of
+// the message.
 const maxLine = 400
 
-// summary joins one line per event, each already escaped for the target by
-// esc and prefixed by bullet, keeping the result at most limit characters
-// (runes); events that do not fit are counted in a final "… and N more".
-func summary(events []Event, limit int, bullet, sep string, esc func(string) string) string {
-	var b strings.Builder
-	n, size := 0, 0
-	for i, ev := range events {
-		line := bullet + esc(truncate(ev.Message, maxLine))
-		more := 0
-		if rest := len(events) - i - 1; rest > 0 {
-			more = utf8.RuneCountInString(sep + esc(fmt.Sprintf("… and %d more", rest)))
-		}
-		add := line
-		if i > 0 {
-			add = sep + line
-		}
-		addSize := utf8.RuneCountInString(add)
-		if size+addSize+more > limit {
-			break
-		}
-		b.WriteString(add)
-		size += addSize
-		n++
-	}
-	if rest := len(events) - n; rest > 0 {
-		if n > 0 {
-			b.WriteString(sep)
-		}
-		b.WriteString(esc(fmt.Sprintf("… and %d more", rest)))
-	}
-	return b.String()
-}
-
-// escapeSlack escapes the three characters Slack's mrkdwn requires, which
+// slackEntities escapes the three characters Slack's mrkdwn requires, which
 // also turns <!channel> and <@U123> into inert text.
-func escapeSlack(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
-}
+var slackEntities = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// escapeSlack escapes text for the Slack format. Mentions are muted too:
+// Slack itself fires only <!here>, but Slack-compatible receivers
+// (Mattermost, Rocket.Chat) also fire @here and @all from plain text.
+func escapeSlack(s string) string { return muteMentions(slackEntities.Replace(s)) }
 
 // markdownEscaper backslash-escapes CommonMark's punctuation that can start
 // emphasis, code, spoilers, links, quotes or (in Discord) mentions, as
@@ -165,13 +152,14 @@ var markdownEscaper = strings.NewReplacer(
 
 // muteMentions puts a zero-width space after every "@", so that @channel,
 // @here, @all, @everyone or @user in a process name cannot notify anyone.
+// Every chat format applies it, once, as the last step.
 func muteMentions(s string) string { return strings.ReplaceAll(s, "@", "@\u200b") }
 
 // escapeMattermost escapes Markdown, then &, < and > as for Slack (Mattermost
 // expands Slack's <!channel> in incoming webhooks), then mutes @mentions,
 // which Mattermost also fires from plain text.
 func escapeMattermost(s string) string {
-	return muteMentions(escapeSlack(markdownNoAngle.Replace(s)))
+	return muteMentions(slackEntities.Replace(markdownNoAngle.Replace(s)))
 }
 
 var markdownNoAngle = strings.NewReplacer(
@@ -179,12 +167,19 @@ var markdownNoAngle = strings.NewReplacer(
 	"[", `\[`, "]", `\]`,
 )
 
-func escapeDiscord(s string) string { return muteMentions(markdownEscaper.Replace(s)) }
+// escapeMarkdown is the escape of the Discord and Teams formats: Markdown,
+// then mentions (Teams mentions need <at>, escaped as "\<at\>", and an
+// entity the payload never has; @here in text is muted all the same).
+func escapeMarkdown(s string) string { return muteMentions(markdownEscaper.Replace(s)) }
+
+// escapeNtfy mutes @mentions in ntfy's plain text, for the chats it may be
+// bridged to (ntfy's Markdown is not asked for, so there is none to escape).
+func escapeNtfy(s string) string { return muteMentions(s) }
 
 func buildSlack(events []Event, _ policy.Webhook) ([]byte, error) {
 	// Slack: a section's text holds at most 3000 characters, a header 150.
 	head := escapeSlack(truncate(title(events), 150))
-	body := summary(events, 2900, "• ", "\n", escapeSlack)
+	body, _ := slackList.list(events)
 	return marshal(map[string]any{
 		"text": head + "\n" + body,
 		"blocks": []any{
@@ -195,26 +190,33 @@ func buildSlack(events []Event, _ policy.Webhook) ([]byte, error) {
 }
 
 func buildMattermost(events []Event, _ policy.Webhook) ([]byte, error) {
-	// Mattermost posts hold 16383 characters; keep chat messages short.
-	text := "#### " + escapeMattermost(title(events)) + "\n" + summary(events, 4000, "- ", "\n", escapeMattermost)
+	list, _ := mattermostList.list(events)
+	text := "#### " + escapeMattermost(title(events)) + "\n" + list
 	return marshal(map[string]any{"text": text})
 }
 
 func buildDiscord(events []Event, _ policy.Webhook) ([]byte, error) {
-	head := "**" + escapeDiscord(title(events)) + "**\n"
-	content := head + summary(events, 2000-utf8.RuneCountInString(head), "- ", "\n", escapeDiscord)
-	// Embeds: at most 10, and 6000 characters in total.
+	list, grouped := discordList.list(events)
+	content := discordHead(events) + list
+	// Embeds, one per event: at most 10, and 6000 characters in total. A
+	// grouped list has none: the groups are what the reader needs.
 	var embeds []any
+	if grouped {
+		embeds = []any{}
+	}
 	total := 0
 	for _, ev := range events {
+		if grouped {
+			break
+		}
 		if len(embeds) == 10 {
 			break
 		}
-		t := truncate(escapeDiscord(shortType(ev.Type)+" "+endpoint(ev.Listener.Listener)), 256)
+		t := truncate(escapeMarkdown(shortType(ev.Type)+" "+endpoint(ev.Listener.Listener)), 256)
 		if ev.Type == TypeTest {
 			t = "test"
 		}
-		d := truncate(escapeDiscord(ev.Message), 1000)
+		d := truncate(escapeMarkdown(ev.Message), 1000)
 		size := utf8.RuneCountInString(t) + utf8.RuneCountInString(d)
 		if total+size > 5500 {
 			break
@@ -234,6 +236,9 @@ func buildDiscord(events []Event, _ policy.Webhook) ([]byte, error) {
 	})
 }
 
+// discordHead is the bold headline of a Discord message.
+func discordHead(events []Event) string { return "**" + escapeMarkdown(title(events)) + "**\n" }
+
 func colour(severity string) int {
 	switch severity {
 	case SeverityWarning:
@@ -244,14 +249,19 @@ func colour(severity string) int {
 	return 0x95A5A6
 }
 
+func teamsText(events []Event) string {
+	list, _ := teamsList.list(events)
+	return list
+}
+
 func buildTeams(events []Event, _ policy.Webhook) ([]byte, error) {
 	card := map[string]any{
 		"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
 		"type":    "AdaptiveCard",
 		"version": "1.4",
 		"body": []any{
-			map[string]any{"type": "TextBlock", "text": markdownEscaper.Replace(title(events)), "weight": "Bolder", "size": "Medium", "wrap": true},
-			map[string]any{"type": "TextBlock", "text": summary(events, 8000, "- ", "\n", markdownEscaper.Replace), "wrap": true},
+			map[string]any{"type": "TextBlock", "text": escapeMarkdown(title(events)), "weight": "Bolder", "size": "Medium", "wrap": true},
+			map[string]any{"type": "TextBlock", "text": teamsText(events), "wrap": true},
 		},
 	}
 	return marshal(map[string]any{
@@ -271,7 +281,8 @@ func escapeGoogleChat(s string) string {
 }
 
 func buildGoogleChat(events []Event, _ policy.Webhook) ([]byte, error) {
-	text := "*" + escapeGoogleChat(title(events)) + "*\n" + summary(events, 4000, "• ", "\n", escapeGoogleChat)
+	list, _ := googleChatList.list(events)
+	text := "*" + escapeGoogleChat(title(events)) + "*\n" + list
 	return marshal(map[string]any{"text": text})
 }
 
@@ -321,13 +332,13 @@ func buildNtfy(events []Event, h policy.Webhook) ([]byte, error) {
 		}
 	}
 	// ntfy turns messages over 4096 bytes into attachments; stay below.
-	msg := summary(events, 3500, "- ", "\n", func(s string) string { return s })
+	msg, _ := ntfyList.list(events)
 	for len(msg) > 4000 {
 		msg = truncate(msg, utf8.RuneCountInString(msg)-200)
 	}
 	return marshal(map[string]any{
 		"topic":    topic,
-		"title":    title(events),
+		"title":    escapeNtfy(title(events)),
 		"message":  msg,
 		"priority": prio,
 		"tags":     tags,
@@ -412,7 +423,7 @@ func buildAlertmanager(events []Event, h policy.Webhook, now time.Time) ([]byte,
 			Labels: alertLabels(ev),
 			Annotations: dropEmpty(map[string]string{
 				"summary":     ev.Message,
-				"description": ev.Listener.Reason,
+				"description": textesc.Line(ev.Listener.Reason),
 				"event_id":    ev.ID,
 				"event":       shortType(ev.Type),
 			}),

@@ -5,34 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/portwatchd/portwatchd/policy"
 )
-
-// FuzzEscape: whatever the input, the output is valid UTF-8 on one line with
-// no control or format characters.
-func FuzzEscape(f *testing.F) {
-	for _, s := range []string{"", "nginx", hostile, "a\u202eb", "\xff\xfe", `\x00`, "日本\t"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		for _, got := range []string{escape(s), escapeControl(s)} {
-			if !utf8.ValidString(got) {
-				t.Fatalf("escape(%q) = %q: invalid UTF-8", s, got)
-			}
-			for _, r := range got {
-				if !unicode.IsPrint(r) {
-					t.Fatalf("escape(%q) = %q holds %U", s, got, r)
-				}
-			}
-		}
-		if escape(s) == s && strings.Contains(s, `\`) {
-			t.Fatalf("escape(%q) left a backslash unescaped", s)
-		}
-	})
-}
 
 // FuzzFormats: a process name and path of any bytes give valid JSON in every
 // format, and no live Slack mention in Slack and Mattermost payloads.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/portwatchd/portwatchd/internal/textesc"
 )
 
 // MESSAGE_IDs of portwatchd's journal entries. Each was made once with
@@ -62,9 +64,7 @@ func priority(severity string) journal.Priority {
 }
 
 // eventFields returns the journal fields of ev, apart from MESSAGE and
-// PRIORITY. Values are kept raw (journald's native protocol is binary-safe,
-// so a newline in a process name cannot split an entry), which lets a user
-// match them exactly; MESSAGE is the escaped one-line form.
+// PRIORITY, with raw values: entry escapes them (see escapeFields).
 func eventFields(ev Event) map[string]string {
 	l := ev.Listener
 	f := map[string]string{
@@ -150,9 +150,8 @@ func (j *journald) write(events []Event, taken *accepted) (n int, err error) {
 // entry writes one entry; fields must include SYSLOG_IDENTIFIER and
 // MESSAGE_ID.
 func (j *journald) entry(msg string, p journal.Priority, fields map[string]string) error {
-	msg = escapeControl(msg)
 	if j.fallback == nil {
-		return j.send(msg, p, fields)
+		return j.send(msg, p, escapeFields(fields))
 	}
 	line := logfmt(j.now(), p, msg, fields)
 	j.mu.Lock()
@@ -162,13 +161,32 @@ func (j *journald) entry(msg string, p journal.Priority, fields map[string]strin
 }
 
 // report writes an operational entry about delivery (a dropped batch, an
-// overflowing or orphaned spool).
+// overflowing or orphaned spool). msg is built from raw values (paths,
+// names) and escaped here.
 func (j *journald) report(id string, p journal.Priority, msg string, fields map[string]string) error {
 	f := map[string]string{"SYSLOG_IDENTIFIER": SyslogIdentifier, "MESSAGE_ID": id}
 	for k, v := range fields {
 		f[k] = v
 	}
-	return j.entry(msg, p, f)
+	return j.entry(textesc.Line(msg), p, f)
+}
+
+// escapeFields returns fields with every value escaped as MESSAGE is
+// (textesc.Line), so that journalctl -o json consumers, log shippers and
+// terminals never get control bytes from a process name or path. Where
+// escaping changed a value, NAME_RAW holds its exact bytes, for matching:
+// journald's native protocol is binary-safe, and go-systemd sends a value
+// holding a newline in the length-prefixed form, so it cannot split the
+// entry or forge a field.
+func escapeFields(fields map[string]string) map[string]string {
+	out := make(map[string]string, len(fields)+2)
+	for k, v := range fields {
+		out[k] = v
+		if e := textesc.Line(v); e != v {
+			out[k], out[k+"_RAW"] = e, v
+		}
+	}
+	return out
 }
 
 var levelNames = map[journal.Priority]string{
@@ -202,7 +220,7 @@ func logfmtValue(v string) string {
 	if v == "" {
 		return `""`
 	}
-	if strings.ContainsAny(v, " =\"\\") || escape(v) != v {
+	if strings.ContainsAny(v, " =\"") || textesc.Needed(v) {
 		return strconv.Quote(v)
 	}
 	return v

@@ -2,16 +2,21 @@ package notify
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/portwatchd/portwatchd/internal/journaltest"
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 )
 
@@ -51,7 +56,7 @@ func TestJournald(t *testing.T) {
 			"PORTWATCH_EVENT": event, "PORTWATCH_EVENT_ID": id, "PORTWATCH_VERDICT": "unexpected",
 			"PORTWATCH_RULE": "web", "PORTWATCH_REASON": "no rule allows it", "PORTWATCH_PROTOCOL": "tcp",
 			"PORTWATCH_ADDRESS": "0.0.0.0", "PORTWATCH_PORT": "4444", "PORTWATCH_NETNS": "host",
-			"PORTWATCH_PID": "812", "PORTWATCH_COMM": comm, "PORTWATCH_EXE": "/tmp/x", "PORTWATCH_USER": "nobody",
+			"PORTWATCH_PID": "812", "PORTWATCH_COMM": textesc.Line(comm), "PORTWATCH_EXE": "/tmp/x", "PORTWATCH_USER": "nobody",
 			"PORTWATCH_UNIT": "evil.service",
 		}
 	}
@@ -117,6 +122,116 @@ func TestHelperJournald(t *testing.T) {
 			t.Fatal(r.Err)
 		}
 	}
+}
+
+// TestJournaldHostileFields: every text field of an entry is escaped as
+// MESSAGE is, so that journalctl -o json consumers, log shippers and
+// terminals get no control bytes; where escaping changed a value, its exact
+// bytes are in NAME_RAW, as journald's binary-safe fields allow.
+func TestJournaldHostileFields(t *testing.T) {
+	j := journaltest.Start(t)
+	if out, err := j.Helper(t, "TestHelperJournaldHostile").CombinedOutput(); err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	es := j.Wait(t, 1, "SYSLOG_IDENTIFIER=portwatchd")
+	if len(es) != 1 {
+		t.Fatalf("got %d entries, want 1", len(es))
+	}
+	got := map[string]string{}
+	for k, v := range es[0] {
+		if strings.HasPrefix(k, "PORTWATCH_") {
+			got[k] = v
+		}
+	}
+	want := map[string]string{
+		"PORTWATCH_EVENT": "opened", "PORTWATCH_EVENT_ID": "ev000000000000000000000000000001",
+		"PORTWATCH_SEVERITY": "warning", "PORTWATCH_VERDICT": "unexpected", "PORTWATCH_RULE": "web",
+		"PORTWATCH_REASON": `no rule allows /tmp/x\n\x1b[31mname`, "PORTWATCH_REASON_RAW": "no rule allows /tmp/x\n\x1b[31mname",
+		"PORTWATCH_PROTOCOL": "tcp", "PORTWATCH_ADDRESS": "0.0.0.0", "PORTWATCH_PORT": "4444",
+		"PORTWATCH_NETNS": `ns\xff\u202e`, "PORTWATCH_NETNS_RAW": "ns\xff\u202e",
+		"PORTWATCH_PID":  "812",
+		"PORTWATCH_COMM": `x\n<!channel>\x1b[2J`, "PORTWATCH_COMM_RAW": hostile,
+		"PORTWATCH_EXE": `/tmp/x\n\x1b[31mname`, "PORTWATCH_EXE_RAW": "/tmp/x\n\x1b[31mname",
+		"PORTWATCH_USER": `no\tbody\\`, "PORTWATCH_USER_RAW": "no\tbody\\",
+		"PORTWATCH_UNIT": "evil.service",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("journal fields (-want +got):\n%s", diff)
+	}
+	for k, v := range es[0] {
+		if !strings.HasSuffix(k, "_RAW") && strings.ContainsFunc(v, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			t.Errorf("%s = %q holds a control or format character", k, v)
+		}
+	}
+	// The exact value matches, as journalctl matches bytes.
+	if es, err := j.Entries("PORTWATCH_EXE_RAW=/tmp/x\n\x1b[31mname"); err != nil || len(es) != 1 {
+		t.Errorf("journalctl PORTWATCH_EXE_RAW=<raw>: %d entries, %v; want 1", len(es), err)
+	}
+}
+
+// TestHelperJournaldHostile runs inside the journal's namespace for
+// TestJournaldHostileFields.
+func TestHelperJournaldHostile(t *testing.T) {
+	if !journaltest.IsHelper() {
+		t.Skip("helper process for TestJournaldHostileFields")
+	}
+	d, err := New(policy.Notify{Journald: true}, Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := unexpected(4444, hostile)
+	dec.Netns = "ns\xff\u202e"
+	dec.Reason = "no rule allows /tmp/x\n\x1b[31mname"
+	dec.Processes[0].Exe = "/tmp/x\n\x1b[31mname"
+	dec.Processes[0].User = "no\tbody\\"
+	if err := d.Send([]Event{fixedEvent(1, TypeOpened, dec)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestJournaldRefusalEscapedOnce: a receiver's answer quoted in a dropped
+// batch's report is escaped once, where the journal gets it: MESSAGE and
+// PORTWATCH_ERROR show "\x1b" and "\\" for ESC and a backslash, and
+// PORTWATCH_ERROR_RAW holds the answer's bytes.
+func TestJournaldRefusalEscapedOnce(t *testing.T) {
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, "bad \\ \x1b[2J")
+	})
+	j := journaltest.Start(t)
+	if out, err := j.Helper(t, "TestHelperJournaldRefusal", "PORTWATCH_TEST_URL="+rc.URL).CombinedOutput(); err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	es := j.Wait(t, 1, "MESSAGE_ID="+MessageIDDropped)
+	got := map[string]string{"MESSAGE": es[0]["MESSAGE"], "PORTWATCH_ERROR": es[0]["PORTWATCH_ERROR"], "PORTWATCH_ERROR_RAW": es[0]["PORTWATCH_ERROR_RAW"]}
+	want := map[string]string{
+		"MESSAGE":             `webhook refuse: dropped 1 events after a permanent failure: webhook refuse: HTTP 400 Bad Request: bad \\ \x1b[2J`,
+		"PORTWATCH_ERROR":     `webhook refuse: HTTP 400 Bad Request: bad \\ \x1b[2J`,
+		"PORTWATCH_ERROR_RAW": "webhook refuse: HTTP 400 Bad Request: bad \\ \x1b[2J",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("dropped report (-want +got):\n%s", diff)
+	}
+}
+
+// TestHelperJournaldRefusal runs inside the journal's namespace for
+// TestJournaldRefusalEscapedOnce.
+func TestHelperJournaldRefusal(t *testing.T) {
+	if !journaltest.IsHelper() {
+		t.Skip("helper process for TestJournaldRefusalEscapedOnce")
+	}
+	d, err := New(policy.Notify{Journald: true, Webhooks: []policy.Webhook{hook("refuse", "slack", os.Getenv("PORTWATCH_TEST_URL"))}},
+		Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go d.Run(ctx)
+	if err := d.Send([]Event{fixedEvent(1, TypeOpened, unexpected(4444, "x"))}); err != nil {
+		t.Fatal(err)
+	}
+	waitEmpty(t, d)
 }
 
 // TestJournaldFallback: without a journal socket, each event is one logfmt

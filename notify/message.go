@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -71,7 +71,7 @@ func severityFor(typ string, d policy.Decision) string {
 func endpoint(l watcher.Listener) string {
 	s := l.Protocol + " " + hostPort(l.Address, l.Port)
 	if l.Netns != "" && l.Netns != watcher.HostNetns {
-		s += " in netns " + escape(l.Netns)
+		s += " in netns " + textesc.Line(l.Netns)
 	}
 	return s
 }
@@ -95,7 +95,7 @@ func holder(l watcher.Listener) string {
 	if name == "" {
 		name = p.Comm
 	}
-	s := escape(name)
+	s := textesc.Line(name)
 	switch {
 	case p.ExeDeleted:
 		s += " (deleted)"
@@ -113,11 +113,11 @@ func holder(l watcher.Listener) string {
 	if user == "" {
 		user = strconv.FormatUint(uint64(p.UID), 10)
 	}
-	attrs = append(attrs, "user "+escape(user))
+	attrs = append(attrs, "user "+textesc.Line(user))
 	if p.Container != "" {
-		attrs = append(attrs, "container "+escape(p.Container))
+		attrs = append(attrs, "container "+textesc.Line(p.Container))
 	} else if p.Unit != "" {
-		attrs = append(attrs, "unit "+escape(p.Unit))
+		attrs = append(attrs, "unit "+textesc.Line(p.Unit))
 	}
 	if n := len(l.Processes) - 1; n > 0 {
 		attrs = append(attrs, fmt.Sprintf("+%d more", n))
@@ -129,7 +129,7 @@ func holder(l watcher.Listener) string {
 // from a process (names, paths, users) is escaped, so the line holds no
 // control characters.
 func message(typ string, d policy.Decision, host string) string {
-	why := escape(d.Reason)
+	why := textesc.Line(d.Reason)
 	if why == "" {
 		switch d.Verdict {
 		case policy.Unexpected:
@@ -139,12 +139,12 @@ func message(typ string, d policy.Decision, host string) string {
 		}
 	}
 	if d.Rule != "" && d.Verdict == policy.Allowed {
-		why = "rule " + escape(d.Rule) + ": " + why
+		why = "rule " + textesc.Line(d.Rule) + ": " + why
 	}
 	ep := endpoint(d.Listener)
 	switch typ {
 	case TypeTest:
-		return "portwatchd test notification from " + escape(host)
+		return "portwatchd test notification from " + textesc.Line(host)
 	case TypeOpened:
 		return fmt.Sprintf("%s listener %s opened by %s: %s", d.Verdict, ep, holder(d.Listener), why)
 	case TypeChanged:
@@ -155,57 +155,7 @@ func message(typ string, d policy.Decision, host string) string {
 		}
 		return fmt.Sprintf("%s listener %s closed (was held by %s)", d.Verdict, ep, holder(d.Listener))
 	}
-	return fmt.Sprintf("%s: %s listener %s held by %s: %s", escape(typ), d.Verdict, ep, holder(d.Listener), why)
-}
-
-// escape makes s safe to show on one line: backslashes, control and format
-// characters (newlines, ESC, bidi overrides, zero-width characters) and
-// invalid UTF-8 are written as Go escapes. Printable text, including
-// non-ASCII letters, is kept.
-func escape(s string) string { return escapeText(s, true) }
-
-// escapeControl is escape without the backslash rule: for text that is
-// escaped already (Event.Message), it only catches what escaping missed, so
-// an already clean message is left as it is.
-func escapeControl(s string) string { return escapeText(s, false) }
-
-func escapeText(s string, backslash bool) string {
-	clean := true
-	for _, r := range s {
-		if (backslash && r == '\\') || r == utf8.RuneError || !unicode.IsPrint(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n <= 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '\\' && backslash:
-			b.WriteString(`\\`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case unicode.IsPrint(r):
-			b.WriteRune(r)
-		case r < 0x80:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case r <= 0xffff:
-			fmt.Fprintf(&b, `\u%04x`, r)
-		default:
-			fmt.Fprintf(&b, `\U%08x`, r)
-		}
-		i += n
-	}
-	return b.String()
+	return fmt.Sprintf("%s: %s listener %s held by %s: %s", textesc.Line(typ), d.Verdict, ep, holder(d.Listener), why)
 }
 
 // truncate shortens s to at most n runes, ending it with "…" when cut.

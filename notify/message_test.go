@@ -87,25 +87,6 @@ func TestNewEvent(t *testing.T) {
 	}
 }
 
-func TestEscape(t *testing.T) {
-	tests := []struct{ name, in, want string }{
-		{name: "plain", in: "nginx: worker", want: "nginx: worker"},
-		{name: "unicode kept", in: "café-日本", want: "café-日本"},
-		{name: "hostile", in: hostile, want: `x\n<!channel>\x1b[2J`},
-		{name: "backslash", in: `a\nb`, want: `a\\nb`},
-		{name: "bidi and zero width", in: "a\u202eb\u200bc", want: `a\u202eb\u200bc`},
-		{name: "invalid utf8", in: "a\xffb", want: `a\xffb`},
-		{name: "nul del tab", in: "\x00\x7f\t", want: `\x00\x7f\t`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, escape(tt.in)); diff != "" {
-				t.Errorf("escape(%q) (-want +got):\n%s", tt.in, diff)
-			}
-		})
-	}
-}
-
 func TestAccepts(t *testing.T) {
 	warn := NewEvent(TypeOpened, unexpected(1, "x"), "h", testTime)
 	closed := NewEvent(TypeClosed, unexpected(1, "x"), "h", testTime)
@@ -130,6 +111,79 @@ func TestAccepts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := accepts(tt.hook, tt.ev); got != tt.want {
 				t.Errorf("accepts = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestMessageEscapesOnce follows a hostile executable path from the policy's
+// verdict to the event's message: every part is escaped once, where the
+// message is built, so "\x1b" reads "\x1b" and not "\\x1b".
+func TestMessageEscapesOnce(t *testing.T) {
+	cfg, err := policy.Parse("p.yaml", []byte("version: 1\nallow:\n  - name: ssh\n    port: 22\n    exe: /usr/sbin/sshd\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := unexpected(4444, "a").Listener
+	l.Processes[0].Exe = "/tmp/a\x1bb"
+	l.Processes[0].User = "no\nbody"
+	d := cfg.Evaluate(l, testTime)
+	got := NewEvent(TypeOpened, d, "web-1", testTime).Message
+	want := `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/a\x1bb (comm "a", pid 812, user no\nbody, unit evil.service): ` +
+		`no rule allows tcp 0.0.0.0:4444 (pid 812 /tmp/a\x1bb, user no\nbody); closest: rule "ssh" (p.yaml:3) wants port 22, exe /usr/sbin/sshd`
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("message mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestNewEventOptions(t *testing.T) {
+	plain := unexpected(4444, "x")
+	inNetns := unexpected(22, "x")
+	inNetns.Netns = "vpn\x1b"
+	prev := allowed(4444)
+	nowAllowed := allowed(22)
+	nowAllowed.Rule = "port-22"
+	nowIgnored := plain
+	nowIgnored.Verdict = policy.Ignored
+	tests := []struct {
+		name     string
+		typ      string
+		d        policy.Decision
+		opts     []EventOption
+		message  string
+		previous *policy.Decision
+		id       string
+	}{
+		{name: "none", typ: TypeOpened, d: plain,
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "note", typ: TypeOpened, d: plain, opts: []EventOption{WithNote("reminder: open since 2026-11-28T01:02:03Z")},
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it (reminder: open since 2026-11-28T01:02:03Z)"},
+		{name: "empty note", typ: TypeOpened, d: plain, opts: []EventOption{WithNote("")},
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "previous", typ: TypeChanged, d: plain, opts: []EventOption{WithPrevious(&prev)}, previous: &prev,
+			message: "unexpected listener tcp 0.0.0.0:4444 changed owner to /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "nil previous", typ: TypeChanged, d: plain, opts: []EventOption{WithPrevious(nil)},
+			message: "unexpected listener tcp 0.0.0.0:4444 changed owner to /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "now allowed", typ: TypeClosed, d: plain, opts: []EventOption{WithNowJudged(nowAllowed, "config reloaded")},
+			message: `listener tcp 0.0.0.0:4444 is now allowed by rule "port-22" (config reloaded); alert resolved`},
+		{name: "now ignored, in a netns", typ: TypeClosed, d: inNetns, opts: []EventOption{WithNowJudged(nowIgnored, "owner changed"), WithNote("x")},
+			message: `listener tcp 0.0.0.0:22 in netns vpn\x1b is now ignored (owner changed); alert resolved`},
+		{name: "id", typ: TypeOpened, d: plain, opts: []EventOption{WithID("ev1")}, id: "ev1",
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "hostile note", typ: TypeOpened, d: plain, opts: []EventOption{WithNote("a\nb")},
+			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it (a\nb)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := NewEvent(tt.typ, tt.d, "web-1", testTime, tt.opts...)
+			if diff := cmp.Diff(tt.message, ev.Message); diff != "" {
+				t.Errorf("message (-want +got):\n%s", diff)
+			}
+			if tt.id != "" && ev.ID != tt.id || tt.id == "" && len(ev.ID) != 32 {
+				t.Errorf("id = %q, want %q (or a fresh one when empty)", ev.ID, tt.id)
+			}
+			if ev.Previous != tt.previous {
+				t.Errorf("previous = %v, want %v", ev.Previous, tt.previous)
 			}
 		})
 	}

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -35,6 +34,9 @@ type webhook struct {
 	client *http.Client
 	redact *strings.Replacer
 	now    func() time.Time
+	// posted holds the ids of events already posted in a message of a
+	// delivery split into several, for its retries (see Notify).
+	posted *accepted
 }
 
 // transport is shared by the webhooks of one Dispatcher: TLS is verified,
@@ -63,7 +65,7 @@ func newWebhook(h policy.Webhook, rt http.RoundTripper) (*webhook, error) {
 	switch u.Scheme {
 	case "https":
 	case "http":
-		if !h.Insecure && !isLoopback(u.Hostname()) {
+		if !h.Insecure && !policy.IsLoopbackHost(u.Hostname()) {
 			return nil, fmt.Errorf("webhook %s: plain http is only allowed to loopback; use https or set insecure: true", h.Name)
 		}
 	default:
@@ -87,6 +89,7 @@ func newWebhook(h policy.Webhook, rt http.RoundTripper) (*webhook, error) {
 		format: f,
 		redact: redactor(h),
 		now:    time.Now,
+		posted: newAccepted(),
 		client: &http.Client{
 			Transport: rt,
 			Timeout:   h.Timeout,
@@ -96,14 +99,6 @@ func newWebhook(h policy.Webhook, rt http.RoundTripper) (*webhook, error) {
 		},
 	}
 	return w, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // redactor replaces every secret part of h's URL, and the secret, with
@@ -149,7 +144,7 @@ func redactor(h policy.Webhook) *strings.Replacer {
 }
 
 // deliveryError is a failed delivery. Its text never holds the URL or the
-// secret.
+// secret; it may quote the receiver's answer, unescaped.
 type deliveryError struct {
 	msg        string
 	status     int           // HTTP status, 0 for network errors
@@ -194,9 +189,39 @@ func sign(secret []byte, id string, ts int64, body []byte) string {
 	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
-// Notify sends events as one message. retry is true for 408, 429, 5xx and
-// network errors.
+// Notify sends events: as one message, or, for a chat format whose limit
+// they exceed, as several (formatter.split), in order. retry is true for
+// 408, 429, 5xx and network errors.
+//
+// Each message is one request, tried as a unit. When one fails after others
+// were accepted, the events of the accepted ones are remembered, and the
+// retry of the delivery (the same events, maybe with more) leaves them out,
+// so that no message is posted twice.
 func (w *webhook) Notify(ctx context.Context, events []Event) (bool, error) {
+	if w.format.split == nil {
+		return w.post(ctx, events)
+	}
+	w.posted.reserve(len(events))
+	var rest []Event
+	for _, ev := range events {
+		if !w.posted.has(ev.ID) {
+			rest = append(rest, ev)
+		}
+	}
+	if len(rest) == 0 {
+		return false, nil
+	}
+	for _, part := range w.format.split(rest) {
+		if retry, err := w.post(ctx, part); err != nil {
+			return retry, err
+		}
+		w.posted.add(ids(part)...)
+	}
+	return false, nil
+}
+
+// post sends events as one message.
+func (w *webhook) post(ctx context.Context, events []Event) (bool, error) {
 	body, err := w.format.render(events, w.hook, w.now())
 	if err != nil {
 		return false, fmt.Errorf("webhook %s: build %s payload: %w", w.hook.Name, w.hook.Format, err)
@@ -228,7 +253,9 @@ func (w *webhook) Notify(ctx context.Context, events []Event) (bool, error) {
 		return false, nil
 	}
 	e := &deliveryError{status: code}
-	detail := escape(strings.TrimSpace(string(bytes.ToValidUTF8(snippet, nil))))
+	// Raw (valid UTF-8, redacted, cut): whoever shows the error escapes
+	// it, once (the journal's fields, the log's formatter, notify-test).
+	detail := strings.TrimSpace(string(bytes.ToValidUTF8(snippet, nil)))
 	detail = truncate(w.redact.Replace(detail), 200)
 	e.msg = fmt.Sprintf("webhook %s: HTTP %d %s", w.hook.Name, code, http.StatusText(code))
 	if code >= 300 && code < 400 {

@@ -9,19 +9,24 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/sirupsen/logrus"
 
 	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
 )
 
 // waitTimeout is how long tests wait for something to happen: generous,
@@ -584,5 +589,205 @@ func TestRedaction(t *testing.T) {
 		if !strings.Contains(all, want) {
 			t.Errorf("output lacks %q:\n%s", want, all)
 		}
+	}
+}
+
+// TestWebhookAcceptsWhatValidationAccepts: a URL that passes the config's
+// validation starts a sink, and one it refuses is refused by the sink too,
+// so a config that validates never stops the daemon.
+func TestWebhookAcceptsWhatValidationAccepts(t *testing.T) {
+	for _, u := range []string{
+		"http://localhost:9093/", "http://LOCALHOST:9093/", "http://LocalHost/x", "http://127.0.0.1:9/",
+		"http://127.1.2.3/", "http://[::1]:9/", "http://[::ffff:127.0.0.1]:9/", "http://[::1%25lo]:9/",
+		"http://localhost.example.com/", "http://x.localhost/", "http://192.0.2.1/", "http://[::ffff:192.0.2.1]/",
+		"https://hooks.example/T/B/secret", "https://LOCALHOST/",
+	} {
+		t.Run(u, func(t *testing.T) {
+			yaml := fmt.Sprintf("version: 1\nnotify:\n  webhooks:\n    - name: a\n      format: slack\n      url: %q\n", u)
+			cfg, cfgErr := policy.Parse("p.yaml", []byte(yaml))
+			var sinkErr error
+			if cfgErr == nil {
+				_, sinkErr = newWebhook(cfg.Notify.Webhooks[0], newTransport())
+			} else {
+				_, sinkErr = newWebhook(policy.Webhook{Name: "a", Format: "slack", URL: u}, newTransport())
+			}
+			if (cfgErr == nil) != (sinkErr == nil) {
+				t.Errorf("validation: %v; sink: %v", cfgErr, sinkErr)
+			}
+		})
+	}
+}
+
+// stormEvents returns 500 unexpected listeners: from one holder on
+// consecutive ports, or from several holders (processes, namespaces,
+// protocols) on random ports.
+func stormEvents(mixed bool) []Event {
+	rng := rand.New(rand.NewPCG(1, 2))
+	ports := rng.Perm(60000)
+	var events []Event
+	for i := range 500 {
+		port := uint16(40000 + i)
+		d := unexpected(port, "python3")
+		d.Processes[0].Exe, d.Processes[0].PID = "/usr/bin/python3.11", 4242
+		if mixed {
+			port = uint16(1024 + ports[i])
+			d = unexpected(port, "x")
+			h := i % 7
+			d.Processes[0].PID = 1000 + h
+			d.Processes[0].Exe = fmt.Sprintf("/opt/app%d/bin/server", h)
+			if h == 3 {
+				d.Protocol = watcher.UDP
+			}
+			if h == 5 {
+				d.Netns = "container:web"
+			}
+		}
+		events = append(events, fixedEvent(i, TypeOpened, d))
+	}
+	return events
+}
+
+// chatLimits gives, per chat format, the text of a payload that the
+// service bounds and its bound (characters; bytes for ntfy and Teams).
+var chatLimits = map[string]struct {
+	text func(m map[string]any) string
+	max  int
+}{
+	"slack": {max: 3000, text: func(m map[string]any) string {
+		return m["blocks"].([]any)[1].(map[string]any)["text"].(map[string]any)["text"].(string)
+	}},
+	"mattermost": {max: 16383, text: func(m map[string]any) string { return m["text"].(string) }},
+	"discord":    {max: 2000, text: func(m map[string]any) string { return m["content"].(string) }},
+	"googlechat": {max: 4096, text: func(m map[string]any) string { return m["text"].(string) }},
+	"ntfy":       {max: 4096, text: func(m map[string]any) string { return m["message"].(string) }},
+	"teams": {max: 28000, text: func(m map[string]any) string {
+		b, _ := json.Marshal(m)
+		return string(b)
+	}},
+}
+
+// portList finds the ports named in chat text: ":22", ":40000-40499",
+// ":22,80,443-445".
+var portList = regexp.MustCompile(`:(\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)`)
+
+func namedPorts(t *testing.T, text string) map[int]bool {
+	t.Helper()
+	got := map[int]bool{}
+	for _, m := range portList.FindAllStringSubmatch(text, -1) {
+		for _, run := range strings.Split(m[1], ",") {
+			lo, hi, _ := strings.Cut(run, "-")
+			a, _ := strconv.Atoi(lo)
+			b := a
+			if hi != "" {
+				b, _ = strconv.Atoi(hi)
+			}
+			for p := a; p <= b; p++ {
+				got[p] = true
+			}
+		}
+	}
+	return got
+}
+
+// TestStormMessages: a storm of 500 unexpected listeners reaches every chat
+// receiver (on loopback) naming every port, in at most 10 messages, each
+// within the service's limit.
+func TestStormMessages(t *testing.T) {
+	for _, mixed := range []bool{false, true} {
+		events := stormEvents(mixed)
+		want := map[int]bool{}
+		for _, ev := range events {
+			want[int(ev.Listener.Port)] = true
+		}
+		for format, lim := range chatLimits {
+			t.Run(fmt.Sprintf("%s/mixed=%v", format, mixed), func(t *testing.T) {
+				rc := newReceiver(t, nil)
+				w, err := newWebhook(hook("storm", format, rc.URL+"/alerts"), newTransport())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := w.Notify(t.Context(), events); err != nil {
+					t.Fatal(err)
+				}
+				reqs := rc.requests()
+				if len(reqs) == 0 || len(reqs) > 10 {
+					t.Fatalf("%d messages, want 1 to 10", len(reqs))
+				}
+				got := map[int]bool{}
+				for i, r := range reqs {
+					var m map[string]any
+					if err := json.Unmarshal(r.Body, &m); err != nil {
+						t.Fatal(err)
+					}
+					text := lim.text(m)
+					n := utf8.RuneCountInString(text)
+					if format == "ntfy" || format == "teams" {
+						n = len(text)
+					}
+					if n > lim.max {
+						t.Errorf("message %d: %d, want <= %d", i, n, lim.max)
+					}
+					if strings.Contains(text, " more") {
+						t.Errorf("message %d drops events: %q", i, truncate(text, 300))
+					}
+					maps.Copy(got, namedPorts(t, text))
+				}
+				for p := range want {
+					if !got[p] {
+						t.Errorf("port %d not named in any of %d messages", p, len(reqs))
+					}
+				}
+				t.Logf("%d messages", len(reqs))
+			})
+		}
+	}
+}
+
+// TestStormRetryPostsOnce: when one message of a split delivery fails, the
+// retry posts only the messages not yet accepted, so no listener is
+// announced twice.
+func TestStormRetryPostsOnce(t *testing.T) {
+	events := stormEvents(true)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 2 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	w, err := newWebhook(hook("storm", "slack", rc.URL), newTransport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry, err := w.Notify(t.Context(), events)
+	if err == nil || !retry {
+		t.Fatalf("first delivery: retry %v, err %v; want a retryable error", retry, err)
+	}
+	if _, err := w.Notify(t.Context(), events); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	reqs := rc.requests()
+	if len(reqs) < 3 {
+		t.Fatalf("%d requests, want the delivery split in 2 or more and one retried", len(reqs))
+	}
+	seen := map[int]int{}
+	for i, r := range reqs {
+		if i == 1 {
+			continue // refused
+		}
+		var m map[string]any
+		if err := json.Unmarshal(r.Body, &m); err != nil {
+			t.Fatal(err)
+		}
+		for p := range namedPorts(t, chatLimits["slack"].text(m)) {
+			seen[p]++
+		}
+	}
+	for _, ev := range events {
+		if n := seen[int(ev.Listener.Port)]; n != 1 {
+			t.Errorf("port %d named in %d accepted messages, want 1", ev.Listener.Port, n)
+		}
+	}
+	// Everything was posted: a third delivery of the same events sends nothing.
+	if _, err := w.Notify(t.Context(), events); err != nil || len(rc.requests()) != len(reqs) {
+		t.Errorf("redelivery: %v, %d new requests; want none", err, len(rc.requests())-len(reqs))
 	}
 }

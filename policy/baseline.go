@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
@@ -58,7 +59,7 @@ func BaselineReserving(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP
 			g.proc = p
 			if p.Exe != "" && utf8.ValidString(p.Exe) && !hasControl(p.Exe) {
 				if why := exeUnpinnable(p, l.Netns); why != "" {
-					g.note = "exe " + clean(p.Exe) + " not pinned: " + why
+					g.note = "exe " + textesc.Controls(p.Exe) + " not pinned: " + why
 				} else {
 					g.exe = p.Exe
 				}
@@ -122,7 +123,7 @@ func BaselineReserving(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP
 		}
 		names[name] = true
 		if where := reserved[base]; where != "" {
-			fmt.Fprintf(&b, "  # named %s: rule %s is already defined at %s\n", clean(name), clean(base), clean(where))
+			fmt.Fprintf(&b, "  # named %s: rule %s is already defined at %s\n", textesc.Controls(name), textesc.Controls(base), textesc.Controls(where))
 		}
 		slices.Sort(g.ports)
 		slices.Sort(g.protos)
@@ -172,7 +173,7 @@ func cmdline(p *watcher.Process) string {
 	if s == "" {
 		s = "[" + p.Comm + "]"
 	}
-	s = clean(s)
+	s = textesc.Controls(s)
 	if len(s) > 160 {
 		// Cut on a rune boundary.
 		i := 157

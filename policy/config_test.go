@@ -497,6 +497,10 @@ func TestWebhookURLs(t *testing.T) {
 		{name: "http loopback 127/8", url: "http://127.1.2.3:9093/x"},
 		{name: "http loopback v6", url: "http://[::1]:8080/"},
 		{name: "http localhost", url: "http://localhost:8080/"},
+		{name: "http localhost in capitals", url: "http://LOCALHOST:9093/"},
+		{name: "http loopback v6 with zone", url: "http://[::1%25lo]:8080/"},
+		{name: "http loopback v4 mapped", url: "http://[::ffff:127.0.0.1]:8080/"},
+		{name: "http .localhost refused", url: "http://x.localhost/", wantErr: "plain http is refused for a host other than loopback; use https, or set insecure: true"},
 		{name: "http insecure", url: "http://192.0.2.1/hook", insecure: true},
 		{name: "http refused", url: "http://192.0.2.1/hook", wantErr: "plain http is refused for a host other than loopback; use https, or set insecure: true"},
 		{name: "http localhost lookalike", url: "http://localhost.example.com/", wantErr: "plain http is refused for a host other than loopback; use https, or set insecure: true"},
@@ -582,7 +586,7 @@ func TestHostileDropinName(t *testing.T) {
 	if err == nil {
 		t.Fatal("Load succeeded, want the port error")
 	}
-	want := filepath.Join(dir, "portwatch.d/x") + `\x0afake.yaml:1:1: all good\x0a.yaml:1:25: port: 0 is outside 1..65535`
+	want := filepath.Join(dir, "portwatch.d/x") + `\nfake.yaml:1:1: all good\n.yaml:1:25: port: 0 is outside 1..65535`
 	if diff := cmp.Diff(want, err.Error()); diff != "" {
 		t.Errorf("error mismatch (-want +got):\n%s", diff)
 	}

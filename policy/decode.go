@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/portwatchd/portwatchd/internal/textesc"
 )
 
 // Limits that keep hostile or mistaken input cheap to reject.
@@ -167,7 +169,7 @@ func clip(s string) string {
 		}
 		s = s[:i] + "..."
 	}
-	return clean(s)
+	return textesc.Controls(s)
 }
 
 // field is one key and its value in a mapping.

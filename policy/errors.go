@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/portwatchd/portwatchd/internal/textesc"
 )
 
 // Error is one problem found in a configuration file. Line and Column are
@@ -32,9 +34,9 @@ const MaxErrors = 100
 // characters, which are escaped.
 func (e *Error) Error() string {
 	if e.Line == 0 {
-		return clean(e.File + ": " + e.Msg)
+		return textesc.Controls(e.File + ": " + e.Msg)
 	}
-	return clean(fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg))
+	return textesc.Controls(fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg))
 }
 
 // ErrorList is every problem found by one Load or Parse. Its Error method

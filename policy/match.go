@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -61,7 +60,7 @@ func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
 	var why []string
 	r.mismatch(&l, now, &why, math.MaxInt)
 	d.Rule = r.Name
-	d.Reason += fmt.Sprintf("; closest: rule %q (%s) %s", clean(r.Name), clean(r.File), joinWhy(why))
+	d.Reason += fmt.Sprintf("; closest: rule %q (%s) %s", r.Name, r.File, joinWhy(why))
 	return d
 }
 
@@ -307,7 +306,7 @@ func describe(l *watcher.Listener) string {
 	}
 	if l.Netns != "" && l.Netns != watcher.HostNetns {
 		b.WriteString(" in netns ")
-		b.WriteString(clean(l.Netns))
+		b.WriteString(l.Netns)
 	}
 	b.WriteString(" (")
 	if len(l.Processes) == 0 {
@@ -333,30 +332,5 @@ func describeProcess(p *watcher.Process) string {
 	} else {
 		user = "user " + user
 	}
-	return fmt.Sprintf("pid %d %s, %s", p.PID, clean(name), clean(user))
-}
-
-// clean escapes what would break a one-line message: control characters,
-// line separators and invalid UTF-8. Process names and paths are chosen by
-// whoever runs the process.
-func clean(s string) string {
-	if !hasControl(s) && utf8.ValidString(s) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029':
-			fmt.Fprintf(&b, `\u%04x`, r)
-		default:
-			b.WriteString(s[i : i+size])
-		}
-		i += size
-	}
-	return b.String()
+	return fmt.Sprintf("pid %d %s, %s", p.PID, name, user)
 }

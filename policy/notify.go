@@ -8,14 +8,21 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/portwatchd/portwatchd/internal/textesc"
 )
 
-// Webhook formats.
+// webhookFormats are the values of a webhook's format:, in the order the
+// documentation lists them. The notify package has a builder for each.
 var webhookFormats = []string{"generic", "slack", "mattermost", "discord", "teams", "googlechat", "ntfy", "alertmanager"}
+
+// WebhookFormats returns the values a webhook's format: may take.
+func WebhookFormats() []string { return slices.Clone(webhookFormats) }
 
 // webhookEvents are the values allowed in events:.
 var webhookEvents = []string{"opened", "changed", "closed"}
@@ -224,13 +231,21 @@ func checkURL(raw string, insecure bool) error {
 	if u.Hostname() == "" {
 		return fmt.Errorf("the URL has no host")
 	}
-	if u.Scheme == "http" && !insecure && !isLoopbackHost(u.Hostname()) {
+	if u.Scheme == "http" && !insecure && !IsLoopbackHost(u.Hostname()) {
 		return fmt.Errorf("plain http is refused for a host other than loopback; use https, or set insecure: true")
 	}
 	return nil
 }
 
-func isLoopbackHost(h string) bool {
+// IsLoopbackHost reports whether a URL's host (url.URL.Hostname) names the
+// loopback interface, where plain http is allowed: "localhost" in any case
+// (host names are case-insensitive), or a loopback address (127.0.0.0/8,
+// ::1, either with a zone, 127/8 mapped into IPv6). Validation and the
+// webhook sink both use it, so a URL that validates also starts.
+//
+// Other names under .localhost are refused: the resolver in use may send
+// them to DNS, which can answer with any address.
+func IsLoopbackHost(h string) bool {
 	if strings.EqualFold(h, "localhost") {
 		return true
 	}
@@ -276,7 +291,7 @@ func (l *loader) secretFile(d *decoder, f field) ([]byte, bool) {
 			return nil, false
 		}
 		if fi.Mode().Perm()&0o044 != 0 {
-			l.warns = append(l.warns, clean(fmt.Sprintf("%s:%d:%d: %s: %s is readable by group or others (mode %s); it holds a secret: chmod 600 it",
+			l.warns = append(l.warns, textesc.Controls(fmt.Sprintf("%s:%d:%d: %s: %s is readable by group or others (mode %s); it holds a secret: chmod 600 it",
 				d.file, f.v.Line, f.v.Column, f.key, p, modeString(fi.Mode()))))
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
@@ -157,7 +158,7 @@ func (l *loader) rule(d *decoder, n *yaml.Node, names map[string]string) (Rule, 
 			} else if exeNeverMatches(r.Exe) {
 				// Not an error: the rule loads and allows nothing, as
 				// before; but it is almost surely not what was meant.
-				l.warns = append(l.warns, clean(fmt.Sprintf("%s:%d:%d: exe: glob %q never matches: executable paths start with \"/\" and * does not match \"/\" (write the directory: /usr/bin/python3*)",
+				l.warns = append(l.warns, textesc.Controls(fmt.Sprintf("%s:%d:%d: exe: glob %q never matches: executable paths start with \"/\" and * does not match \"/\" (write the directory: /usr/bin/python3*)",
 					d.file, f.v.Line, f.v.Column, clip(r.Exe))))
 			}
 		case "comm":

@@ -340,19 +340,19 @@ func (d *daemon) engineConfig() alerting.Config {
 // listeners, new ids) rather than losing them.
 func (d *daemon) emit(r alerting.Result, now time.Time) {
 	for _, em := range r.Emit {
-		ev := notify.NewEvent(em.Type, em.Decision, d.host, now)
-		ev.Previous = em.Previous
-		if em.EventID != "" {
-			ev.ID = em.EventID // the id Firing reports with the alert
+		at := now
+		if !em.ClosedAt.IsZero() {
+			at = em.ClosedAt // a resolve after flap_window: the listener closed then
 		}
-		switch {
-		case em.Message != "":
-			ev.Message = em.Message
-		case em.Note != "":
-			ev.Message += " (" + em.Note + ")"
+		// EventID, when set, is the id Firing reports with the alert.
+		opts := []notify.EventOption{notify.WithID(em.EventID), notify.WithPrevious(em.Previous), notify.WithNote(em.Note)}
+		if em.NowJudged != nil {
+			opts = append(opts, notify.WithNowJudged(*em.NowJudged, em.Why))
 		}
-		d.unsent = append(d.unsent, ev)
+		d.unsent = append(d.unsent, notify.NewEvent(em.Type, em.Decision, d.host, at, opts...))
 	}
+	// Before Send: Send takes out of the firing set what its events resolve.
+	d.disp.SetFiring(d.firing())
 	if r.StateChanged {
 		d.stateDirty = true
 	}
@@ -382,6 +382,17 @@ func (d *daemon) emit(r alerting.Result, now time.Time) {
 		d.log.Info("events sent and alert state saved again")
 		d.emitFails = false
 	}
+}
+
+// firing returns the alerts in force as the events that raised them, which
+// the dispatcher re-sends to Alertmanager every resend_interval.
+func (d *daemon) firing() []notify.Event {
+	fs := d.eng.Firing()
+	evs := make([]notify.Event, 0, len(fs))
+	for _, f := range fs {
+		evs = append(evs, notify.NewEvent(notify.TypeOpened, f.Decision, d.host, f.AlertedAt, notify.WithID(f.EventID)))
+	}
+	return evs
 }
 
 // emitFailed records a failure and says whether to log it: at the first

@@ -12,9 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -168,38 +167,8 @@ func addrColumn(l *watcher.Listener) string {
 	return b.String()
 }
 
-// escape makes s safe for a terminal and for one table cell: control and
-// other non-printable characters (including bidi overrides), invalid UTF-8,
-// backslashes and tabs are written as Go escapes.
-func escape(s string) string {
-	clean := true
-	for _, r := range s {
-		if r == utf8.RuneError || r == '\\' || !unicode.IsPrint(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '\\':
-			b.WriteString(`\\`)
-		case !unicode.IsPrint(r):
-			q := strconv.QuoteRune(r) // 'x' with escapes
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteRune(r)
-		}
-		i += n
-	}
-	return b.String()
-}
+// escape makes s safe for a terminal and for one table cell.
+func escape(s string) string { return textesc.Line(s) }
 
 // oneLine joins a multi-line message so that the error is one line.
 func oneLine(s string) string {

@@ -73,7 +73,7 @@ func notifyTest(cfg policy.Notify, stdout, stderr io.Writer) int {
 		code = exitFound
 		// The error already names the sink; do not say it twice.
 		msg := strings.TrimPrefix(r.Err.Error(), "webhook "+r.Sink+": ")
-		fmt.Fprintf(stdout, "%s: %s\n", r.Sink, msg)
+		fmt.Fprintf(stdout, "%s: %s\n", r.Sink, escape(msg))
 	}
 	return code
 }
