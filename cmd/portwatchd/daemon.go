@@ -131,10 +131,12 @@ type daemon struct {
 	// stateDirty says the alert state changed since it was last saved; it
 	// is saved once nothing is unsent.
 	stateDirty bool
-	emitFails  bool            // the last Send or state save failed
-	emitErrAt  time.Time       // when such a failure was last logged
-	expired    map[string]bool // expired rules already reported, by file:line
-	lastCheck  time.Time       // last check for expired rules
+	// firingGiven says the dispatcher has the alerts in force (SetFiring).
+	firingGiven bool
+	emitFails   bool            // the last Send or state save failed
+	emitErrAt   time.Time       // when such a failure was last logged
+	expired     map[string]bool // expired rules already reported, by file:line
+	lastCheck   time.Time       // last check for expired rules
 
 	ticker     *time.Ticker
 	snapErr    string    // last snapshot error, "" when the last snapshot worked
@@ -351,8 +353,13 @@ func (d *daemon) emit(r alerting.Result, now time.Time) {
 		}
 		d.unsent = append(d.unsent, notify.NewEvent(em.Type, em.Decision, d.host, at, opts...))
 	}
-	// Before Send: Send takes out of the firing set what its events resolve.
-	d.disp.SetFiring(d.firing())
+	// The alerts in force change only with the state (and are given once at
+	// start, for those persisted). Before Send, which takes out of the
+	// firing set what its events resolve.
+	if r.StateChanged || !d.firingGiven {
+		d.disp.SetFiring(d.firing())
+		d.firingGiven = true
+	}
 	if r.StateChanged {
 		d.stateDirty = true
 	}
