@@ -21,10 +21,6 @@ import (
 	"github.com/portwatchd/portwatchd/policy"
 )
 
-// CONTRACT (owned by the notify work): the signatures of New, Send, Run,
-// Reload, Drain, Test, SetFiring and NewEvent are used by cmd/portwatchd and
-// must stay.
-
 // Options configure a Dispatcher.
 type Options struct {
 	// StateDir holds one spool directory per webhook sink, under

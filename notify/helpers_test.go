@@ -9,7 +9,7 @@ import (
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
-// hostile is the process name of the issue: a newline, a Slack broadcast
+// hostile is a hostile process name: a newline, a Slack broadcast
 // mention and an escape sequence that clears a terminal.
 const hostile = "x\n<!channel>\x1b[2J"
 

@@ -84,7 +84,7 @@ func TestJournald(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("journal entries (-want +got):\n%s", diff)
 	}
-	// The query from the issue finds exactly the unexpected opened one.
+	// The query the README gives for unexpected listeners finds exactly the opened one.
 	es, err := j.Entries("-t", "portwatchd", "PORTWATCH_EVENT=opened", "PORTWATCH_VERDICT=unexpected")
 	if err != nil || len(es) != 1 {
 		t.Errorf("journalctl -t portwatchd PORTWATCH_EVENT=opened PORTWATCH_VERDICT=unexpected: %d entries, %v; want 1", len(es), err)

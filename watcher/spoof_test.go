@@ -31,7 +31,7 @@ func bindPrivately(evil, path string) error {
 	return nil
 }
 
-// spoofHelper is the spoof of review finding 3 (unshare -Urm; mount --bind
+// spoofHelper spoofs an executable's path (unshare -Urm; mount --bind
 // ~/evil /usr/bin/python3): in a private mount namespace, bind PW_EVIL over
 // PW_PATH and exec PW_PATH as the listening helper. readlink of
 // /proc/PID/exe then shows PW_PATH, though the process runs PW_EVIL.

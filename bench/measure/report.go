@@ -10,7 +10,7 @@ import (
 	"github.com/portwatchd/portwatchd/bench/internal/result"
 )
 
-// Targets on the large scene (issue 2).
+// Targets on the large scene: the README's figures.
 const (
 	targetWallRatio = 0.55
 	targetTickCPUMs = 3.0

@@ -64,7 +64,7 @@ func runBaseline(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, l := range snap.Listeners {
 		if d := got.Evaluate(l, snap.Time); d.Verdict == policy.Unexpected {
-			fmt.Fprintf(stderr, "portwatchd baseline: internal error: generated policy does not allow: %s\n", oneLine(d.Reason))
+			fmt.Fprintf(stderr, "portwatchd baseline: internal error: generated policy does not allow: %s\n", escape(d.Reason))
 			return exitError
 		}
 	}

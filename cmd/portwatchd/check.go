@@ -212,7 +212,7 @@ func expiringRules(cfg *policy.Config, now time.Time, window time.Duration) []ex
 // evaluate, as text or as a JSON document, and returns its exit code.
 func reportCheckError(stdout, stderr io.Writer, ce checkError, asJSON bool) int {
 	if !asJSON {
-		fmt.Fprintf(stdout, "PORTWATCH UNKNOWN - %s\n", escape(oneLine(ce.Error)))
+		fmt.Fprintf(stdout, "PORTWATCH UNKNOWN - %s\n", errLine(ce.Error))
 		return checkUnknown
 	}
 	ce.Status = checkStatus[checkUnknown]
@@ -229,7 +229,7 @@ func reportCheckError(stdout, stderr io.Writer, ce checkError, asJSON bool) int 
 // takeSnapshot takes one snapshot of the real host.
 func takeSnapshot(cmd string, stderr io.Writer) (*watcher.Snapshot, error) {
 	w, err := watcher.New(watcher.Options{
-		Warn: func(msg string) { fmt.Fprintf(stderr, "portwatchd %s: warning: %s\n", cmd, escape(oneLine(msg))) },
+		Warn: func(msg string) { fmt.Fprintf(stderr, "portwatchd %s: warning: %s\n", cmd, errLine(msg)) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("watcher: %w", err)
@@ -313,11 +313,11 @@ func reportCheck(stdout, stderr io.Writer, cfg *policy.Config, snap *watcher.Sna
 	fmt.Fprintln(stdout, first)
 	for i, d := range out.Decisions {
 		if d.Verdict == policy.Unexpected && !unknown[i] {
-			fmt.Fprintln(stdout, escape(oneLine(d.Reason)))
+			fmt.Fprintln(stdout, escape(d.Reason))
 		}
 	}
 	for _, r := range out.UnknownReasons {
-		fmt.Fprintln(stdout, "unknown: "+escape(oneLine(r)))
+		fmt.Fprintln(stdout, "unknown: "+escape(r))
 	}
 	for _, r := range out.Expiring {
 		fmt.Fprintf(stdout, "expiring: rule %s (%s) allows nothing after %s\n", strconv.Quote(r.Name), escape(r.File), r.Expires)

@@ -79,6 +79,16 @@ func TestReportCheck(t *testing.T) {
 			want: "PORTWATCH CRITICAL - 4 listeners, 1 unexpected | listeners=4 unexpected=1 unknown=0 expiring_rules=0\n" + unexpected8080,
 		},
 		{
+			// The reason holds the raw path; it is escaped once, so a
+			// backslash shows as \\ and an escape sequence as \x1b, never
+			// doubled (\\x1b).
+			name:       "hostile exe escaped once",
+			snap:       snap(false, checkListener("tcp", "0.0.0.0", 8080, watcher.Process{PID: 7, Comm: "x", Exe: "/tmp/a\x1bb\\c\nd", UID: 33, User: "www-data"})),
+			wantStatus: "CRITICAL", wantCode: 2,
+			want: "PORTWATCH CRITICAL - 1 listener, 1 unexpected | listeners=1 unexpected=1 unknown=0 expiring_rules=0\n" +
+				`no rule allows tcp 0.0.0.0:8080 (pid 7 /tmp/a\x1bb\\c\nd, user www-data); closest: rule "lo" (p.yaml:6) wants address loopback` + "\n",
+		},
+		{
 			name:       "full attribution, no holder is a finding",
 			snap:       snap(false, checkListener("tcp", "0.0.0.0", 22)),
 			wantStatus: "CRITICAL", wantCode: 2,

@@ -204,7 +204,7 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon
 	}
 	d.eng = alerting.New(alerts)
 
-	d.w, err = watcher.New(watcher.Options{Warn: func(msg string) { log.Warn(escape(oneLine(msg))) }})
+	d.w, err = watcher.New(watcher.Options{Warn: func(msg string) { log.Warn(errLine(msg)) }})
 	if err != nil {
 		return nil, fmt.Errorf("watcher: %w", err)
 	}

@@ -42,20 +42,20 @@ func runList(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "portwatchd list: %s\n", escape(oneLine(err.Error())))
+		fmt.Fprintf(stderr, "portwatchd list: %s\n", errLine(err.Error()))
 		return exitError
 	}
 	w, err := watcher.New(watcher.Options{
-		Warn: func(msg string) { fmt.Fprintf(stderr, "portwatchd list: warning: %s\n", escape(oneLine(msg))) },
+		Warn: func(msg string) { fmt.Fprintf(stderr, "portwatchd list: warning: %s\n", errLine(msg)) },
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "portwatchd list: %s\n", escape(oneLine(err.Error())))
+		fmt.Fprintf(stderr, "portwatchd list: %s\n", errLine(err.Error()))
 		return exitError
 	}
 	defer w.Close()
 	snap, err := w.Snapshot(context.Background())
 	if err != nil {
-		fmt.Fprintf(stderr, "portwatchd list: %s\n", escape(oneLine(err.Error())))
+		fmt.Fprintf(stderr, "portwatchd list: %s\n", errLine(err.Error()))
 		return exitError
 	}
 	decisions := make([]policy.Decision, 0, len(snap.Listeners))
@@ -67,13 +67,13 @@ func runList(args []string, stdout, stderr io.Writer) int {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(listOutput{Host: host, Time: snap.Time, Listeners: decisions}); err != nil {
-			fmt.Fprintf(stderr, "portwatchd list: write: %s\n", escape(oneLine(err.Error())))
+			fmt.Fprintf(stderr, "portwatchd list: write: %s\n", errLine(err.Error()))
 			return exitError
 		}
 		return exitOK
 	}
 	if err := writeTable(stdout, decisions); err != nil {
-		fmt.Fprintf(stderr, "portwatchd list: write: %s\n", escape(oneLine(err.Error())))
+		fmt.Fprintf(stderr, "portwatchd list: write: %s\n", errLine(err.Error()))
 		return exitError
 	}
 	return exitOK
@@ -169,6 +169,11 @@ func addrColumn(l *watcher.Listener) string {
 
 // escape makes s safe for a terminal and for one table cell.
 func escape(s string) string { return textesc.Line(s) }
+
+// errLine shows an error or warning on one line. Their values are quoted
+// already (policy and watcher errors quote names with %q), so backslashes
+// stay; control characters left in them are escaped.
+func errLine(s string) string { return textesc.Controls(oneLine(s)) }
 
 // oneLine joins a multi-line message so that the error is one line.
 func oneLine(s string) string {
