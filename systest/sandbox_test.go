@@ -334,15 +334,17 @@ func stepCatalog(t *testing.T, ctx context.Context, sb *sandbox) {
 		t.Fatalf("systemd-run hostile listener: %v\n%s", err, out)
 	}
 	defer sb.run(ctx, "systemctl", "stop", "pw-hostile")
-	// (journalctl -o json gives PORTWATCH_EXE as an array of bytes, being
-	// unprintable; the message line has it escaped.)
+	// The message line and PORTWATCH_EXE have the path escaped (control
+	// characters as Go escapes); PORTWATCH_EXE_RAW keeps its bytes, which
+	// journalctl -o json gives as an array of numbers, being unprintable.
+	const escapedExe = `/usr/local/bin/pw-\x1b]0;pwned\a-\x1b[2J`
 	err = poll(ctx, 60*time.Second, func() error {
 		for _, e := range sb.journal(ctx, "-t", "portwatchd", "MESSAGE_ID="+id, "PORTWATCH_PORT="+hostilePort) {
-			if strings.Contains(e["MESSAGE"], `/usr/local/bin/pw-\x1b]0;pwned\x07`) {
+			if strings.Contains(e["MESSAGE"], escapedExe) && e["PORTWATCH_EXE"] == escapedExe {
 				return nil
 			}
 		}
-		return errors.New("no alert with the hostile executable")
+		return errors.New("no alert with the hostile executable escaped in MESSAGE and PORTWATCH_EXE")
 	})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, sb.outQuiet(ctx, "systemctl", "status", "--no-pager", "pw-hostile"))
