@@ -527,6 +527,35 @@ func (e *daemonE2E) waitState(s string) {
 	}
 }
 
+// newDaemonE2E builds the daemon and sets up what it runs against: a
+// private journald, a notify socket, a webhook receiver and a block of ports.
+func newDaemonE2E(t *testing.T) *daemonE2E {
+	j := journaltest.Start(t)
+	dir := t.TempDir()
+	e := &daemonE2E{
+		t:        t,
+		bin:      filepath.Join(dir, "portwatchd"),
+		dir:      dir,
+		config:   filepath.Join(dir, "etc", "portwatch.yaml"),
+		stateDir: filepath.Join(dir, "state"),
+		stall:    filepath.Join(dir, "stall"),
+		j:        j,
+		notify:   newDaemonNotifySocket(t, dir),
+		hook:     newDaemonHook(t),
+	}
+	// go test puts its own GOROOT/bin first in PATH.
+	build := exec.Command("go", "build", "-o", e.bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if err := os.Mkdir(filepath.Dir(e.config), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.base = daemonPortBlock(t)
+	e.next = e.base + 10
+	return e
+}
+
 // daemonPortBlock finds 50 consecutive free loopback TCP ports below the usual
 // ephemeral range.
 func daemonPortBlock(t *testing.T) int {
@@ -558,29 +587,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test skipped in -short mode")
 	}
-	j := journaltest.Start(t)
-	dir := t.TempDir()
-	e := &daemonE2E{
-		t:        t,
-		bin:      filepath.Join(dir, "portwatchd"),
-		dir:      dir,
-		config:   filepath.Join(dir, "etc", "portwatch.yaml"),
-		stateDir: filepath.Join(dir, "state"),
-		stall:    filepath.Join(dir, "stall"),
-		j:        j,
-		notify:   newDaemonNotifySocket(t, dir),
-		hook:     newDaemonHook(t),
-	}
-	// go test puts its own GOROOT/bin first in PATH.
-	build := exec.Command("go", "build", "-o", e.bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	if err := os.Mkdir(filepath.Dir(e.config), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	e.base = daemonPortBlock(t)
-	e.next = e.base + 10
+	e := newDaemonE2E(t)
 	target, held, flapper, handed := e.base, e.base+1, e.base+2, e.base+3
 	selfExe, err := filepath.EvalSymlinks(os.Args[0])
 	if err != nil {
