@@ -396,14 +396,13 @@ func (e *daemonE2E) configText(extra ...int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `version: 1
 interval: 300ms
-ebpf: %s
 flap_window: %s
 shutdown_grace: 3s
 allow:
   - name: everything-else
     port: ["1-%d", "%d-65535"]
     reason: not this test's business
-`, mode, flap, e.base-1, e.base+50)
+`, flap, e.base-1, e.base+50)
 	for _, p := range extra {
 		fmt.Fprintf(&b, "  - name: allowed-%d\n    port: %d\n    reason: allowed by the test\n", p, p)
 	}
@@ -414,7 +413,8 @@ allow:
       format: generic
       url: %s
       timeout: 5s
-`, e.hook.srv.URL)
+ebpf: %s
+`, e.hook.srv.URL, mode)
 	return b.String()
 }
 
