@@ -31,6 +31,40 @@ type Event struct {
 	// force, the listener as it was alerted before: receivers that key
 	// alerts on the owner (Alertmanager's exe label) resolve the old one.
 	Previous *policy.Decision `json:"previous,omitempty"`
+	// Transient is set on the listener.opened event of a listener that had
+	// closed before any snapshot could see it, reported from the kernel's
+	// event (WithTransient). No alert stays in force for it: nothing will
+	// resolve it.
+	Transient *Transient `json:"transient,omitempty"`
+}
+
+// Transient says how long a transient listener lived.
+type Transient struct {
+	// Lifetime is from listen() or bind() to the socket's close, or, when
+	// the close was not seen (UDP), to when the daemon found it gone.
+	Lifetime time.Duration `json:"lifetime_ns"`
+	// AtMost says the close was not seen: Lifetime is an upper bound.
+	AtMost bool `json:"lifetime_at_most"`
+}
+
+// String is the lifetime as the message shows it: "12ms", "at most 3ms".
+func (t Transient) String() string {
+	s := t.Lifetime.Round(lifetimeRound(t.Lifetime)).String()
+	if t.AtMost {
+		s = "at most " + s
+	}
+	return s
+}
+
+// lifetimeRound keeps two or three significant digits.
+func lifetimeRound(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return time.Millisecond
+	case d >= time.Millisecond:
+		return 10 * time.Microsecond
+	}
+	return time.Microsecond
 }
 
 // Notifier delivers a batch of events, produced by one snapshot, to one sink.
@@ -69,6 +103,9 @@ func NewEvent(typ string, d policy.Decision, host string, now time.Time, opts ..
 		Previous: o.previous,
 	}
 	switch {
+	case o.transient != nil && typ == TypeOpened:
+		ev.Transient = o.transient
+		ev.Message = transientMessage(d, *o.transient)
 	case o.now != nil:
 		ev.Message = nowJudgedMessage(d, *o.now, o.why)
 	default:
@@ -89,6 +126,17 @@ type eventOptions struct {
 	previous *policy.Decision
 	now      *policy.Decision
 	why      string
+
+	transient *Transient
+}
+
+// WithTransient marks a listener.opened event as that of a transient
+// listener, one that closed before any snapshot saw it, and writes its
+// message with the lifetime: "unexpected listener tcp 0.0.0.0:4444 opened
+// by /tmp/x (pid 812, user nobody) for 12ms (transient, already closed): no
+// rule allows it". Other types ignore it.
+func WithTransient(t Transient) EventOption {
+	return func(o *eventOptions) { o.transient = &t }
 }
 
 // WithID gives the event the id id instead of a fresh random one: that of

@@ -95,6 +95,13 @@ func eventFields(ev Event) map[string]string {
 		f["PORTWATCH_UNIT"] = p.Unit
 		f["PORTWATCH_CONTAINER"] = p.Container
 	}
+	if t := ev.Transient; t != nil {
+		f["PORTWATCH_TRANSIENT"] = "1"
+		f["PORTWATCH_LIFETIME_USEC"] = strconv.FormatInt(t.Lifetime.Microseconds(), 10)
+		if t.AtMost {
+			f["PORTWATCH_LIFETIME_AT_MOST"] = "1"
+		}
+	}
 	for k, v := range f {
 		if v == "" {
 			delete(f, k)

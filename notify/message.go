@@ -125,6 +125,13 @@ func holder(l watcher.Listener) string {
 	return s + " (" + strings.Join(attrs, ", ") + ")"
 }
 
+// transientMessage is the message of a transient listener's opened event.
+func transientMessage(d policy.Decision, t Transient) string {
+	m := message(TypeOpened, d, "")
+	head := fmt.Sprintf("%s listener %s opened by %s", d.Verdict, endpoint(d.Listener), holder(d.Listener))
+	return head + " for " + t.String() + " (transient, already closed)" + strings.TrimPrefix(m, head)
+}
+
 // message builds the one-line description of an event. Every part that comes
 // from a process (names, paths, users) is escaped, so the line holds no
 // control characters.

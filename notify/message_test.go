@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -170,6 +171,12 @@ func TestNewEventOptions(t *testing.T) {
 			message: `listener tcp 0.0.0.0:22 in netns vpn\x1b is now ignored (owner changed); alert resolved`},
 		{name: "id", typ: TypeOpened, d: plain, opts: []EventOption{WithID("ev1")}, id: "ev1",
 			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "transient", typ: TypeOpened, d: plain, opts: []EventOption{WithTransient(Transient{Lifetime: 12345678})},
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service) for 12.35ms (transient, already closed): no rule allows it"},
+		{name: "transient, close unseen", typ: TypeOpened, d: plain, opts: []EventOption{WithTransient(Transient{Lifetime: 2500 * time.Microsecond, AtMost: true})},
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service) for at most 2.5ms (transient, already closed): no rule allows it"},
+		{name: "transient ignored on closed", typ: TypeClosed, d: plain, opts: []EventOption{WithTransient(Transient{Lifetime: time.Millisecond})},
+			message: "unexpected listener tcp 0.0.0.0:4444 closed, alert resolved (was held by /tmp/x (pid 812, user nobody, unit evil.service))"},
 		{name: "hostile note", typ: TypeOpened, d: plain, opts: []EventOption{WithNote("a\nb")},
 			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it (a\nb)`},
 	}
@@ -181,6 +188,9 @@ func TestNewEventOptions(t *testing.T) {
 			}
 			if tt.id != "" && ev.ID != tt.id || tt.id == "" && len(ev.ID) != 32 {
 				t.Errorf("id = %q, want %q (or a fresh one when empty)", ev.ID, tt.id)
+			}
+			if (ev.Transient != nil) != strings.Contains(tt.message, "transient") {
+				t.Errorf("Transient = %+v for message %q", ev.Transient, ev.Message)
 			}
 			if ev.Previous != tt.previous {
 				t.Errorf("previous = %v, want %v", ev.Previous, tt.previous)

@@ -259,7 +259,7 @@ func unwrapPath(err error) error {
 }
 
 var topKeys = []string{"version", "interval", "ignore_ephemeral_udp", "include", "allow", "notify",
-	"log_allowed", "repeat_interval", "flap_window", "shutdown_grace", "state_dir"}
+	"log_allowed", "repeat_interval", "flap_window", "shutdown_grace", "state_dir", "ebpf", "reconcile_interval"}
 
 // dropinKeys are the keys a drop-in may set; everything else is a setting
 // that belongs to the main file alone.
@@ -320,6 +320,8 @@ func defaultSettings(getenv func(string) string) Settings {
 		FlapWindow:         30 * time.Second,
 		ShutdownGrace:      5 * time.Second,
 		StateDir:           "/var/lib/portwatch",
+		EBPF:               EBPFAuto,
+		ReconcileInterval:  DefaultReconcileInterval,
 	}
 	// systemd sets STATE_DIRECTORY from StateDirectory=, colon-separated
 	// when the unit lists several; the first is ours.
@@ -334,6 +336,12 @@ func defaultSettings(getenv func(string) string) Settings {
 func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleNames, hookNames map[string]string) ([]string, []*yaml.Node) {
 	includes := []string{DefaultInclude}
 	var includeNodes []*yaml.Node
+	var reconcile *yaml.Node // reconcile_interval, when set and valid
+	defer func() {
+		if main {
+			l.checkReconcile(d, c, reconcile)
+		}
+	}()
 	for _, f := range d.fields(root, "top level", topKeys) {
 		if !main && !contains(dropinKeys, f.key) {
 			d.errorf(f.k, "%q may be set only in the main file, not in a drop-in (drop-ins may add allow rules and notify.webhooks)", f.key)
@@ -380,6 +388,19 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 					c.StateDir = filepath.Clean(v)
 				}
 			}
+		case "ebpf":
+			if v, ok := d.str(f); ok {
+				switch m := EBPFMode(v); m {
+				case EBPFAuto, EBPFOn, EBPFOff:
+					c.EBPF = m
+				default:
+					d.errorf(f.v, "ebpf: expected auto, on or off, got %q", clip(v))
+				}
+			}
+		case "reconcile_interval":
+			if v, ok := d.duration(f, 100*time.Millisecond); ok {
+				c.ReconcileInterval, reconcile = v, f.v
+			}
 		case "include":
 			if f.v.Kind == yaml.SequenceNode && len(f.v.Content) == 0 {
 				includes = nil // include: [] turns drop-ins off
@@ -416,6 +437,18 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 		}
 	}
 	return includes, includeNodes
+}
+
+// checkReconcile ties reconcile_interval to interval, which may come after
+// it in the file: when set (n is its value), it may not be shorter; when
+// not, it is the default or interval, whichever is longer.
+func (l *loader) checkReconcile(d *decoder, c *Config, n *yaml.Node) {
+	switch {
+	case n == nil:
+		c.ReconcileInterval = max(DefaultReconcileInterval, c.Interval)
+	case c.ReconcileInterval < c.Interval:
+		d.errorf(n, "reconcile_interval: must be at least interval (%s)", c.Interval)
+	}
 }
 
 // dropins expands the include: globs relative to the main file's directory

@@ -202,6 +202,8 @@ func TestReferenceConfig(t *testing.T) {
 		FlapWindow:         30 * time.Second,
 		ShutdownGrace:      5 * time.Second,
 		StateDir:           "/var/lib/portwatch-from-env",
+		EBPF:               EBPFAuto,
+		ReconcileInterval:  10 * time.Second,
 	}
 	if diff := cmp.Diff(want, c.Settings); diff != "" {
 		t.Errorf("settings mismatch (-want +got):\n%s", diff)
@@ -339,12 +341,48 @@ func TestDefaults(t *testing.T) {
 		FlapWindow:         30 * time.Second,
 		ShutdownGrace:      5 * time.Second,
 		StateDir:           "/var/lib/portwatch-test",
+		EBPF:               EBPFAuto,
+		ReconcileInterval:  10 * time.Second,
 	}
 	if diff := cmp.Diff(want, c.Settings); diff != "" {
 		t.Errorf("settings mismatch (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff(Notify{Journald: true, SpoolSize: 10000}, c.Notify); diff != "" {
 		t.Errorf("notify mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestEBPFSettings: the ebpf mode, and reconcile_interval with its default
+// tied to interval (a valid one, whatever the order of the keys).
+func TestEBPFSettings(t *testing.T) {
+	tests := []struct {
+		name      string
+		data      string
+		mode      EBPFMode
+		reconcile time.Duration
+	}{
+		{name: "defaults", data: "version: 1\n", mode: EBPFAuto, reconcile: 10 * time.Second},
+		{name: "on", data: "ebpf: on\n", mode: EBPFOn, reconcile: 10 * time.Second},
+		{name: "off", data: "ebpf: off\n", mode: EBPFOff, reconcile: 10 * time.Second},
+		{name: "auto", data: "ebpf: auto\n", mode: EBPFAuto, reconcile: 10 * time.Second},
+		{name: "long interval raises the default", data: "interval: 30s\n", mode: EBPFAuto, reconcile: 30 * time.Second},
+		{name: "equal to interval", data: "reconcile_interval: 2s\ninterval: 2s\n", mode: EBPFAuto, reconcile: 2 * time.Second},
+		{name: "short", data: "interval: 200ms\nreconcile_interval: 1s\n", mode: EBPFAuto, reconcile: time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := testLoader(nil).parse("x.yaml", []byte(tt.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			type got struct {
+				Mode      EBPFMode
+				Reconcile time.Duration
+			}
+			if diff := cmp.Diff(got{tt.mode, tt.reconcile}, got{c.EBPF, c.ReconcileInterval}); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -357,6 +395,8 @@ repeat_interval: 1h
 flap_window: 0
 shutdown_grace: 2s
 state_dir: /srv/portwatch/
+ebpf: off
+reconcile_interval: 30s
 notify:
   journald: false
   spool_size: 50
@@ -366,11 +406,13 @@ notify:
 		t.Fatal(err)
 	}
 	want := Settings{
-		Interval:       250 * time.Millisecond,
-		LogAllowed:     true,
-		RepeatInterval: time.Hour,
-		ShutdownGrace:  2 * time.Second,
-		StateDir:       "/srv/portwatch",
+		Interval:          250 * time.Millisecond,
+		LogAllowed:        true,
+		RepeatInterval:    time.Hour,
+		ShutdownGrace:     2 * time.Second,
+		StateDir:          "/srv/portwatch",
+		EBPF:              EBPFOff,
+		ReconcileInterval: 30 * time.Second,
 	}
 	if diff := cmp.Diff(want, c.Settings); diff != "" {
 		t.Errorf("settings mismatch (-want +got):\n%s", diff)

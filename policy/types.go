@@ -34,7 +34,30 @@ type Settings struct {
 	FlapWindow         time.Duration // flap_window, default 30s
 	ShutdownGrace      time.Duration // shutdown_grace: time given to pending deliveries on stop, default 5s
 	StateDir           string        // state_dir: default $STATE_DIRECTORY or /var/lib/portwatch
+	EBPF               EBPFMode      // ebpf: whether the daemon loads its kernel programs, default auto
+	// ReconcileInterval is the period of the full snapshot while the kernel
+	// programs report listeners as they open (reconcile_interval): default
+	// 10s or interval, whichever is longer; never less than interval.
+	ReconcileInterval time.Duration
 }
+
+// EBPFMode says whether the daemon loads its kernel programs (ebpf:).
+type EBPFMode string
+
+// EBPF modes.
+const (
+	// EBPFAuto loads them when the kernel and the privileges allow it, and
+	// otherwise polls at interval.
+	EBPFAuto EBPFMode = "auto"
+	// EBPFOn refuses to start without them.
+	EBPFOn EBPFMode = "on"
+	// EBPFOff never loads them: the daemon polls at interval.
+	EBPFOff EBPFMode = "off"
+)
+
+// DefaultReconcileInterval is reconcile_interval's default, when interval is
+// shorter.
+const DefaultReconcileInterval = 10 * time.Second
 
 // Severity of an event, in increasing order.
 type Severity int

@@ -244,6 +244,10 @@ func stepActive(t *testing.T, ctx context.Context, sb *sandbox) {
 	if p["StatusText"] == "" {
 		t.Errorf("no STATUS= text after READY")
 	}
+	// The hardened unit grants what the kernel programs need.
+	if !strings.HasSuffix(p["StatusText"], "; ebpf: active") {
+		t.Errorf("STATUS=%q, want the kernel programs active (; ebpf: active)", p["StatusText"])
+	}
 	t.Logf("READY: MainPID=%s Status=%q Watchdog=%s", p["MainPID"], p["StatusText"], p["WatchdogUSec"])
 }
 

@@ -86,6 +86,15 @@ func readProcess(root string, pid int32, users map[uint32]string) (Process, file
 	return p, id, nil
 }
 
+// ReadProcess reads from /proc what a snapshot records about process pid,
+// for a caller that learns of the process outside a snapshot: from the
+// kernel programs' events, while the process may still live. User is the
+// uid in decimal; the caller names it. An error means the process has gone.
+func ReadProcess(pid int) (Process, error) {
+	p, _, err := readProcess("/proc", int32(pid), nil)
+	return p, err
+}
+
 // readCgroupContainer returns the container id of pid, or "".
 func readCgroupContainer(root string, pid int32) string {
 	b, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", root, pid))

@@ -130,8 +130,15 @@ func BenchmarkDetectionLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "etc", "portwatch.yaml")
+	// PORTWATCH_BENCH_EBPF is the daemon's ebpf: mode (run.sh's EBPF):
+	// off measures polling, on the kernel programs' triggers.
+	mode := os.Getenv("PORTWATCH_BENCH_EBPF")
+	if mode == "" {
+		mode = "off"
+	}
 	conf := fmt.Sprintf(`version: 1
 interval: 1s
+ebpf: %s
 allow:
   - name: everything-else
     port: ["1-%d", "%d-65535"]
@@ -141,7 +148,7 @@ notify:
     - name: receiver
       format: generic
       url: %s
-`, base-1, base+block, srv.URL)
+`, mode, base-1, base+block, srv.URL)
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		b.Fatal(err)
 	}

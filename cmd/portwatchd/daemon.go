@@ -138,6 +138,7 @@ type daemon struct {
 	expired     map[string]bool // expired rules already reported, by file:line
 	lastCheck   time.Time       // last check for expired rules
 
+	kern       kernelState // the kernel programs (kernel.go)
 	ticker     *time.Ticker
 	snapErr    string    // last snapshot error, "" when the last snapshot worked
 	snapErrAt  time.Time // when snapErr was last logged
@@ -150,7 +151,7 @@ type daemon struct {
 
 // startDaemon does everything before the first snapshot: config, state,
 // watcher, dispatcher.
-func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon, error) {
+func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (_ *daemon, err error) {
 	d := &daemon{opts: o, log: log, expired: map[string]bool{}, stallFile: os.Getenv(stallFileEnv)}
 	cfg, err := loadStrictConfig(o.configPath, stderr)
 	if err != nil {
@@ -167,6 +168,17 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (*daemon
 	d.cfg = cfg
 	d.intervalNS.Store(int64(cfg.Interval))
 	d.logConfigWarnings(time.Now())
+	// Before the state and the first snapshot: ebpf: on fails early, and
+	// what opens during the first snapshot is seen.
+	d.kern.transients = map[policy.Verdict]int{}
+	if d.kern.ev, d.kern.mode, err = openProbe(cfg.EBPF, log); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			d.closeKernel()
+		}
+	}()
 
 	d.host, err = os.Hostname()
 	if err != nil {
@@ -235,94 +247,31 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
 		fileChanged = cw.changed
 	}
 
+	if d.kern.ev != nil {
+		go d.kern.ev.read(ctx, d.log)
+	}
 	d.ticker = time.NewTicker(d.cfg.Interval)
 	defer d.ticker.Stop()
 	d.tick(ctx)
 	for {
+		var trig <-chan struct{}
+		var failed <-chan error
+		if d.kern.ev != nil {
+			trig, failed = d.kern.ev.trig, d.kern.ev.failed
+		}
 		select {
 		case <-ctx.Done():
 			return d.shutdown()
 		case <-d.ticker.C:
 			d.tick(ctx)
+		case <-trig:
+			d.triggered(ctx)
+		case err := <-failed:
+			d.kernelFailed(err)
 		case <-hup:
 			d.reload("SIGHUP")
 		case <-fileChanged:
 			d.reload("file change")
-		}
-	}
-}
-
-// tick takes one snapshot and acts on it.
-func (d *daemon) tick(ctx context.Context) {
-	d.stall(ctx)
-	if ctx.Err() != nil {
-		return
-	}
-	snap, err := d.w.Snapshot(ctx)
-	now := time.Now()
-	if err != nil {
-		if ctx.Err() == nil {
-			// Once a minute, or when the error changes: a host where
-			// snapshots keep failing must not flood the journal.
-			if msg := err.Error(); msg != d.snapErr || now.Sub(d.snapErrAt) >= time.Minute {
-				d.log.WithError(err).Error("snapshot failed")
-				d.snapErr, d.snapErrAt = msg, now
-			}
-			d.setStatus("snapshot failed: " + oneLine(err.Error()))
-		}
-		// The loop is alive, only blind: systemd restarting it would not
-		// help, so the watchdog keeps being fed.
-		d.progress.Store(now.UnixNano())
-		return
-	}
-	if d.snapErr != "" {
-		d.log.Info("snapshots work again")
-		d.snapErr = ""
-	}
-	r := d.eng.Step(snap, d.engineConfig(), now)
-	d.emit(r, now)
-	if now.Sub(d.lastCheck) >= alerting.ReevaluateEvery {
-		d.logExpired(now)
-	}
-	d.progress.Store(time.Now().UnixNano())
-	if !d.ready {
-		d.ready = true
-		s := d.eng.Stats()
-		d.log.WithFields(logrus.Fields{
-			"config":     d.cfg.Source,
-			"listeners":  s.Listeners,
-			"unexpected": s.Unexpected,
-			"namespaces": s.Namespaces,
-			"state_dir":  d.stateDir,
-			"version":    version,
-		}).Info("portwatchd started")
-		d.updateStatus()
-		sdNotify(d.log, "READY=1")
-		if wd, ok := watchdogInterval(d.log); ok {
-			go d.watchdog(ctx, wd)
-		}
-		return
-	}
-	d.updateStatus()
-}
-
-// stall is the test hook named by stallFileEnv.
-func (d *daemon) stall(ctx context.Context) {
-	if d.stallFile == "" {
-		return
-	}
-	logged := false
-	for ctx.Err() == nil {
-		if _, err := os.Stat(d.stallFile); err != nil {
-			return
-		}
-		if !logged {
-			d.log.WithField("file", d.stallFile).Warn("test hook: snapshot loop stalled until the file is removed")
-			logged = true
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -465,6 +414,10 @@ func (d *daemon) reload(trigger string) {
 		d.log.WithFields(logrus.Fields{"state_dir": cfg.StateDir, "in_use": d.stateDir}).
 			Warn("state_dir changed; it takes effect at the next start")
 	}
+	if cfg.EBPF != old.EBPF {
+		d.log.WithFields(logrus.Fields{"ebpf": cfg.EBPF, "in_force": d.kern.mode}).
+			Warn("ebpf changed; it takes effect at the next start")
+	}
 	if cfg.Interval != old.Interval {
 		d.ticker.Reset(cfg.Interval)
 		d.log.WithField("interval", cfg.Interval).Info("snapshot interval changed")
@@ -514,8 +467,11 @@ func (d *daemon) logExpired(now time.Time) {
 // reload failure while one stands.
 func (d *daemon) updateStatus() {
 	s := d.eng.Stats()
-	st := fmt.Sprintf("watching %s in %s, %d unexpected",
-		plural(s.Listeners, "listener"), plural(s.Namespaces, "namespace"), s.Unexpected)
+	st := fmt.Sprintf("watching %s in %s, %d unexpected; ebpf: %s",
+		plural(s.Listeners, "listener"), plural(s.Namespaces, "namespace"), s.Unexpected, d.kern.mode)
+	if n := d.kern.transients[policy.Unexpected]; n > 0 {
+		st += fmt.Sprintf(", %d unexpected transient", n)
+	}
 	if d.reloadErr != "" {
 		first, _, more := strings.Cut(d.reloadErr, "\n")
 		if more {
@@ -569,6 +525,7 @@ func (d *daemon) shutdown() int {
 	} else if err := d.eng.SaveState(d.stateDir); err != nil {
 		d.log.WithError(err).Error("save alert state")
 	}
+	d.closeKernel()
 	d.w.Close()
 	pending := 0
 	for _, n := range d.disp.Pending() {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"syscall"
@@ -86,16 +84,7 @@ func (r *amReceiver) wait(t *testing.T, port int, within time.Duration, what str
 // themselves; a daemon restart re-sends the alerts it kept at once; the
 // resolve carries the time the listener closed.
 func TestDaemonAlertmanagerResend(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("TestDaemonAlertmanagerResend needs root: it runs systemd-journald in a private mount namespace and attributes other processes' sockets")
-	}
-	if _, err := exec.LookPath("systemd-cat"); err != nil {
-		t.Skip("TestDaemonAlertmanagerResend needs systemd-cat (install systemd)")
-	}
-	if testing.Short() {
-		t.Skip("end-to-end test skipped in -short mode")
-	}
-	e := newDaemonE2E(t)
+	e := newDaemonE2E(t, "TestDaemonAlertmanagerResend")
 	am := newAMReceiver(t)
 	const resend = 10 * time.Second // the least the config accepts
 	e.writeConfig(fmt.Sprintf(`version: 1

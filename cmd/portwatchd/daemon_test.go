@@ -231,6 +231,9 @@ type daemonHookEvent struct {
 		Netns   string `json:"netns"`
 		Verdict string `json:"verdict"`
 	} `json:"listener"`
+	Transient *struct {
+		Lifetime int64 `json:"lifetime_ns"`
+	} `json:"transient"`
 }
 
 func newDaemonHook(t *testing.T) *daemonHook {
@@ -297,6 +300,9 @@ type daemonE2E struct {
 	next     int // next sentinel port
 	// flapWindow is the config's flap_window; empty means 8s.
 	flapWindow string
+	// ebpf is the config's ebpf mode; empty means off, the daemon as it
+	// was before its kernel programs.
+	ebpf string
 	// cur is the daemon run last started, for a stack dump on failure.
 	cur *daemonProc
 }
@@ -383,6 +389,10 @@ func (e *daemonE2E) configText(extra ...int) string {
 	if flap == "" {
 		flap = "8s"
 	}
+	mode := e.ebpf
+	if mode == "" {
+		mode = "off"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `version: 1
 interval: 300ms
@@ -403,7 +413,8 @@ allow:
       format: generic
       url: %s
       timeout: 5s
-`, e.hook.srv.URL)
+ebpf: %s
+`, e.hook.srv.URL, mode)
 	return b.String()
 }
 
@@ -527,35 +538,6 @@ func (e *daemonE2E) waitState(s string) {
 	}
 }
 
-// newDaemonE2E builds the daemon and sets up what it runs against: a
-// private journald, a notify socket, a webhook receiver and a block of ports.
-func newDaemonE2E(t *testing.T) *daemonE2E {
-	j := journaltest.Start(t)
-	dir := t.TempDir()
-	e := &daemonE2E{
-		t:        t,
-		bin:      filepath.Join(dir, "portwatchd"),
-		dir:      dir,
-		config:   filepath.Join(dir, "etc", "portwatch.yaml"),
-		stateDir: filepath.Join(dir, "state"),
-		stall:    filepath.Join(dir, "stall"),
-		j:        j,
-		notify:   newDaemonNotifySocket(t, dir),
-		hook:     newDaemonHook(t),
-	}
-	// go test puts its own GOROOT/bin first in PATH.
-	build := exec.Command("go", "build", "-o", e.bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	if err := os.Mkdir(filepath.Dir(e.config), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	e.base = daemonPortBlock(t)
-	e.next = e.base + 10
-	return e
-}
-
 // daemonPortBlock finds 50 consecutive free loopback TCP ports below the usual
 // ephemeral range.
 func daemonPortBlock(t *testing.T) int {
@@ -578,16 +560,7 @@ func daemonPortBlock(t *testing.T) int {
 }
 
 func TestDaemonEndToEnd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("TestDaemonEndToEnd needs root: it runs systemd-journald in a private mount namespace and attributes other processes' sockets")
-	}
-	if _, err := exec.LookPath("systemd-cat"); err != nil {
-		t.Skip("TestDaemonEndToEnd needs systemd-cat (install systemd)")
-	}
-	if testing.Short() {
-		t.Skip("end-to-end test skipped in -short mode")
-	}
-	e := newDaemonE2E(t)
+	e := newDaemonE2E(t, "TestDaemonEndToEnd")
 	target, held, flapper, handed := e.base, e.base+1, e.base+2, e.base+3
 	selfExe, err := filepath.EvalSymlinks(os.Args[0])
 	if err != nil {
@@ -865,4 +838,43 @@ func TestDaemonEndToEnd(t *testing.T) {
 			t.Errorf("state not saved: %v", err)
 		}
 	})
+}
+
+// newDaemonE2E builds the daemon and starts what it runs against, or skips
+// test name where that cannot run.
+func newDaemonE2E(t *testing.T, name string) *daemonE2E {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip(name + " needs root: it runs systemd-journald in a private mount namespace and attributes other processes' sockets")
+	}
+	if _, err := exec.LookPath("systemd-cat"); err != nil {
+		t.Skip(name + " needs systemd-cat (install systemd)")
+	}
+	if testing.Short() {
+		t.Skip("end-to-end test skipped in -short mode")
+	}
+	j := journaltest.Start(t)
+	dir := t.TempDir()
+	e := &daemonE2E{
+		t:        t,
+		bin:      filepath.Join(dir, "portwatchd"),
+		dir:      dir,
+		config:   filepath.Join(dir, "etc", "portwatch.yaml"),
+		stateDir: filepath.Join(dir, "state"),
+		stall:    filepath.Join(dir, "stall"),
+		j:        j,
+		notify:   newDaemonNotifySocket(t, dir),
+		hook:     newDaemonHook(t),
+	}
+	// go test puts its own GOROOT/bin first in PATH.
+	build := exec.Command("go", "build", "-o", e.bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if err := os.Mkdir(filepath.Dir(e.config), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.base = daemonPortBlock(t)
+	e.next = e.base + 10
+	return e
 }

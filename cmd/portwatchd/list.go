@@ -27,6 +27,10 @@ type listOutput struct {
 	Host      string            `json:"host"`
 	Time      time.Time         `json:"time"`
 	Listeners []policy.Decision `json:"listeners"`
+	// EBPF is the config's ebpf: mode (auto, on, off). list itself is one
+	// snapshot and never loads the kernel programs; the daemon's STATUS
+	// says whether they run.
+	EBPF policy.EBPFMode `json:"ebpf"`
 }
 
 func runList(args []string, stdout, stderr io.Writer) int {
@@ -66,7 +70,7 @@ func runList(args []string, stdout, stderr io.Writer) int {
 		host, _ := os.Hostname()
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(listOutput{Host: host, Time: snap.Time, Listeners: decisions}); err != nil {
+		if err := enc.Encode(listOutput{Host: host, Time: snap.Time, Listeners: decisions, EBPF: cfg.EBPF}); err != nil {
 			fmt.Fprintf(stderr, "portwatchd list: write: %s\n", errLine(err.Error()))
 			return exitError
 		}

@@ -130,8 +130,11 @@ func TestListJSON(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
 		t.Fatalf("%v in:\n%s", err, stdout.String())
 	}
-	if diff := cmp.Diff([]string{"host", "listeners", "time"}, listKeys(doc)); diff != "" {
+	if diff := cmp.Diff([]string{"ebpf", "host", "listeners", "time"}, listKeys(doc)); diff != "" {
 		t.Errorf("top-level keys (-want +got):\n%s", diff)
+	}
+	if m := string(doc["ebpf"]); m != `"auto"` && m != `"on"` && m != `"off"` {
+		t.Errorf("ebpf = %s, want the config's mode: auto, on or off", m)
 	}
 	var listeners []map[string]any
 	if err := json.Unmarshal(doc["listeners"], &listeners); err != nil {

@@ -3,6 +3,7 @@ package ebpf
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -71,7 +72,29 @@ const eventSize = 80
 // ParseEvent decodes one ring buffer record (struct event in
 // bpf/portwatch.bpf.c, in the host's byte order). It rejects a record of the
 // wrong size or with an unknown kind, family or protocol.
+//
+// Its errors match ErrParse (errors.Is): the record is bad, not the reader,
+// and reading may go on.
 func ParseEvent(b []byte) (Event, error) {
+	e, err := parseEvent(b)
+	if err != nil {
+		return Event{}, parseError{err}
+	}
+	return e, nil
+}
+
+// ErrParse is matched by the errors of ParseEvent, and so by those of
+// Probe.Read for a record it could not decode.
+var ErrParse = errors.New("parse event")
+
+// parseError is an error of ParseEvent: its message is the error's, and it
+// matches ErrParse.
+type parseError struct{ err error }
+
+func (e parseError) Error() string        { return e.err.Error() }
+func (e parseError) Is(target error) bool { return target == ErrParse }
+
+func parseEvent(b []byte) (Event, error) {
 	if len(b) != eventSize {
 		return Event{}, fmt.Errorf("parse event: %d bytes, want %d", len(b), eventSize)
 	}

@@ -167,6 +167,9 @@ func TestParseEvent(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := ParseEvent(tt.in)
+			if err != nil && !errors.Is(err, ErrParse) {
+				t.Errorf("error %v does not match ErrParse", err)
+			}
 			if !checkErr(t, err, tt.wantErr) {
 				return
 			}

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portwatchd/portwatchd/watcher/ebpf"
+)
+
+// requireEBPF skips where the kernel programs cannot load at all (no BTF,
+// no root): the daemon's eBPF mode has nothing to show there.
+func requireEBPF(t *testing.T) {
+	t.Helper()
+	p, err := ebpf.Open(ebpf.Options{})
+	if err != nil {
+		t.Skipf("the kernel programs cannot load here: %v", err)
+	}
+	p.Close()
+}
+
+// TestDaemonEBPF runs the daemon with ebpf: on against a real journald and a
+// loopback webhook: STATUS says eBPF is active, a listener is alerted as it
+// opens (the latency is reported, not asserted), and a listener that closed
+// before the daemon could look gives one alert marked transient, with its
+// lifetime, and no resolve.
+func TestDaemonEBPF(t *testing.T) {
+	requireEBPF(t)
+	e := newDaemonE2E(t, "TestDaemonEBPF")
+	e.ebpf = "on"
+	// A reconcile_interval far beyond the test: every alert below comes
+	// from an event's look.
+	e.writeConfig(strings.Replace(e.configText(), "interval: 300ms\n", "interval: 300ms\nreconcile_interval: 1h\n", 1))
+	selfExe, err := filepath.EvalSymlinks(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := e.start()
+	readyAt := e.notify.wait(t, 0, 1, "READY=1", notifyIs("READY=1"))
+	if st := e.notify.since(0)[:readyAt]; !slices.ContainsFunc(st, func(m string) bool {
+		return strings.HasPrefix(m, "STATUS=watching ") && strings.HasSuffix(m, "; ebpf: active")
+	}) {
+		t.Errorf("no STATUS=watching ...; ebpf: active before READY=1: %q", st)
+	}
+	e.waitLog(0, "ebpf=active")
+	// The watchdog is fed while the snapshot runs every hour.
+	e.notify.wait(t, readyAt, 3, "WATCHDOG=1", notifyIs("WATCHDOG=1"))
+
+	t.Run("listener alerted as it opens", func(t *testing.T) {
+		var lat []time.Duration
+		for i := range 10 {
+			port := e.base + 20 + i
+			opened := time.Now()
+			c := startDaemonListener(t, port)
+			es := e.waitEvents("opened", port, 1)
+			lat = append(lat, time.Since(opened))
+			if es[0]["PORTWATCH_TRANSIENT"] != "" {
+				t.Errorf("listener still open reported transient: %v", es[0]["MESSAGE"])
+			}
+			c.close()
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		// Child start to journald entry read back: an upper bound of the
+		// alert latency (bench/latency measures listen() to entry).
+		t.Logf("child start -> journald entry, 10 listeners: min %v, median %v, max %v", lat[0], lat[5], lat[9])
+	})
+
+	t.Run("transient listener alerted once, with its lifetime", func(t *testing.T) {
+		// Hold the loop (the stall hook) while a listener opens and closes
+		// 10 ms later, so that no snapshot can see it: the daemon has only
+		// the events.
+		from := e.logLen()
+		if err := os.WriteFile(e.stall, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e.waitLog(from, "test hook: snapshot loop stalled")
+		port := e.base + 40
+		c := startDaemonListener(t, port)
+		time.Sleep(10 * time.Millisecond)
+		c.close()
+		if err := os.Remove(e.stall); err != nil {
+			t.Fatal(err)
+		}
+		es := e.waitEvents("opened", port, 1)
+		ent := es[0]
+		for k, want := range map[string]string{
+			"PORTWATCH_TRANSIENT": "1",
+			"PORTWATCH_VERDICT":   "unexpected",
+			"PORTWATCH_EXE":       selfExe,
+			"PORTWATCH_PID":       strconv.Itoa(c.PID()),
+			"PRIORITY":            "4",
+		} {
+			if ent[k] != want {
+				t.Errorf("transient entry %s = %q, want %q", k, ent[k], want)
+			}
+		}
+		if us, err := strconv.Atoi(ent["PORTWATCH_LIFETIME_USEC"]); err != nil || us < 10000 {
+			t.Errorf("PORTWATCH_LIFETIME_USEC = %q, want at least 10 ms", ent["PORTWATCH_LIFETIME_USEC"])
+		}
+		if !strings.Contains(ent["MESSAGE"], "(transient, already closed)") {
+			t.Errorf("message %q does not say the listener was transient", ent["MESSAGE"])
+		}
+		e.hook.wait(t, "opened", port, 1)
+		e.hook.mu.Lock()
+		for _, ev := range e.hook.events {
+			if ev.Listener.Port == port && (ev.Transient == nil || ev.Transient.Lifetime < int64(10*time.Millisecond)) {
+				t.Errorf("webhook event for the transient listener: transient %+v, want a lifetime of at least 10ms", ev.Transient)
+			}
+		}
+		e.hook.mu.Unlock()
+		// One alert, nothing to resolve: the sentinels of the barrier are
+		// alerted after anything the daemon had to say about it.
+		e.barrier()
+		if n, m := len(e.events("opened", port)), len(e.events("closed", port)); n != 1 || m != 0 {
+			t.Errorf("transient listener: %d opened and %d closed entries, want 1 and 0", n, m)
+		}
+	})
+
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.waitExit(t, daemonWait); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+}
+
+// TestDaemonEBPFOnWithoutCapabilities: with ebpf: on, a daemon that may not
+// load the programs refuses to start, with exit status 2 and the reason on
+// stderr. Its capabilities are dropped with setpriv, as
+// watcher/ebpf's TestCapabilities does.
+func TestDaemonEBPFOnWithoutCapabilities(t *testing.T) {
+	requireEBPF(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) is not installed")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "portwatchd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	tests := []struct {
+		name, mode string
+		code       int
+		stderr     string
+	}{
+		{name: "on", mode: "on", code: exitError, stderr: ebpf.ErrPermission.Error()},
+		// auto starts and polls; it is stopped by the context below.
+		{name: "auto", mode: "auto", code: -1, stderr: "eBPF unavailable; polling every interval"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, tt.name+".yaml")
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf("version: 1\ninclude: []\nebpf: %s\nnotify:\n  journald: false\n", tt.mode)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(setpriv, "--bounding-set=-all", "--inh-caps=-all", "--",
+				bin, "run", "-c", cfg, "--state-dir", filepath.Join(dir, "state-"+tt.name))
+			cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			code := -1
+			select {
+			case err := <-done:
+				code = cmd.ProcessState.ExitCode()
+				_ = err
+			case <-time.After(3 * time.Second):
+				_ = cmd.Process.Signal(os.Interrupt)
+				<-done
+			}
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tt.code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("stderr does not say %q:\n%s", tt.stderr, stderr.String())
+			}
+			if n := strings.Count(stderr.String(), "eBPF unavailable"); tt.mode == "auto" && n != 1 {
+				t.Errorf("%d warnings about eBPF, want one:\n%s", n, stderr.String())
+			}
+		})
+	}
+}

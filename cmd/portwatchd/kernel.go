@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/user"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/portwatchd/portwatchd/policy"
+	"github.com/portwatchd/portwatchd/watcher"
+	"github.com/portwatchd/portwatchd/watcher/ebpf"
+)
+
+// The kernel programs (package watcher/ebpf) as the daemon uses them.
+//
+// Events are triggers, the snapshot is the truth: a goroutine reads the
+// events, keeps those that open a listener, and signals the loop through a
+// channel of one (signals while one is pending fold into it). The loop then
+// takes a snapshot at once and runs the engine as on a tick. The snapshot is
+// of the whole host: a dump of the event's namespace alone would be cheaper,
+// but the watcher's steady snapshot costs about a millisecond, and one code
+// path for every look keeps the engine's view whole.
+//
+// A listener that an event announced and that the snapshot does not hold,
+// even a few milliseconds later (the listen tracepoint fires before the port
+// is hashed), is transient: it closed before anyone could look. It is judged
+// from the event (transient.go).
+
+// ebpfActive is the mode shown while the programs run.
+const ebpfActive = "active"
+
+// maxPending bounds the events kept between two looks; more count as drops.
+const maxPending = 4096
+
+// kernelEvents is the reader of the probe's events.
+type kernelEvents struct {
+	probe  *ebpf.Probe
+	trig   chan struct{} // a look is wanted
+	failed chan error    // Read failed for good; the reader has stopped
+	done   chan struct{} // the reader has returned
+
+	mu       sync.Mutex
+	pending  []kernelEvent
+	overflow uint64 // events not kept since the last take
+}
+
+// kernelEvent is an event with what was read about its process at once,
+// while the process may still live.
+type kernelEvent struct {
+	ebpf.Event
+	proc    watcher.Process
+	hasProc bool // proc was read from /proc, not made from the event
+}
+
+// openProbe loads the kernel programs as the config's mode says. It returns
+// the reader (nil when not loaded) and the mode in force for STATUS: active,
+// off, or unavailable with the reason. With ebpf: on, failing to load is an
+// error.
+func openProbe(mode policy.EBPFMode, log logrus.FieldLogger) (*kernelEvents, string, error) {
+	if mode == policy.EBPFOff {
+		return nil, string(policy.EBPFOff), nil
+	}
+	p, err := ebpf.Open(ebpf.Options{})
+	if err != nil {
+		if mode == policy.EBPFOn {
+			return nil, "", fmt.Errorf("ebpf: on: %w", err)
+		}
+		reason := err.Error()
+		var ue *ebpf.UnavailableError
+		if errors.As(err, &ue) {
+			reason = ue.Reason.Error()
+		}
+		log.WithError(err).Warn("eBPF unavailable; polling every interval")
+		return nil, "unavailable: " + reason, nil
+	}
+	if err := p.ListenExit(); err != nil {
+		log.WithError(err).Debug("listen events come from the state tracepoint, before the port is hashed")
+	}
+	return &kernelEvents{
+		probe:  p,
+		trig:   make(chan struct{}, 1),
+		failed: make(chan error, 1),
+		done:   make(chan struct{}),
+	}, ebpfActive, nil
+}
+
+// read runs until ctx ends or the probe closes or fails.
+func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
+	defer close(k.done)
+	for {
+		ev, err := k.probe.Read(ctx)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil || errors.Is(err, ebpf.ErrClosed):
+			return
+		case errors.Is(err, ebpf.ErrParse):
+			log.WithError(err).Debug("ebpf: record skipped")
+			continue
+		default:
+			k.failed <- err
+			return
+		}
+		ke := kernelEvent{Event: ev}
+		if opens(ev) {
+			// Now, before the process can exit: its exe, unit and
+			// container, which the event does not carry.
+			if p, err := watcher.ReadProcess(int(ev.Pid)); err == nil {
+				ke.proc, ke.hasProc = p, true
+			}
+		}
+		k.mu.Lock()
+		if len(k.pending) < maxPending {
+			k.pending = append(k.pending, ke)
+		} else {
+			k.overflow++
+		}
+		k.mu.Unlock()
+		select {
+		case k.trig <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take returns the events kept since the last take and how many were not.
+func (k *kernelEvents) take() ([]kernelEvent, uint64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	evs, n := k.pending, k.overflow
+	k.pending, k.overflow = nil, 0
+	return evs, n
+}
+
+// close stops the reader and unloads the programs.
+func (k *kernelEvents) close() error {
+	err := k.probe.Close()
+	<-k.done
+	return err
+}
+
+// opens says whether ev reports a listener that opened.
+func opens(ev ebpf.Event) bool {
+	return ev.Kind == ebpf.KindBind || ev.Kind == ebpf.KindListen && ev.Ret == 0
+}
+
+// kernelState is the daemon's side of the probe.
+type kernelState struct {
+	ev       *kernelEvents // nil when not loaded, or after it failed
+	mode     string        // active, off, unavailable: <reason>, failed: <error>
+	lastFull time.Time     // the last snapshot taken (full: of every namespace)
+	drops    uint64        // the probe's drop counter at the last look
+	lost     uint64        // events lost (ring buffer full, or too many pending) not yet logged
+	lostAt   time.Time     // when lost events were last logged
+	users    map[uint32]string
+	// prevSnap is the last look's snapshot: what the engine has judged.
+	prevSnap *watcher.Snapshot
+	// transients counts the transient listeners seen, by verdict.
+	transients map[policy.Verdict]int
+}
+
+// checkDrops says whether events were lost since the last call, reading the
+// probe's per-CPU counter (one map lookup), and logs the count at most once
+// a minute.
+func (d *daemon) checkDrops(extra uint64, now time.Time) bool {
+	k := &d.kern
+	n := extra
+	if k.ev != nil {
+		if total, err := k.ev.probe.Dropped(); err == nil && total > k.drops {
+			n += total - k.drops
+			k.drops = total
+		}
+	}
+	k.lost += n
+	if k.lost > 0 && now.Sub(k.lostAt) >= time.Minute {
+		d.log.WithField("events", k.lost).Warn("eBPF events lost (ring buffer full); full snapshot taken")
+		k.lost, k.lostAt = 0, now
+	}
+	return n > 0
+}
+
+// snapshotDue says whether the tick at now must take a snapshot: always
+// without the probe; with it, every reconcile_interval or when events were
+// lost.
+func (d *daemon) snapshotDue(now time.Time) bool {
+	if d.kern.ev == nil {
+		return true
+	}
+	lost := d.checkDrops(0, now)
+	return lost || now.Sub(d.kern.lastFull) >= d.cfg.ReconcileInterval
+}
+
+// kernelFailed falls back to polling when the probe fails mid-run. It is
+// not loaded again: a kernel that refused once would refuse in a loop.
+func (d *daemon) kernelFailed(err error) {
+	d.log.WithError(err).Warn("eBPF events failed; polling every interval from now on")
+	if cerr := d.kern.ev.close(); cerr != nil {
+		d.log.WithError(cerr).Debug("ebpf: close")
+	}
+	d.kern.ev = nil
+	d.kern.mode = "failed: " + oneLine(err.Error())
+	d.updateStatus()
+}
+
+// closeKernel unloads the programs at exit.
+func (d *daemon) closeKernel() {
+	if d.kern.ev == nil {
+		return
+	}
+	if err := d.kern.ev.close(); err != nil {
+		d.log.WithError(err).Warn("ebpf: close")
+	}
+	d.kern.ev = nil
+}
+
+// userName names uid for a transient listener's process, as the watcher
+// names holders: the name from the passwd database, or the number.
+func (d *daemon) userName(uid uint32) string {
+	if n, ok := d.kern.users[uid]; ok {
+		return n
+	}
+	n := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(n); err == nil {
+		n = u.Username
+	}
+	if d.kern.users == nil || len(d.kern.users) > 1000 {
+		d.kern.users = map[uint32]string{}
+	}
+	d.kern.users[uid] = n
+	return n
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/portwatchd/portwatchd/alerting"
+)
+
+// The loop's looks: the periodic tick, and the look the kernel's events
+// trigger.
+
+// tick is the periodic snapshot: every interval, or with the kernel
+// programs every reconcile_interval (and at once when events were lost). A
+// tick that takes none still counts as progress for the watchdog: the loop
+// is alive.
+func (d *daemon) tick(ctx context.Context) {
+	d.stall(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	if !d.snapshotDue(time.Now()) {
+		d.progress.Store(time.Now().UnixNano())
+		return
+	}
+	d.look(ctx, nil)
+}
+
+// triggered looks at once at what the kernel's events announced.
+func (d *daemon) triggered(ctx context.Context) {
+	d.stall(ctx)
+	if ctx.Err() != nil || d.kern.ev == nil {
+		return
+	}
+	evs, overflow := d.kern.ev.take()
+	d.checkDrops(overflow, time.Now())
+	d.look(ctx, evs)
+}
+
+// look takes one snapshot and acts on it, and reports the transient
+// listeners among those evs announced.
+func (d *daemon) look(ctx context.Context, evs []kernelEvent) {
+	snap, err := d.w.Snapshot(ctx)
+	now := time.Now()
+	if err != nil {
+		if ctx.Err() == nil {
+			// Once a minute, or when the error changes: a host where
+			// snapshots keep failing must not flood the journal.
+			if msg := err.Error(); msg != d.snapErr || now.Sub(d.snapErrAt) >= time.Minute {
+				d.log.WithError(err).Error("snapshot failed")
+				d.snapErr, d.snapErrAt = msg, now
+			}
+			d.setStatus("snapshot failed: " + oneLine(err.Error()))
+		}
+		// The loop is alive, only blind: systemd restarting it would not
+		// help, so the watchdog keeps being fed.
+		d.progress.Store(now.UnixNano())
+		return
+	}
+	if d.snapErr != "" {
+		d.log.Info("snapshots work again")
+		d.snapErr = ""
+	}
+	var gone []goneEvent
+	if len(evs) > 0 {
+		snap, gone = d.transients(ctx, evs, snap)
+	}
+	d.kern.lastFull, d.kern.prevSnap = now, snap
+	r := d.eng.Step(snap, d.engineConfig(), now)
+	d.reportTransients(gone, now)
+	d.emit(r, now)
+	if now.Sub(d.lastCheck) >= alerting.ReevaluateEvery {
+		d.logExpired(now)
+	}
+	d.progress.Store(time.Now().UnixNano())
+	if !d.ready {
+		d.ready = true
+		s := d.eng.Stats()
+		d.log.WithFields(logrus.Fields{
+			"config":     d.cfg.Source,
+			"listeners":  s.Listeners,
+			"unexpected": s.Unexpected,
+			"namespaces": s.Namespaces,
+			"state_dir":  d.stateDir,
+			"ebpf":       d.kern.mode,
+			"version":    version,
+		}).Info("portwatchd started")
+		d.updateStatus()
+		sdNotify(d.log, "READY=1")
+		if wd, ok := watchdogInterval(d.log); ok {
+			go d.watchdog(ctx, wd)
+		}
+		return
+	}
+	d.updateStatus()
+}
+
+// stall is the test hook named by stallFileEnv.
+func (d *daemon) stall(ctx context.Context) {
+	if d.stallFile == "" {
+		return
+	}
+	logged := false
+	for ctx.Err() == nil {
+		if _, err := os.Stat(d.stallFile); err != nil {
+			return
+		}
+		if !logged {
+			d.log.WithField("file", d.stallFile).Warn("test hook: snapshot loop stalled until the file is removed")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
