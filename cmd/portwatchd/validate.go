@@ -22,10 +22,6 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "portwatchd validate: unexpected argument %q\n", fs.Arg(0))
-		return exitError
-	}
 	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
 		printConfigError(stderr, err)
