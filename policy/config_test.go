@@ -196,19 +196,7 @@ func TestReferenceConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(configs/portwatch.yaml): %v", err)
 	}
-	want := Settings{
-		Interval:           time.Second,
-		IgnoreEphemeralUDP: true,
-		FlapWindow:         30 * time.Second,
-		ShutdownGrace:      5 * time.Second,
-		StateDir:           "/var/lib/portwatch-from-env",
-	}
-	if diff := cmp.Diff(want, c.Settings); diff != "" {
-		t.Errorf("settings mismatch (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(Notify{Journald: true, SpoolSize: 10000}, c.Notify); diff != "" {
-		t.Errorf("notify mismatch (-want +got):\n%s", diff)
-	}
+	checkSettings(t, c, wantDefaults("/var/lib/portwatch-from-env"), Notify{Journald: true, SpoolSize: 10000})
 	var names []string
 	for _, r := range c.Rules {
 		names = append(names, r.Name)
@@ -328,28 +316,48 @@ func TestExampleDropins(t *testing.T) {
 	}
 }
 
-func TestDefaults(t *testing.T) {
-	c, err := testLoader(map[string]string{"STATE_DIRECTORY": "/var/lib/portwatch-test:/var/lib/other"}).parse("x.yaml", []byte("version: 1\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Settings{
+// wantDefaults are the settings of a config that sets none, with the
+// state directory that the environment or the file gave.
+func wantDefaults(stateDir string) Settings {
+	return Settings{
 		Interval:           time.Second,
 		IgnoreEphemeralUDP: true,
 		FlapWindow:         30 * time.Second,
 		ShutdownGrace:      5 * time.Second,
-		StateDir:           "/var/lib/portwatch-test",
+		StateDir:           stateDir,
 	}
+}
+
+// checkSettings compares the settings and the notify section of c with
+// the wanted ones.
+func checkSettings(t *testing.T, c *Config, want Settings, wantNotify Notify) {
+	t.Helper()
 	if diff := cmp.Diff(want, c.Settings); diff != "" {
 		t.Errorf("settings mismatch (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(Notify{Journald: true, SpoolSize: 10000}, c.Notify); diff != "" {
+	if diff := cmp.Diff(wantNotify, c.Notify); diff != "" {
 		t.Errorf("notify mismatch (-want +got):\n%s", diff)
 	}
 }
 
 func TestSettings(t *testing.T) {
-	data := `
+	tests := []struct {
+		name       string
+		env        map[string]string
+		data       string
+		want       Settings
+		wantNotify Notify
+	}{
+		{
+			name:       "defaults, first STATE_DIRECTORY",
+			env:        map[string]string{"STATE_DIRECTORY": "/var/lib/portwatch-test:/var/lib/other"},
+			data:       "version: 1\n",
+			want:       wantDefaults("/var/lib/portwatch-test"),
+			wantNotify: Notify{Journald: true, SpoolSize: 10000},
+		},
+		{
+			name: "every key set",
+			data: `
 interval: 250ms
 ignore_ephemeral_udp: false
 log_allowed: true
@@ -360,23 +368,25 @@ state_dir: /srv/portwatch/
 notify:
   journald: false
   spool_size: 50
-`
-	c, err := testLoader(nil).parse("x.yaml", []byte(data))
-	if err != nil {
-		t.Fatal(err)
+`,
+			want: Settings{
+				Interval:       250 * time.Millisecond,
+				LogAllowed:     true,
+				RepeatInterval: time.Hour,
+				ShutdownGrace:  2 * time.Second,
+				StateDir:       "/srv/portwatch",
+			},
+			wantNotify: Notify{Journald: false, SpoolSize: 50},
+		},
 	}
-	want := Settings{
-		Interval:       250 * time.Millisecond,
-		LogAllowed:     true,
-		RepeatInterval: time.Hour,
-		ShutdownGrace:  2 * time.Second,
-		StateDir:       "/srv/portwatch",
-	}
-	if diff := cmp.Diff(want, c.Settings); diff != "" {
-		t.Errorf("settings mismatch (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(Notify{Journald: false, SpoolSize: 50}, c.Notify); diff != "" {
-		t.Errorf("notify mismatch (-want +got):\n%s", diff)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := testLoader(tt.env).parse("x.yaml", []byte(tt.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSettings(t, c, tt.want, tt.wantNotify)
+		})
 	}
 }
 
