@@ -49,10 +49,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portwatchd/portwatchd/internal/syncbuf"
 )
 
 // Paths of the programs used. They are variables so that a test can point
@@ -101,7 +102,7 @@ exec "$2"
 type Journal struct {
 	cmd    *exec.Cmd
 	pid    int
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	done   chan struct{}
 	err    error // set when done is closed
 }
@@ -128,7 +129,7 @@ func Start(t testing.TB) *Journal {
 	if err := os.WriteFile(conf, []byte(journaldConf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	j := &Journal{stderr: &syncBuffer{}, done: make(chan struct{})}
+	j := &Journal{stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd := exec.Command(Unshare, "--mount", "--propagation", "private", "--",
 		"/bin/sh", "-c", setup, "journaltest-setup", conf, JournaldPath)
 	// journald's own messages go to its stderr rather than to the host's kmsg.
@@ -349,22 +350,4 @@ func value(v json.RawMessage) (string, error) {
 		parts = append(parts, p)
 	}
 	return strings.Join(parts, "\n"), nil
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
