@@ -37,6 +37,22 @@ func cwReplace(t *testing.T, path, content string) {
 	cwRename(t, path+".new", path)
 }
 
+// cwMkdir makes a directory and its parents.
+func cwMkdir(t *testing.T, path string) {
+	t.Helper()
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cwRemove removes a file, or a directory and all it holds.
+func cwRemove(t *testing.T, path string) {
+	t.Helper()
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // cwSymlink makes link point at target.
 func cwSymlink(t *testing.T, target, link string) {
 	t.Helper()
@@ -135,13 +151,9 @@ func TestConfigWatcher(t *testing.T) {
 			wantReload: true,
 		},
 		{
-			name:  "drop-in removed",
-			setup: cwWithDropIn,
-			act: func(t *testing.T, dir string, cw *configWatcher) {
-				if err := os.Remove(dir + "/portwatch.d/a.yaml"); err != nil {
-					t.Fatal(err)
-				}
-			},
+			name:       "drop-in removed",
+			setup:      cwWithDropIn,
+			act:        func(t *testing.T, dir string, cw *configWatcher) { cwRemove(t, dir+"/portwatch.d/a.yaml") },
 			wantReload: true,
 		},
 		{
@@ -158,9 +170,7 @@ func TestConfigWatcher(t *testing.T) {
 			name:  "drop-in directory created after start, then a drop-in in it",
 			setup: cwMainOnly,
 			act: func(t *testing.T, dir string, cw *configWatcher) {
-				if err := os.Mkdir(dir+"/portwatch.d", 0o700); err != nil {
-					t.Fatal(err)
-				}
+				cwMkdir(t, dir+"/portwatch.d")
 				// The directory appearing counts (it may hold
 				// drop-ins already); then it is watched too.
 				select {
@@ -178,9 +188,7 @@ func TestConfigWatcher(t *testing.T) {
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				// What the kubelet's atomic writer does.
 				cwConfigMapUpdate(t, dir)
-				if err := os.RemoveAll(dir + "/..2026_01_01"); err != nil {
-					t.Fatal(err)
-				}
+				cwRemove(t, dir+"/..2026_01_01")
 			},
 			wantReload: true,
 		},
@@ -241,9 +249,7 @@ func TestConfigWatcher(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := os.MkdirAll(dir+"/etc", 0o700); err != nil {
-				t.Fatal(err)
-			}
+			cwMkdir(t, dir+"/etc")
 			main, files := tt.setup(t, dir)
 			log := logrus.New()
 			log.SetOutput(io.Discard)
