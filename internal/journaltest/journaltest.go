@@ -53,6 +53,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portwatchd/portwatchd/internal/proctest"
 	"github.com/portwatchd/portwatchd/internal/syncbuf"
 )
 
@@ -187,13 +188,7 @@ func (j *Journal) stop() {
 		return
 	default:
 	}
-	_ = j.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-j.done:
-	case <-time.After(10 * time.Second):
-		_ = j.cmd.Process.Kill()
-		<-j.done
-	}
+	proctest.Terminate(j.cmd.Process, j.done, 10*time.Second)
 }
 
 // PID is journald's process id; its mount namespace is /proc/PID/ns/mnt.
