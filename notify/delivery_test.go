@@ -90,10 +90,7 @@ func TestPartialFailure(t *testing.T) {
 	good := newReceiver(t, nil)
 	flaky := newReceiver(t, nil)
 	state := t.TempDir()
-	cmd := j.Helper(t, "TestHelperPartialFailure", "NOTIFY_STATE="+state, "NOTIFY_GOOD="+good.URL, "NOTIFY_FLAKY="+flaky.URL)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
+	j.RunHelper(t, "TestHelperPartialFailure", "NOTIFY_STATE="+state, "NOTIFY_GOOD="+good.URL, "NOTIFY_FLAKY="+flaky.URL)
 	want := map[string]int{"pf-0": 1, "pf-1": 1, "pf-2": 1}
 
 	j.Wait(t, 3, "SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT=opened")

@@ -19,8 +19,7 @@
 //
 //	func TestX(t *testing.T) {
 //		j := journaltest.Start(t)
-//		cmd := j.Helper(t, "TestHelperWriter", "MODE=x")
-//		if out, err := cmd.CombinedOutput(); err != nil { t.Fatalf("%v: %s", err, out) }
+//		j.RunHelper(t, "TestHelperWriter", "MODE=x")
 //		got := j.Wait(t, 1, "SYSLOG_IDENTIFIER=portwatchd")
 //		...
 //	}
@@ -227,6 +226,18 @@ func (j *Journal) Helper(t testing.TB, test string, env ...string) *exec.Cmd {
 	cmd := j.Command(exe, "-test.run=^"+test+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(append(os.Environ(), HelperEnv+"=1"), env...)
 	return cmd
+}
+
+// RunHelper runs the Helper command for test and env to its end, and
+// returns its output (stdout and stderr). It fails t with that output if the
+// helper failed.
+func (j *Journal) RunHelper(t testing.TB, test string, env ...string) []byte {
+	t.Helper()
+	out, err := j.Helper(t, test, env...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper %s: %v\n%s", test, err, out)
+	}
+	return out
 }
 
 // IsHelper reports whether this process was started by Helper.
