@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/portwatchd/portwatchd/internal/filetest"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
@@ -270,7 +271,7 @@ func TestExampleDropins(t *testing.T) {
 		}
 		files["portwatch.d/"+filepath.Base(p)] = string(data)
 	}
-	writeFiles(t, dir, files)
+	filetest.Write(t, dir, files)
 	c, err := testLoader(nil).load(filepath.Join(dir, "portwatch.yaml"))
 	if err != nil {
 		t.Fatalf("load with the example drop-ins: %v", err)
@@ -390,23 +391,9 @@ notify:
 	}
 }
 
-// writeFiles creates files (path relative to dir: content) under dir.
-func writeFiles(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func TestDropins(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml":              "version: 1\nallow:\n  - name: main\n    port: 1\n",
 		"portwatch.d/20-b.yaml":       "allow:\n  - name: b\n    port: 3\n",
 		"portwatch.d/10-a.yaml":       "version: 1\nallow:\n  - name: a\n    port: 2\nnotify:\n  webhooks:\n    - name: hook-a\n      format: generic\n      url: http://127.0.0.1:9/a\n",
@@ -439,7 +426,7 @@ func TestDropins(t *testing.T) {
 
 	// Explicit include: patterns replace the default, and all matches are
 	// merged in lexical order of their paths.
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml": "version: 1\ninclude: [portwatch.d/*.yaml, extra/*.yaml, " + filepath.Join(dir, "portwatch.d/1*.yaml") + "]\nallow:\n  - name: main\n    port: 1\n",
 	})
 	c2 := mustLoad(t, nil, main)
@@ -455,7 +442,7 @@ func TestDropins(t *testing.T) {
 	}
 
 	// include: [] turns drop-ins off.
-	writeFiles(t, dir, map[string]string{"portwatch.yaml": "include: []\n"})
+	filetest.Write(t, dir, map[string]string{"portwatch.yaml": "include: []\n"})
 	c3 := mustLoad(t, nil, main)
 	if len(c3.Rules) != 0 || len(c3.Files) != 1 {
 		t.Errorf("include: [] loaded %d rules from %v, want none from the main file alone", len(c3.Rules), c3.Files)
@@ -464,7 +451,7 @@ func TestDropins(t *testing.T) {
 
 func TestHashCoversSecrets(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml": "include: []\nnotify:\n  webhooks:\n    - name: g\n      format: generic\n      url_file: ${CREDENTIALS_DIRECTORY}/g.url\n      secret_file: g.secret\n",
 		"creds/g.url":    "https://example.com/hook/TOKEN1\n",
 		"g.secret":       "whsec_c2VjcmV0\n",
@@ -483,12 +470,12 @@ func TestHashCoversSecrets(t *testing.T) {
 	if c1.Hash != c2.Hash {
 		t.Error("hash differs between two loads of the same files")
 	}
-	writeFiles(t, dir, map[string]string{"creds/g.url": "https://example.com/hook/TOKEN2\n"})
+	filetest.Write(t, dir, map[string]string{"creds/g.url": "https://example.com/hook/TOKEN2\n"})
 	c3 := mustLoad(t, env, main)
 	if c3.Hash == c1.Hash {
 		t.Error("hash unchanged after url_file changed")
 	}
-	writeFiles(t, dir, map[string]string{"g.secret": "whsec_b3RoZXI=\n"})
+	filetest.Write(t, dir, map[string]string{"g.secret": "whsec_b3RoZXI=\n"})
 	c4 := mustLoad(t, env, main)
 	if c4.Hash == c3.Hash {
 		t.Error("hash unchanged after secret_file changed")
@@ -574,7 +561,7 @@ func TestDefault(t *testing.T) {
 
 func TestParseReadsNoDropins(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{"portwatch.d/a.yaml": "allow: [{name: a}]\n"})
+	filetest.Write(t, dir, map[string]string{"portwatch.d/a.yaml": "allow: [{name: a}]\n"})
 	c, err := Parse(filepath.Join(dir, "portwatch.yaml"), []byte("version: 1\nallow: [{name: main}]\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -588,7 +575,7 @@ func TestParseReadsNoDropins(t *testing.T) {
 // cannot forge a line in the error output.
 func TestHostileDropinName(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml": "version: 1\n",
 		"portwatch.d/x\nfake.yaml:1:1: all good\n.yaml": "allow: [{name: a, port: 0}]\n",
 	})

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portwatchd/portwatchd/internal/filetest"
 )
 
 // TestPermissions checks the StrictModes rules. It needs root: only root
@@ -142,7 +144,7 @@ func TestPermissions(t *testing.T) {
 		{
 			name: "url_file writable by others",
 			setup: func(t *testing.T, dir string) {
-				writeFiles(t, dir, map[string]string{"conf/portwatch.d/20-hook.yaml": "notify:\n  webhooks:\n    - name: h\n      format: slack\n      url_file: ../hook.url\n"})
+				filetest.Write(t, dir, map[string]string{"conf/portwatch.d/20-hook.yaml": "notify:\n  webhooks:\n    - name: h\n      format: slack\n      url_file: ../hook.url\n"})
 				chmod(t, filepath.Join(dir, "conf/hook.url"), 0o666)
 			},
 			want: "url_file: refusing: " + dir0 + "/conf/hook.url is writable by group or others (mode 0666)",
@@ -151,7 +153,7 @@ func TestPermissions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			writeFiles(t, dir, map[string]string{
+			filetest.Write(t, dir, map[string]string{
 				"conf/portwatch.yaml":        "allow:\n  - name: ssh\n    port: 22\n",
 				"conf/portwatch.d/10-a.yaml": "allow:\n  - name: a\n    port: 23\n",
 				"conf/hook.url":              "https://example.com/SECRETTOKEN\n",
@@ -186,7 +188,7 @@ func TestSecretFileReadableWarns(t *testing.T) {
 		t.Skip("needs root: the StrictModes checks apply only when running as root")
 	}
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml": "include: []\nnotify:\n  webhooks:\n    - name: g\n      format: generic\n      url: https://example.com/x\n      secret_file: hook.secret\n",
 		"hook.secret":    "whsec_c2VjcmV0\n",
 	})
@@ -281,7 +283,7 @@ func TestStrictAsNonRoot(t *testing.T) {
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"safe/portwatch.yaml":   "include: []\nallow:\n  - name: ssh\n    port: 22\n",
 		"unsafe/portwatch.yaml": "include: []\nallow:\n  - name: ssh\n    port: 22\n",
 	})
@@ -366,7 +368,7 @@ func TestStrictCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml": "include: []\nnotify:\n  webhooks:\n    - name: h\n      format: generic\n      url_file: ${CREDENTIALS_DIRECTORY}/hook.url\n",
 	})
 	if err := os.Mkdir(filepath.Join(dir, "creds"), 0o755); err != nil {
