@@ -64,17 +64,11 @@ func TestPermissions(t *testing.T) {
 			name: "symlink target in an unsafe directory",
 			setup: func(t *testing.T, dir string) {
 				evil := filepath.Join(dir, "evil")
-				if err := os.Mkdir(evil, 0o777); err != nil {
-					t.Fatal(err)
-				}
+				mkdir(t, evil, 0o777)
 				chmod(t, evil, 0o777)
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				if err := os.Rename(p, filepath.Join(evil, "portwatch.yaml")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink(filepath.Join(evil, "portwatch.yaml"), p); err != nil {
-					t.Fatal(err)
-				}
+				rename(t, p, filepath.Join(evil, "portwatch.yaml"))
+				symlink(t, filepath.Join(evil, "portwatch.yaml"), p)
 			},
 			want: "/evil is writable by group or others (mode 0777)",
 		},
@@ -85,45 +79,29 @@ func TestPermissions(t *testing.T) {
 			name: "symlink in the middle of a chain in an unsafe directory",
 			setup: func(t *testing.T, dir string) {
 				for _, d := range []string{"evil", "safe"} {
-					if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-						t.Fatal(err)
-					}
+					mkdir(t, filepath.Join(dir, d), 0o755)
 				}
 				chmod(t, filepath.Join(dir, "evil"), 0o777)
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				if err := os.Rename(p, filepath.Join(dir, "safe/portwatch.yaml")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink("../safe/portwatch.yaml", filepath.Join(dir, "evil/mid")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink(filepath.Join(dir, "evil/mid"), p); err != nil {
-					t.Fatal(err)
-				}
+				rename(t, p, filepath.Join(dir, "safe/portwatch.yaml"))
+				symlink(t, "../safe/portwatch.yaml", filepath.Join(dir, "evil/mid"))
+				symlink(t, filepath.Join(dir, "evil/mid"), p)
 			},
 			want: "/evil is writable by group or others (mode 0777)",
 		},
 		{
 			name: "symlink to a directory through a safe chain is fine",
 			setup: func(t *testing.T, dir string) {
-				if err := os.Rename(filepath.Join(dir, "conf"), filepath.Join(dir, "real")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink("real", filepath.Join(dir, "conf")); err != nil {
-					t.Fatal(err)
-				}
+				rename(t, filepath.Join(dir, "conf"), filepath.Join(dir, "real"))
+				symlink(t, "real", filepath.Join(dir, "conf"))
 			},
 		},
 		{
 			name: "symlink not owned by root",
 			setup: func(t *testing.T, dir string) {
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				if err := os.Rename(p, filepath.Join(dir, "conf/real.yaml")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink("real.yaml", p); err != nil {
-					t.Fatal(err)
-				}
+				rename(t, p, filepath.Join(dir, "conf/real.yaml"))
+				symlink(t, "real.yaml", p)
 				chown(t, p, 1000)
 			},
 			want: "/conf/portwatch.yaml is owned by uid 1000, not root",
@@ -132,12 +110,8 @@ func TestPermissions(t *testing.T) {
 			name: "symlink loop",
 			setup: func(t *testing.T, dir string) {
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				if err := os.Remove(p); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink("portwatch.yaml", p); err != nil {
-					t.Fatal(err)
-				}
+				remove(t, p)
+				symlink(t, "portwatch.yaml", p)
 			},
 			want: "conf/portwatch.yaml: cannot read: too many levels of symbolic links",
 		},
@@ -213,6 +187,34 @@ func chmod(t *testing.T, p string, mode os.FileMode) {
 		if err := os.Chmod(p, mode.Perm()|os.ModeSticky); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func mkdir(t *testing.T, p string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Mkdir(p, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rename(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.Rename(from, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func remove(t *testing.T, p string) {
+	t.Helper()
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
 	}
 }
 
