@@ -64,11 +64,11 @@ func TestPermissions(t *testing.T) {
 			name: "symlink target in an unsafe directory",
 			setup: func(t *testing.T, dir string) {
 				evil := filepath.Join(dir, "evil")
-				mkdir(t, evil, 0o777)
+				filetest.Mkdir(t, evil, 0o777)
 				chmod(t, evil, 0o777)
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				rename(t, p, filepath.Join(evil, "portwatch.yaml"))
-				symlink(t, filepath.Join(evil, "portwatch.yaml"), p)
+				filetest.Rename(t, p, filepath.Join(evil, "portwatch.yaml"))
+				filetest.Symlink(t, filepath.Join(evil, "portwatch.yaml"), p)
 			},
 			want: "/evil is writable by group or others (mode 0777)",
 		},
@@ -79,29 +79,29 @@ func TestPermissions(t *testing.T) {
 			name: "symlink in the middle of a chain in an unsafe directory",
 			setup: func(t *testing.T, dir string) {
 				for _, d := range []string{"evil", "safe"} {
-					mkdir(t, filepath.Join(dir, d), 0o755)
+					filetest.Mkdir(t, filepath.Join(dir, d), 0o755)
 				}
 				chmod(t, filepath.Join(dir, "evil"), 0o777)
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				rename(t, p, filepath.Join(dir, "safe/portwatch.yaml"))
-				symlink(t, "../safe/portwatch.yaml", filepath.Join(dir, "evil/mid"))
-				symlink(t, filepath.Join(dir, "evil/mid"), p)
+				filetest.Rename(t, p, filepath.Join(dir, "safe/portwatch.yaml"))
+				filetest.Symlink(t, "../safe/portwatch.yaml", filepath.Join(dir, "evil/mid"))
+				filetest.Symlink(t, filepath.Join(dir, "evil/mid"), p)
 			},
 			want: "/evil is writable by group or others (mode 0777)",
 		},
 		{
 			name: "symlink to a directory through a safe chain is fine",
 			setup: func(t *testing.T, dir string) {
-				rename(t, filepath.Join(dir, "conf"), filepath.Join(dir, "real"))
-				symlink(t, "real", filepath.Join(dir, "conf"))
+				filetest.Rename(t, filepath.Join(dir, "conf"), filepath.Join(dir, "real"))
+				filetest.Symlink(t, "real", filepath.Join(dir, "conf"))
 			},
 		},
 		{
 			name: "symlink not owned by root",
 			setup: func(t *testing.T, dir string) {
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				rename(t, p, filepath.Join(dir, "conf/real.yaml"))
-				symlink(t, "real.yaml", p)
+				filetest.Rename(t, p, filepath.Join(dir, "conf/real.yaml"))
+				filetest.Symlink(t, "real.yaml", p)
 				chown(t, p, 1000)
 			},
 			want: "/conf/portwatch.yaml is owned by uid 1000, not root",
@@ -110,8 +110,8 @@ func TestPermissions(t *testing.T) {
 			name: "symlink loop",
 			setup: func(t *testing.T, dir string) {
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				remove(t, p)
-				symlink(t, "portwatch.yaml", p)
+				filetest.Remove(t, p)
+				filetest.Symlink(t, "portwatch.yaml", p)
 			},
 			want: "conf/portwatch.yaml: cannot read: too many levels of symbolic links",
 		},
@@ -187,34 +187,6 @@ func chmod(t *testing.T, p string, mode os.FileMode) {
 		if err := os.Chmod(p, mode.Perm()|os.ModeSticky); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-func mkdir(t *testing.T, p string, mode os.FileMode) {
-	t.Helper()
-	if err := os.Mkdir(p, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func rename(t *testing.T, from, to string) {
-	t.Helper()
-	if err := os.Rename(from, to); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func symlink(t *testing.T, target, link string) {
-	t.Helper()
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func remove(t *testing.T, p string) {
-	t.Helper()
-	if err := os.Remove(p); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -24,3 +24,35 @@ func Write(t testing.TB, dir string, files map[string]string) {
 		}
 	}
 }
+
+// Mkdir makes the directory p, and its parents, with mode (less the umask).
+func Mkdir(t testing.TB, p string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(p, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Rename renames from to to, as a tool that replaces files atomically does.
+func Rename(t testing.TB, from, to string) {
+	t.Helper()
+	if err := os.Rename(from, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Symlink makes link point at target.
+func Symlink(t testing.TB, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Remove removes p: a file, a link, or a directory and all it holds.
+func Remove(t testing.TB, p string) {
+	t.Helper()
+	if err := os.RemoveAll(p); err != nil {
+		t.Fatal(err)
+	}
+}
