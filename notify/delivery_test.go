@@ -633,22 +633,5 @@ func TestAlertmanagerMerged(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEmpty(t, d)
-	deadline = time.Now().Add(waitTimeout)
-	for {
-		got := map[string]string{}
-		for _, al := range getAlerts(t, base) {
-			state := "active"
-			if al.Status.State != "active" || !al.EndsAt.After(time.Now()) {
-				state = "resolved"
-			}
-			got[al.Labels["port"]] = state
-		}
-		if got["4446"] != "active" && got["4447"] == "active" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alerts by port after %v: %v; want 4446 resolved, 4447 active", waitTimeout, got)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitAlerts(t, base, "port", map[string]string{"4446": "resolved", "4447": "active"})
 }
