@@ -92,6 +92,23 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	return exitOK, true
 }
 
+// parseConfigOnly parses args for a command whose one flag is -c/--config,
+// and loads that config, printing every problem on stderr. When cfg is nil,
+// the command ends with code: badConfig if the config did not load.
+func parseConfigOnly(name string, args []string, stderr io.Writer, badConfig int) (cfg *policy.Config, code int) {
+	fs := newFlagSet(name, stderr)
+	cfgPath := configFlag(fs)
+	if code, ok := parseFlags(fs, args); !ok {
+		return nil, code
+	}
+	cfg, err := loadConfig(*cfgPath, stderr)
+	if err != nil {
+		printConfigError(stderr, err)
+		return nil, badConfig
+	}
+	return cfg, exitOK
+}
+
 // configFlag registers -c and --config on fs.
 func configFlag(fs *flag.FlagSet) *string {
 	p := new(string)
