@@ -265,7 +265,13 @@ type switchable struct {
 
 func newSwitchable(t *testing.T, refuse func(r request) bool) *switchable {
 	s := &switchable{}
+	// The handler reads s.receiver under mu: a client in another process
+	// (which the race detector cannot see) may send before it is set.
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.receiver = newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		req := s.requests()[n-1]
 		switch {
 		case !s.up.Load():
@@ -273,9 +279,7 @@ func newSwitchable(t *testing.T, refuse func(r request) bool) *switchable {
 		case refuse != nil && refuse(req):
 			w.WriteHeader(http.StatusBadRequest)
 		default:
-			s.mu.Lock()
 			s.ok = append(s.ok, req)
-			s.mu.Unlock()
 		}
 	})
 	return s
