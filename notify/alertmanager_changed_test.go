@@ -19,7 +19,7 @@ func TestAlertmanagerOwnerChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEmpty(t, d)
-	waitAlerts(t, base, map[string]string{"/tmp/x": "active"})
+	waitAlerts(t, base, "exe", map[string]string{"/tmp/x": "active"})
 
 	after := unexpected(4445, "y")
 	after.Processes[0].Exe = "/tmp/y"
@@ -29,12 +29,12 @@ func TestAlertmanagerOwnerChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEmpty(t, d)
-	waitAlerts(t, base, map[string]string{"/tmp/x": "resolved", "/tmp/y": "active"})
+	waitAlerts(t, base, "exe", map[string]string{"/tmp/x": "resolved", "/tmp/y": "active"})
 }
 
-// waitAlerts waits until Alertmanager shows, for each exe label in want,
-// an alert that is active, or resolved (absent, or ended in the past).
-func waitAlerts(t *testing.T, base string, want map[string]string) {
+// waitAlerts waits until Alertmanager shows, for each value of label in
+// want, an alert that is active, or resolved (absent, or ended in the past).
+func waitAlerts(t *testing.T, base, label string, want map[string]string) {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
@@ -44,11 +44,11 @@ func waitAlerts(t *testing.T, base string, want map[string]string) {
 			if a.Status.State != "active" || !a.EndsAt.After(time.Now()) {
 				state = "resolved"
 			}
-			got[a.Labels["exe"]] = state
+			got[a.Labels[label]] = state
 		}
 		ok := true
-		for exe, state := range want {
-			g, seen := got[exe]
+		for v, state := range want {
+			g, seen := got[v]
 			if !seen {
 				g = "resolved"
 			}
@@ -60,7 +60,7 @@ func waitAlerts(t *testing.T, base string, want map[string]string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("alerts after %v: %v, want %v", waitTimeout, got, want)
+			t.Fatalf("alerts by %s after %v: %v, want %v", label, waitTimeout, got, want)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

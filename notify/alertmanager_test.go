@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/portwatchd/portwatchd/internal/proctest"
 	"github.com/portwatchd/portwatchd/policy"
 )
 
@@ -116,13 +117,7 @@ func (am *alertmanager) stop() {
 	if am.exited == nil {
 		return
 	}
-	_ = am.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-am.exited:
-	case <-time.After(10 * time.Second):
-		_ = am.cmd.Process.Kill()
-		<-am.exited
-	}
+	proctest.Terminate(am.cmd.Process, am.exited, 10*time.Second)
 	am.exited = nil
 }
 

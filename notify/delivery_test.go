@@ -90,10 +90,7 @@ func TestPartialFailure(t *testing.T) {
 	good := newReceiver(t, nil)
 	flaky := newReceiver(t, nil)
 	state := t.TempDir()
-	cmd := j.Helper(t, "TestHelperPartialFailure", "NOTIFY_STATE="+state, "NOTIFY_GOOD="+good.URL, "NOTIFY_FLAKY="+flaky.URL)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
+	j.RunHelper(t, "TestHelperPartialFailure", "NOTIFY_STATE="+state, "NOTIFY_GOOD="+good.URL, "NOTIFY_FLAKY="+flaky.URL)
 	want := map[string]int{"pf-0": 1, "pf-1": 1, "pf-2": 1}
 
 	j.Wait(t, 3, "SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT=opened")
@@ -268,7 +265,13 @@ type switchable struct {
 
 func newSwitchable(t *testing.T, refuse func(r request) bool) *switchable {
 	s := &switchable{}
+	// The handler reads s.receiver under mu: a client in another process
+	// (which the race detector cannot see) may send before it is set.
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.receiver = newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		req := s.requests()[n-1]
 		switch {
 		case !s.up.Load():
@@ -276,9 +279,7 @@ func newSwitchable(t *testing.T, refuse func(r request) bool) *switchable {
 		case refuse != nil && refuse(req):
 			w.WriteHeader(http.StatusBadRequest)
 		default:
-			s.mu.Lock()
 			s.ok = append(s.ok, req)
-			s.mu.Unlock()
 		}
 	})
 	return s
@@ -636,22 +637,5 @@ func TestAlertmanagerMerged(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEmpty(t, d)
-	deadline = time.Now().Add(waitTimeout)
-	for {
-		got := map[string]string{}
-		for _, al := range getAlerts(t, base) {
-			state := "active"
-			if al.Status.State != "active" || !al.EndsAt.After(time.Now()) {
-				state = "resolved"
-			}
-			got[al.Labels["port"]] = state
-		}
-		if got["4446"] != "active" && got["4447"] == "active" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alerts by port after %v: %v; want 4446 resolved, 4447 active", waitTimeout, got)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitAlerts(t, base, "port", map[string]string{"4446": "resolved", "4447": "active"})
 }

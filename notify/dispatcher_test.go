@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -25,12 +23,7 @@ import (
 // whose Send had returned, each exactly once by id, and nothing it was not
 // sent. A repeat is allowed only as the same delivery (same webhook-id).
 func TestDurability(t *testing.T) {
-	var up atomic.Bool
-	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
-		if !up.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-	})
+	rc := newSwitchable(t, nil)
 	state := t.TempDir()
 	exe, err := os.Executable()
 	if err != nil {
@@ -70,7 +63,7 @@ func TestDurability(t *testing.T) {
 	}
 
 	// Restart with the receiver up.
-	up.Store(true)
+	rc.up.Store(true)
 	before := len(rc.requests())
 	d, _ := startDispatcher(t, state, hook("dur", "generic", rc.URL))
 	waitEmpty(t, d)
@@ -128,12 +121,7 @@ func TestHelperDurability(t *testing.T) {
 // TestDrain: with the receiver down, Drain gives up after the grace and the
 // batch stays spooled; a new dispatcher delivers it.
 func TestDrain(t *testing.T) {
-	var up atomic.Bool
-	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
-		if !up.Load() {
-			w.WriteHeader(http.StatusBadGateway)
-		}
-	})
+	rc := newSwitchable(t, nil)
 	state := t.TempDir()
 	log, _ := newLog()
 	d, err := New(policy.Notify{Webhooks: []policy.Webhook{hook("drain", "generic", rc.URL)}},
@@ -170,7 +158,7 @@ func TestDrain(t *testing.T) {
 
 	// Drain with a receiver that is up delivers what is pending, even when
 	// Run has already stopped (the daemon may cancel Run first).
-	up.Store(true)
+	rc.up.Store(true)
 	d2, err := New(policy.Notify{Webhooks: []policy.Webhook{hook("drain", "generic", rc.URL)}}, Options{StateDir: state, Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -185,12 +173,7 @@ func TestDrain(t *testing.T) {
 // reported; a new sink starts; a kept sink keeps its spool; a bad config
 // changes nothing.
 func TestReload(t *testing.T) {
-	var up atomic.Bool
-	a := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
-		if !up.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-	})
+	a := newSwitchable(t, nil)
 	b := newReceiver(t, nil)
 	state := t.TempDir()
 	d, log := startDispatcher(t, state, hook("a", "generic", a.URL), hook("keep", "generic", b.URL))
@@ -230,7 +213,7 @@ func TestReload(t *testing.T) {
 	waitEmpty(t, d)
 
 	// Adding "a" back delivers what it kept.
-	up.Store(true)
+	a.up.Store(true)
 	if err := d.Reload(policy.Notify{Webhooks: []policy.Webhook{hook("a", "generic", a.URL)}}); err != nil {
 		t.Fatal(err)
 	}

@@ -25,9 +25,7 @@ import (
 // reads the entries back with journalctl -o json.
 func TestJournald(t *testing.T) {
 	j := journaltest.Start(t)
-	if out, err := j.Helper(t, "TestHelperJournald").CombinedOutput(); err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
+	j.RunHelper(t, "TestHelperJournald")
 	// Four events and the test event of TestHelperJournald.
 	all := j.Wait(t, 5, "SYSLOG_IDENTIFIER=portwatchd")
 	if len(all) != 5 {
@@ -130,9 +128,7 @@ func TestHelperJournald(t *testing.T) {
 // bytes are in NAME_RAW, as journald's binary-safe fields allow.
 func TestJournaldHostileFields(t *testing.T) {
 	j := journaltest.Start(t)
-	if out, err := j.Helper(t, "TestHelperJournaldHostile").CombinedOutput(); err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
+	j.RunHelper(t, "TestHelperJournaldHostile")
 	es := j.Wait(t, 1, "SYSLOG_IDENTIFIER=portwatchd")
 	if len(es) != 1 {
 		t.Fatalf("got %d entries, want 1", len(es))
@@ -199,9 +195,7 @@ func TestJournaldRefusalEscapedOnce(t *testing.T) {
 		io.WriteString(w, "bad \\ \x1b[2J")
 	})
 	j := journaltest.Start(t)
-	if out, err := j.Helper(t, "TestHelperJournaldRefusal", "PORTWATCH_TEST_URL="+rc.URL).CombinedOutput(); err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
+	j.RunHelper(t, "TestHelperJournaldRefusal", "PORTWATCH_TEST_URL="+rc.URL)
 	es := j.Wait(t, 1, "MESSAGE_ID="+MessageIDDropped)
 	got := map[string]string{"MESSAGE": es[0]["MESSAGE"], "PORTWATCH_ERROR": es[0]["PORTWATCH_ERROR"], "PORTWATCH_ERROR_RAW": es[0]["PORTWATCH_ERROR_RAW"]}
 	want := map[string]string{

@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -25,6 +24,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/sirupsen/logrus"
 
+	"github.com/portwatchd/portwatchd/internal/syncbuf"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -94,26 +94,8 @@ func (rc *receiver) waitRequests(t *testing.T, n int) []request {
 	}
 }
 
-// logBuffer is a logrus logger writing JSON lines into a buffer.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newLog() (*logrus.Logger, *logBuffer) {
-	buf := &logBuffer{}
+func newLog() (*logrus.Logger, *syncbuf.Buffer) {
+	buf := &syncbuf.Buffer{}
 	l := logrus.New()
 	l.SetOutput(buf)
 	l.SetFormatter(&logrus.JSONFormatter{})
@@ -124,7 +106,7 @@ func newLog() (*logrus.Logger, *logBuffer) {
 // startDispatcher builds a dispatcher for hooks with fast backoff (the
 // journald sink is off, so that reports go to the returned log) and runs it
 // until the test ends.
-func startDispatcher(t *testing.T, stateDir string, hooks ...policy.Webhook) (*Dispatcher, *logBuffer) {
+func startDispatcher(t *testing.T, stateDir string, hooks ...policy.Webhook) (*Dispatcher, *syncbuf.Buffer) {
 	t.Helper()
 	log, buf := newLog()
 	d, err := New(policy.Notify{Webhooks: hooks}, Options{

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/portwatchd/portwatchd/internal/filetest"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
@@ -119,7 +120,7 @@ func TestBaselineReserved(t *testing.T) {
 	}
 	// Loaded together with the drop-in, the names are unique.
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml":           out,
 		"portwatch.d/10-ssh.yaml":  "allow:\n  - name: ssh\n    port: 22\n  - name: ssh-2\n    port: 2222\n",
 		"portwatch.d/20-misc.yaml": "allow:\n  - name: misc\n    port: 3\n",

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/portwatchd/portwatchd/internal/filetest"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
@@ -196,21 +197,7 @@ func TestReferenceConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(configs/portwatch.yaml): %v", err)
 	}
-	want := Settings{
-		Interval:           time.Second,
-		IgnoreEphemeralUDP: true,
-		FlapWindow:         30 * time.Second,
-		ShutdownGrace:      5 * time.Second,
-		StateDir:           "/var/lib/portwatch-from-env",
-		EBPF:               EBPFAuto,
-		ReconcileInterval:  10 * time.Second,
-	}
-	if diff := cmp.Diff(want, c.Settings); diff != "" {
-		t.Errorf("settings mismatch (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(Notify{Journald: true, SpoolSize: 10000}, c.Notify); diff != "" {
-		t.Errorf("notify mismatch (-want +got):\n%s", diff)
-	}
+	checkSettings(t, c, wantDefaults("/var/lib/portwatch-from-env"), Notify{Journald: true, SpoolSize: 10000})
 	var names []string
 	for _, r := range c.Rules {
 		names = append(names, r.Name)
@@ -284,7 +271,7 @@ func TestExampleDropins(t *testing.T) {
 		}
 		files["portwatch.d/"+filepath.Base(p)] = string(data)
 	}
-	writeFiles(t, dir, files)
+	filetest.Write(t, dir, files)
 	c, err := testLoader(nil).load(filepath.Join(dir, "portwatch.yaml"))
 	if err != nil {
 		t.Fatalf("load with the example drop-ins: %v", err)
@@ -330,24 +317,28 @@ func TestExampleDropins(t *testing.T) {
 	}
 }
 
-func TestDefaults(t *testing.T) {
-	c, err := testLoader(map[string]string{"STATE_DIRECTORY": "/var/lib/portwatch-test:/var/lib/other"}).parse("x.yaml", []byte("version: 1\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Settings{
+// wantDefaults are the settings of a config that sets none, with the
+// state directory that the environment or the file gave.
+func wantDefaults(stateDir string) Settings {
+	return Settings{
 		Interval:           time.Second,
 		IgnoreEphemeralUDP: true,
 		FlapWindow:         30 * time.Second,
 		ShutdownGrace:      5 * time.Second,
-		StateDir:           "/var/lib/portwatch-test",
+		StateDir:           stateDir,
 		EBPF:               EBPFAuto,
 		ReconcileInterval:  10 * time.Second,
 	}
+}
+
+// checkSettings compares the settings and the notify section of c with
+// the wanted ones.
+func checkSettings(t *testing.T, c *Config, want Settings, wantNotify Notify) {
+	t.Helper()
 	if diff := cmp.Diff(want, c.Settings); diff != "" {
 		t.Errorf("settings mismatch (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(Notify{Journald: true, SpoolSize: 10000}, c.Notify); diff != "" {
+	if diff := cmp.Diff(wantNotify, c.Notify); diff != "" {
 		t.Errorf("notify mismatch (-want +got):\n%s", diff)
 	}
 }
@@ -387,7 +378,23 @@ func TestEBPFSettings(t *testing.T) {
 }
 
 func TestSettings(t *testing.T) {
-	data := `
+	tests := []struct {
+		name       string
+		env        map[string]string
+		data       string
+		want       Settings
+		wantNotify Notify
+	}{
+		{
+			name:       "defaults, first STATE_DIRECTORY",
+			env:        map[string]string{"STATE_DIRECTORY": "/var/lib/portwatch-test:/var/lib/other"},
+			data:       "version: 1\n",
+			want:       wantDefaults("/var/lib/portwatch-test"),
+			wantNotify: Notify{Journald: true, SpoolSize: 10000},
+		},
+		{
+			name: "every key set",
+			data: `
 interval: 250ms
 ignore_ephemeral_udp: false
 log_allowed: true
@@ -400,45 +407,33 @@ reconcile_interval: 30s
 notify:
   journald: false
   spool_size: 50
-`
-	c, err := testLoader(nil).parse("x.yaml", []byte(data))
-	if err != nil {
-		t.Fatal(err)
+`,
+			want: Settings{
+				Interval:          250 * time.Millisecond,
+				LogAllowed:        true,
+				RepeatInterval:    time.Hour,
+				ShutdownGrace:     2 * time.Second,
+				StateDir:          "/srv/portwatch",
+				EBPF:              EBPFOff,
+				ReconcileInterval: 30 * time.Second,
+			},
+			wantNotify: Notify{Journald: false, SpoolSize: 50},
+		},
 	}
-	want := Settings{
-		Interval:          250 * time.Millisecond,
-		LogAllowed:        true,
-		RepeatInterval:    time.Hour,
-		ShutdownGrace:     2 * time.Second,
-		StateDir:          "/srv/portwatch",
-		EBPF:              EBPFOff,
-		ReconcileInterval: 30 * time.Second,
-	}
-	if diff := cmp.Diff(want, c.Settings); diff != "" {
-		t.Errorf("settings mismatch (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(Notify{Journald: false, SpoolSize: 50}, c.Notify); diff != "" {
-		t.Errorf("notify mismatch (-want +got):\n%s", diff)
-	}
-}
-
-// writeFiles creates files (path relative to dir: content) under dir.
-func writeFiles(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := testLoader(tt.env).parse("x.yaml", []byte(tt.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSettings(t, c, tt.want, tt.wantNotify)
+		})
 	}
 }
 
 func TestDropins(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml":              "version: 1\nallow:\n  - name: main\n    port: 1\n",
 		"portwatch.d/20-b.yaml":       "allow:\n  - name: b\n    port: 3\n",
 		"portwatch.d/10-a.yaml":       "version: 1\nallow:\n  - name: a\n    port: 2\nnotify:\n  webhooks:\n    - name: hook-a\n      format: generic\n      url: http://127.0.0.1:9/a\n",
@@ -471,7 +466,7 @@ func TestDropins(t *testing.T) {
 
 	// Explicit include: patterns replace the default, and all matches are
 	// merged in lexical order of their paths.
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml": "version: 1\ninclude: [portwatch.d/*.yaml, extra/*.yaml, " + filepath.Join(dir, "portwatch.d/1*.yaml") + "]\nallow:\n  - name: main\n    port: 1\n",
 	})
 	c2 := mustLoad(t, nil, main)
@@ -487,7 +482,7 @@ func TestDropins(t *testing.T) {
 	}
 
 	// include: [] turns drop-ins off.
-	writeFiles(t, dir, map[string]string{"portwatch.yaml": "include: []\n"})
+	filetest.Write(t, dir, map[string]string{"portwatch.yaml": "include: []\n"})
 	c3 := mustLoad(t, nil, main)
 	if len(c3.Rules) != 0 || len(c3.Files) != 1 {
 		t.Errorf("include: [] loaded %d rules from %v, want none from the main file alone", len(c3.Rules), c3.Files)
@@ -496,7 +491,7 @@ func TestDropins(t *testing.T) {
 
 func TestHashCoversSecrets(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml": "include: []\nnotify:\n  webhooks:\n    - name: g\n      format: generic\n      url_file: ${CREDENTIALS_DIRECTORY}/g.url\n      secret_file: g.secret\n",
 		"creds/g.url":    "https://example.com/hook/TOKEN1\n",
 		"g.secret":       "whsec_c2VjcmV0\n",
@@ -515,12 +510,12 @@ func TestHashCoversSecrets(t *testing.T) {
 	if c1.Hash != c2.Hash {
 		t.Error("hash differs between two loads of the same files")
 	}
-	writeFiles(t, dir, map[string]string{"creds/g.url": "https://example.com/hook/TOKEN2\n"})
+	filetest.Write(t, dir, map[string]string{"creds/g.url": "https://example.com/hook/TOKEN2\n"})
 	c3 := mustLoad(t, env, main)
 	if c3.Hash == c1.Hash {
 		t.Error("hash unchanged after url_file changed")
 	}
-	writeFiles(t, dir, map[string]string{"g.secret": "whsec_b3RoZXI=\n"})
+	filetest.Write(t, dir, map[string]string{"g.secret": "whsec_b3RoZXI=\n"})
 	c4 := mustLoad(t, env, main)
 	if c4.Hash == c3.Hash {
 		t.Error("hash unchanged after secret_file changed")
@@ -606,7 +601,7 @@ func TestDefault(t *testing.T) {
 
 func TestParseReadsNoDropins(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{"portwatch.d/a.yaml": "allow: [{name: a}]\n"})
+	filetest.Write(t, dir, map[string]string{"portwatch.d/a.yaml": "allow: [{name: a}]\n"})
 	c, err := Parse(filepath.Join(dir, "portwatch.yaml"), []byte("version: 1\nallow: [{name: main}]\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -620,7 +615,7 @@ func TestParseReadsNoDropins(t *testing.T) {
 // cannot forge a line in the error output.
 func TestHostileDropinName(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml": "version: 1\n",
 		"portwatch.d/x\nfake.yaml:1:1: all good\n.yaml": "allow: [{name: a, port: 0}]\n",
 	})

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portwatchd/portwatchd/internal/filetest"
 )
 
 // TestPermissions checks the StrictModes rules. It needs root: only root
@@ -62,17 +64,11 @@ func TestPermissions(t *testing.T) {
 			name: "symlink target in an unsafe directory",
 			setup: func(t *testing.T, dir string) {
 				evil := filepath.Join(dir, "evil")
-				if err := os.Mkdir(evil, 0o777); err != nil {
-					t.Fatal(err)
-				}
+				filetest.Mkdir(t, evil, 0o777)
 				chmod(t, evil, 0o777)
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				if err := os.Rename(p, filepath.Join(evil, "portwatch.yaml")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink(filepath.Join(evil, "portwatch.yaml"), p); err != nil {
-					t.Fatal(err)
-				}
+				filetest.Rename(t, p, filepath.Join(evil, "portwatch.yaml"))
+				filetest.Symlink(t, filepath.Join(evil, "portwatch.yaml"), p)
 			},
 			want: "/evil is writable by group or others (mode 0777)",
 		},
@@ -83,45 +79,29 @@ func TestPermissions(t *testing.T) {
 			name: "symlink in the middle of a chain in an unsafe directory",
 			setup: func(t *testing.T, dir string) {
 				for _, d := range []string{"evil", "safe"} {
-					if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-						t.Fatal(err)
-					}
+					filetest.Mkdir(t, filepath.Join(dir, d), 0o755)
 				}
 				chmod(t, filepath.Join(dir, "evil"), 0o777)
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				if err := os.Rename(p, filepath.Join(dir, "safe/portwatch.yaml")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink("../safe/portwatch.yaml", filepath.Join(dir, "evil/mid")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink(filepath.Join(dir, "evil/mid"), p); err != nil {
-					t.Fatal(err)
-				}
+				filetest.Rename(t, p, filepath.Join(dir, "safe/portwatch.yaml"))
+				filetest.Symlink(t, "../safe/portwatch.yaml", filepath.Join(dir, "evil/mid"))
+				filetest.Symlink(t, filepath.Join(dir, "evil/mid"), p)
 			},
 			want: "/evil is writable by group or others (mode 0777)",
 		},
 		{
 			name: "symlink to a directory through a safe chain is fine",
 			setup: func(t *testing.T, dir string) {
-				if err := os.Rename(filepath.Join(dir, "conf"), filepath.Join(dir, "real")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink("real", filepath.Join(dir, "conf")); err != nil {
-					t.Fatal(err)
-				}
+				filetest.Rename(t, filepath.Join(dir, "conf"), filepath.Join(dir, "real"))
+				filetest.Symlink(t, "real", filepath.Join(dir, "conf"))
 			},
 		},
 		{
 			name: "symlink not owned by root",
 			setup: func(t *testing.T, dir string) {
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				if err := os.Rename(p, filepath.Join(dir, "conf/real.yaml")); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink("real.yaml", p); err != nil {
-					t.Fatal(err)
-				}
+				filetest.Rename(t, p, filepath.Join(dir, "conf/real.yaml"))
+				filetest.Symlink(t, "real.yaml", p)
 				chown(t, p, 1000)
 			},
 			want: "/conf/portwatch.yaml is owned by uid 1000, not root",
@@ -130,19 +110,15 @@ func TestPermissions(t *testing.T) {
 			name: "symlink loop",
 			setup: func(t *testing.T, dir string) {
 				p := filepath.Join(dir, "conf/portwatch.yaml")
-				if err := os.Remove(p); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink("portwatch.yaml", p); err != nil {
-					t.Fatal(err)
-				}
+				filetest.Remove(t, p)
+				filetest.Symlink(t, "portwatch.yaml", p)
 			},
 			want: "conf/portwatch.yaml: cannot read: too many levels of symbolic links",
 		},
 		{
 			name: "url_file writable by others",
 			setup: func(t *testing.T, dir string) {
-				writeFiles(t, dir, map[string]string{"conf/portwatch.d/20-hook.yaml": "notify:\n  webhooks:\n    - name: h\n      format: slack\n      url_file: ../hook.url\n"})
+				filetest.Write(t, dir, map[string]string{"conf/portwatch.d/20-hook.yaml": "notify:\n  webhooks:\n    - name: h\n      format: slack\n      url_file: ../hook.url\n"})
 				chmod(t, filepath.Join(dir, "conf/hook.url"), 0o666)
 			},
 			want: "url_file: refusing: " + dir0 + "/conf/hook.url is writable by group or others (mode 0666)",
@@ -151,7 +127,7 @@ func TestPermissions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			writeFiles(t, dir, map[string]string{
+			filetest.Write(t, dir, map[string]string{
 				"conf/portwatch.yaml":        "allow:\n  - name: ssh\n    port: 22\n",
 				"conf/portwatch.d/10-a.yaml": "allow:\n  - name: a\n    port: 23\n",
 				"conf/hook.url":              "https://example.com/SECRETTOKEN\n",
@@ -186,7 +162,7 @@ func TestSecretFileReadableWarns(t *testing.T) {
 		t.Skip("needs root: the StrictModes checks apply only when running as root")
 	}
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml": "include: []\nnotify:\n  webhooks:\n    - name: g\n      format: generic\n      url: https://example.com/x\n      secret_file: hook.secret\n",
 		"hook.secret":    "whsec_c2VjcmV0\n",
 	})
@@ -281,7 +257,7 @@ func TestStrictAsNonRoot(t *testing.T) {
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"safe/portwatch.yaml":   "include: []\nallow:\n  - name: ssh\n    port: 22\n",
 		"unsafe/portwatch.yaml": "include: []\nallow:\n  - name: ssh\n    port: 22\n",
 	})
@@ -366,7 +342,7 @@ func TestStrictCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	filetest.Write(t, dir, map[string]string{
 		"portwatch.yaml": "include: []\nnotify:\n  webhooks:\n    - name: h\n      format: generic\n      url_file: ${CREDENTIALS_DIRECTORY}/hook.url\n",
 	})
 	if err := os.Mkdir(filepath.Join(dir, "creds"), 0o755); err != nil {

@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -279,11 +281,7 @@ func stepAlert(t *testing.T, ctx context.Context, sb *sandbox) {
 		"PORTWATCH_PORT":     listenPort,
 		"_SYSTEMD_UNIT":      "portwatchd.service",
 	}
-	for k, v := range want {
-		if e[k] != v {
-			t.Errorf("%s=%q, want %q", k, e[k], v)
-		}
-	}
+	checkFields(t, e, want)
 	if e["MESSAGE_ID"] == "" {
 		t.Errorf("alert has no MESSAGE_ID")
 	}
@@ -381,11 +379,7 @@ func stepHardeningHeld(t *testing.T, ctx context.Context, sb *sandbox) {
 		"PORTWATCH_PID":  lpid,
 		"PORTWATCH_UNIT": "pw-listener.service",
 	}
-	for k, v := range want {
-		if e[k] != v {
-			t.Errorf("%s=%q, want %q", k, e[k], v)
-		}
-	}
+	checkFields(t, e, want)
 	// And it really ran confined: not root, only the two capabilities,
 	// no new privileges, a seccomp filter.
 	status, err := sb.run(ctx, "cat", "/proc/"+daemonPID+"/status")
@@ -636,6 +630,17 @@ func needRootAndDeb(t *testing.T) string {
 		}
 	}
 	return deb
+}
+
+// checkFields reports, in key order, each field of the journal entry e
+// that is not as want says.
+func checkFields(t *testing.T, e, want map[string]string) {
+	t.Helper()
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		if e[k] != want[k] {
+			t.Errorf("%s=%q, want %q", k, e[k], want[k])
+		}
+	}
 }
 
 // readCatalog maps each MESSAGE_ID in the shipped catalog to its Subject.

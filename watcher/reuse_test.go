@@ -1,7 +1,6 @@
 package watcher
 
 import (
-	"context"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -108,25 +107,6 @@ func TestSnapshotReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	snap := func() *Snapshot {
-		t.Helper()
-		s, err := w.Snapshot(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.IsSortedFunc(s.Listeners, compareListeners) {
-			t.Error("listeners not sorted")
-		}
-		return s
-	}
-	find := func(s *Snapshot, inode uint64) *Listener {
-		for i := range s.Listeners {
-			if s.Listeners[i].Inode == inode {
-				return &s.Listeners[i]
-			}
-		}
-		return nil
-	}
 	listen := func() (int, uint64) {
 		t.Helper()
 		fd, err := openSock(sockSpec{"tcp4", "127.0.0.1:0"})
@@ -157,7 +137,7 @@ func TestSnapshotReuse(t *testing.T) {
 	// come and go.
 	var prev, cur *Snapshot
 	for range 20 {
-		prev, cur = cur, snap()
+		prev, cur = cur, snapshot(t, w)
 		if prev != nil && shared(prev, cur) {
 			break
 		}
@@ -165,26 +145,26 @@ func TestSnapshotReuse(t *testing.T) {
 	if !shared(prev, cur) {
 		t.Fatal("no two snapshots in 20 shared their listeners: the reuse never happens")
 	}
-	if l := find(cur, ino1); l == nil || l.Processes[0].User != "root" {
+	if l := byInode(cur, ino1); l == nil || l.Processes[0].User != "root" {
 		t.Fatalf("own listener %d: %+v, want it held by root", ino1, l)
 	}
 
 	t.Run("opened and closed", func(t *testing.T) {
 		fd2, ino2 := listen()
-		if l := find(snap(), ino2); l == nil || !slices.Contains(pids(l), me) {
+		if l := byInode(snapshot(t, w), ino2); l == nil || !slices.Contains(pids(l), me) {
 			t.Errorf("new listener %d: %+v, want it held by pid %d", ino2, l, me)
 		}
 		unix.Close(fd2)
-		if l := find(snap(), ino2); l != nil {
+		if l := byInode(snapshot(t, w), ino2); l != nil {
 			t.Errorf("closed listener %d still listed: %+v", ino2, l)
 		}
 	})
 	t.Run("user renamed", func(t *testing.T) {
 		writePasswd("toor")
-		if l := find(snap(), ino1); l == nil || len(l.Processes) == 0 || l.Processes[0].User != "toor" {
+		if l := byInode(snapshot(t, w), ino1); l == nil || len(l.Processes) == 0 || l.Processes[0].User != "toor" {
 			t.Errorf("after renaming uid 0 to toor, listener %d: %+v", ino1, l)
 		}
-		if l := find(cur, ino1); l.Processes[0].User != "root" {
+		if l := byInode(cur, ino1); l.Processes[0].User != "root" {
 			t.Errorf("an earlier snapshot changed: user %q, want root", l.Processes[0].User)
 		}
 	})
@@ -203,7 +183,7 @@ func TestSnapshotReuse(t *testing.T) {
 		defer p.Kill()
 		var got []int
 		for range 5 {
-			if got = pids(find(snap(), ino1)); slices.Contains(got, p.Pid) {
+			if got = pids(byInode(snapshot(t, w), ino1)); slices.Contains(got, p.Pid) {
 				break
 			}
 		}
@@ -212,7 +192,7 @@ func TestSnapshotReuse(t *testing.T) {
 		}
 		p.Kill()
 		p.Wait()
-		if diff := cmp.Diff([]int{me}, pids(find(snap(), ino1))); diff != "" {
+		if diff := cmp.Diff([]int{me}, pids(byInode(snapshot(t, w), ino1))); diff != "" {
 			t.Errorf("holders after the child exited (-want +got):\n%s", diff)
 		}
 	})

@@ -439,6 +439,22 @@ func TestSnapshotRenamedProcess(t *testing.T) {
 	}
 }
 
+// copyTestBinary writes an executable copy of the test binary at each path,
+// for helpers that must run from a file of their own.
+func copyTestBinary(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o755)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, f, testBinary(t))
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func copyFile(t *testing.T, dst io.Writer, src string) {
 	t.Helper()
 	in, err := os.Open(src)
@@ -455,12 +471,7 @@ func TestSnapshotDeletedExe(t *testing.T) {
 	requireRoot(t)
 	t.Run("deleted file", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "payload")
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o755)
-		if err != nil {
-			t.Fatal(err)
-		}
-		copyFile(t, f, testBinary(t))
-		f.Close()
+		copyTestBinary(t, path)
 		h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0", path: path})
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)
@@ -968,12 +979,7 @@ func TestSnapshotUnprivileged(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	bin := filepath.Join(dir, "watcher.test")
-	f, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	copyFile(t, f, testBinary(t))
-	f.Close()
+	copyTestBinary(t, bin)
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -72,16 +72,7 @@ func NewSpoofScene(t *testing.T) *SpoofScene {
 	requireRoot(t)
 	dir := t.TempDir()
 	sc := &SpoofScene{Path: filepath.Join(dir, "python3"), Evil: filepath.Join(dir, "evil")}
-	for _, p := range []string{sc.Path, sc.Evil} {
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o755)
-		if err != nil {
-			t.Fatal(err)
-		}
-		copyFile(t, f, testBinary(t))
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyTestBinary(t, sc.Path, sc.Evil)
 	genuine := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0", path: sc.Path})
 	spoofed := startSpoofHelper(t, sc.Evil, sc.Path, "tcp4=127.0.0.1:0")
 	sc.GenuinePID, sc.SpPID = genuine.pid(), spoofed.pid()
@@ -123,16 +114,7 @@ func TestSnapshotExeSpoofAfterExec(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
 	path, evil := filepath.Join(dir, "server"), filepath.Join(dir, "evil")
-	for _, p := range []string{path, evil} {
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o755)
-		if err != nil {
-			t.Fatal(err)
-		}
-		copyFile(t, f, testBinary(t))
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyTestBinary(t, path, evil)
 	h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0", path: path})
 	w, _ := newWatcher(t, Options{})
 	l := byInode(snapshot(t, w), h.socks[0].inode)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/portwatchd/portwatchd/internal/journaltest"
 	"github.com/portwatchd/portwatchd/internal/listenertest"
+	"github.com/portwatchd/portwatchd/internal/syncbuf"
 )
 
 // listenEnv makes the test binary a listener child: it listens on the
@@ -208,8 +209,9 @@ notify:
 	}()
 	d := j.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(dir, "state"))
 	d.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
-	var dlog strings.Builder
-	d.Stderr = &syncWriter{w: &dlog}
+	// Read while the daemon writes: the buffer takes a lock for both.
+	var dlog syncbuf.Buffer
+	d.Stderr = &dlog
 	if err := d.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -342,15 +344,4 @@ func freeBlock(b *testing.B) int {
 	}
 	b.Fatal("no block of 200 free ports")
 	return 0
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }

@@ -25,10 +25,6 @@ func runBaseline(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "portwatchd baseline: unexpected argument %q\n", fs.Arg(0))
-		return exitError
-	}
 	// The current config only tells whether ephemeral UDP is ignored, so
 	// that the baseline and the check that follows agree.
 	cfg, err := loadConfig(*cfgPath, stderr)

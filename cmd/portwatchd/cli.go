@@ -75,17 +75,38 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args into fs. When it returns ok false, the command
-// ends with code: 0 for -h/--help (usage was printed), exitError otherwise.
+// parseFlags parses args into fs; the commands that use it take no
+// positional arguments, so one left over is an error. When it returns ok
+// false, the command ends with code: 0 for -h/--help (usage was printed),
+// exitError otherwise.
 func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	switch err := fs.Parse(args); {
-	case err == nil:
-		return exitOK, true
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK, false
-	default:
+	case err != nil:
+		return exitError, false
+	case fs.NArg() > 0:
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
 		return exitError, false
 	}
+	return exitOK, true
+}
+
+// parseConfigOnly parses args for a command whose one flag is -c/--config,
+// and loads that config, printing every problem on stderr. When cfg is nil,
+// the command ends with code: badConfig if the config did not load.
+func parseConfigOnly(name string, args []string, stderr io.Writer, badConfig int) (cfg *policy.Config, code int) {
+	fs := newFlagSet(name, stderr)
+	cfgPath := configFlag(fs)
+	if code, ok := parseFlags(fs, args); !ok {
+		return nil, code
+	}
+	cfg, err := loadConfig(*cfgPath, stderr)
+	if err != nil {
+		printConfigError(stderr, err)
+		return nil, badConfig
+	}
+	return cfg, exitOK
 }
 
 // configFlag registers -c and --config on fs.

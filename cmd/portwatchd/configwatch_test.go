@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/portwatchd/portwatchd/internal/filetest"
 )
 
 // The config watcher on a real file system, with real inotify. Each case
@@ -22,9 +24,7 @@ const configQuiet = 5 * configDebounce
 // cwWrite writes a file in place, making its directory.
 func cwWrite(t *testing.T, path, content string) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Mkdir(t, filepath.Dir(path), 0o700)
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -34,31 +34,15 @@ func cwWrite(t *testing.T, path, content string) {
 func cwReplace(t *testing.T, path, content string) {
 	t.Helper()
 	cwWrite(t, path+".new", content)
-	cwRename(t, path+".new", path)
-}
-
-// cwSymlink makes link point at target.
-func cwSymlink(t *testing.T, target, link string) {
-	t.Helper()
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// cwRename renames a file, as a tool that replaces files atomically does.
-func cwRename(t *testing.T, from, to string) {
-	t.Helper()
-	if err := os.Rename(from, to); err != nil {
-		t.Fatal(err)
-	}
+	filetest.Rename(t, path+".new", path)
 }
 
 // cwSwapLink points link at target the atomic way: a new symlink tmp
 // renamed over link.
 func cwSwapLink(t *testing.T, target, tmp, link string) {
 	t.Helper()
-	cwSymlink(t, target, tmp)
-	cwRename(t, tmp, link)
+	filetest.Symlink(t, target, tmp)
+	filetest.Rename(t, tmp, link)
 }
 
 // cwConfigMapUpdate is what the kubelet's atomic writer does to a
@@ -90,8 +74,8 @@ func cwWithDropIn(t *testing.T, dir string) (string, []string) {
 // through ..data, itself a symlink to a timestamped data directory.
 func cwConfigMap(t *testing.T, dir string) (string, []string) {
 	cwWrite(t, dir+"/..2026_01_01/portwatch.yaml", "a")
-	cwSymlink(t, "..2026_01_01", dir+"/..data")
-	cwSymlink(t, "..data/portwatch.yaml", dir+"/portwatch.yaml")
+	filetest.Symlink(t, "..2026_01_01", dir+"/..data")
+	filetest.Symlink(t, "..data/portwatch.yaml", dir+"/portwatch.yaml")
 	return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
 }
 
@@ -135,13 +119,9 @@ func TestConfigWatcher(t *testing.T) {
 			wantReload: true,
 		},
 		{
-			name:  "drop-in removed",
-			setup: cwWithDropIn,
-			act: func(t *testing.T, dir string, cw *configWatcher) {
-				if err := os.Remove(dir + "/portwatch.d/a.yaml"); err != nil {
-					t.Fatal(err)
-				}
-			},
+			name:       "drop-in removed",
+			setup:      cwWithDropIn,
+			act:        func(t *testing.T, dir string, cw *configWatcher) { filetest.Remove(t, dir+"/portwatch.d/a.yaml") },
 			wantReload: true,
 		},
 		{
@@ -158,9 +138,7 @@ func TestConfigWatcher(t *testing.T) {
 			name:  "drop-in directory created after start, then a drop-in in it",
 			setup: cwMainOnly,
 			act: func(t *testing.T, dir string, cw *configWatcher) {
-				if err := os.Mkdir(dir+"/portwatch.d", 0o700); err != nil {
-					t.Fatal(err)
-				}
+				filetest.Mkdir(t, dir+"/portwatch.d", 0o700)
 				// The directory appearing counts (it may hold
 				// drop-ins already); then it is watched too.
 				select {
@@ -178,9 +156,7 @@ func TestConfigWatcher(t *testing.T) {
 			act: func(t *testing.T, dir string, cw *configWatcher) {
 				// What the kubelet's atomic writer does.
 				cwConfigMapUpdate(t, dir)
-				if err := os.RemoveAll(dir + "/..2026_01_01"); err != nil {
-					t.Fatal(err)
-				}
+				filetest.Remove(t, dir+"/..2026_01_01")
 			},
 			wantReload: true,
 		},
@@ -196,8 +172,8 @@ func TestConfigWatcher(t *testing.T) {
 			name: "symlinked directory swapped under a plain name",
 			setup: func(t *testing.T, dir string) (string, []string) {
 				cwWrite(t, dir+"/v1/portwatch.yaml", "a")
-				cwSymlink(t, "v1", dir+"/current")
-				cwSymlink(t, "current/portwatch.yaml", dir+"/portwatch.yaml")
+				filetest.Symlink(t, "v1", dir+"/current")
+				filetest.Symlink(t, "current/portwatch.yaml", dir+"/portwatch.yaml")
 				return dir + "/portwatch.yaml", []string{dir + "/portwatch.yaml"}
 			},
 			act: func(t *testing.T, dir string, cw *configWatcher) {
@@ -210,7 +186,7 @@ func TestConfigWatcher(t *testing.T) {
 			name: "main file a symlink into another directory, target rewritten",
 			setup: func(t *testing.T, dir string) (string, []string) {
 				cwWrite(t, dir+"/real/pw.yaml", "a")
-				cwSymlink(t, dir+"/real/pw.yaml", dir+"/etc/portwatch.yaml")
+				filetest.Symlink(t, dir+"/real/pw.yaml", dir+"/etc/portwatch.yaml")
 				return dir + "/etc/portwatch.yaml", []string{dir + "/etc/portwatch.yaml"}
 			},
 			act:        func(t *testing.T, dir string, cw *configWatcher) { cwReplace(t, dir+"/real/pw.yaml", "b") },
@@ -221,7 +197,7 @@ func TestConfigWatcher(t *testing.T) {
 			setup: func(t *testing.T, dir string) (string, []string) {
 				cwWrite(t, dir+"/real/a.yaml", "a")
 				cwWrite(t, dir+"/real/b.yaml", "b")
-				cwSymlink(t, dir+"/real/a.yaml", dir+"/etc/portwatch.yaml")
+				filetest.Symlink(t, dir+"/real/a.yaml", dir+"/etc/portwatch.yaml")
 				return dir + "/etc/portwatch.yaml", []string{dir + "/etc/portwatch.yaml"}
 			},
 			act: func(t *testing.T, dir string, cw *configWatcher) {
@@ -241,9 +217,7 @@ func TestConfigWatcher(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := os.MkdirAll(dir+"/etc", 0o700); err != nil {
-				t.Fatal(err)
-			}
+			filetest.Mkdir(t, dir+"/etc", 0o700)
 			main, files := tt.setup(t, dir)
 			log := logrus.New()
 			log.SetOutput(io.Discard)

@@ -40,10 +40,6 @@ func runList(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "portwatchd list: unexpected argument %q\n", fs.Arg(0))
-		return exitError
-	}
 	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "portwatchd list: %s\n", errLine(err.Error()))

@@ -25,19 +25,9 @@ const notifyTestTimeout = 2 * time.Minute
 // alone), and prints "NAME: ok" or "NAME: error" per sink. URLs never appear:
 // errors from the notify package are redacted.
 func runNotifyTest(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("notify-test", stderr)
-	cfgPath := configFlag(fs)
-	if code, ok := parseFlags(fs, args); !ok {
+	cfg, code := parseConfigOnly("notify-test", args, stderr, exitError)
+	if cfg == nil {
 		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "portwatchd notify-test: unexpected argument %q\n", fs.Arg(0))
-		return exitError
-	}
-	cfg, err := loadConfig(*cfgPath, stderr)
-	if err != nil {
-		printConfigError(stderr, err)
-		return exitError
 	}
 	return notifyTest(cfg.Notify, stdout, stderr)
 }

@@ -103,10 +103,7 @@ func TestNotifyTest(t *testing.T) {
 func TestNotifyTestJournald(t *testing.T) {
 	j := journaltest.Start(t)
 	cfg := notifyTestConfig(t, true)
-	out, err := j.Helper(t, "TestHelperNotifyTest", "NOTIFY_TEST_CONFIG="+cfg).CombinedOutput()
-	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
+	out := j.RunHelper(t, "TestHelperNotifyTest", "NOTIFY_TEST_CONFIG="+cfg)
 	if !strings.Contains(string(out), "journald: ok\n") {
 		t.Errorf("output lacks \"journald: ok\":\n%s", out)
 	}

@@ -17,19 +17,9 @@ func init() {
 // included, and reports every problem. The systemd unit runs it before start
 // and reload, as ssh.service runs sshd -t.
 func runValidate(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("validate", stderr)
-	cfgPath := configFlag(fs)
-	if code, ok := parseFlags(fs, args); !ok {
+	cfg, code := parseConfigOnly("validate", args, stderr, exitFound)
+	if cfg == nil {
 		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "portwatchd validate: unexpected argument %q\n", fs.Arg(0))
-		return exitError
-	}
-	cfg, err := loadConfig(*cfgPath, stderr)
-	if err != nil {
-		printConfigError(stderr, err)
-		return exitFound
 	}
 	printConfigWarnings(stderr, cfg, time.Now())
 	fmt.Fprintf(stdout, "%s: ok (%s in %s)\n", cfg.Source, plural(len(cfg.Rules), "rule"), plural(len(cfg.Files), "file"))

@@ -19,8 +19,7 @@
 //
 //	func TestX(t *testing.T) {
 //		j := journaltest.Start(t)
-//		cmd := j.Helper(t, "TestHelperWriter", "MODE=x")
-//		if out, err := cmd.CombinedOutput(); err != nil { t.Fatalf("%v: %s", err, out) }
+//		j.RunHelper(t, "TestHelperWriter", "MODE=x")
 //		got := j.Wait(t, 1, "SYSLOG_IDENTIFIER=portwatchd")
 //		...
 //	}
@@ -49,10 +48,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portwatchd/portwatchd/internal/proctest"
+	"github.com/portwatchd/portwatchd/internal/syncbuf"
 )
 
 // Paths of the programs used. They are variables so that a test can point
@@ -101,7 +102,7 @@ exec "$2"
 type Journal struct {
 	cmd    *exec.Cmd
 	pid    int
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	done   chan struct{}
 	err    error // set when done is closed
 }
@@ -128,7 +129,7 @@ func Start(t testing.TB) *Journal {
 	if err := os.WriteFile(conf, []byte(journaldConf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	j := &Journal{stderr: &syncBuffer{}, done: make(chan struct{})}
+	j := &Journal{stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd := exec.Command(Unshare, "--mount", "--propagation", "private", "--",
 		"/bin/sh", "-c", setup, "journaltest-setup", conf, JournaldPath)
 	// journald's own messages go to its stderr rather than to the host's kmsg.
@@ -186,13 +187,7 @@ func (j *Journal) stop() {
 		return
 	default:
 	}
-	_ = j.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-j.done:
-	case <-time.After(10 * time.Second):
-		_ = j.cmd.Process.Kill()
-		<-j.done
-	}
+	proctest.Terminate(j.cmd.Process, j.done, 10*time.Second)
 }
 
 // PID is journald's process id; its mount namespace is /proc/PID/ns/mnt.
@@ -231,6 +226,18 @@ func (j *Journal) Helper(t testing.TB, test string, env ...string) *exec.Cmd {
 	cmd := j.Command(exe, "-test.run=^"+test+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(append(os.Environ(), HelperEnv+"=1"), env...)
 	return cmd
+}
+
+// RunHelper runs the Helper command for test and env to its end, and
+// returns its output (stdout and stderr). It fails t with that output if the
+// helper failed.
+func (j *Journal) RunHelper(t testing.TB, test string, env ...string) []byte {
+	t.Helper()
+	out, err := j.Helper(t, test, env...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper %s: %v\n%s", test, err, out)
+	}
+	return out
 }
 
 // IsHelper reports whether this process was started by Helper.
@@ -349,22 +356,4 @@ func value(v json.RawMessage) (string, error) {
 		parts = append(parts, p)
 	}
 	return strings.Join(parts, "\n"), nil
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

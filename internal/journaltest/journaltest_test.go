@@ -31,9 +31,7 @@ func TestParse(t *testing.T) {
 // process inside the namespace and reads the entry back.
 func TestJournal(t *testing.T) {
 	j := Start(t)
-	if out, err := j.Helper(t, "TestHelperSend", "JT_MESSAGE=hello from helper").CombinedOutput(); err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
+	j.RunHelper(t, "TestHelperSend", "JT_MESSAGE=hello from helper")
 	es := j.Wait(t, 1, "SYSLOG_IDENTIFIER=journaltest")
 	if len(es) != 1 {
 		t.Fatalf("got %d entries, want 1:\n%s", len(es), format(es))
