@@ -380,13 +380,14 @@ func stepHardeningHeld(t *testing.T, ctx context.Context, sb *sandbox) {
 		"PORTWATCH_UNIT": "pw-listener.service",
 	}
 	checkFields(t, e, want)
-	// And it really ran confined: not root, only the two capabilities,
-	// no new privileges, a seccomp filter.
+	// And it really ran confined: not root, only the capabilities the unit
+	// grants, no new privileges, a seccomp filter.
 	status, err := sb.run(ctx, "cat", "/proc/"+daemonPID+"/status")
 	if err != nil {
 		t.Fatalf("daemon status: %v", err)
 	}
-	const caps = 1<<2 | 1<<19 // CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE
+	const caps = 1<<2 | 1<<19 | // CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE: attribution
+		1<<12 | 1<<38 | 1<<39 // CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF: the eBPF programs
 	fields := procStatus(status)
 	if uid := strings.Fields(fields["Uid"]); len(uid) == 0 || uid[0] == "0" {
 		t.Errorf("daemon runs as uid %q, want a dynamic user", fields["Uid"])
