@@ -51,10 +51,10 @@ func alertKey(ev Event) string {
 // SetFiring sets the alerts in force: every alert raised and not yet
 // resolved, persisted ones from before a restart included, each as the
 // event that raised it (listener.opened or listener.changed, with its
-// original id and time, which becomes startsAt). The daemon calls it after
-// every step of its alert engine. Alertmanager sinks re-send them every
-// resend_interval; the first call re-sends at once, since Alertmanager may
-// have lost them while portwatchd was down.
+// original id and time, which becomes startsAt). The daemon calls it at
+// start and whenever its alert engine changes them. Alertmanager sinks
+// re-send them every resend_interval; the first call re-sends at once,
+// since Alertmanager may have lost them while portwatchd was down.
 func (d *Dispatcher) SetFiring(events []Event) {
 	m := make(map[string]Event, len(events))
 	for _, ev := range events {
