@@ -74,7 +74,7 @@ func (a *arrivals) get(port int) (time.Time, bool) {
 // BenchmarkDetectionLatency measures, for one unexpected listener at a time,
 // the time from the child's listen() returning to (a) the alert's journald
 // entry being readable (a journalctl query, repeated, finds it), (a') a
-// follower of the journal (journalctl -f) printing it, (a”) journald
+// follower of the journal (journalctl -f) printing it, (c) journald
 // stamping it (__REALTIME_TIMESTAMP: the entry is in the file from then
 // on; the query of (a) adds its own start-up and 10 ms of polling), and (b)
 // the loopback
