@@ -85,23 +85,9 @@ func BenchmarkDetectionLatency(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: runs systemd-journald in a private mount namespace and attributes other processes' sockets")
 	}
-	if f, err := os.OpenFile("/tmp/portwatchd-bench.lock", os.O_RDWR|os.O_CREATE, 0o600); err == nil {
-		// Other benchmarks on a 2-core machine would distort the figures;
-		// bench/run.sh takes the same lock. Wait for it, but not forever.
-		deadline := time.Now().Add(10 * time.Minute)
-		for unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil && time.Now().Before(deadline) {
-			time.Sleep(time.Second)
-		}
-		defer f.Close()
-	}
+	lockBench(b)
 	j := journaltest.Start(b)
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "portwatchd")
-	// go test puts its own GOROOT/bin first in PATH.
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/portwatchd")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
 
 	// Webhook receiver (generic format).
 	hook := &arrivals{at: map[int]time.Time{}}
@@ -134,12 +120,7 @@ func BenchmarkDetectionLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "etc", "portwatch.yaml")
-	// PORTWATCH_BENCH_EBPF is the daemon's ebpf: mode (run.sh's EBPF):
-	// off measures polling, on the kernel programs' triggers.
-	mode := os.Getenv("PORTWATCH_BENCH_EBPF")
-	if mode == "" {
-		mode = "off"
-	}
+	mode := benchMode()
 	conf := fmt.Sprintf(`version: 1
 interval: 1s
 ebpf: %s
@@ -199,45 +180,7 @@ notify:
 		}
 	}()
 
-	// The daemon, inside journald's namespace.
-	notifyPath := filepath.Join(dir, "notify.sock")
-	nconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nconn.Close()
-	ready := make(chan struct{})
-	go func() {
-		buf := make([]byte, 4096)
-		once := sync.Once{}
-		for {
-			n, err := nconn.Read(buf)
-			if err != nil {
-				return
-			}
-			if slices.Contains(strings.Split(string(buf[:n]), "\n"), "READY=1") {
-				once.Do(func() { close(ready) })
-			}
-		}
-	}()
-	d := j.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(dir, "state"))
-	d.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
-	// Read while the daemon writes: the buffer takes a lock for both.
-	var dlog syncbuf.Buffer
-	d.Stderr = &dlog
-	if err := d.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		_ = d.Process.Signal(syscall.SIGTERM)
-		_ = d.Wait()
-	}()
-	select {
-	case <-ready:
-	case <-time.After(60 * time.Second):
-		b.Fatalf("daemon not ready after 60s:\n%s", dlog.String())
-	}
-
+	dlog := startDaemon(b, j, dir, cfg)
 	var toJournal, toStamp, toFollow, toHook []time.Duration
 	port := base
 	for b.Loop() {
@@ -292,6 +235,81 @@ notify:
 		b.ReportMetric(float64(p99)/1e6, "p99-"+s.name+"-ms")
 		b.Logf("%s: %d trials, p50 %v, p99 %v, max %v", s.name, len(s.ds), p50.Round(time.Millisecond), p99.Round(time.Millisecond), slices.Max(s.ds).Round(time.Millisecond))
 	}
+}
+
+// benchMode is the daemon's ebpf: mode, PORTWATCH_BENCH_EBPF (run.sh's
+// EBPF): off measures polling, on the kernel programs' triggers.
+func benchMode() string {
+	if m := os.Getenv("PORTWATCH_BENCH_EBPF"); m != "" {
+		return m
+	}
+	return "off"
+}
+
+// lockBench waits for the lock that bench/run.sh also takes: other
+// benchmarks on a 2-core machine would distort the figures. It waits, but
+// not forever, and holds the lock until b ends.
+func lockBench(b *testing.B) {
+	f, err := os.OpenFile("/tmp/portwatchd-bench.lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil && time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+	}
+	b.Cleanup(func() { f.Close() })
+}
+
+// startDaemon builds portwatchd and runs it with the config cfg inside j's
+// namespace, until b ends; it returns once the daemon is ready, with its
+// log.
+func startDaemon(b *testing.B, j *journaltest.Journal, dir, cfg string) *syncbuf.Buffer {
+	bin := filepath.Join(dir, "portwatchd")
+	// go test puts its own GOROOT/bin first in PATH.
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/portwatchd")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	// The daemon, inside journald's namespace.
+	notifyPath := filepath.Join(dir, "notify.sock")
+	nconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { nconn.Close() })
+	ready := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		once := sync.Once{}
+		for {
+			n, err := nconn.Read(buf)
+			if err != nil {
+				return
+			}
+			if slices.Contains(strings.Split(string(buf[:n]), "\n"), "READY=1") {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	d := j.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(dir, "state"))
+	d.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
+	// Read while the daemon writes: the buffer takes a lock for both.
+	dlog := &syncbuf.Buffer{}
+	d.Stderr = dlog
+	if err := d.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = d.Process.Signal(syscall.SIGTERM)
+		_ = d.Wait()
+	})
+	select {
+	case <-ready:
+	case <-time.After(60 * time.Second):
+		b.Fatalf("daemon not ready after 60s:\n%s", dlog.String())
+	}
+	return dlog
 }
 
 // pollJournal queries the journal for the alert on port, one journalctl run

@@ -27,7 +27,7 @@ var hashRetries = [...]time.Duration{time.Millisecond, 2 * time.Millisecond, 4 *
 // its key and when it opened, by the kernel's clock.
 type liveOpen struct {
 	key watcher.Key
-	at  time.Duration
+	ev  kernelEvent // the open
 }
 
 // maxLive bounds the listeners remembered as opened while the daemon ran;
@@ -253,14 +253,18 @@ func (d *daemon) reportTransients(gone []goneEvent, now time.Time) {
 // closeTransients resolves at once the alerts on listeners that the kernel
 // saw open and close within one interval, as r's Step left them: closed,
 // waiting out flap_window. It remembers, from evs, which listeners opened
-// and were found open by snap (the look's snapshot), and when.
+// and were found open by snap (the look's snapshot), and when. A listener
+// the engine had not alerted on, although unexpected, closed while it was
+// still waiting for its holder to be found (attribution): it is returned,
+// to be reported from its open event as one gone before the look.
 //
 // The snapshot is the truth: a close event resolves nothing while snap
 // still holds the listener (another socket of an SO_REUSEPORT group, or a
 // socket that was never hashed), and the engine resolves only an alert its
 // Step just found closed. A listener that lived an interval or longer waits
 // out flap_window as polling would have it: a restart looks the same.
-func (d *daemon) closeTransients(evs []kernelEvent, snap *watcher.Snapshot, r alerting.Result, now time.Time) alerting.Result {
+func (d *daemon) closeTransients(evs []kernelEvent, snap *watcher.Snapshot, r alerting.Result, now time.Time) (alerting.Result, []goneEvent) {
+	var unjudged []goneEvent
 	if d.kern.alive == nil {
 		d.kern.alive = map[sockKey]liveOpen{}
 	}
@@ -272,7 +276,7 @@ func (d *daemon) closeTransients(evs []kernelEvent, snap *watcher.Snapshot, r al
 		case opens(ev.Event):
 			if key, ok := ix.socks[k]; ok {
 				if _, seen := d.kern.alive[k]; !seen {
-					d.kern.alive[k] = liveOpen{key, ev.Time}
+					d.kern.alive[k] = liveOpen{key, ev}
 				}
 			}
 		case ev.Kind == ebpf.KindClose:
@@ -281,17 +285,24 @@ func (d *daemon) closeTransients(evs []kernelEvent, snap *watcher.Snapshot, r al
 				continue
 			}
 			delete(d.kern.alive, k)
-			life := ev.Time - o.at
+			life := ev.Time - o.ev.Time
 			if life < 0 || life >= d.cfg.Interval {
 				continue
 			}
 			rr := d.eng.ResolveClosed(o.key, now.Add(ev.Time-mono), notify.Transient{Lifetime: life})
 			r.Emit = append(r.Emit, rr.Emit...)
 			r.StateChanged = r.StateChanged || rr.StateChanged
+			if len(rr.Emit) > 0 {
+				continue
+			}
+			g := goneEvent{o.ev, ix.ns[k.netns], notify.Transient{Lifetime: life}}
+			if d.cfg.Evaluate(d.transientListener(g), now).Verdict == policy.Unexpected {
+				unjudged = append(unjudged, g)
+			}
 		}
 	}
 	if len(d.kern.alive) > maxLive {
 		maps.DeleteFunc(d.kern.alive, func(k sockKey, _ liveOpen) bool { return !ix.holds(k) })
 	}
-	return r
+	return r, unjudged
 }

@@ -1,0 +1,168 @@
+package latency
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/portwatchd/portwatchd/internal/journaltest"
+)
+
+// transientEnv makes the test binary a transient listener: "tcp" or "udp",
+// the address, and how long to hold it, space-separated. It listens (or
+// binds), sleeps, closes and exits.
+const transientEnv = "PORTWATCHD_LATENCY_TRANSIENT"
+
+// TestLatencyHelperTransient is the transient listener child, not a test.
+func TestLatencyHelperTransient(t *testing.T) {
+	var proto, addr, holdText string
+	if _, err := fmt.Sscan(os.Getenv(transientEnv), &proto, &addr, &holdText); err != nil {
+		t.Skip("helper process for BenchmarkTransient")
+	}
+	hold, err := time.ParseDuration(holdText)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	var c interface{ Close() error }
+	if proto == "udp" {
+		c, err = net.ListenPacket("udp", addr)
+	} else {
+		c, err = net.Listen("tcp", addr)
+	}
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	time.Sleep(hold)
+	c.Close()
+	os.Exit(0)
+}
+
+// BenchmarkTransient counts, for listeners that live a few milliseconds, how
+// many the daemon reported as transient in journald with the right exe and
+// port: an opened entry marked transient (gone before the daemon looked), or
+// a closed entry marked transient (seen open, and its close resolved at
+// once). It runs b.N trials of each kind (a TCP listener for 10 ms and for
+// 1 ms, a UDP bind for 10 ms), one at a time, at random moments, and logs the
+// rates. bench/latency/run.sh runs it with TRANSIENT=1.
+func BenchmarkTransient(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: runs systemd-journald in a private mount namespace and attributes other processes' sockets")
+	}
+	lockBench(b)
+	j := journaltest.Start(b)
+	dir := b.TempDir()
+	kinds := []struct {
+		name, proto string
+		hold        time.Duration
+	}{{"tcp-10ms", "tcp", 10 * time.Millisecond}, {"tcp-1ms", "tcp", time.Millisecond}, {"udp-10ms", "udp", 10 * time.Millisecond}}
+	base := freeBlock(b)
+	const block = 200
+	if b.N*len(kinds) > block {
+		b.Fatalf("%d trials need more than %d ports", b.N*len(kinds), block)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "etc"), 0o700); err != nil {
+		b.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "etc", "portwatch.yaml")
+	conf := fmt.Sprintf(`version: 1
+interval: 1s
+ebpf: %s
+allow:
+  - name: everything-else
+    port: ["1-%d", "%d-65535"]
+notify:
+  journald: true
+`, benchMode(), base-1, base+block)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	startDaemon(b, j, dir, cfg)
+	self, err := filepath.EvalSymlinks(os.Args[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	type trial struct{ kind, port int }
+	var trials []trial
+	for k := range kinds {
+		for i := range b.N {
+			trials = append(trials, trial{k, base + k*b.N + i})
+		}
+	}
+	rand.Shuffle(len(trials), func(i, k int) { trials[i], trials[k] = trials[k], trials[i] })
+	b.ResetTimer()
+	for _, tr := range trials {
+		time.Sleep(time.Duration(rand.Int64N(int64(200 * time.Millisecond))))
+		k := kinds[tr.kind]
+		c := exec.Command(os.Args[0], "-test.run=^TestLatencyHelperTransient$", "-test.count=1")
+		c.Env = append(os.Environ(), fmt.Sprintf("%s=%s 127.0.0.1:%d %s", transientEnv, k.proto, tr.port, k.hold))
+		if out, err := c.CombinedOutput(); err != nil {
+			b.Fatalf("transient child on port %d: %v\n%s", tr.port, err, out)
+		}
+	}
+	b.StopTimer()
+	// Every look the last trials triggered is over well within this.
+	time.Sleep(3 * time.Second)
+	es, err := j.Entries("SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_NETNS=host")
+	if err != nil {
+		b.Fatal(err)
+	}
+	type tally struct{ transient, opened, closed, wrongExe int }
+	got := map[int]*tally{}
+	for _, e := range es {
+		port, err := strconv.Atoi(e["PORTWATCH_PORT"])
+		if err != nil || port < base || port >= base+len(kinds)*b.N {
+			continue
+		}
+		if got[port] == nil {
+			got[port] = &tally{}
+		}
+		t := got[port]
+		switch e["PORTWATCH_EVENT"] {
+		case "opened":
+			t.opened++
+		case "closed":
+			t.closed++
+		}
+		if e["PORTWATCH_TRANSIENT"] == "1" {
+			if e["PORTWATCH_EXE"] == self {
+				t.transient++
+			} else {
+				t.wrongExe++
+				if os.Getenv("PORTWATCH_BENCH_VERBOSE") != "" {
+					b.Logf("port %d: %s", port, e["MESSAGE"])
+				}
+			}
+		}
+	}
+	for k, kind := range kinds {
+		var transient, alerted, twoEntries, wrong int
+		for i := range b.N {
+			t := got[base+k*b.N+i]
+			if t == nil {
+				if os.Getenv("PORTWATCH_BENCH_VERBOSE") != "" {
+					b.Logf("%s: port %d not alerted", kind.name, base+k*b.N+i)
+				}
+				continue
+			}
+			alerted++
+			if t.transient > 0 {
+				transient++
+			}
+			if t.opened+t.closed > 1 {
+				twoEntries++
+			}
+			wrong += t.wrongExe
+		}
+		b.ReportMetric(100*float64(transient)/float64(b.N), "%transient-"+kind.name)
+		b.Logf("%s: %d trials, %d alerted, %d reported transient with the right exe and port (%.0f%%), %d as opened+closed, %d transient entries with another exe",
+			kind.name, b.N, alerted, transient, 100*float64(transient)/float64(b.N), twoEntries, wrong)
+	}
+}
