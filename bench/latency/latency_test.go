@@ -82,12 +82,7 @@ func (a *arrivals) get(port int) (time.Time, bool) {
 // tick. Run it with -benchtime=20x for 20 trials (bench/latency/run.sh does);
 // it reports p50 and p99 of both, in milliseconds.
 func BenchmarkDetectionLatency(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: runs systemd-journald in a private mount namespace and attributes other processes' sockets")
-	}
-	lockBench(b)
-	j := journaltest.Start(b)
-	dir := b.TempDir()
+	j, dir := setUp(b)
 
 	// Webhook receiver (generic format).
 	hook := &arrivals{at: map[int]time.Time{}}
@@ -116,27 +111,11 @@ func BenchmarkDetectionLatency(b *testing.B) {
 
 	base := freeBlock(b)
 	const block = 200
-	if err := os.Mkdir(filepath.Join(dir, "etc"), 0o700); err != nil {
-		b.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "etc", "portwatch.yaml")
-	mode := benchMode()
-	conf := fmt.Sprintf(`version: 1
-interval: 1s
-ebpf: %s
-allow:
-  - name: everything-else
-    port: ["1-%d", "%d-65535"]
-notify:
-  journald: true
-  webhooks:
+	cfg := writeConfig(b, dir, base, block, fmt.Sprintf(`  webhooks:
     - name: receiver
       format: generic
       url: %s
-`, mode, base-1, base+block, srv.URL)
-	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-		b.Fatal(err)
-	}
+`, srv.URL))
 
 	// The journal follower: journalctl -f prints each entry as journald
 	// makes it readable.
@@ -237,6 +216,29 @@ notify:
 	}
 }
 
+// writeConfig writes the daemon's config in dir: interval 1s, the ebpf:
+// mode of benchMode, every port allowed but the block of ports from base,
+// journald, and notify, the rest of the notify section. It returns its path.
+func writeConfig(b *testing.B, dir string, base, block int, notify string) string {
+	if err := os.Mkdir(filepath.Join(dir, "etc"), 0o700); err != nil {
+		b.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "etc", "portwatch.yaml")
+	conf := fmt.Sprintf(`version: 1
+interval: 1s
+ebpf: %s
+allow:
+  - name: everything-else
+    port: ["1-%d", "%d-65535"]
+notify:
+  journald: true
+`, benchMode(), base-1, base+block) + notify
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return cfg
+}
+
 // benchMode is the daemon's ebpf: mode, PORTWATCH_BENCH_EBPF (run.sh's
 // EBPF): off measures polling, on the kernel programs' triggers.
 func benchMode() string {
@@ -244,6 +246,16 @@ func benchMode() string {
 		return m
 	}
 	return "off"
+}
+
+// setUp skips b unless run as root, waits for the bench lock, and starts a
+// private journald; it returns it and a temporary directory.
+func setUp(b *testing.B) (*journaltest.Journal, string) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: runs systemd-journald in a private mount namespace and attributes other processes' sockets")
+	}
+	lockBench(b)
+	return journaltest.Start(b), b.TempDir()
 }
 
 // lockBench waits for the lock that bench/run.sh also takes: other

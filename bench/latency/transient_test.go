@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/portwatchd/portwatchd/internal/journaltest"
 )
 
 // transientEnv makes the test binary a transient listener: "tcp" or "udp",
@@ -53,12 +51,7 @@ func TestLatencyHelperTransient(t *testing.T) {
 // 1 ms, a UDP bind for 10 ms), one at a time, at random moments, and logs the
 // rates. bench/latency/run.sh runs it with TRANSIENT=1.
 func BenchmarkTransient(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: runs systemd-journald in a private mount namespace and attributes other processes' sockets")
-	}
-	lockBench(b)
-	j := journaltest.Start(b)
-	dir := b.TempDir()
+	j, dir := setUp(b)
 	kinds := []struct {
 		name, proto string
 		hold        time.Duration
@@ -68,22 +61,7 @@ func BenchmarkTransient(b *testing.B) {
 	if b.N*len(kinds) > block {
 		b.Fatalf("%d trials need more than %d ports", b.N*len(kinds), block)
 	}
-	if err := os.Mkdir(filepath.Join(dir, "etc"), 0o700); err != nil {
-		b.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "etc", "portwatch.yaml")
-	conf := fmt.Sprintf(`version: 1
-interval: 1s
-ebpf: %s
-allow:
-  - name: everything-else
-    port: ["1-%d", "%d-65535"]
-notify:
-  journald: true
-`, benchMode(), base-1, base+block)
-	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	cfg := writeConfig(b, dir, base, block, "")
 	startDaemon(b, j, dir, cfg)
 	self, err := filepath.EvalSymlinks(os.Args[0])
 	if err != nil {
