@@ -159,6 +159,20 @@ func TestDaemonEBPF(t *testing.T) {
 		}
 	})
 
+	t.Run("udp bind seen open resolved at once when it closes", func(t *testing.T) {
+		port := e.base + 43
+		c, err := net.ListenPacket("udp4", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.waitEvents("opened", port, 1)
+		c.Close()
+		ent := e.waitEvents("closed", port, 1)[0]
+		if ent["PORTWATCH_TRANSIENT"] != "1" || !strings.Contains(ent["MESSAGE"], " (transient), alert resolved") {
+			t.Errorf("closed entry of the UDP socket: %q (PORTWATCH_TRANSIENT=%q), want it resolved at once as transient", ent["MESSAGE"], ent["PORTWATCH_TRANSIENT"])
+		}
+	})
+
 	t.Run("close of one socket of a reuseport group resolves nothing", func(t *testing.T) {
 		port := e.base + 42
 		a, b := listenReusePort(t, port), listenReusePort(t, port)
