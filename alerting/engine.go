@@ -43,6 +43,10 @@ type Emission struct {
 	// the resolve comes flap_window later, and its time is the close's (an
 	// Alertmanager alert ends then).
 	ClosedAt time.Time
+	// Transient, when set on a resolve, is how long the listener lived: it
+	// closed so soon that the kernel's close event resolved it at once
+	// (ResolveClosed).
+	Transient *notify.Transient
 	// Previous is, for a change of an alert in force, the decision that
 	// was alerted before.
 	Previous *policy.Decision
@@ -536,4 +540,24 @@ func sameHolders(a, b *watcher.Listener) bool {
 		}
 	}
 	return true
+}
+
+// ResolveClosed resolves at once the alert on k whose listener the last
+// Step found closed, instead of waiting out flap_window: the caller knows
+// from the kernel that the socket closed, and when. The flap window exists
+// for a snapshot's blind spots (a restart between two looks); a close the
+// kernel reported has none. The resolve carries life (how long the listener
+// lived) and the time the listener closed. It does nothing for a key with
+// no such alert: one still open (the snapshot holds it: another socket of
+// an SO_REUSEPORT group, say), or not alerted.
+func (e *Engine) ResolveClosed(k watcher.Key, closedAt time.Time, life notify.Transient) Result {
+	var r Result
+	a := e.alerts[k]
+	if a == nil || a.ClosedAt.IsZero() || e.tracks[k] != nil {
+		return r
+	}
+	a.ClosedAt = closedAt
+	e.resolve(&r, k, nil, "")
+	r.Emit[len(r.Emit)-1].Transient = &life
+	return r
 }

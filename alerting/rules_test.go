@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/portwatchd/portwatchd/notify"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -688,4 +691,49 @@ func TestRestartCarriesAlerts(t *testing.T) {
 			},
 		},
 	})
+}
+
+// TestResolveClosed: a close the kernel reported resolves at once the alert
+// on a listener the last Step found closed, with its lifetime, and only
+// that: not a listener still open (another socket of its SO_REUSEPORT
+// group), not one without an alert; and the flap window then sends nothing
+// more.
+func TestResolveClosed(t *testing.T) {
+	evil := engL("tcp", 4444, procEvil)
+	sshd := engL("tcp", 22, procSSHD)
+	life := notify.Transient{Lifetime: 12 * time.Millisecond}
+	tests := []struct {
+		name   string
+		second *watcher.Snapshot // the Step after the one that saw both open
+		key    watcher.Key
+		want   []string
+	}{
+		{name: "alerted, closed", second: engS(sshd), key: evil.Key(),
+			want: []string{"closed unexpected tcp 0.0.0.0:4444 [/tmp/x] transient=12ms"}},
+		{name: "alerted, still open", second: engS(sshd, evil), key: evil.Key()},
+		{name: "allowed, closed", second: engS(evil), key: sshd.Key()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{Settings: engFlap30, Evaluator: allow22}
+			e := New(nil)
+			e.Step(engS(sshd), cfg, engT0)
+			e.Step(engS(sshd, evil), cfg, engT0.Add(time.Second))
+			e.Step(tt.second, cfg, engT0.Add(2*time.Second))
+			r := e.ResolveClosed(tt.key, engT0.Add(2*time.Second), life)
+			var got []string
+			for i, s := range engSummarize(r.Emit) {
+				if tr := r.Emit[i].Transient; tr != nil {
+					s += " transient=" + tr.String()
+				}
+				got = append(got, s)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ResolveClosed (-want +got):\n%s", diff)
+			}
+			if later := e.Step(tt.second, cfg, engT0.Add(time.Hour)); len(later.Emit) != 0 && tt.want != nil {
+				t.Errorf("after the flap window: %v, want nothing", engSummarize(later.Emit))
+			}
+		})
+	}
 }

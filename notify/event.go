@@ -33,8 +33,10 @@ type Event struct {
 	Previous *policy.Decision `json:"previous,omitempty"`
 	// Transient is set on the listener.opened event of a listener that had
 	// closed before any snapshot could see it, reported from the kernel's
-	// event (WithTransient). No alert stays in force for it: nothing will
-	// resolve it.
+	// event (WithTransient): no alert stays in force for it, nothing will
+	// resolve it. It is also set on the listener.closed event that resolves
+	// at once, from the kernel's close event, the alert on a listener that a
+	// snapshot saw and that closed soon after.
 	Transient *Transient `json:"transient,omitempty"`
 }
 
@@ -106,6 +108,9 @@ func NewEvent(typ string, d policy.Decision, host string, now time.Time, opts ..
 	case o.transient != nil && typ == TypeOpened:
 		ev.Transient = o.transient
 		ev.Message = transientMessage(d, *o.transient)
+	case o.transient != nil && typ == TypeClosed:
+		ev.Transient = o.transient
+		ev.Message = transientClosedMessage(d, *o.transient)
 	case o.now != nil:
 		ev.Message = nowJudgedMessage(d, *o.now, o.why)
 	default:
@@ -134,7 +139,9 @@ type eventOptions struct {
 // listener, one that closed before any snapshot saw it, and writes its
 // message with the lifetime: "unexpected listener tcp 0.0.0.0:4444 opened
 // by /tmp/x (pid 812, user nobody) for 12ms (transient, already closed): no
-// rule allows it". Other types ignore it.
+// rule allows it". On a listener.closed event it says how long the
+// listener lived: "unexpected listener tcp 0.0.0.0:4444 closed after 12ms
+// (transient), alert resolved (was held by ...)". Other types ignore it.
 func WithTransient(t Transient) EventOption {
 	return func(o *eventOptions) { o.transient = &t }
 }

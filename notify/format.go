@@ -419,6 +419,14 @@ func buildAlertmanager(events []Event, h policy.Webhook, now time.Time) ([]byte,
 	}
 	alerts := make([]alert, 0, len(events))
 	for _, ev := range events {
+		if ev.Type == TypeClosed && ev.Transient != nil {
+			// Alertmanager notifies only what still fires at group_wait:
+			// an alert resolved milliseconds after it was raised would
+			// reach no one. It ends by itself at the endsAt its opened
+			// event set (alertLifetime), as a transient one seen only
+			// once does.
+			continue
+		}
 		a := alert{
 			Labels: alertLabels(ev),
 			Annotations: dropEmpty(map[string]string{

@@ -132,6 +132,13 @@ func transientMessage(d policy.Decision, t Transient) string {
 	return head + " for " + t.String() + " (transient, already closed)" + strings.TrimPrefix(m, head)
 }
 
+// transientClosedMessage is the message of the listener.closed event that
+// resolves at once the alert on a listener that lived t.
+func transientClosedMessage(d policy.Decision, t Transient) string {
+	ep := endpoint(d.Listener)
+	return strings.Replace(message(TypeClosed, d, ""), ep+" closed", ep+" closed after "+t.String()+" (transient)", 1)
+}
+
 // message builds the one-line description of an event. Every part that comes
 // from a process (names, paths, users) is escaped, so the line holds no
 // control characters.

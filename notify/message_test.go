@@ -175,8 +175,10 @@ func TestNewEventOptions(t *testing.T) {
 			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service) for 12.35ms (transient, already closed): no rule allows it"},
 		{name: "transient, close unseen", typ: TypeOpened, d: plain, opts: []EventOption{WithTransient(Transient{Lifetime: 2500 * time.Microsecond, AtMost: true})},
 			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service) for at most 2.5ms (transient, already closed): no rule allows it"},
-		{name: "transient ignored on closed", typ: TypeClosed, d: plain, opts: []EventOption{WithTransient(Transient{Lifetime: time.Millisecond})},
-			message: "unexpected listener tcp 0.0.0.0:4444 closed, alert resolved (was held by /tmp/x (pid 812, user nobody, unit evil.service))"},
+		{name: "transient closed", typ: TypeClosed, d: plain, opts: []EventOption{WithTransient(Transient{Lifetime: 12345678})},
+			message: "unexpected listener tcp 0.0.0.0:4444 closed after 12.35ms (transient), alert resolved (was held by /tmp/x (pid 812, user nobody, unit evil.service))"},
+		{name: "transient ignored on changed", typ: TypeChanged, d: plain, opts: []EventOption{WithTransient(Transient{Lifetime: time.Millisecond})},
+			message: "unexpected listener tcp 0.0.0.0:4444 changed owner to /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
 		{name: "hostile note", typ: TypeOpened, d: plain, opts: []EventOption{WithNote("a\nb")},
 			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it (a\nb)`},
 	}

@@ -57,9 +57,10 @@ func TestSpoolResend(t *testing.T) {
 
 // amPayload is what portwatchd posts to Alertmanager.
 type amPayload []struct {
-	Labels   map[string]string `json:"labels"`
-	StartsAt time.Time         `json:"startsAt"`
-	EndsAt   time.Time         `json:"endsAt"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	StartsAt    time.Time         `json:"startsAt"`
+	EndsAt      time.Time         `json:"endsAt"`
 }
 
 // TestResendDownSink: while Alertmanager is down, re-sends do not pile up:
@@ -234,5 +235,49 @@ func TestFiringSet(t *testing.T) {
 		if diff := cmp.Diff(st.want, ports()); diff != "" {
 			t.Errorf("after %s: firing (-want +got):\n%s", st.name, diff)
 		}
+	}
+}
+
+// TestAlertmanagerTransientClosed: the resolve of a listener that lived a
+// few milliseconds is not sent to Alertmanager. Alertmanager notifies only
+// alerts still firing at group_wait; resolved at once, the alert would never
+// reach anyone. It ends by itself, at the endsAt its opened event set.
+func TestAlertmanagerTransientClosed(t *testing.T) {
+	raised := testTime
+	h := policy.Webhook{Name: "am", Format: "alertmanager", URL: "http://127.0.0.1:9093", ResendInterval: time.Minute}
+	tests := []struct {
+		name string
+		evs  []Event
+		want []string // the alerts' event annotation
+	}{
+		{name: "transient closed", evs: []Event{
+			NewEvent(TypeClosed, unexpected(4444, "x"), "web-1", raised, WithTransient(Transient{Lifetime: 12 * time.Millisecond})),
+		}, want: []string{}},
+		{name: "opened then transient closed", evs: []Event{
+			NewEvent(TypeOpened, unexpected(4444, "x"), "web-1", raised),
+			NewEvent(TypeClosed, unexpected(4444, "x"), "web-1", raised, WithTransient(Transient{Lifetime: 12 * time.Millisecond})),
+		}, want: []string{"opened"}},
+		{name: "closed", evs: []Event{
+			NewEvent(TypeClosed, unexpected(4444, "x"), "web-1", raised),
+		}, want: []string{"closed"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body, err := formats["alertmanager"].render(tt.evs, h, raised)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var p amPayload
+			if err := json.Unmarshal(body, &p); err != nil {
+				t.Fatal(err)
+			}
+			got := []string{}
+			for _, a := range p {
+				got = append(got, a.Annotations["event"])
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("alerts (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -74,31 +74,15 @@ func (a *arrivals) get(port int) (time.Time, bool) {
 // BenchmarkDetectionLatency measures, for one unexpected listener at a time,
 // the time from the child's listen() returning to (a) the alert's journald
 // entry being readable (a journalctl query, repeated, finds it), (a') a
-// follower of the journal (journalctl -f) printing it, and (b) the loopback
+// follower of the journal (journalctl -f) printing it, (c) journald
+// stamping it (__REALTIME_TIMESTAMP: the entry is in the file from then
+// on; the query of (a) adds its own start-up and 10 ms of polling), and (b)
+// the loopback
 // webhook receiving it. journalctl runs in the private journald's namespace. The daemon runs with interval 1s; trials start at random phases of its
 // tick. Run it with -benchtime=20x for 20 trials (bench/latency/run.sh does);
 // it reports p50 and p99 of both, in milliseconds.
 func BenchmarkDetectionLatency(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: runs systemd-journald in a private mount namespace and attributes other processes' sockets")
-	}
-	if f, err := os.OpenFile("/tmp/portwatchd-bench.lock", os.O_RDWR|os.O_CREATE, 0o600); err == nil {
-		// Other benchmarks on a 2-core machine would distort the figures;
-		// bench/run.sh takes the same lock. Wait for it, but not forever.
-		deadline := time.Now().Add(10 * time.Minute)
-		for unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil && time.Now().Before(deadline) {
-			time.Sleep(time.Second)
-		}
-		defer f.Close()
-	}
-	j := journaltest.Start(b)
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "portwatchd")
-	// go test puts its own GOROOT/bin first in PATH.
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/portwatchd")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
+	j, dir := setUp(b)
 
 	// Webhook receiver (generic format).
 	hook := &arrivals{at: map[int]time.Time{}}
@@ -127,36 +111,20 @@ func BenchmarkDetectionLatency(b *testing.B) {
 
 	base := freeBlock(b)
 	const block = 200
-	if err := os.Mkdir(filepath.Join(dir, "etc"), 0o700); err != nil {
-		b.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "etc", "portwatch.yaml")
-	// PORTWATCH_BENCH_EBPF is the daemon's ebpf: mode (run.sh's EBPF):
-	// off measures polling, on the kernel programs' triggers.
-	mode := os.Getenv("PORTWATCH_BENCH_EBPF")
-	if mode == "" {
-		mode = "off"
-	}
-	conf := fmt.Sprintf(`version: 1
-interval: 1s
-ebpf: %s
-allow:
-  - name: everything-else
-    port: ["1-%d", "%d-65535"]
-notify:
-  journald: true
-  webhooks:
+	cfg := writeConfig(b, dir, base, block, fmt.Sprintf(`  webhooks:
     - name: receiver
       format: generic
       url: %s
-`, mode, base-1, base+block, srv.URL)
-	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-		b.Fatal(err)
-	}
+`, srv.URL))
 
 	// The journal follower: journalctl -f prints each entry as journald
 	// makes it readable.
 	journal := &arrivals{at: map[int]time.Time{}}
+	// stamped is when journald received each entry (__REALTIME_TIMESTAMP):
+	// it appends the entry to the mmapped journal file as it stamps it, so
+	// a reader can read it from then on. Unlike the queries below, the
+	// figure has no polling granularity and no journalctl start-up in it.
+	stamped := &arrivals{at: map[int]time.Time{}}
 	var exes sync.Map // port -> PORTWATCH_EXE of its alert, to explain outliers
 	follow := j.Command("journalctl", "-f", "-n", "0", "-o", "json", "SYSLOG_IDENTIFIER=portwatchd", "PORTWATCH_EVENT=opened", "PORTWATCH_NETNS=host")
 	fout, err := follow.StdoutPipe()
@@ -179,6 +147,11 @@ notify:
 			if p, ok := e["PORTWATCH_PORT"].(string); ok {
 				if n, err := strconv.Atoi(p); err == nil {
 					journal.see(n, now)
+					if us, ok := e["__REALTIME_TIMESTAMP"].(string); ok {
+						if v, err := strconv.ParseInt(us, 10, 64); err == nil {
+							stamped.see(n, time.UnixMicro(v))
+						}
+					}
 					exe, _ := e["PORTWATCH_EXE"].(string)
 					exes.Store(n, exe)
 				}
@@ -186,46 +159,8 @@ notify:
 		}
 	}()
 
-	// The daemon, inside journald's namespace.
-	notifyPath := filepath.Join(dir, "notify.sock")
-	nconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nconn.Close()
-	ready := make(chan struct{})
-	go func() {
-		buf := make([]byte, 4096)
-		once := sync.Once{}
-		for {
-			n, err := nconn.Read(buf)
-			if err != nil {
-				return
-			}
-			if slices.Contains(strings.Split(string(buf[:n]), "\n"), "READY=1") {
-				once.Do(func() { close(ready) })
-			}
-		}
-	}()
-	d := j.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(dir, "state"))
-	d.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
-	// Read while the daemon writes: the buffer takes a lock for both.
-	var dlog syncbuf.Buffer
-	d.Stderr = &dlog
-	if err := d.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		_ = d.Process.Signal(syscall.SIGTERM)
-		_ = d.Wait()
-	}()
-	select {
-	case <-ready:
-	case <-time.After(60 * time.Second):
-		b.Fatalf("daemon not ready after 60s:\n%s", dlog.String())
-	}
-
-	var toJournal, toFollow, toHook []time.Duration
+	dlog := startDaemon(b, j, dir, cfg)
+	var toJournal, toStamp, toFollow, toHook []time.Duration
 	port := base
 	for b.Loop() {
 		if port >= base+block {
@@ -241,6 +176,9 @@ notify:
 			ht, hok := hook.get(port)
 			if fok && hok {
 				toFollow = append(toFollow, ft.Sub(listenAt))
+				if st, ok := stamped.get(port); ok {
+					toStamp = append(toStamp, st.Sub(listenAt))
+				}
 				toHook = append(toHook, ht.Sub(listenAt))
 				break
 			}
@@ -267,12 +205,123 @@ notify:
 	for _, s := range []struct {
 		name string
 		ds   []time.Duration
-	}{{"journald", toJournal}, {"journalctl-f", toFollow}, {"webhook", toHook}} {
+	}{{"journald", toJournal}, {"journald-stamp", toStamp}, {"journalctl-f", toFollow}, {"webhook", toHook}} {
+		if len(s.ds) == 0 {
+			continue
+		}
 		p50, p99 := percentile(s.ds, 50), percentile(s.ds, 99)
 		b.ReportMetric(float64(p50)/1e6, "p50-"+s.name+"-ms")
 		b.ReportMetric(float64(p99)/1e6, "p99-"+s.name+"-ms")
 		b.Logf("%s: %d trials, p50 %v, p99 %v, max %v", s.name, len(s.ds), p50.Round(time.Millisecond), p99.Round(time.Millisecond), slices.Max(s.ds).Round(time.Millisecond))
 	}
+}
+
+// writeConfig writes the daemon's config in dir: interval 1s, the ebpf:
+// mode of benchMode, every port allowed but the block of ports from base,
+// journald, and notify, the rest of the notify section. It returns its path.
+func writeConfig(b *testing.B, dir string, base, block int, notify string) string {
+	if err := os.Mkdir(filepath.Join(dir, "etc"), 0o700); err != nil {
+		b.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "etc", "portwatch.yaml")
+	conf := fmt.Sprintf(`version: 1
+interval: 1s
+ebpf: %s
+allow:
+  - name: everything-else
+    port: ["1-%d", "%d-65535"]
+notify:
+  journald: true
+`, benchMode(), base-1, base+block) + notify
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return cfg
+}
+
+// benchMode is the daemon's ebpf: mode, PORTWATCH_BENCH_EBPF (run.sh's
+// EBPF): off measures polling, on the kernel programs' triggers.
+func benchMode() string {
+	if m := os.Getenv("PORTWATCH_BENCH_EBPF"); m != "" {
+		return m
+	}
+	return "off"
+}
+
+// setUp skips b unless run as root, waits for the bench lock, and starts a
+// private journald; it returns it and a temporary directory.
+func setUp(b *testing.B) (*journaltest.Journal, string) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: runs systemd-journald in a private mount namespace and attributes other processes' sockets")
+	}
+	lockBench(b)
+	return journaltest.Start(b), b.TempDir()
+}
+
+// lockBench waits for the lock that bench/run.sh also takes: other
+// benchmarks on a 2-core machine would distort the figures. It waits, but
+// not forever, and holds the lock until b ends.
+func lockBench(b *testing.B) {
+	f, err := os.OpenFile("/tmp/portwatchd-bench.lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil && time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+	}
+	b.Cleanup(func() { f.Close() })
+}
+
+// startDaemon builds portwatchd and runs it with the config cfg inside j's
+// namespace, until b ends; it returns once the daemon is ready, with its
+// log.
+func startDaemon(b *testing.B, j *journaltest.Journal, dir, cfg string) *syncbuf.Buffer {
+	bin := filepath.Join(dir, "portwatchd")
+	// go test puts its own GOROOT/bin first in PATH.
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/portwatchd")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	// The daemon, inside journald's namespace.
+	notifyPath := filepath.Join(dir, "notify.sock")
+	nconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { nconn.Close() })
+	ready := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		once := sync.Once{}
+		for {
+			n, err := nconn.Read(buf)
+			if err != nil {
+				return
+			}
+			if slices.Contains(strings.Split(string(buf[:n]), "\n"), "READY=1") {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	d := j.Command(bin, "run", "-c", cfg, "--state-dir", filepath.Join(dir, "state"))
+	d.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
+	// Read while the daemon writes: the buffer takes a lock for both.
+	dlog := &syncbuf.Buffer{}
+	d.Stderr = dlog
+	if err := d.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = d.Process.Signal(syscall.SIGTERM)
+		_ = d.Wait()
+	})
+	select {
+	case <-ready:
+	case <-time.After(60 * time.Second):
+		b.Fatalf("daemon not ready after 60s:\n%s", dlog.String())
+	}
+	return dlog
 }
 
 // pollJournal queries the journal for the alert on port, one journalctl run

@@ -300,6 +300,9 @@ func (d *daemon) emit(r alerting.Result, now time.Time) {
 		if em.NowJudged != nil {
 			opts = append(opts, notify.WithNowJudged(*em.NowJudged, em.Why))
 		}
+		if em.Transient != nil {
+			opts = append(opts, notify.WithTransient(*em.Transient))
+		}
 		d.unsent = append(d.unsent, notify.NewEvent(em.Type, em.Decision, d.host, at, opts...))
 	}
 	// The alerts in force change only with the state (and are given once at

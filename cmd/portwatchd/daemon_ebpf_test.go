@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,8 +12,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/portwatchd/portwatchd/watcher/ebpf"
 )
@@ -36,9 +41,12 @@ func TestDaemonEBPF(t *testing.T) {
 	requireEBPF(t)
 	e := newDaemonE2E(t, "TestDaemonEBPF")
 	e.ebpf = "on"
-	// A reconcile_interval far beyond the test: every alert below comes
-	// from an event's look.
-	e.writeConfig(strings.Replace(e.configText(), "interval: 300ms\n", "interval: 300ms\nreconcile_interval: 1h\n", 1))
+	// A reconcile_interval and a flap_window far beyond the test: every
+	// alert below comes from an event's look, and every resolve from a
+	// close event. An interval of 5s: a listener that lived less is
+	// resolved at once when it closes, even on a slow test machine.
+	e.flapWindow = "1h"
+	e.writeConfig(strings.Replace(e.configText(), "interval: 300ms\n", "interval: 5s\nreconcile_interval: 1h\n", 1))
 	selfExe, err := filepath.EvalSymlinks(os.Args[0])
 	if err != nil {
 		t.Fatal(err)
@@ -124,12 +132,87 @@ func TestDaemonEBPF(t *testing.T) {
 		}
 	})
 
+	t.Run("listener seen open resolved at once when it closes", func(t *testing.T) {
+		// The alert is in journald, so a look saw the listener open;
+		// its close event resolves the alert at once (flap_window is an
+		// hour), saying it was transient and how long it lived.
+		port := e.base + 41
+		opened := time.Now()
+		c := startDaemonListener(t, port)
+		op := e.waitEvents("opened", port, 1)[0]
+		c.close()
+		lived := time.Since(opened)
+		if op["PORTWATCH_TRANSIENT"] != "" {
+			t.Fatalf("listener still open reported transient: %v", op["MESSAGE"])
+		}
+		ent := e.waitEvents("closed", port, 1)[0]
+		us, err := strconv.Atoi(ent["PORTWATCH_LIFETIME_USEC"])
+		if ent["PORTWATCH_TRANSIENT"] != "1" || err != nil || us <= 0 || time.Duration(us)*time.Microsecond > lived {
+			t.Errorf("closed entry: PORTWATCH_TRANSIENT=%q PORTWATCH_LIFETIME_USEC=%q, want 1 and at most %v", ent["PORTWATCH_TRANSIENT"], ent["PORTWATCH_LIFETIME_USEC"], lived)
+		}
+		if !strings.Contains(ent["MESSAGE"], " (transient), alert resolved") || ent["PORTWATCH_EXE"] != selfExe {
+			t.Errorf("closed entry: message %q, exe %q; want it transient, with exe %s", ent["MESSAGE"], ent["PORTWATCH_EXE"], selfExe)
+		}
+		e.barrier()
+		if n, m := len(e.events("opened", port)), len(e.events("closed", port)); n != 1 || m != 1 {
+			t.Errorf("%d opened and %d closed entries, want 1 and 1", n, m)
+		}
+	})
+
+	t.Run("udp bind seen open resolved at once when it closes", func(t *testing.T) {
+		port := e.base + 43
+		c, err := net.ListenPacket("udp4", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.waitEvents("opened", port, 1)
+		c.Close()
+		ent := e.waitEvents("closed", port, 1)[0]
+		if ent["PORTWATCH_TRANSIENT"] != "1" || !strings.Contains(ent["MESSAGE"], " (transient), alert resolved") {
+			t.Errorf("closed entry of the UDP socket: %q (PORTWATCH_TRANSIENT=%q), want it resolved at once as transient", ent["MESSAGE"], ent["PORTWATCH_TRANSIENT"])
+		}
+	})
+
+	t.Run("close of one socket of a reuseport group resolves nothing", func(t *testing.T) {
+		port := e.base + 42
+		a, b := listenReusePort(t, port), listenReusePort(t, port)
+		e.waitEvents("opened", port, 1)
+		a.Close()
+		e.barrier()
+		if n := len(e.events("closed", port)); n != 0 {
+			t.Errorf("%d closed entries while a socket of the group still listens, want 0", n)
+		}
+		b.Close()
+		e.waitEvents("closed", port, 1)
+	})
+
 	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
 	if code := p.waitExit(t, daemonWait); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
+}
+
+// listenReusePort listens on 127.0.0.1:port with SO_REUSEPORT, in this
+// process.
+func listenReusePort(t *testing.T, port int) net.Listener {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }
 
 // TestDaemonEBPFOnWithoutCapabilities: with ebpf: on, a daemon that may not

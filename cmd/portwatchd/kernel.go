@@ -159,6 +159,9 @@ type kernelState struct {
 	users    map[uint32]string
 	// prevSnap is the last look's snapshot: what the engine has judged.
 	prevSnap *watcher.Snapshot
+	// alive is the listeners events announced and a look found open, until
+	// their close event (closeTransients).
+	alive map[sockKey]liveOpen
 	// transients counts the transient listeners seen, by verdict.
 	transients map[policy.Verdict]int
 }

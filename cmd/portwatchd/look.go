@@ -70,6 +70,11 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) {
 	}
 	d.kern.lastFull, d.kern.prevSnap = now, snap
 	r := d.eng.Step(snap, d.engineConfig(), now)
+	if len(evs) > 0 {
+		var unjudged []goneEvent
+		r, unjudged = d.closeTransients(evs, snap, r, now)
+		gone = append(gone, unjudged...)
+	}
 	d.reportTransients(gone, now)
 	d.emit(r, now)
 	if now.Sub(d.lastCheck) >= alerting.ReevaluateEvery {

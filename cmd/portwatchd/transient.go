@@ -2,22 +2,38 @@ package main
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/portwatchd/portwatchd/alerting"
 	"github.com/portwatchd/portwatchd/notify"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 	"github.com/portwatchd/portwatchd/watcher/ebpf"
 )
 
-// hashRetry is how long the daemon waits before it looks again for a
-// listener that an event announced and the snapshot does not hold: the
-// listen tracepoint fires before the kernel hashes the socket.
-const hashRetry = 5 * time.Millisecond
+// hashRetries are how long the daemon waits, one after the other, before
+// it looks again for a listener that an event announced and the snapshot
+// does not hold: the listen tracepoint fires before the kernel hashes the
+// socket, which usually takes microseconds (a look at once often finds it
+// already), rarely longer on a busy host.
+var hashRetries = [...]time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond}
+
+// liveOpen is a listener that an event announced and a look found open:
+// its key and when it opened, by the kernel's clock.
+type liveOpen struct {
+	key watcher.Key
+	ev  kernelEvent // the open
+}
+
+// maxLive bounds the listeners remembered as opened while the daemon ran;
+// beyond it, those no longer open are forgotten (their close event was
+// lost).
+const maxLive = 4096
 
 // sockKey is what an event and a snapshot's listener have in common.
 type sockKey struct {
@@ -36,14 +52,15 @@ func eventKey(ev ebpf.Event) sockKey {
 // snapIndex says which sockets a snapshot holds and which namespaces it
 // inspected.
 type snapIndex struct {
-	socks map[sockKey]bool
+	socks map[sockKey]watcher.Key
 	ns    map[uint64]string // inspected namespaces' names, by inode
 }
 
 func indexSnapshot(snap *watcher.Snapshot) snapIndex {
-	ix := snapIndex{socks: make(map[sockKey]bool, len(snap.Listeners)), ns: map[uint64]string{}}
-	for _, l := range snap.Listeners {
-		ix.socks[sockKey{l.NetnsInode, l.Protocol, l.Address.Unmap(), l.Port}] = true
+	ix := snapIndex{socks: make(map[sockKey]watcher.Key, len(snap.Listeners)), ns: map[uint64]string{}}
+	for i := range snap.Listeners {
+		l := &snap.Listeners[i]
+		ix.socks[sockKey{l.NetnsInode, l.Protocol, l.Address.Unmap(), l.Port}] = l.Key()
 	}
 	for _, n := range snap.Namespaces {
 		if n.Inspected {
@@ -51,6 +68,12 @@ func indexSnapshot(snap *watcher.Snapshot) snapIndex {
 		}
 	}
 	return ix
+}
+
+// holds says whether the snapshot holds a listener at k.
+func (ix snapIndex) holds(k sockKey) bool {
+	_, ok := ix.socks[k]
+	return ok
 }
 
 // goneEvent is an event's listener that no snapshot held.
@@ -88,7 +111,7 @@ func sortOpens(evs []kernelEvent, ix snapIndex) (gone []goneEvent, missing []ker
 		switch {
 		case closed >= 0:
 			gone = append(gone, goneEvent{ev, name, notify.Transient{Lifetime: evs[closed].Time - ev.Time}})
-		case !ix.socks[k]:
+		case !ix.holds(k):
 			missing = append(missing, ev)
 		}
 	}
@@ -102,7 +125,7 @@ func stillMissing(missing []kernelEvent, ix snapIndex, mono time.Duration) []gon
 	var gone []goneEvent
 	for _, ev := range missing {
 		name, ok := ix.ns[ev.NetnsInode]
-		if !ok || ix.socks[eventKey(ev.Event)] {
+		if !ok || ix.holds(eventKey(ev.Event)) {
 			continue
 		}
 		gone = append(gone, goneEvent{ev, name, notify.Transient{Lifetime: max(mono-ev.Time, 0), AtMost: true}})
@@ -111,22 +134,29 @@ func stillMissing(missing []kernelEvent, ix snapIndex, mono time.Duration) []gon
 }
 
 // transients finds the listeners that evs announced and that had closed by
-// the time snap was taken, looking once more after hashRetry for those that
-// may not have been hashed yet. It returns the snapshot to give the engine:
-// the second one when it was taken.
+// the time snap was taken, looking again after each of hashRetries, while
+// some may not have been hashed yet. It returns the snapshot to give the
+// engine: the last one taken.
 func (d *daemon) transients(ctx context.Context, evs []kernelEvent, snap *watcher.Snapshot) (*watcher.Snapshot, []goneEvent) {
 	gone, missing := sortOpens(evs, indexSnapshot(snap))
-	if len(missing) > 0 {
+	for i := 0; len(missing) > 0; i++ {
 		select {
 		case <-ctx.Done():
 			return snap, nil
-		case <-time.After(hashRetry):
+		case <-time.After(hashRetries[i]):
 		}
 		mono := ebpf.MonotonicNow()
-		if again, err := d.w.Snapshot(ctx); err == nil {
-			snap = again
-			gone = append(gone, stillMissing(missing, indexSnapshot(again), mono)...)
+		again, err := d.w.Snapshot(ctx)
+		if err != nil {
+			break
 		}
+		snap = again
+		ix := indexSnapshot(again)
+		if i == len(hashRetries)-1 {
+			gone = append(gone, stillMissing(missing, ix, mono)...)
+			break
+		}
+		missing = stillAbsent(missing, ix)
 	}
 	if len(gone) == 0 || d.kern.prevSnap == nil {
 		return snap, gone
@@ -137,11 +167,23 @@ func (d *daemon) transients(ctx context.Context, evs []kernelEvent, snap *watche
 	prev := indexSnapshot(d.kern.prevSnap)
 	kept := gone[:0]
 	for _, g := range gone {
-		if !prev.socks[eventKey(g.Event)] {
+		if !prev.holds(eventKey(g.Event)) {
 			kept = append(kept, g)
 		}
 	}
 	return snap, kept
+}
+
+// stillAbsent returns the events of missing whose listener ix does not hold
+// and whose namespace it inspected.
+func stillAbsent(missing []kernelEvent, ix snapIndex) []kernelEvent {
+	var out []kernelEvent
+	for _, ev := range missing {
+		if _, ok := ix.ns[ev.NetnsInode]; ok && !ix.holds(eventKey(ev.Event)) {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 // transientListener is the listener g reported, as a snapshot would have
@@ -206,4 +248,61 @@ func (d *daemon) reportTransients(gone []goneEvent, now time.Time) {
 			d.unsent = append(d.unsent, notify.NewEvent(notify.TypeOpened, dec, d.host, at, notify.WithTransient(g.life)))
 		}
 	}
+}
+
+// closeTransients resolves at once the alerts on listeners that the kernel
+// saw open and close within one interval, as r's Step left them: closed,
+// waiting out flap_window. It remembers, from evs, which listeners opened
+// and were found open by snap (the look's snapshot), and when. A listener
+// the engine had not alerted on, although unexpected, closed while it was
+// still waiting for its holder to be found (attribution): it is returned,
+// to be reported from its open event as one gone before the look.
+//
+// The snapshot is the truth: a close event resolves nothing while snap
+// still holds the listener (another socket of an SO_REUSEPORT group, or a
+// socket that was never hashed), and the engine resolves only an alert its
+// Step just found closed. A listener that lived an interval or longer waits
+// out flap_window as polling would have it: a restart looks the same.
+func (d *daemon) closeTransients(evs []kernelEvent, snap *watcher.Snapshot, r alerting.Result, now time.Time) (alerting.Result, []goneEvent) {
+	var unjudged []goneEvent
+	if d.kern.alive == nil {
+		d.kern.alive = map[sockKey]liveOpen{}
+	}
+	ix := indexSnapshot(snap)
+	mono := ebpf.MonotonicNow()
+	for _, ev := range evs {
+		k := eventKey(ev.Event)
+		switch {
+		case opens(ev.Event):
+			if key, ok := ix.socks[k]; ok {
+				if _, seen := d.kern.alive[k]; !seen {
+					d.kern.alive[k] = liveOpen{key, ev}
+				}
+			}
+		case ev.Kind == ebpf.KindClose:
+			o, ok := d.kern.alive[k]
+			if _, inspected := ix.ns[k.netns]; !ok || !inspected || ix.holds(k) {
+				continue
+			}
+			delete(d.kern.alive, k)
+			life := ev.Time - o.ev.Time
+			if life < 0 || life >= d.cfg.Interval {
+				continue
+			}
+			rr := d.eng.ResolveClosed(o.key, now.Add(ev.Time-mono), notify.Transient{Lifetime: life})
+			r.Emit = append(r.Emit, rr.Emit...)
+			r.StateChanged = r.StateChanged || rr.StateChanged
+			if len(rr.Emit) > 0 {
+				continue
+			}
+			g := goneEvent{o.ev, ix.ns[k.netns], notify.Transient{Lifetime: life}}
+			if d.cfg.Evaluate(d.transientListener(g), now).Verdict == policy.Unexpected {
+				unjudged = append(unjudged, g)
+			}
+		}
+	}
+	if len(d.kern.alive) > maxLive {
+		maps.DeleteFunc(d.kern.alive, func(k sockKey, _ liveOpen) bool { return !ix.holds(k) })
+	}
+	return r, unjudged
 }

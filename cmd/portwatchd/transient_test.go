@@ -8,6 +8,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/portwatchd/portwatchd/alerting"
+	"github.com/portwatchd/portwatchd/notify"
+	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 	"github.com/portwatchd/portwatchd/watcher/ebpf"
 )
@@ -117,3 +120,65 @@ func TestStillMissing(t *testing.T) {
 }
 
 func itoa(p uint16) string { return strconv.Itoa(int(p)) }
+
+// TestCloseTransients: a close event resolves at once the alert on a
+// listener an earlier look saw open, only when the snapshot taken on the
+// close no longer holds it: not for one socket of an SO_REUSEPORT group,
+// not for a socket of the same port in another namespace; and not for a
+// listener that lived an interval or longer.
+func TestCloseTransients(t *testing.T) {
+	const host, other = 4026531840, 4026532000
+	cfg, err := policy.Parse("p.yaml", []byte("version: 1\ninterval: 1s\nallow: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := watcher.Process{PID: 812, Comm: "x", Exe: "/tmp/x", User: "nobody"}
+	lst := func(netns uint64, name string) watcher.Listener {
+		return watcher.Listener{Protocol: "tcp", Family: watcher.IPv4, Address: netip.MustParseAddr("0.0.0.0"), Port: 4444,
+			Netns: name, NetnsInode: netns, Processes: []watcher.Process{evil}}
+	}
+	snap := func(ls ...watcher.Listener) *watcher.Snapshot {
+		return &watcher.Snapshot{Listeners: ls, Namespaces: []watcher.Namespace{
+			{Name: "host", Inode: host, Inspected: true}, {Name: "vpn", Inode: other, Inspected: true}}}
+	}
+	ev := func(kind ebpf.Kind, netns uint64, at time.Duration) kernelEvent {
+		return kernelEvent{Event: ebpf.Event{Kind: kind, NetnsInode: netns, Proto: "tcp", Addr: netip.MustParseAddr("0.0.0.0"), Port: 4444, Time: at}}
+	}
+	tests := []struct {
+		name  string
+		close kernelEvent
+		after *watcher.Snapshot // the snapshot of the close's look
+		want  []string
+	}{
+		{name: "closed", close: ev(ebpf.KindClose, host, 13*time.Millisecond), after: snap(),
+			want: []string{"listener.closed 12ms"}},
+		{name: "another socket of the group still listens", close: ev(ebpf.KindClose, host, 13*time.Millisecond), after: snap(lst(host, "host"))},
+		{name: "the same port closed in another namespace", close: ev(ebpf.KindClose, other, 13*time.Millisecond), after: snap(lst(host, "host"))},
+		{name: "lived an interval", close: ev(ebpf.KindClose, host, time.Second+time.Millisecond), after: snap()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &daemon{cfg: cfg, eng: alerting.New(nil)}
+			now := time.Now()
+			first := snap(lst(host, "host"))
+			r := d.eng.Step(first, d.engineConfig(), now)
+			r, _ = d.closeTransients([]kernelEvent{ev(ebpf.KindListen, host, time.Millisecond)}, first, r, now)
+			if len(r.Emit) != 1 || r.Emit[0].Type != notify.TypeOpened {
+				t.Fatalf("first look: %+v, want one opened", r.Emit)
+			}
+			r = d.eng.Step(tt.after, d.engineConfig(), now)
+			r, gone := d.closeTransients([]kernelEvent{tt.close}, tt.after, r, now)
+			var got []string
+			for _, em := range r.Emit {
+				s := em.Type
+				if em.Transient != nil {
+					s += " " + em.Transient.String()
+				}
+				got = append(got, s)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" || len(gone) != 0 {
+				t.Errorf("close's look (-want +got):\n%s\nreported from the event: %d", diff, len(gone))
+			}
+		})
+	}
+}

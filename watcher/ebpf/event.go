@@ -18,7 +18,7 @@ type Kind uint8
 // Kinds of event, as the kernel programs number them.
 const (
 	KindListen Kind = 1 // a TCP listen() returned (Ret says whether it failed)
-	KindClose  Kind = 2 // a TCP socket left LISTEN
+	KindClose  Kind = 2 // a TCP socket left LISTEN, or a UDP socket that KindBind reported was released
 	KindBind   Kind = 3 // a UDP bind() succeeded
 )
 

@@ -36,10 +36,12 @@ type portwatchEvent struct {
 const (
 	portwatchMapDrops             = "drops"
 	portwatchMapEvents            = "events"
+	portwatchMapUdpBound          = "udp_bound"
 	portwatchProgListenExit       = "listen_exit"
 	portwatchProgPostBind4        = "post_bind4"
 	portwatchProgPostBind6        = "post_bind6"
 	portwatchProgSetState         = "set_state"
+	portwatchProgSockRelease      = "sock_release"
 	portwatchVarExitReportsListen = "exit_reports_listen"
 	portwatchVarUnusedEvent       = "unused_event"
 )
@@ -86,18 +88,20 @@ type portwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type portwatchProgramSpecs struct {
-	ListenExit *ebpf.ProgramSpec `ebpf:"listen_exit"`
-	PostBind4  *ebpf.ProgramSpec `ebpf:"post_bind4"`
-	PostBind6  *ebpf.ProgramSpec `ebpf:"post_bind6"`
-	SetState   *ebpf.ProgramSpec `ebpf:"set_state"`
+	ListenExit  *ebpf.ProgramSpec `ebpf:"listen_exit"`
+	PostBind4   *ebpf.ProgramSpec `ebpf:"post_bind4"`
+	PostBind6   *ebpf.ProgramSpec `ebpf:"post_bind6"`
+	SetState    *ebpf.ProgramSpec `ebpf:"set_state"`
+	SockRelease *ebpf.ProgramSpec `ebpf:"sock_release"`
 }
 
 // portwatchMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type portwatchMapSpecs struct {
-	Drops  *ebpf.MapSpec `ebpf:"drops"`
-	Events *ebpf.MapSpec `ebpf:"events"`
+	Drops    *ebpf.MapSpec `ebpf:"drops"`
+	Events   *ebpf.MapSpec `ebpf:"events"`
+	UdpBound *ebpf.MapSpec `ebpf:"udp_bound"`
 }
 
 // portwatchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -128,14 +132,16 @@ func (o *portwatchObjects) Close() error {
 //
 // It can be passed to loadPortwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type portwatchMaps struct {
-	Drops  *ebpf.Map `ebpf:"drops"`
-	Events *ebpf.Map `ebpf:"events"`
+	Drops    *ebpf.Map `ebpf:"drops"`
+	Events   *ebpf.Map `ebpf:"events"`
+	UdpBound *ebpf.Map `ebpf:"udp_bound"`
 }
 
 func (m *portwatchMaps) Close() error {
 	return _PortwatchClose(
 		m.Drops,
 		m.Events,
+		m.UdpBound,
 	)
 }
 
@@ -151,10 +157,11 @@ type portwatchVariables struct {
 //
 // It can be passed to loadPortwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type portwatchPrograms struct {
-	ListenExit *ebpf.Program `ebpf:"listen_exit"`
-	PostBind4  *ebpf.Program `ebpf:"post_bind4"`
-	PostBind6  *ebpf.Program `ebpf:"post_bind6"`
-	SetState   *ebpf.Program `ebpf:"set_state"`
+	ListenExit  *ebpf.Program `ebpf:"listen_exit"`
+	PostBind4   *ebpf.Program `ebpf:"post_bind4"`
+	PostBind6   *ebpf.Program `ebpf:"post_bind6"`
+	SetState    *ebpf.Program `ebpf:"set_state"`
+	SockRelease *ebpf.Program `ebpf:"sock_release"`
 }
 
 func (p *portwatchPrograms) Close() error {
@@ -163,6 +170,7 @@ func (p *portwatchPrograms) Close() error {
 		p.PostBind4,
 		p.PostBind6,
 		p.SetState,
+		p.SockRelease,
 	)
 }
 

@@ -52,7 +52,9 @@ type objects struct {
 	SetState  *ebpf.Program `ebpf:"set_state"`
 	PostBind4 *ebpf.Program `ebpf:"post_bind4"`
 	PostBind6 *ebpf.Program `ebpf:"post_bind6"`
+	Release   *ebpf.Program `ebpf:"sock_release"`
 	Events    *ebpf.Map     `ebpf:"events"`
+	UDPBound  *ebpf.Map     `ebpf:"udp_bound"`
 	Drops     *ebpf.Map     `ebpf:"drops"`
 	BSS       *ebpf.Map     `ebpf:".bss"`
 
@@ -61,7 +63,7 @@ type objects struct {
 
 func (o *objects) close() error {
 	var errs []error
-	for _, c := range []io.Closer{o.SetState, o.PostBind4, o.PostBind6, o.Events, o.Drops, o.BSS} {
+	for _, c := range []io.Closer{o.SetState, o.PostBind4, o.PostBind6, o.Release, o.Events, o.UDPBound, o.Drops, o.BSS} {
 		errs = append(errs, c.Close()) // nil-safe: not all may have loaded
 	}
 	return errors.Join(errs...)
@@ -124,6 +126,7 @@ func Open(opts Options) (_ *Probe, err error) {
 	}{
 		{p.objs.PostBind4, ebpf.AttachCGroupInet4PostBind},
 		{p.objs.PostBind6, ebpf.AttachCGroupInet6PostBind},
+		{p.objs.Release, ebpf.AttachCgroupInetSockRelease},
 	} {
 		l, err := link.AttachRawLink(link.RawLinkOptions{
 			Target:  int(cgDir.Fd()),

@@ -11,8 +11,10 @@
  *   fexit/inet_csk_listen_start   TCP listen(): final port, return code;
  *                                 optional, see exit_reports_listen
  *   cgroup/post_bind4, post_bind6 UDP bind() that succeeded; always allows
+ *   cgroup/sock_release           release of a UDP socket post_bind reported
  *
- * The program only observes: post_bind returns 1 (allow) on every path.
+ * The program only observes: post_bind and sock_release return 1 (allow) on
+ * every path.
  */
 #include "types.h"
 #include <bpf/bpf_helpers.h>
@@ -75,6 +77,18 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } drops SEC(".maps");
+
+/*
+ * The UDP sockets post_bind reported, by socket cookie, so that their release
+ * is reported and no other's (every client socket is released too). A socket
+ * that does not fit is not reported when released: the snapshot sees it gone.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} udp_bound SEC(".maps");
 
 static __always_inline struct event *reserve(__u8 kind)
 {
@@ -200,6 +214,9 @@ static __always_inline int post_bind(struct bpf_sock *ctx, const int v6)
 		a[0] = ctx->src_ip4;
 	}
 	bpf_ringbuf_submit(e, 0);
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u8 one = 1;
+	bpf_map_update_elem(&udp_bound, &cookie, &one, BPF_ANY);
 	return 1;
 }
 
@@ -213,4 +230,26 @@ SEC("cgroup/post_bind6")
 int post_bind6(struct bpf_sock *ctx)
 {
 	return post_bind(ctx, 1);
+}
+
+/*
+ * inet_release, before the protocol's close: the socket still has its port.
+ * The verifier gives this program no address members of the context, so they
+ * are read from the struct sock underneath, as for TCP.
+ */
+SEC("cgroup/sock_release")
+int sock_release(struct bpf_sock *ctx)
+{
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (!bpf_map_lookup_elem(&udp_bound, &cookie))
+		return 1;
+	bpf_map_delete_elem(&udp_bound, &cookie);
+	struct event *e = reserve(KIND_CLOSE);
+	if (!e)
+		return 1;
+	fill_sock(e, (const struct sock *)ctx);
+	bpf_ringbuf_submit(e, 0);
+	return 1;
 }

@@ -46,11 +46,17 @@ enum {
 /* enum bpf_map_type and the map flags are UAPI: fixed numbers. */
 enum {
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
+enum {
+	BPF_ANY = 0,
+};
+
 /*
- * struct bpf_sock is the UAPI context of cgroup/post_bind4 and post_bind6.
+ * struct bpf_sock is the UAPI context of cgroup/post_bind4, post_bind6 and
+ * sock_release.
  * The verifier rewrites each access to it into an access to struct sock, so
  * it is declared with its UAPI layout and without preserve_access_index.
  */
