@@ -161,6 +161,9 @@ type kernelState struct {
 	prevSnap *watcher.Snapshot
 	// transients counts the transient listeners seen, by verdict.
 	transients map[policy.Verdict]int
+	// limit counts the unexpected transient listeners of each program,
+	// which are alerted one by one only up to a rate (transientlimit.go).
+	limit transientLimit
 }
 
 // checkDrops says whether events were lost since the last call, reading the
