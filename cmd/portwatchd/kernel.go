@@ -47,6 +47,13 @@ type kernelEvents struct {
 	mu       sync.Mutex
 	pending  []kernelEvent
 	overflow uint64 // events not kept since the last take
+	// foreign are the network namespaces that a look triggered by their
+	// events did not inspect: the daemon cannot see into them (it runs in
+	// a PID namespace of its own, as in the benchmark's scene, or they are
+	// gone). Their events are not kept (nothing could settle them) and
+	// trigger no look until the next periodic snapshot forgets them:
+	// otherwise every listener opened there would cost a full snapshot.
+	foreign map[uint64]bool
 }
 
 // kernelEvent is an event with what was read about its process at once,
@@ -105,6 +112,9 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 			k.failed <- err
 			return
 		}
+		if k.isForeign(ev.NetnsInode) {
+			continue
+		}
 		ke := kernelEvent{Event: ev}
 		if opens(ev) {
 			// Now, before the process can exit: its exe, unit and
@@ -124,6 +134,35 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 		case k.trig <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// isForeign says whether events of the namespace netns are left out.
+func (k *kernelEvents) isForeign(netns uint64) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.foreign[netns]
+}
+
+// settled records the namespaces of evs that the snapshot taken for them
+// (ix) did not inspect as foreign, when full is false; a full snapshot
+// (full) forgets every foreign namespace instead, so that one that has
+// become visible is watched again.
+func (k *kernelEvents) settled(evs []kernelEvent, ix snapIndex, full bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if full {
+		k.foreign = nil
+		return
+	}
+	for _, ev := range evs {
+		if _, ok := ix.ns[ev.NetnsInode]; ok {
+			continue
+		}
+		if k.foreign == nil {
+			k.foreign = map[uint64]bool{}
+		}
+		k.foreign[ev.NetnsInode] = true
 	}
 }
 

@@ -27,6 +27,9 @@ func (d *daemon) tick(ctx context.Context) {
 		return
 	}
 	d.look(ctx, nil)
+	if d.kern.ev != nil && d.kern.prevSnap != nil {
+		d.kern.ev.settled(nil, snapIndex{}, true)
+	}
 }
 
 // triggered looks at once at what the kernel's events announced.
@@ -38,6 +41,9 @@ func (d *daemon) triggered(ctx context.Context) {
 	evs, overflow := d.kern.ev.take()
 	d.checkDrops(overflow, time.Now())
 	d.look(ctx, evs)
+	if d.kern.prevSnap != nil && d.kern.ev != nil {
+		d.kern.ev.settled(evs, indexSnapshot(d.kern.prevSnap), false)
+	}
 }
 
 // look takes one snapshot and acts on it, and reports the transient
