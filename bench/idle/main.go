@@ -11,6 +11,12 @@
 // about 12 ms a minute. Both are printed. RSS is VmRSS from
 // /proc/PID/status, sampled every second; the figure is the highest sample.
 //
+// With eBPF the daemon looks whenever a listener opens anywhere on the
+// machine, so its idle cost depends on what else runs there. To tell the
+// two apart, the tool loads the kernel programs itself and counts the
+// events of the sampling window (every namespace, the scene's and the
+// host's), by kind.
+//
 // Everything is bounded: each daemon is stopped (SIGTERM, then SIGKILL by
 // its PID) once measured, and -timeout bounds the whole run.
 package main
@@ -29,6 +35,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portwatchd/portwatchd/watcher/ebpf"
 )
 
 func main() {
@@ -52,6 +60,9 @@ type Result struct {
 	Threads     int     `json:"threads"`
 	Listeners   string  `json:"status,omitempty"` // the daemon's last STATUS= line
 	StartupSecs float64 `json:"startup_s"`
+	// Events are the kernel programs' events during the window, on the
+	// whole machine, by kind (listen, close, bind).
+	Events map[string]int `json:"events"`
 }
 
 func run() int {
@@ -81,7 +92,7 @@ func run() int {
 		res = append(res, r)
 		fmt.Printf("idle ebpf=%s interval=%v: CPU %.3f ms per s of wall (utime+stime %.3f), VmRSS max %.1f MiB (last %.1f), %d threads, over %.0f s\n",
 			r.EBPF, r.Interval, r.CPUMsPerS, r.StatMsPerS, float64(r.MaxRSSKiB)/1024, float64(r.LastRSSKiB)/1024, r.Threads, r.WallS)
-		fmt.Printf("  STATUS=%s\n", r.Listeners)
+		fmt.Printf("  STATUS=%s\n  kernel events on the machine meanwhile: %v\n", r.Listeners, r.Events)
 	}
 	if len(res) == 2 && res[1].CPUMsPerS > 0 {
 		fmt.Printf("idle CPU ratio %s/%s: %.3f\n", label(res[0].Mode), label(res[1].Mode), res[0].CPUMsPerS/res[1].CPUMsPerS)
@@ -168,6 +179,7 @@ func measure(ctx context.Context, bin string, m Mode, wall, settle time.Duration
 	if err := sleep(ctx, settle, done, ns, &status); err != nil {
 		return Result{}, err
 	}
+	evs := countEvents(ctx)
 	cpu0, stat0, t0 := schedCPU(pid), statCPU(pid), time.Now()
 	for time.Since(t0) < wall {
 		if err := sleep(ctx, time.Second, done, ns, &status); err != nil {
@@ -181,6 +193,7 @@ func measure(ctx context.Context, bin string, m Mode, wall, settle time.Duration
 	r.WallS = el.Seconds()
 	r.CPUMsPerS = float64(schedCPU(pid)-cpu0) / float64(time.Millisecond) / r.WallS
 	r.StatMsPerS = float64(statCPU(pid)-stat0) / float64(time.Millisecond) / r.WallS
+	r.Events = evs()
 	r.Threads = int(statusKiB(pid, "Threads:"))
 	r.Listeners = status
 	return r, nil
@@ -203,6 +216,37 @@ func sleep(ctx context.Context, d time.Duration, done <-chan error, ns *notify, 
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// countEvents loads the kernel programs and counts their events until the
+// returned function is called, which returns the counts by kind (nil when
+// the programs cannot load).
+func countEvents(ctx context.Context) func() map[string]int {
+	p, err := ebpf.Open(ebpf.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "idle: no event count:", err)
+		return func() map[string]int { return nil }
+	}
+	n := map[string]int{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			ev, err := p.Read(ctx)
+			if errors.Is(err, ebpf.ErrParse) {
+				continue
+			}
+			if err != nil {
+				return
+			}
+			n[ev.Kind.String()]++
+		}
+	}()
+	return func() map[string]int {
+		p.Close()
+		<-done
+		return n
 	}
 }
 
