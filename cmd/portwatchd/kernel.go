@@ -144,17 +144,11 @@ func (k *kernelEvents) isForeign(netns uint64) bool {
 	return k.foreign[netns]
 }
 
-// settled records the namespaces of evs that the snapshot taken for them
-// (ix) did not inspect as foreign, when full is false; a full snapshot
-// (full) forgets every foreign namespace instead, so that one that has
-// become visible is watched again.
-func (k *kernelEvents) settled(evs []kernelEvent, ix snapIndex, full bool) {
+// markForeign records the namespaces of evs that ix, the snapshot taken
+// for them, did not inspect.
+func (k *kernelEvents) markForeign(evs []kernelEvent, ix snapIndex) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if full {
-		k.foreign = nil
-		return
-	}
 	for _, ev := range evs {
 		if _, ok := ix.ns[ev.NetnsInode]; ok {
 			continue
@@ -164,6 +158,14 @@ func (k *kernelEvents) settled(evs []kernelEvent, ix snapIndex, full bool) {
 		}
 		k.foreign[ev.NetnsInode] = true
 	}
+}
+
+// forgetForeign is called after each periodic snapshot: a namespace that
+// has become visible is watched again.
+func (k *kernelEvents) forgetForeign() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.foreign = nil
 }
 
 // take returns the events kept since the last take and how many were not.

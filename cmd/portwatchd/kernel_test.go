@@ -25,9 +25,9 @@ func TestForeignNamespaces(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			k := &kernelEvents{}
-			k.settled(tt.evs, ix, false)
+			k.markForeign(tt.evs, ix)
 			if tt.full {
-				k.settled(nil, snapIndex{}, true)
+				k.forgetForeign()
 			}
 			for netns, want := range tt.check {
 				if got := k.isForeign(netns); got != want {

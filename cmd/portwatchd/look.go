@@ -27,8 +27,8 @@ func (d *daemon) tick(ctx context.Context) {
 		return
 	}
 	d.look(ctx, nil)
-	if d.kern.ev != nil && d.kern.prevSnap != nil {
-		d.kern.ev.settled(nil, snapIndex{}, true)
+	if d.kern.ev != nil {
+		d.kern.ev.forgetForeign()
 	}
 }
 
@@ -40,9 +40,12 @@ func (d *daemon) triggered(ctx context.Context) {
 	}
 	evs, overflow := d.kern.ev.take()
 	d.checkDrops(overflow, time.Now())
+	before := d.kern.prevSnap
 	d.look(ctx, evs)
-	if d.kern.prevSnap != nil && d.kern.ev != nil {
-		d.kern.ev.settled(evs, indexSnapshot(d.kern.prevSnap), false)
+	// Only when the look took a snapshot: one that failed says nothing
+	// of what the daemon can see.
+	if d.kern.ev != nil && d.kern.prevSnap != before {
+		d.kern.ev.markForeign(evs, indexSnapshot(d.kern.prevSnap))
 	}
 }
 
