@@ -8,7 +8,9 @@
 #
 # Environment: SCENES ("small large large-gaps large-stray large-wide"), REPS (11), TICKS (1000), NICE (-20),
 # BENCH_OUT (a fresh /tmp directory), PROFILE (non-empty: CPU and heap
-# profiles of the watcher in $BENCH_OUT).
+# profiles of the watcher in $BENCH_OUT), IDLE (non-empty: instead of the
+# scenes, the daemon's own idle cost in a large scene, bench/idle, with
+# IDLE_WALL seconds of sampling per mode, default 60).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -33,9 +35,20 @@ fi
 
 echo "bench: building into $OUT"
 go build -o "$OUT/portwatchd" ./cmd/portwatchd
-for p in scene measure tick launch; do
+for p in scene measure tick launch idle; do
 	go build -o "$OUT/$p" "./bench/$p"
 done
+
+if [ -n "${IDLE:-}" ]; then
+	# The daemon with eBPF (reconcile_interval 10s), then polling every
+	# second, each sampled for IDLE_WALL seconds after 15 s of settling.
+	status=0
+	timeout -k 10 330 "$OUT/scene" -size large -timeout 5m -- \
+		"$OUT/idle" -portwatchd "$OUT/portwatchd" -wall "${IDLE_WALL:-60}s" -modes on:10s,off:1s \
+		-json "$OUT/idle.json" -timeout 4m30s </dev/null || status=$?
+	echo "bench: figures in $OUT/idle.json"
+	exit $status
+fi
 
 jsons=""
 status=0

@@ -47,6 +47,20 @@ type Transient struct {
 	Lifetime time.Duration `json:"lifetime_ns"`
 	// AtMost says the close was not seen: Lifetime is an upper bound.
 	AtMost bool `json:"lifetime_at_most"`
+	// Summary, when set, makes the event stand for many transient
+	// listeners of one program that were not alerted one by one (a storm);
+	// the event's listener and lifetime are those of the last of them.
+	Summary *TransientSummary `json:"summary,omitempty"`
+}
+
+// TransientSummary counts the transient listeners of one program that an
+// event stands for.
+type TransientSummary struct {
+	Count    int       `json:"count"`     // listeners summarised, the event's own included
+	PortLow  uint16    `json:"port_low"`  // the lowest port among them
+	PortHigh uint16    `json:"port_high"` // the highest
+	Since    time.Time `json:"since"`     // when the first of them opened
+	Alerted  int       `json:"alerted"`   // listeners of the program alerted one by one before them, since Since
 }
 
 // String is the lifetime as the message shows it: "12ms", "at most 3ms".

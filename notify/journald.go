@@ -101,6 +101,9 @@ func eventFields(ev Event) map[string]string {
 		if t.AtMost {
 			f["PORTWATCH_LIFETIME_AT_MOST"] = "1"
 		}
+		if s := t.Summary; s != nil {
+			f["PORTWATCH_TRANSIENT_COUNT"] = strconv.Itoa(s.Count)
+		}
 	}
 	for k, v := range f {
 		if v == "" {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/portwatchd/portwatchd/internal/textesc"
@@ -76,6 +77,14 @@ func endpoint(l watcher.Listener) string {
 	return s
 }
 
+// netnsName names l's network namespace for a message.
+func netnsName(l watcher.Listener) string {
+	if l.Netns == "" || l.Netns == watcher.HostNetns {
+		return "the host"
+	}
+	return "netns " + textesc.Line(l.Netns)
+}
+
 func hostPort(a netip.Addr, port uint16) string {
 	if !a.IsValid() {
 		return "*:" + strconv.Itoa(int(port))
@@ -129,6 +138,17 @@ func holder(l watcher.Listener) string {
 func transientMessage(d policy.Decision, t Transient) string {
 	m := message(TypeOpened, d, "")
 	head := fmt.Sprintf("%s listener %s opened by %s", d.Verdict, endpoint(d.Listener), holder(d.Listener))
+	if s := t.Summary; s != nil {
+		ports := strconv.Itoa(int(s.PortLow))
+		if s.PortHigh != s.PortLow {
+			ports += "-" + strconv.Itoa(int(s.PortHigh))
+		}
+		l := d.Listener
+		// "... and 9,950 more": after the ones alerted one by one.
+		return fmt.Sprintf("%d more %s transient listeners (already closed) opened by %s on %s port %s in %s since %s, after %d alerted one by one; the last %s for %s%s",
+			s.Count, d.Verdict, holder(l), l.Protocol, ports, netnsName(l), s.Since.UTC().Format(time.TimeOnly), s.Alerted,
+			hostPort(l.Address, l.Port), t.String(), strings.TrimPrefix(m, head))
+	}
 	return head + " for " + t.String() + " (transient, already closed)" + strings.TrimPrefix(m, head)
 }
 

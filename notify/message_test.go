@@ -179,6 +179,9 @@ func TestNewEventOptions(t *testing.T) {
 			message: "unexpected listener tcp 0.0.0.0:4444 closed after 12.35ms (transient), alert resolved (was held by /tmp/x (pid 812, user nobody, unit evil.service))"},
 		{name: "transient ignored on changed", typ: TypeChanged, d: plain, opts: []EventOption{WithTransient(Transient{Lifetime: time.Millisecond})},
 			message: "unexpected listener tcp 0.0.0.0:4444 changed owner to /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"},
+		{name: "transient summary", typ: TypeOpened, d: plain, opts: []EventOption{WithTransient(Transient{Lifetime: 40 * time.Microsecond,
+			Summary: &TransientSummary{Count: 9950, PortLow: 4440, PortHigh: 4449, Since: time.Date(2026, 12, 4, 4, 41, 2, 0, time.UTC), Alerted: 20}})},
+			message: "9950 more unexpected transient listeners (already closed) opened by /tmp/x (pid 812, user nobody, unit evil.service) on tcp port 4440-4449 in the host since 04:41:02, after 20 alerted one by one; the last 0.0.0.0:4444 for 40µs: no rule allows it"},
 		{name: "hostile note", typ: TypeOpened, d: plain, opts: []EventOption{WithNote("a\nb")},
 			message: `unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it (a\nb)`},
 	}

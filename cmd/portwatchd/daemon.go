@@ -171,6 +171,7 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (_ *daem
 	// Before the state and the first snapshot: ebpf: on fails early, and
 	// what opens during the first snapshot is seen.
 	d.kern.transients = map[policy.Verdict]int{}
+	d.kern.limit = transientLimit{}
 	if d.kern.ev, d.kern.mode, err = openProbe(cfg.EBPF, log); err != nil {
 		return nil, err
 	}
@@ -290,6 +291,9 @@ func (d *daemon) engineConfig() alerting.Config {
 // unsent therefore repeats those alerts after the restart (the same
 // listeners, new ids) rather than losing them.
 func (d *daemon) emit(r alerting.Result, now time.Time) {
+	// The summaries of transient listeners whose minute is over: at most
+	// a look (reconcile_interval) late.
+	d.unsent = append(d.unsent, d.kern.limit.summaries(now, false, d.host)...)
 	for _, em := range r.Emit {
 		at := now
 		if !em.ClosedAt.IsZero() {
@@ -511,6 +515,8 @@ func (d *daemon) shutdown() int {
 	if d.files != nil {
 		d.files.close()
 	}
+	// What the transient listeners' summaries have counted so far.
+	d.unsent = append(d.unsent, d.kern.limit.summaries(time.Now(), true, d.host)...)
 	if len(d.unsent) > 0 {
 		if err := d.disp.Send(d.unsent); err != nil {
 			d.log.WithError(err).WithField("events", len(d.unsent)).Error("send events at shutdown")

@@ -233,6 +233,9 @@ type daemonHookEvent struct {
 	} `json:"listener"`
 	Transient *struct {
 		Lifetime int64 `json:"lifetime_ns"`
+		Summary  *struct {
+			Count int `json:"count"`
+		} `json:"summary"`
 	} `json:"transient"`
 }
 

@@ -47,6 +47,13 @@ type kernelEvents struct {
 	mu       sync.Mutex
 	pending  []kernelEvent
 	overflow uint64 // events not kept since the last take
+	// foreign are the network namespaces that a look triggered by their
+	// events did not inspect: the daemon cannot see into them (it runs in
+	// a PID namespace of its own, as in the benchmark's scene, or they are
+	// gone). Their events are not kept (nothing could settle them) and
+	// trigger no look until the next periodic snapshot forgets them:
+	// otherwise every listener opened there would cost a full snapshot.
+	foreign map[uint64]bool
 }
 
 // kernelEvent is an event with what was read about its process at once,
@@ -105,6 +112,9 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 			k.failed <- err
 			return
 		}
+		if k.isForeign(ev.NetnsInode) {
+			continue
+		}
 		ke := kernelEvent{Event: ev}
 		if opens(ev) {
 			// Now, before the process can exit: its exe, unit and
@@ -125,6 +135,37 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 		default:
 		}
 	}
+}
+
+// isForeign says whether events of the namespace netns are left out.
+func (k *kernelEvents) isForeign(netns uint64) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.foreign[netns]
+}
+
+// markForeign records the namespaces of evs that ix, the snapshot taken
+// for them, did not inspect.
+func (k *kernelEvents) markForeign(evs []kernelEvent, ix snapIndex) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, ev := range evs {
+		if _, ok := ix.ns[ev.NetnsInode]; ok {
+			continue
+		}
+		if k.foreign == nil {
+			k.foreign = map[uint64]bool{}
+		}
+		k.foreign[ev.NetnsInode] = true
+	}
+}
+
+// forgetForeign is called after each periodic snapshot: a namespace that
+// has become visible is watched again.
+func (k *kernelEvents) forgetForeign() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.foreign = nil
 }
 
 // take returns the events kept since the last take and how many were not.
@@ -164,6 +205,9 @@ type kernelState struct {
 	alive map[sockKey]liveOpen
 	// transients counts the transient listeners seen, by verdict.
 	transients map[policy.Verdict]int
+	// limit counts the unexpected transient listeners of each program,
+	// which are alerted one by one only up to a rate (transientlimit.go).
+	limit transientLimit
 }
 
 // checkDrops says whether events were lost since the last call, reading the

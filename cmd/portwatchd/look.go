@@ -27,6 +27,9 @@ func (d *daemon) tick(ctx context.Context) {
 		return
 	}
 	d.look(ctx, nil)
+	if d.kern.ev != nil {
+		d.kern.ev.forgetForeign()
+	}
 }
 
 // triggered looks at once at what the kernel's events announced.
@@ -37,7 +40,13 @@ func (d *daemon) triggered(ctx context.Context) {
 	}
 	evs, overflow := d.kern.ev.take()
 	d.checkDrops(overflow, time.Now())
+	before := d.kern.prevSnap
 	d.look(ctx, evs)
+	// Only when the look took a snapshot: one that failed says nothing
+	// of what the daemon can see.
+	if d.kern.ev != nil && d.kern.prevSnap != before {
+		d.kern.ev.markForeign(evs, indexSnapshot(d.kern.prevSnap))
+	}
 }
 
 // look takes one snapshot and acts on it, and reports the transient

@@ -245,6 +245,9 @@ func (d *daemon) reportTransients(gone []goneEvent, now time.Time) {
 		d.kern.transients[dec.Verdict]++
 		if dec.Verdict == policy.Unexpected || dec.Verdict == policy.Allowed && d.cfg.LogAllowed {
 			at := now.Add(g.Time - mono) // when it opened
+			if dec.Verdict == policy.Unexpected && !d.kern.limit.admit(programOf(g, dec), dec, g.life, at) {
+				continue // counted in its program's summary (transientlimit.go)
+			}
 			d.unsent = append(d.unsent, notify.NewEvent(notify.TypeOpened, dec, d.host, at, notify.WithTransient(g.life)))
 		}
 	}
