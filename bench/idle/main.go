@@ -22,7 +22,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,6 +35,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portwatchd/portwatchd/bench/internal/procstatus"
 	"github.com/portwatchd/portwatchd/watcher/ebpf"
 )
 
@@ -185,7 +185,7 @@ func measure(ctx context.Context, bin string, m Mode, wall, settle time.Duration
 		if err := sleep(ctx, time.Second, done, ns, &status); err != nil {
 			return Result{}, err
 		}
-		rss := statusKiB(pid, "VmRSS:")
+		rss := statusKiB(pid, "VmRSS")
 		r.MaxRSSKiB = max(r.MaxRSSKiB, rss)
 		r.LastRSSKiB = rss
 	}
@@ -194,7 +194,7 @@ func measure(ctx context.Context, bin string, m Mode, wall, settle time.Duration
 	r.CPUMsPerS = float64(schedCPU(pid)-cpu0) / float64(time.Millisecond) / r.WallS
 	r.StatMsPerS = float64(statCPU(pid)-stat0) / float64(time.Millisecond) / r.WallS
 	r.Events = evs()
-	r.Threads = int(statusKiB(pid, "Threads:"))
+	r.Threads = int(statusKiB(pid, "Threads"))
 	r.Listeners = status
 	return r, nil
 }
@@ -284,21 +284,10 @@ func statCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
-// statusKiB reads a numeric field of /proc/PID/status.
+// statusKiB reads a numeric field of /proc/PID/status; 0 when it cannot.
 func statusKiB(pid int, key string) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), key); ok {
-			n, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
-			return n
-		}
-	}
-	return 0
+	n, _ := procstatus.Field(fmt.Sprintf("/proc/%d/status", pid), key)
+	return n
 }
 
 // notify stands in for systemd's notification socket.

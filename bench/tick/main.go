@@ -17,11 +17,10 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/portwatchd/portwatchd/bench/internal/procstatus"
 	"github.com/portwatchd/portwatchd/bench/internal/result"
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -195,20 +194,11 @@ func cpuTime() time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// statusKiB reads one "Key:   1234 kB" line of /proc/self/status.
+// statusKiB reads one "Key:   1234 kB" line of /proc/self/status; -1 when
+// it cannot.
 func statusKiB(key string) int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, key+":"); ok {
-			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return -1
-			}
-			return n
-		}
+	if n, ok := procstatus.Field("/proc/self/status", key); ok {
+		return n
 	}
 	return -1
 }
