@@ -92,6 +92,26 @@ type goneEvent struct {
 // close event has the port), a namespace the snapshot could not inspect, a
 // failed listen.
 func sortOpens(evs []kernelEvent, ix snapIndex) (gone []goneEvent, missing []kernelEvent) {
+	// closedBy[i] is the first close after the open evs[i] of its socket,
+	// or -1: found in one pass from the end, not by a search per open (a
+	// storm brings thousands of events to one look).
+	closedBy := make([]int, len(evs))
+	var nextClose map[sockKey]int
+	for i := len(evs) - 1; i >= 0; i-- {
+		closedBy[i] = -1
+		ev := evs[i].Event
+		switch {
+		case ev.Kind == ebpf.KindClose:
+			if nextClose == nil {
+				nextClose = map[sockKey]int{}
+			}
+			nextClose[eventKey(ev)] = i
+		case opens(ev) && nextClose != nil:
+			if j, ok := nextClose[eventKey(ev)]; ok {
+				closedBy[i] = j
+			}
+		}
+	}
 	for i, ev := range evs {
 		if !opens(ev.Event) || ev.Port == 0 {
 			continue
@@ -100,18 +120,10 @@ func sortOpens(evs []kernelEvent, ix snapIndex) (gone []goneEvent, missing []ker
 		if !ok {
 			continue
 		}
-		k := eventKey(ev.Event)
-		closed := -1
-		for j := i + 1; j < len(evs); j++ {
-			if evs[j].Kind == ebpf.KindClose && eventKey(evs[j].Event) == k {
-				closed = j
-				break
-			}
-		}
-		switch {
+		switch closed := closedBy[i]; {
 		case closed >= 0:
 			gone = append(gone, goneEvent{ev, name, notify.Transient{Lifetime: evs[closed].Time - ev.Time}})
-		case !ix.holds(k):
+		case !ix.holds(eventKey(ev.Event)):
 			missing = append(missing, ev)
 		}
 	}
