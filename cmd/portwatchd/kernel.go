@@ -198,8 +198,9 @@ type kernelState struct {
 	lost     uint64        // events lost (ring buffer full, or too many pending) not yet logged
 	lostAt   time.Time     // when lost events were last logged
 	users    map[uint32]string
-	// prevSnap is the last look's snapshot: what the engine has judged.
-	prevSnap *watcher.Snapshot
+	// prev indexes the last look's snapshot (what the engine has judged)
+	// while the probe runs; prev.socks is nil before the first.
+	prev snapIndex
 	// alive is the listeners events announced and a look found open, until
 	// their close event (closeTransients).
 	alive map[sockKey]liveOpen

@@ -148,13 +148,14 @@ func stillMissing(missing []kernelEvent, ix snapIndex, mono time.Duration) []gon
 // transients finds the listeners that evs announced and that had closed by
 // the time snap was taken, looking again after each of hashRetries, while
 // some may not have been hashed yet. It returns the snapshot to give the
-// engine: the last one taken.
-func (d *daemon) transients(ctx context.Context, evs []kernelEvent, snap *watcher.Snapshot) (*watcher.Snapshot, []goneEvent) {
-	gone, missing := sortOpens(evs, indexSnapshot(snap))
+// engine, the last one taken, and its index.
+func (d *daemon) transients(ctx context.Context, evs []kernelEvent, snap *watcher.Snapshot) (*watcher.Snapshot, snapIndex, []goneEvent) {
+	ix := indexSnapshot(snap)
+	gone, missing := sortOpens(evs, ix)
 	for i := 0; len(missing) > 0; i++ {
 		select {
 		case <-ctx.Done():
-			return snap, nil
+			return snap, ix, nil
 		case <-time.After(hashRetries[i]):
 		}
 		mono := ebpf.MonotonicNow()
@@ -162,28 +163,26 @@ func (d *daemon) transients(ctx context.Context, evs []kernelEvent, snap *watche
 		if err != nil {
 			break
 		}
-		snap = again
-		ix := indexSnapshot(again)
+		snap, ix = again, indexSnapshot(again)
 		if i == len(hashRetries)-1 {
 			gone = append(gone, stillMissing(missing, ix, mono)...)
 			break
 		}
 		missing = stillAbsent(missing, ix)
 	}
-	if len(gone) == 0 || d.kern.prevSnap == nil {
-		return snap, gone
+	if len(gone) == 0 || d.kern.prev.socks == nil {
+		return snap, ix, gone
 	}
 	// A listener the previous look saw (it opened while that snapshot was
 	// taken) was judged by the engine, which resolves it as it does any
 	// other: not transient.
-	prev := indexSnapshot(d.kern.prevSnap)
 	kept := gone[:0]
 	for _, g := range gone {
-		if !prev.holds(eventKey(g.Event)) {
+		if !d.kern.prev.holds(eventKey(g.Event)) {
 			kept = append(kept, g)
 		}
 	}
-	return snap, kept
+	return snap, ix, kept
 }
 
 // stillAbsent returns the events of missing whose listener ix does not hold
@@ -271,19 +270,19 @@ func (d *daemon) reportTransients(gone []goneEvent, now time.Time) {
 // and were found open by snap (the look's snapshot), and when. A listener
 // the engine had not alerted on, although unexpected, closed while it was
 // still waiting for its holder to be found (attribution): it is returned,
-// to be reported from its open event as one gone before the look.
+// to be reported from its open event as one gone before the look. ix
+// indexes snap.
 //
 // The snapshot is the truth: a close event resolves nothing while snap
 // still holds the listener (another socket of an SO_REUSEPORT group, or a
 // socket that was never hashed), and the engine resolves only an alert its
 // Step just found closed. A listener that lived an interval or longer waits
 // out flap_window as polling would have it: a restart looks the same.
-func (d *daemon) closeTransients(evs []kernelEvent, snap *watcher.Snapshot, r alerting.Result, now time.Time) (alerting.Result, []goneEvent) {
+func (d *daemon) closeTransients(evs []kernelEvent, ix snapIndex, r alerting.Result, now time.Time) (alerting.Result, []goneEvent) {
 	var unjudged []goneEvent
 	if d.kern.alive == nil {
 		d.kern.alive = map[sockKey]liveOpen{}
 	}
-	ix := indexSnapshot(snap)
 	mono := ebpf.MonotonicNow()
 	for _, ev := range evs {
 		k := eventKey(ev.Event)
