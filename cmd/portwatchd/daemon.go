@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -85,15 +84,8 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for the alert state and webhook spools (default: state_dir from the config, $STATE_DIRECTORY or /var/lib/portwatch)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "operational log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "operational log level: debug, info, warning or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitError
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "portwatchd run: unexpected argument %q\n", fs.Arg(0))
-		return exitError
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	o.configPath = *cfgPath
 	log, err := newLogger(stderr, o.logFormat, o.logLevel)
