@@ -60,8 +60,7 @@ type kernelEvents struct {
 // while the process may still live.
 type kernelEvent struct {
 	ebpf.Event
-	proc    watcher.Process
-	hasProc bool // proc was read from /proc, not made from the event
+	proc watcher.Process // read from /proc; zero (PID 0) when it could not be
 }
 
 // openProbe loads the kernel programs as the config's mode says. It returns
@@ -120,7 +119,7 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 			// Now, before the process can exit: its exe, unit and
 			// container, which the event does not carry.
 			if p, err := watcher.ReadProcess(int(ev.Pid)); err == nil {
-				ke.proc, ke.hasProc = p, true
+				ke.proc = p
 			}
 		}
 		k.mu.Lock()

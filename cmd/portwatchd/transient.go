@@ -201,7 +201,7 @@ func stillAbsent(missing []kernelEvent, ix snapIndex) []kernelEvent {
 // shown it: the process read when the event was, or what the event says.
 func (d *daemon) transientListener(g goneEvent) watcher.Listener {
 	p := g.proc
-	if !g.hasProc {
+	if p.PID == 0 { // not read: made from the event
 		p = watcher.Process{PID: int(g.Pid), Comm: g.Comm, UID: g.UID, Cmdline: []string{}, ExeUnverified: true}
 	}
 	if p.User == "" || p.User == strconv.FormatUint(uint64(p.UID), 10) {
