@@ -162,7 +162,6 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (_ *daem
 	d.logConfigWarnings(time.Now())
 	// Before the state and the first snapshot: ebpf: on fails early, and
 	// what opens during the first snapshot is seen.
-	d.kern.transients = map[policy.Verdict]int{}
 	d.kern.limit = transientLimit{}
 	if d.kern.ev, d.kern.mode, err = openProbe(cfg.EBPF, log); err != nil {
 		return nil, err
@@ -468,7 +467,7 @@ func (d *daemon) updateStatus() {
 	s := d.eng.Stats()
 	st := fmt.Sprintf("watching %s in %s, %d unexpected; ebpf: %s",
 		plural(s.Listeners, "listener"), plural(s.Namespaces, "namespace"), s.Unexpected, d.kern.mode)
-	if n := d.kern.transients[policy.Unexpected]; n > 0 {
+	if n := d.kern.unexpected; n > 0 {
 		st += fmt.Sprintf(", %d unexpected transient", n)
 	}
 	if d.reloadErr != "" {

@@ -203,8 +203,9 @@ type kernelState struct {
 	// alive is the listeners events announced and a look found open, until
 	// their close event (closeTransients).
 	alive map[sockKey]liveOpen
-	// transients counts the transient listeners seen, by verdict.
-	transients map[policy.Verdict]int
+	// unexpected counts the unexpected transient listeners seen, for
+	// STATUS.
+	unexpected int
 	// limit counts the unexpected transient listeners of each program,
 	// which are alerted one by one only up to a rate (transientlimit.go).
 	limit transientLimit

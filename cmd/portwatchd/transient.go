@@ -247,20 +247,24 @@ func ephemeralPort(port uint16) bool {
 
 // reportTransients judges each gone listener as any other: an unexpected one
 // gives one opened event marked transient, with its lifetime, and no alert
-// stays in force (it is already gone); an allowed one is counted, and logged
-// with log_allowed.
+// stays in force (it is already gone); an allowed one is logged with
+// log_allowed.
 func (d *daemon) reportTransients(gone []goneEvent, now time.Time) {
 	mono := ebpf.MonotonicNow()
 	for _, g := range gone {
 		dec := d.cfg.Evaluate(d.transientListener(g), now)
-		d.kern.transients[dec.Verdict]++
-		if dec.Verdict == policy.Unexpected || dec.Verdict == policy.Allowed && d.cfg.LogAllowed {
-			at := now.Add(g.Time - mono) // when it opened
-			if dec.Verdict == policy.Unexpected && !d.kern.limit.admit(programOf(g, dec), dec, g.life, at) {
+		unexpected := dec.Verdict == policy.Unexpected
+		if !unexpected && !(dec.Verdict == policy.Allowed && d.cfg.LogAllowed) {
+			continue
+		}
+		at := now.Add(g.Time - mono) // when it opened
+		if unexpected {
+			d.kern.unexpected++
+			if !d.kern.limit.admit(programOf(g, dec), dec, g.life, at) {
 				continue // counted in its program's summary (transientlimit.go)
 			}
-			d.unsent = append(d.unsent, notify.NewEvent(notify.TypeOpened, dec, d.host, at, notify.WithTransient(g.life)))
 		}
+		d.unsent = append(d.unsent, notify.NewEvent(notify.TypeOpened, dec, d.host, at, notify.WithTransient(g.life)))
 	}
 }
 
