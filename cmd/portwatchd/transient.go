@@ -135,12 +135,8 @@ func sortOpens(evs []kernelEvent, ix snapIndex) (gone []goneEvent, missing []ker
 // clock when the snapshot of ix began).
 func stillMissing(missing []kernelEvent, ix snapIndex, mono time.Duration) []goneEvent {
 	var gone []goneEvent
-	for _, ev := range missing {
-		name, ok := ix.ns[ev.NetnsInode]
-		if !ok || ix.holds(eventKey(ev.Event)) {
-			continue
-		}
-		gone = append(gone, goneEvent{ev, name, notify.Transient{Lifetime: max(mono-ev.Time, 0), AtMost: true}})
+	for _, ev := range stillAbsent(missing, ix) {
+		gone = append(gone, goneEvent{ev, ix.ns[ev.NetnsInode], notify.Transient{Lifetime: max(mono-ev.Time, 0), AtMost: true}})
 	}
 	return gone
 }
