@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -85,15 +84,8 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.stateDir, "state-dir", "", "`directory` for the alert state and webhook spools (default: state_dir from the config, $STATE_DIRECTORY or /var/lib/portwatch)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "operational log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "operational log level: debug, info, warning or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitError
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "portwatchd run: unexpected argument %q\n", fs.Arg(0))
-		return exitError
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	o.configPath = *cfgPath
 	log, err := newLogger(stderr, o.logFormat, o.logLevel)
@@ -170,7 +162,6 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (_ *daem
 	d.logConfigWarnings(time.Now())
 	// Before the state and the first snapshot: ebpf: on fails early, and
 	// what opens during the first snapshot is seen.
-	d.kern.transients = map[policy.Verdict]int{}
 	d.kern.limit = transientLimit{}
 	if d.kern.ev, d.kern.mode, err = openProbe(cfg.EBPF, log); err != nil {
 		return nil, err
@@ -476,7 +467,7 @@ func (d *daemon) updateStatus() {
 	s := d.eng.Stats()
 	st := fmt.Sprintf("watching %s in %s, %d unexpected; ebpf: %s",
 		plural(s.Listeners, "listener"), plural(s.Namespaces, "namespace"), s.Unexpected, d.kern.mode)
-	if n := d.kern.transients[policy.Unexpected]; n > 0 {
+	if n := d.kern.unexpected; n > 0 {
 		st += fmt.Sprintf(", %d unexpected transient", n)
 	}
 	if d.reloadErr != "" {

@@ -60,8 +60,7 @@ type kernelEvents struct {
 // while the process may still live.
 type kernelEvent struct {
 	ebpf.Event
-	proc    watcher.Process
-	hasProc bool // proc was read from /proc, not made from the event
+	proc watcher.Process // read from /proc; zero (PID 0) when it could not be
 }
 
 // openProbe loads the kernel programs as the config's mode says. It returns
@@ -120,7 +119,7 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 			// Now, before the process can exit: its exe, unit and
 			// container, which the event does not carry.
 			if p, err := watcher.ReadProcess(int(ev.Pid)); err == nil {
-				ke.proc, ke.hasProc = p, true
+				ke.proc = p
 			}
 		}
 		k.mu.Lock()
@@ -198,13 +197,15 @@ type kernelState struct {
 	lost     uint64        // events lost (ring buffer full, or too many pending) not yet logged
 	lostAt   time.Time     // when lost events were last logged
 	users    map[uint32]string
-	// prevSnap is the last look's snapshot: what the engine has judged.
-	prevSnap *watcher.Snapshot
+	// prev indexes the last look's snapshot (what the engine has judged)
+	// while the probe runs; prev.socks is nil before the first.
+	prev snapIndex
 	// alive is the listeners events announced and a look found open, until
 	// their close event (closeTransients).
 	alive map[sockKey]liveOpen
-	// transients counts the transient listeners seen, by verdict.
-	transients map[policy.Verdict]int
+	// unexpected counts the unexpected transient listeners seen, for
+	// STATUS.
+	unexpected int
 	// limit counts the unexpected transient listeners of each program,
 	// which are alerted one by one only up to a rate (transientlimit.go).
 	limit transientLimit

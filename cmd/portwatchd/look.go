@@ -40,18 +40,17 @@ func (d *daemon) triggered(ctx context.Context) {
 	}
 	evs, overflow := d.kern.ev.take()
 	d.checkDrops(overflow, time.Now())
-	before := d.kern.prevSnap
-	d.look(ctx, evs)
 	// Only when the look took a snapshot: one that failed says nothing
 	// of what the daemon can see.
-	if d.kern.ev != nil && d.kern.prevSnap != before {
-		d.kern.ev.markForeign(evs, indexSnapshot(d.kern.prevSnap))
+	if d.look(ctx, evs) && d.kern.ev != nil {
+		d.kern.ev.markForeign(evs, d.kern.prev)
 	}
 }
 
 // look takes one snapshot and acts on it, and reports the transient
-// listeners among those evs announced.
-func (d *daemon) look(ctx context.Context, evs []kernelEvent) {
+// listeners among those evs announced. It says whether the snapshot
+// worked.
+func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 	snap, err := d.w.Snapshot(ctx)
 	now := time.Now()
 	if err != nil {
@@ -67,21 +66,26 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) {
 		// The loop is alive, only blind: systemd restarting it would not
 		// help, so the watchdog keeps being fed.
 		d.progress.Store(now.UnixNano())
-		return
+		return false
 	}
 	if d.snapErr != "" {
 		d.log.Info("snapshots work again")
 		d.snapErr = ""
 	}
 	var gone []goneEvent
-	if len(evs) > 0 {
-		snap, gone = d.transients(ctx, evs, snap)
+	var ix snapIndex
+	switch {
+	case len(evs) > 0:
+		snap, ix, gone = d.transients(ctx, evs, snap)
+	case d.kern.ev != nil:
+		// For the next triggered look; without the probe there is none.
+		ix = indexSnapshot(snap)
 	}
-	d.kern.lastFull, d.kern.prevSnap = now, snap
+	d.kern.lastFull, d.kern.prev = now, ix
 	r := d.eng.Step(snap, d.engineConfig(), now)
 	if len(evs) > 0 {
 		var unjudged []goneEvent
-		r, unjudged = d.closeTransients(evs, snap, r, now)
+		r, unjudged = d.closeTransients(evs, ix, r, now)
 		gone = append(gone, unjudged...)
 	}
 	d.reportTransients(gone, now)
@@ -107,9 +111,10 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) {
 		if wd, ok := watchdogInterval(d.log); ok {
 			go d.watchdog(ctx, wd)
 		}
-		return
+		return true
 	}
 	d.updateStatus()
+	return true
 }
 
 // stall is the test hook named by stallFileEnv.

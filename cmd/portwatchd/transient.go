@@ -92,6 +92,26 @@ type goneEvent struct {
 // close event has the port), a namespace the snapshot could not inspect, a
 // failed listen.
 func sortOpens(evs []kernelEvent, ix snapIndex) (gone []goneEvent, missing []kernelEvent) {
+	// closedBy[i] is the first close after the open evs[i] of its socket,
+	// or -1: found in one pass from the end, not by a search per open (a
+	// storm brings thousands of events to one look).
+	closedBy := make([]int, len(evs))
+	var nextClose map[sockKey]int
+	for i := len(evs) - 1; i >= 0; i-- {
+		closedBy[i] = -1
+		ev := evs[i].Event
+		switch {
+		case ev.Kind == ebpf.KindClose:
+			if nextClose == nil {
+				nextClose = map[sockKey]int{}
+			}
+			nextClose[eventKey(ev)] = i
+		case opens(ev) && nextClose != nil:
+			if j, ok := nextClose[eventKey(ev)]; ok {
+				closedBy[i] = j
+			}
+		}
+	}
 	for i, ev := range evs {
 		if !opens(ev.Event) || ev.Port == 0 {
 			continue
@@ -100,18 +120,10 @@ func sortOpens(evs []kernelEvent, ix snapIndex) (gone []goneEvent, missing []ker
 		if !ok {
 			continue
 		}
-		k := eventKey(ev.Event)
-		closed := -1
-		for j := i + 1; j < len(evs); j++ {
-			if evs[j].Kind == ebpf.KindClose && eventKey(evs[j].Event) == k {
-				closed = j
-				break
-			}
-		}
-		switch {
+		switch closed := closedBy[i]; {
 		case closed >= 0:
 			gone = append(gone, goneEvent{ev, name, notify.Transient{Lifetime: evs[closed].Time - ev.Time}})
-		case !ix.holds(k):
+		case !ix.holds(eventKey(ev.Event)):
 			missing = append(missing, ev)
 		}
 	}
@@ -123,12 +135,8 @@ func sortOpens(evs []kernelEvent, ix snapIndex) (gone []goneEvent, missing []ker
 // clock when the snapshot of ix began).
 func stillMissing(missing []kernelEvent, ix snapIndex, mono time.Duration) []goneEvent {
 	var gone []goneEvent
-	for _, ev := range missing {
-		name, ok := ix.ns[ev.NetnsInode]
-		if !ok || ix.holds(eventKey(ev.Event)) {
-			continue
-		}
-		gone = append(gone, goneEvent{ev, name, notify.Transient{Lifetime: max(mono-ev.Time, 0), AtMost: true}})
+	for _, ev := range stillAbsent(missing, ix) {
+		gone = append(gone, goneEvent{ev, ix.ns[ev.NetnsInode], notify.Transient{Lifetime: max(mono-ev.Time, 0), AtMost: true}})
 	}
 	return gone
 }
@@ -136,13 +144,14 @@ func stillMissing(missing []kernelEvent, ix snapIndex, mono time.Duration) []gon
 // transients finds the listeners that evs announced and that had closed by
 // the time snap was taken, looking again after each of hashRetries, while
 // some may not have been hashed yet. It returns the snapshot to give the
-// engine: the last one taken.
-func (d *daemon) transients(ctx context.Context, evs []kernelEvent, snap *watcher.Snapshot) (*watcher.Snapshot, []goneEvent) {
-	gone, missing := sortOpens(evs, indexSnapshot(snap))
+// engine, the last one taken, and its index.
+func (d *daemon) transients(ctx context.Context, evs []kernelEvent, snap *watcher.Snapshot) (*watcher.Snapshot, snapIndex, []goneEvent) {
+	ix := indexSnapshot(snap)
+	gone, missing := sortOpens(evs, ix)
 	for i := 0; len(missing) > 0; i++ {
 		select {
 		case <-ctx.Done():
-			return snap, nil
+			return snap, ix, nil
 		case <-time.After(hashRetries[i]):
 		}
 		mono := ebpf.MonotonicNow()
@@ -150,28 +159,26 @@ func (d *daemon) transients(ctx context.Context, evs []kernelEvent, snap *watche
 		if err != nil {
 			break
 		}
-		snap = again
-		ix := indexSnapshot(again)
+		snap, ix = again, indexSnapshot(again)
 		if i == len(hashRetries)-1 {
 			gone = append(gone, stillMissing(missing, ix, mono)...)
 			break
 		}
 		missing = stillAbsent(missing, ix)
 	}
-	if len(gone) == 0 || d.kern.prevSnap == nil {
-		return snap, gone
+	if len(gone) == 0 || d.kern.prev.socks == nil {
+		return snap, ix, gone
 	}
 	// A listener the previous look saw (it opened while that snapshot was
 	// taken) was judged by the engine, which resolves it as it does any
 	// other: not transient.
-	prev := indexSnapshot(d.kern.prevSnap)
 	kept := gone[:0]
 	for _, g := range gone {
-		if !prev.holds(eventKey(g.Event)) {
+		if !d.kern.prev.holds(eventKey(g.Event)) {
 			kept = append(kept, g)
 		}
 	}
-	return snap, kept
+	return snap, ix, kept
 }
 
 // stillAbsent returns the events of missing whose listener ix does not hold
@@ -190,7 +197,7 @@ func stillAbsent(missing []kernelEvent, ix snapIndex) []kernelEvent {
 // shown it: the process read when the event was, or what the event says.
 func (d *daemon) transientListener(g goneEvent) watcher.Listener {
 	p := g.proc
-	if !g.hasProc {
+	if p.PID == 0 { // not read: made from the event
 		p = watcher.Process{PID: int(g.Pid), Comm: g.Comm, UID: g.UID, Cmdline: []string{}, ExeUnverified: true}
 	}
 	if p.User == "" || p.User == strconv.FormatUint(uint64(p.UID), 10) {
@@ -236,20 +243,24 @@ func ephemeralPort(port uint16) bool {
 
 // reportTransients judges each gone listener as any other: an unexpected one
 // gives one opened event marked transient, with its lifetime, and no alert
-// stays in force (it is already gone); an allowed one is counted, and logged
-// with log_allowed.
+// stays in force (it is already gone); an allowed one is logged with
+// log_allowed.
 func (d *daemon) reportTransients(gone []goneEvent, now time.Time) {
 	mono := ebpf.MonotonicNow()
 	for _, g := range gone {
 		dec := d.cfg.Evaluate(d.transientListener(g), now)
-		d.kern.transients[dec.Verdict]++
-		if dec.Verdict == policy.Unexpected || dec.Verdict == policy.Allowed && d.cfg.LogAllowed {
-			at := now.Add(g.Time - mono) // when it opened
-			if dec.Verdict == policy.Unexpected && !d.kern.limit.admit(programOf(g, dec), dec, g.life, at) {
+		unexpected := dec.Verdict == policy.Unexpected
+		if !unexpected && !(dec.Verdict == policy.Allowed && d.cfg.LogAllowed) {
+			continue
+		}
+		at := now.Add(g.Time - mono) // when it opened
+		if unexpected {
+			d.kern.unexpected++
+			if !d.kern.limit.admit(programOf(g, dec), dec, g.life, at) {
 				continue // counted in its program's summary (transientlimit.go)
 			}
-			d.unsent = append(d.unsent, notify.NewEvent(notify.TypeOpened, dec, d.host, at, notify.WithTransient(g.life)))
 		}
+		d.unsent = append(d.unsent, notify.NewEvent(notify.TypeOpened, dec, d.host, at, notify.WithTransient(g.life)))
 	}
 }
 
@@ -259,19 +270,19 @@ func (d *daemon) reportTransients(gone []goneEvent, now time.Time) {
 // and were found open by snap (the look's snapshot), and when. A listener
 // the engine had not alerted on, although unexpected, closed while it was
 // still waiting for its holder to be found (attribution): it is returned,
-// to be reported from its open event as one gone before the look.
+// to be reported from its open event as one gone before the look. ix
+// indexes snap.
 //
 // The snapshot is the truth: a close event resolves nothing while snap
 // still holds the listener (another socket of an SO_REUSEPORT group, or a
 // socket that was never hashed), and the engine resolves only an alert its
 // Step just found closed. A listener that lived an interval or longer waits
 // out flap_window as polling would have it: a restart looks the same.
-func (d *daemon) closeTransients(evs []kernelEvent, snap *watcher.Snapshot, r alerting.Result, now time.Time) (alerting.Result, []goneEvent) {
+func (d *daemon) closeTransients(evs []kernelEvent, ix snapIndex, r alerting.Result, now time.Time) (alerting.Result, []goneEvent) {
 	var unjudged []goneEvent
 	if d.kern.alive == nil {
 		d.kern.alive = map[sockKey]liveOpen{}
 	}
-	ix := indexSnapshot(snap)
 	mono := ebpf.MonotonicNow()
 	for _, ev := range evs {
 		k := eventKey(ev.Event)

@@ -162,12 +162,12 @@ func TestCloseTransients(t *testing.T) {
 			now := time.Now()
 			first := snap(lst(host, "host"))
 			r := d.eng.Step(first, d.engineConfig(), now)
-			r, _ = d.closeTransients([]kernelEvent{ev(ebpf.KindListen, host, time.Millisecond)}, first, r, now)
+			r, _ = d.closeTransients([]kernelEvent{ev(ebpf.KindListen, host, time.Millisecond)}, indexSnapshot(first), r, now)
 			if len(r.Emit) != 1 || r.Emit[0].Type != notify.TypeOpened {
 				t.Fatalf("first look: %+v, want one opened", r.Emit)
 			}
 			r = d.eng.Step(tt.after, d.engineConfig(), now)
-			r, gone := d.closeTransients([]kernelEvent{tt.close}, tt.after, r, now)
+			r, gone := d.closeTransients([]kernelEvent{tt.close}, indexSnapshot(tt.after), r, now)
 			var got []string
 			for _, em := range r.Emit {
 				s := em.Type
