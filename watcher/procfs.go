@@ -18,10 +18,11 @@ import (
 
 // procDir is an open /proc (or a fixture tree standing in for it).
 type procDir struct {
-	root    string
-	fd      int
-	isProc  bool // a procfs, where /proc/PID/fd may be probed (see scanFDs)
-	noProbe bool // always list /proc/PID/fd (tests compare both ways)
+	root string
+	fd   int
+	// probe is true on a procfs, where /proc/PID/fd may be probed (see
+	// scanFDs); tests turn it off to compare with the listing.
+	probe bool
 }
 
 func openProc(root string) (*procDir, error) {
@@ -32,8 +33,8 @@ func openProc(root string) (*procDir, error) {
 	// A fixture tree is no procfs: the size of a directory there is no
 	// count of descriptors, nor its positions descriptor numbers.
 	var fs unix.Statfs_t
-	isProc := unix.Fstatfs(fd, &fs) == nil && fs.Type == unix.PROC_SUPER_MAGIC
-	return &procDir{root: root, fd: fd, isProc: isProc}, nil
+	probe := unix.Fstatfs(fd, &fs) == nil && fs.Type == unix.PROC_SUPER_MAGIC
+	return &procDir{root: root, fd: fd, probe: probe}, nil
 }
 
 func (p *procDir) Close() error { return unix.Close(p.fd) }
@@ -173,7 +174,7 @@ func (p *procDir) scanFDs(s *scratch, pid int32, out []sockRef) ([]sockRef, erro
 	defer unix.Close(dfd)
 	from, left := 0, -1
 	var st unix.Stat_t
-	if p.isProc && !p.noProbe && unix.Fstat(dfd, &st) == nil && st.Size > 0 {
+	if p.probe && unix.Fstat(dfd, &st) == nil && st.Size > 0 {
 		var found int
 		if out, from, found, err = probeFDs(s, dfd, pid, int(st.Size), out); found == int(st.Size) || err != nil {
 			return out, err
