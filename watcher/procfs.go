@@ -3,6 +3,7 @@ package watcher
 import (
 	"errors"
 	"io"
+	"iter"
 	"os"
 	"strconv"
 	"sync"
@@ -68,30 +69,35 @@ func (p *procDir) pids(s *scratch, out []int32) ([]int32, error) {
 		if n <= 0 {
 			return out, nil
 		}
-		forEachDirent(s.dirents[:n], func(name []byte) {
+		for name := range direntNames(s.dirents[:n]) {
 			if pid, ok := atoiBytes(name); ok {
 				out = append(out, int32(pid))
 			}
-		})
+		}
 	}
 }
 
-// forEachDirent calls fn with each name in a getdents64 buffer.
-func forEachDirent(b []byte, fn func(name []byte)) {
-	for len(b) >= 19 {
-		reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
-		if reclen < 19 || reclen > len(b) {
-			return
-		}
-		name := b[19:reclen]
-		for i, c := range name {
-			if c == 0 {
-				name = name[:i]
-				break
+// direntNames yields each name in a getdents64 buffer. In the buffer a
+// name is followed by its NUL, so &name[0] may be passed to the kernel.
+func direntNames(b []byte) iter.Seq[[]byte] {
+	return func(yield func(name []byte) bool) {
+		for len(b) >= 19 {
+			reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
+			if reclen < 19 || reclen > len(b) {
+				return
 			}
+			name := b[19:reclen]
+			for i, c := range name {
+				if c == 0 {
+					name = name[:i]
+					break
+				}
+			}
+			if !yield(name) {
+				return
+			}
+			b = b[reclen:]
 		}
-		fn(name)
-		b = b[reclen:]
 	}
 }
 
@@ -245,13 +251,7 @@ func listFDs(s *scratch, dfd int, pid int32, from, left int, out []sockRef) ([]s
 		if n <= 0 {
 			return out, nil
 		}
-		b := s.dirents[:n]
-		for len(b) >= 19 {
-			reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
-			if reclen < 20 || reclen > len(b) {
-				break
-			}
-			name := b[19:reclen]
+		for name := range direntNames(s.dirents[:n]) {
 			fd, digits := 0, 0
 			for _, c := range name {
 				if c < '0' || c > '9' {
@@ -280,7 +280,6 @@ func listFDs(s *scratch, dfd int, pid int32, from, left int, out []sockRef) ([]s
 					return out, err
 				}
 			}
-			b = b[reclen:]
 		}
 	}
 }
