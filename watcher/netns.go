@@ -176,7 +176,7 @@ func (w *Watcher) updateNamespaces() {
 	own := w.ns.byInode[w.ns.self]
 	own.seen = w.gen
 	if own.lowPid == 0 {
-		own.lowPid = int32(os.Getpid())
+		own.lowPid = w.selfPid
 	}
 	for ino, name := range namedNetns(w.opts.NetnsDir) {
 		ns := w.ns.byInode[ino]

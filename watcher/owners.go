@@ -3,7 +3,6 @@ package watcher
 import (
 	"iter"
 	"slices"
-	"strconv"
 )
 
 // Owners is who holds a listener, as far as an alert is concerned: the set of
@@ -33,7 +32,7 @@ func OwnersOf(l *Listener) Owners {
 		}
 		u := p.User
 		if u == "" {
-			u = strconv.FormatUint(uint64(p.UID), 10)
+			u = userName(nil, p.UID)
 		}
 		o.Users = append(o.Users, u)
 	}

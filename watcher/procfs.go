@@ -3,6 +3,7 @@ package watcher
 import (
 	"errors"
 	"io"
+	"iter"
 	"os"
 	"strconv"
 	"sync"
@@ -18,10 +19,11 @@ import (
 
 // procDir is an open /proc (or a fixture tree standing in for it).
 type procDir struct {
-	root    string
-	fd      int
-	isProc  bool // a procfs, where /proc/PID/fd may be probed (see scanFDs)
-	noProbe bool // always list /proc/PID/fd (tests compare both ways)
+	root string
+	fd   int
+	// probe is true on a procfs, where /proc/PID/fd may be probed (see
+	// scanFDs); tests turn it off to compare with the listing.
+	probe bool
 }
 
 func openProc(root string) (*procDir, error) {
@@ -32,8 +34,8 @@ func openProc(root string) (*procDir, error) {
 	// A fixture tree is no procfs: the size of a directory there is no
 	// count of descriptors, nor its positions descriptor numbers.
 	var fs unix.Statfs_t
-	isProc := unix.Fstatfs(fd, &fs) == nil && fs.Type == unix.PROC_SUPER_MAGIC
-	return &procDir{root: root, fd: fd, isProc: isProc}, nil
+	probe := unix.Fstatfs(fd, &fs) == nil && fs.Type == unix.PROC_SUPER_MAGIC
+	return &procDir{root: root, fd: fd, probe: probe}, nil
 }
 
 func (p *procDir) Close() error { return unix.Close(p.fd) }
@@ -67,30 +69,35 @@ func (p *procDir) pids(s *scratch, out []int32) ([]int32, error) {
 		if n <= 0 {
 			return out, nil
 		}
-		forEachDirent(s.dirents[:n], func(name []byte) {
+		for name := range direntNames(s.dirents[:n]) {
 			if pid, ok := atoiBytes(name); ok {
 				out = append(out, int32(pid))
 			}
-		})
+		}
 	}
 }
 
-// forEachDirent calls fn with each name in a getdents64 buffer.
-func forEachDirent(b []byte, fn func(name []byte)) {
-	for len(b) >= 19 {
-		reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
-		if reclen < 19 || reclen > len(b) {
-			return
-		}
-		name := b[19:reclen]
-		for i, c := range name {
-			if c == 0 {
-				name = name[:i]
-				break
+// direntNames yields each name in a getdents64 buffer. In the buffer a
+// name is followed by its NUL, so &name[0] may be passed to the kernel.
+func direntNames(b []byte) iter.Seq[[]byte] {
+	return func(yield func(name []byte) bool) {
+		for len(b) >= 19 {
+			reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
+			if reclen < 19 || reclen > len(b) {
+				return
 			}
+			name := b[19:reclen]
+			for i, c := range name {
+				if c == 0 {
+					name = name[:i]
+					break
+				}
+			}
+			if !yield(name) {
+				return
+			}
+			b = b[reclen:]
 		}
-		fn(name)
-		b = b[reclen:]
 	}
 }
 
@@ -173,7 +180,7 @@ func (p *procDir) scanFDs(s *scratch, pid int32, out []sockRef) ([]sockRef, erro
 	defer unix.Close(dfd)
 	from, left := 0, -1
 	var st unix.Stat_t
-	if p.isProc && !p.noProbe && unix.Fstat(dfd, &st) == nil && st.Size > 0 {
+	if p.probe && unix.Fstat(dfd, &st) == nil && st.Size > 0 {
 		var found int
 		if out, from, found, err = probeFDs(s, dfd, pid, int(st.Size), out); found == int(st.Size) || err != nil {
 			return out, err
@@ -244,13 +251,7 @@ func listFDs(s *scratch, dfd int, pid int32, from, left int, out []sockRef) ([]s
 		if n <= 0 {
 			return out, nil
 		}
-		b := s.dirents[:n]
-		for len(b) >= 19 {
-			reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
-			if reclen < 20 || reclen > len(b) {
-				break
-			}
-			name := b[19:reclen]
+		for name := range direntNames(s.dirents[:n]) {
 			fd, digits := 0, 0
 			for _, c := range name {
 				if c < '0' || c > '9' {
@@ -279,7 +280,6 @@ func listFDs(s *scratch, dfd int, pid int32, from, left int, out []sockRef) ([]s
 					return out, err
 				}
 			}
-			b = b[reclen:]
 		}
 	}
 }

@@ -242,7 +242,7 @@ func TestScanFDs(t *testing.T) {
 	pid := int32(os.Getpid())
 	compare := func() {
 		t.Helper()
-		p.noProbe = false
+		p.probe = true
 		*s = scratch{}
 		probed, err := p.scanFDs(s, pid, nil)
 		if err != nil {
@@ -252,7 +252,7 @@ func TestScanFDs(t *testing.T) {
 			t.Errorf("%d descriptors read and %d listings for %d open descriptors, want at most %d and 1",
 				s.fdReads, s.fdLists, open, maxFDReads(open))
 		}
-		p.noProbe = true
+		p.probe = false
 		listed, err := p.scanFDs(s, pid, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -132,7 +132,7 @@ func New(opts Options) (*Watcher, error) {
 		// PID 1's namespace is hidden from us: ours stands for the host.
 		w.ns.host = w.ns.self
 	}
-	own := &nsState{inode: w.ns.self, lowPid: int32(os.Getpid()), ports: readPortRange(opts.ProcRoot)}
+	own := &nsState{inode: w.ns.self, lowPid: w.selfPid, ports: readPortRange(opts.ProcRoot)}
 	if !opts.DisableSockDiag {
 		if own.conn, err = dialSockDiag(); err != nil {
 			w.warn(fmt.Sprintf("%v; reading /proc/net instead", err))
