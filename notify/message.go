@@ -71,18 +71,27 @@ func severityFor(typ string, d policy.Decision) string {
 // it is not the host's.
 func endpoint(l watcher.Listener) string {
 	s := l.Protocol + " " + hostPort(l.Address, l.Port)
-	if l.Netns != "" && l.Netns != watcher.HostNetns {
-		s += " in netns " + textesc.Line(l.Netns)
+	if ns := otherNetns(l); ns != "" {
+		s += " in netns " + textesc.Line(ns)
 	}
 	return s
 }
 
+// otherNetns is the name of l's network namespace, raw, or "" for the
+// host's.
+func otherNetns(l watcher.Listener) string {
+	if l.Netns == watcher.HostNetns {
+		return ""
+	}
+	return l.Netns
+}
+
 // netnsName names l's network namespace for a message.
 func netnsName(l watcher.Listener) string {
-	if l.Netns == "" || l.Netns == watcher.HostNetns {
-		return "the host"
+	if ns := otherNetns(l); ns != "" {
+		return "netns " + textesc.Line(ns)
 	}
-	return "netns " + textesc.Line(l.Netns)
+	return "the host"
 }
 
 func hostPort(a netip.Addr, port uint16) string {
