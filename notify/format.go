@@ -252,19 +252,15 @@ func colour(severity string) int {
 	return 0x95A5A6
 }
 
-func teamsText(events []Event) string {
-	list, _ := teamsList.list(events)
-	return list
-}
-
 func buildTeams(events []Event, _ policy.Webhook) ([]byte, error) {
+	list, _ := teamsList.list(events)
 	card := map[string]any{
 		"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
 		"type":    "AdaptiveCard",
 		"version": "1.4",
 		"body": []any{
 			map[string]any{"type": "TextBlock", "text": escapeMarkdown(title(events)), "weight": "Bolder", "size": "Medium", "wrap": true},
-			map[string]any{"type": "TextBlock", "text": teamsText(events), "wrap": true},
+			map[string]any{"type": "TextBlock", "text": list, "wrap": true},
 		},
 	}
 	return marshal(map[string]any{
