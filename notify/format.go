@@ -198,17 +198,24 @@ func buildMattermost(events []Event, _ policy.Webhook) ([]byte, error) {
 func buildDiscord(events []Event, _ policy.Webhook) ([]byte, error) {
 	list, grouped := discordList.list(events)
 	content := discordHead(events) + list
-	// Embeds, one per event: at most 10, and 6000 characters in total. A
-	// grouped list has none: the groups are what the reader needs.
-	var embeds []any
-	if grouped {
-		embeds = []any{}
+	// A grouped list has no embeds: the groups are what the reader needs.
+	embeds := []any{}
+	if !grouped {
+		embeds = discordEmbeds(events)
 	}
+	return marshal(map[string]any{
+		"content":          content,
+		"embeds":           embeds,
+		"allowed_mentions": map[string]any{"parse": []string{}},
+	})
+}
+
+// discordEmbeds is one embed per event: at most 10, and 6000 characters in
+// total.
+func discordEmbeds(events []Event) []any {
+	var embeds []any
 	total := 0
 	for _, ev := range events {
-		if grouped {
-			break
-		}
 		if len(embeds) == 10 {
 			break
 		}
@@ -229,11 +236,7 @@ func buildDiscord(events []Event, _ policy.Webhook) ([]byte, error) {
 			"timestamp":   ev.Time.UTC().Format(time.RFC3339),
 		})
 	}
-	return marshal(map[string]any{
-		"content":          content,
-		"embeds":           embeds,
-		"allowed_mentions": map[string]any{"parse": []string{}},
-	})
+	return embeds
 }
 
 // discordHead is the bold headline of a Discord message.
@@ -249,19 +252,15 @@ func colour(severity string) int {
 	return 0x95A5A6
 }
 
-func teamsText(events []Event) string {
-	list, _ := teamsList.list(events)
-	return list
-}
-
 func buildTeams(events []Event, _ policy.Webhook) ([]byte, error) {
+	list, _ := teamsList.list(events)
 	card := map[string]any{
 		"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
 		"type":    "AdaptiveCard",
 		"version": "1.4",
 		"body": []any{
 			map[string]any{"type": "TextBlock", "text": escapeMarkdown(title(events)), "weight": "Bolder", "size": "Medium", "wrap": true},
-			map[string]any{"type": "TextBlock", "text": teamsText(events), "wrap": true},
+			map[string]any{"type": "TextBlock", "text": list, "wrap": true},
 		},
 	}
 	return marshal(map[string]any{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -188,13 +189,22 @@ func (j *journald) report(id string, p journal.Priority, msg string, fields map[
 // journald's native protocol is binary-safe, and go-systemd sends a value
 // holding a newline in the length-prefixed form, so it cannot split the
 // entry or forge a field.
+//
+// fields is returned as it is when no value needs escaping, the usual case;
+// otherwise a copy is, so that the caller's map is never changed.
 func escapeFields(fields map[string]string) map[string]string {
-	out := make(map[string]string, len(fields)+2)
+	var out map[string]string
 	for k, v := range fields {
-		out[k] = v
-		if e := textesc.Line(v); e != v {
-			out[k], out[k+"_RAW"] = e, v
+		if !textesc.Needed(v) {
+			continue
 		}
+		if out == nil {
+			out = maps.Clone(fields)
+		}
+		out[k], out[k+"_RAW"] = textesc.Line(v), v
+	}
+	if out == nil {
+		return fields
 	}
 	return out
 }

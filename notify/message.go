@@ -71,18 +71,27 @@ func severityFor(typ string, d policy.Decision) string {
 // it is not the host's.
 func endpoint(l watcher.Listener) string {
 	s := l.Protocol + " " + hostPort(l.Address, l.Port)
-	if l.Netns != "" && l.Netns != watcher.HostNetns {
-		s += " in netns " + textesc.Line(l.Netns)
+	if ns := otherNetns(l); ns != "" {
+		s += " in netns " + textesc.Line(ns)
 	}
 	return s
 }
 
+// otherNetns is the name of l's network namespace, raw, or "" for the
+// host's.
+func otherNetns(l watcher.Listener) string {
+	if l.Netns == watcher.HostNetns {
+		return ""
+	}
+	return l.Netns
+}
+
 // netnsName names l's network namespace for a message.
 func netnsName(l watcher.Listener) string {
-	if l.Netns == "" || l.Netns == watcher.HostNetns {
-		return "the host"
+	if ns := otherNetns(l); ns != "" {
+		return "netns " + textesc.Line(ns)
 	}
-	return "netns " + textesc.Line(l.Netns)
+	return "the host"
 }
 
 func hostPort(a netip.Addr, port uint16) string {
@@ -136,33 +145,38 @@ func holder(l watcher.Listener) string {
 
 // transientMessage is the message of a transient listener's opened event.
 func transientMessage(d policy.Decision, t Transient) string {
-	m := message(TypeOpened, d, "")
-	head := fmt.Sprintf("%s listener %s opened by %s", d.Verdict, endpoint(d.Listener), holder(d.Listener))
+	l := d.Listener
 	if s := t.Summary; s != nil {
 		ports := strconv.Itoa(int(s.PortLow))
 		if s.PortHigh != s.PortLow {
 			ports += "-" + strconv.Itoa(int(s.PortHigh))
 		}
-		l := d.Listener
 		// "... and 9,950 more": after the ones alerted one by one.
-		return fmt.Sprintf("%d more %s transient listeners (already closed) opened by %s on %s port %s in %s since %s, after %d alerted one by one; the last %s for %s%s",
+		return fmt.Sprintf("%d more %s transient listeners (already closed) opened by %s on %s port %s in %s since %s, after %d alerted one by one; the last %s for %s: %s",
 			s.Count, d.Verdict, holder(l), l.Protocol, ports, netnsName(l), s.Since.UTC().Format(time.TimeOnly), s.Alerted,
-			hostPort(l.Address, l.Port), t.String(), strings.TrimPrefix(m, head))
+			hostPort(l.Address, l.Port), t.String(), reason(d))
 	}
-	return head + " for " + t.String() + " (transient, already closed)" + strings.TrimPrefix(m, head)
+	return fmt.Sprintf("%s listener %s opened by %s for %s (transient, already closed): %s", d.Verdict, endpoint(l), holder(l), t.String(), reason(d))
 }
 
 // transientClosedMessage is the message of the listener.closed event that
 // resolves at once the alert on a listener that lived t.
 func transientClosedMessage(d policy.Decision, t Transient) string {
-	ep := endpoint(d.Listener)
-	return strings.Replace(message(TypeClosed, d, ""), ep+" closed", ep+" closed after "+t.String()+" (transient)", 1)
+	return closedMessage(d, "closed after "+t.String()+" (transient)")
 }
 
-// message builds the one-line description of an event. Every part that comes
-// from a process (names, paths, users) is escaped, so the line holds no
-// control characters.
-func message(typ string, d policy.Decision, host string) string {
+// closedMessage is the message of a listener.closed event; closed says how
+// the listener closed ("closed", "closed after 12ms (transient)").
+func closedMessage(d policy.Decision, closed string) string {
+	ep := endpoint(d.Listener)
+	if d.Verdict == policy.Unexpected {
+		return fmt.Sprintf("unexpected listener %s %s, alert resolved (was held by %s)", ep, closed, holder(d.Listener))
+	}
+	return fmt.Sprintf("%s listener %s %s (was held by %s)", d.Verdict, ep, closed, holder(d.Listener))
+}
+
+// reason says why d was judged as it was, escaped: the rule and its reason.
+func reason(d policy.Decision) string {
 	why := textesc.Line(d.Reason)
 	if why == "" {
 		switch d.Verdict {
@@ -175,21 +189,25 @@ func message(typ string, d policy.Decision, host string) string {
 	if d.Rule != "" && d.Verdict == policy.Allowed {
 		why = "rule " + textesc.Line(d.Rule) + ": " + why
 	}
+	return why
+}
+
+// message builds the one-line description of an event. Every part that comes
+// from a process (names, paths, users) is escaped, so the line holds no
+// control characters.
+func message(typ string, d policy.Decision, host string) string {
 	ep := endpoint(d.Listener)
 	switch typ {
 	case TypeTest:
 		return "portwatchd test notification from " + textesc.Line(host)
 	case TypeOpened:
-		return fmt.Sprintf("%s listener %s opened by %s: %s", d.Verdict, ep, holder(d.Listener), why)
+		return fmt.Sprintf("%s listener %s opened by %s: %s", d.Verdict, ep, holder(d.Listener), reason(d))
 	case TypeChanged:
-		return fmt.Sprintf("%s listener %s changed owner to %s: %s", d.Verdict, ep, holder(d.Listener), why)
+		return fmt.Sprintf("%s listener %s changed owner to %s: %s", d.Verdict, ep, holder(d.Listener), reason(d))
 	case TypeClosed:
-		if d.Verdict == policy.Unexpected {
-			return fmt.Sprintf("unexpected listener %s closed, alert resolved (was held by %s)", ep, holder(d.Listener))
-		}
-		return fmt.Sprintf("%s listener %s closed (was held by %s)", d.Verdict, ep, holder(d.Listener))
+		return closedMessage(d, "closed")
 	}
-	return fmt.Sprintf("%s: %s listener %s held by %s: %s", textesc.Line(typ), d.Verdict, ep, holder(d.Listener), why)
+	return fmt.Sprintf("%s: %s listener %s held by %s: %s", textesc.Line(typ), d.Verdict, ep, holder(d.Listener), reason(d))
 }
 
 // truncate shortens s to at most n runes, ending it with "…" when cut.

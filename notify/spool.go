@@ -194,7 +194,7 @@ func (s *spool) resend(events []Event) error {
 		if !e.resend {
 			return false
 		}
-		if err := os.Remove(s.path(e.seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.unlink(e.seq); err != nil {
 			errs = append(errs, fmt.Errorf("spool: replace pending re-send: %w", err))
 			return false
 		}
@@ -249,7 +249,7 @@ func (s *spool) dropOldest(n int) (int, error) {
 	for n > 0 && len(s.queue) > 1 {
 		old := s.queue[0]
 		if old.n <= n {
-			if err := os.Remove(s.path(old.seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := s.unlink(old.seq); err != nil {
 				return dropped, fmt.Errorf("drop oldest batch: %w", err)
 			}
 			s.queue = s.queue[1:]
@@ -290,7 +290,7 @@ func (s *spool) trim(seq uint64, n int) (int, error) {
 	}
 	if n >= len(b.Events) {
 		// The file holds fewer events than the queue says: drop it whole.
-		if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.unlink(seq); err != nil {
 			return 0, fmt.Errorf("drop oldest batch: %w", err)
 		}
 		return 0, nil
@@ -304,6 +304,14 @@ func (s *spool) trim(seq uint64, n int) (int, error) {
 		return 0, fmt.Errorf("drop oldest events: %w", err)
 	}
 	return len(b.Events), nil
+}
+
+// unlink removes the file of batch seq; one already gone is no error.
+func (s *spool) unlink(seq uint64) error {
+	if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // writeFileSync writes data to path atomically and durably. Its temporary
@@ -405,7 +413,7 @@ func (s *spool) remove(seqs ...uint64) error {
 	defer s.mu.Unlock()
 	var errs []error
 	for _, seq := range seqs {
-		if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.unlink(seq); err != nil {
 			errs = append(errs, fmt.Errorf("spool: %w", err))
 			continue
 		}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
-	"github.com/portwatchd/portwatchd/watcher"
 )
 
 // A chat message lists the events of a delivery, one line each, as long as
@@ -252,12 +251,9 @@ func endpoints(evs []Event) string {
 	ports := map[place][]int{}
 	for _, ev := range evs {
 		l := ev.Listener.Listener
-		p := place{proto: l.Protocol, addr: "*"}
+		p := place{proto: l.Protocol, addr: "*", netns: otherNetns(l)}
 		if l.Address.IsValid() {
 			p.addr = strings.TrimSuffix(hostPort(l.Address, 0), ":0")
-		}
-		if l.Netns != "" && l.Netns != watcher.HostNetns {
-			p.netns = l.Netns
 		}
 		if _, ok := ports[p]; !ok {
 			places = append(places, p)

@@ -337,11 +337,6 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 	includes := []string{DefaultInclude}
 	var includeNodes []*yaml.Node
 	var reconcile *yaml.Node // reconcile_interval, when set and valid
-	defer func() {
-		if main {
-			l.checkReconcile(d, c, reconcile)
-		}
-	}()
 	for _, f := range d.fields(root, "top level", topKeys) {
 		if !main && !contains(dropinKeys, f.key) {
 			d.errorf(f.k, "%q may be set only in the main file, not in a drop-in (drop-ins may add allow rules and notify.webhooks)", f.key)
@@ -436,13 +431,16 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 			l.notify(d, f, &c.Notify, main, hookNames)
 		}
 	}
+	if main {
+		checkReconcile(d, c, reconcile)
+	}
 	return includes, includeNodes
 }
 
 // checkReconcile ties reconcile_interval to interval, which may come after
 // it in the file: when set (n is its value), it may not be shorter; when
 // not, it is the default or interval, whichever is longer.
-func (l *loader) checkReconcile(d *decoder, c *Config, n *yaml.Node) {
+func checkReconcile(d *decoder, c *Config, n *yaml.Node) {
 	switch {
 	case n == nil:
 		c.ReconcileInterval = max(DefaultReconcileInterval, c.Interval)
