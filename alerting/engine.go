@@ -175,21 +175,17 @@ func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result 
 // persisted from before a restart whose key it lacks, likewise.
 func (e *Engine) closeUnseen(snap *watcher.Snapshot, cfg Config, now time.Time, first bool) Result {
 	var r Result
-	var blind map[string]bool
-	for i := range snap.Namespaces {
-		if ns := &snap.Namespaces[i]; !ns.Inspected {
-			if blind == nil {
-				blind = map[string]bool{}
-			}
-			blind[ns.KeyNetns()] = true
-		}
-	}
 	var gone []watcher.Key
 	for k, t := range e.tracks {
-		if t.seen != e.steps && !blind[k.Netns] {
+		if t.seen != e.steps {
 			gone = append(gone, k)
 		}
 	}
+	if len(gone) == 0 && !e.unseen {
+		return r // the steady state: no namespace to look up
+	}
+	blind := blindNetns(snap)
+	gone = slices.DeleteFunc(gone, func(k watcher.Key) bool { return blind[k.Netns] })
 	slices.SortFunc(gone, watcher.Key.Compare)
 	for _, k := range gone {
 		e.closed(&r, k, cfg, now)
@@ -213,6 +209,21 @@ func (e *Engine) closeUnseen(snap *watcher.Snapshot, cfg Config, now time.Time, 
 		}
 	}
 	return r
+}
+
+// blindNetns returns the Key.Netns of the namespaces snap could not
+// inspect, or nil when it inspected them all.
+func blindNetns(snap *watcher.Snapshot) map[string]bool {
+	var blind map[string]bool
+	for i := range snap.Namespaces {
+		if ns := &snap.Namespaces[i]; !ns.Inspected {
+			if blind == nil {
+				blind = map[string]bool{}
+			}
+			blind[ns.KeyNetns()] = true
+		}
+	}
+	return blind
 }
 
 // Reload evaluates every current listener again under a new policy.
