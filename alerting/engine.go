@@ -117,10 +117,9 @@ type Engine struct {
 	steps  uint64 // Steps taken
 	// unseen says some alert in force may have no track: persisted from
 	// before a restart, in a namespace no snapshot has inspected since.
-	unseen     bool
-	namespaces int // in the last snapshot
-	lastFull   time.Time
-	stats      Stats
+	unseen   bool
+	lastFull time.Time
+	stats    Stats
 }
 
 // New returns an engine starting from the persisted alerts (which it
@@ -165,8 +164,7 @@ func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result 
 	if now.Sub(e.lastFull) >= ReevaluateEvery {
 		e.reevaluate(&r, cfg, now, "policy re-evaluated")
 	}
-	e.namespaces = len(snap.Namespaces)
-	e.count()
+	e.count(len(snap.Namespaces))
 	return r
 }
 
@@ -230,7 +228,7 @@ func blindNetns(snap *watcher.Snapshot) map[string]bool {
 func (e *Engine) Reload(cfg Config, now time.Time) Result {
 	var r Result
 	e.reevaluate(&r, cfg, now, "config reloaded")
-	e.count()
+	e.count(e.stats.Namespaces)
 	return r
 }
 
@@ -526,9 +524,10 @@ func newEventID() string {
 // Stats returns the figures after the last Step or Reload.
 func (e *Engine) Stats() Stats { return e.stats }
 
-// count sets the figures from the tracks.
-func (e *Engine) count() {
-	s := Stats{Namespaces: e.namespaces}
+// count sets the figures from the tracks and the number of namespaces in
+// the last snapshot.
+func (e *Engine) count(namespaces int) {
+	s := Stats{Namespaces: namespaces}
 	for _, t := range e.tracks {
 		s.Count(t.sockets, t.dec.Verdict)
 	}
