@@ -277,7 +277,7 @@ func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener,
 		case t.dec.Verdict == policy.Unexpected && a == nil:
 			e.raise(r, k, notify.TypeOpened, t, now, "")
 		case t.dec.Verdict == policy.Unexpected:
-			a.Exes, a.Users, a.Known = o.Exes, o.Users, o.Known
+			a.setOwners(o)
 			r.StateChanged = true
 		case a != nil:
 			e.resolve(r, k, &t.dec, "now attributed")
@@ -334,7 +334,7 @@ func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener
 			// Alerted unattributed before a restart, attributed now: not a
 			// change of hands, just a better view of the same listener
 			// (as in observe).
-			a.Exes, a.Users, a.Known = o.Exes, o.Users, o.Known
+			a.setOwners(o)
 			r.StateChanged = true
 			return
 		case a.ClosedAt.IsZero() && unexpected:
@@ -449,13 +449,11 @@ func (e *Engine) raise(r *Result, k watcher.Key, typ string, t *track, now time.
 	}
 	a := &Alert{
 		Decision:  t.dec,
-		Exes:      t.owners.Exes,
-		Users:     t.owners.Users,
-		Known:     t.owners.Known,
 		AlertedAt: now,
 		LastSent:  now,
 		EventID:   newEventID(),
 	}
+	a.setOwners(t.owners)
 	e.alerts[k] = a
 	r.StateChanged = true
 	r.Emit = append(r.Emit, Emission{Type: typ, Decision: t.dec, Note: note, Previous: prev, EventID: a.EventID})
