@@ -381,7 +381,7 @@ func (e *Engine) closed(r *Result, k watcher.Key, cfg Config, now time.Time) {
 // expirePending sends the resolves that waited out the flap window.
 func (e *Engine) expirePending(r *Result, cfg Config, now time.Time) {
 	due := e.alertsWhere(func(k watcher.Key, a *Alert) bool {
-		return !a.ClosedAt.IsZero() && now.Sub(a.ClosedAt) >= cfg.FlapWindow && e.tracks[k] == nil
+		return e.waiting(k, a) && now.Sub(a.ClosedAt) >= cfg.FlapWindow
 	})
 	for _, k := range due {
 		e.resolve(r, k, nil, "")
@@ -479,6 +479,12 @@ func (e *Engine) openAlert(k watcher.Key) *Alert {
 	return nil
 }
 
+// waiting reports whether a, the alert on k, is waiting out flap_window:
+// its listener closed and has not reopened since.
+func (e *Engine) waiting(k watcher.Key, a *Alert) bool {
+	return !a.ClosedAt.IsZero() && e.tracks[k] == nil
+}
+
 // FiringAlert is an alert in force: raised and not resolved.
 type FiringAlert struct {
 	Key watcher.Key
@@ -561,7 +567,7 @@ func sameHolders(a, b *watcher.Listener) bool {
 func (e *Engine) ResolveClosed(k watcher.Key, closedAt time.Time, life notify.Transient) Result {
 	var r Result
 	a := e.alerts[k]
-	if a == nil || a.ClosedAt.IsZero() || e.tracks[k] != nil {
+	if a == nil || !e.waiting(k, a) {
 		return r
 	}
 	a.ClosedAt = closedAt
