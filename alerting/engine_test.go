@@ -133,11 +133,7 @@ func engBlindNS(s *watcher.Snapshot, name string, ino uint64) *watcher.Snapshot 
 func engSummarize(em []Emission) []string {
 	var out []string
 	for _, e := range em {
-		var exes []string
-		for _, p := range e.Decision.Processes {
-			exes = append(exes, p.Exe)
-		}
-		s := fmt.Sprintf("%s %s %s [%s]", strings.TrimPrefix(e.Type, "listener."), e.Decision.Verdict, describeListener(e.Decision.Listener), strings.Join(exes, ","))
+		s := fmt.Sprintf("%s %s %s [%s]", strings.TrimPrefix(e.Type, "listener."), e.Decision.Verdict, describeListener(e.Decision.Listener), engExes(e.Decision))
 		if e.NowJudged != nil {
 			s += " msg=" + notify.NewEvent(e.Type, e.Decision, "h", engT0, notify.WithNowJudged(*e.NowJudged, e.Why)).Message
 		}
@@ -145,15 +141,20 @@ func engSummarize(em []Emission) []string {
 			s += " note=" + e.Note
 		}
 		if e.Previous != nil {
-			var prev []string
-			for _, p := range e.Previous.Processes {
-				prev = append(prev, p.Exe)
-			}
-			s += " prev=[" + strings.Join(prev, ",") + "]"
+			s += " prev=[" + engExes(*e.Previous) + "]"
 		}
 		out = append(out, s)
 	}
 	return out
+}
+
+// engExes lists the executables of d's holders, comma-separated.
+func engExes(d policy.Decision) string {
+	var exes []string
+	for _, p := range d.Processes {
+		exes = append(exes, p.Exe)
+	}
+	return strings.Join(exes, ",")
 }
 
 // engineStep is one step of an engine test: a snapshot, a reload to a new
