@@ -198,7 +198,6 @@ func runEngineCases(t *testing.T, tests []engineCase) {
 	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
 			e := New(nil)
 			cfg := Config{Settings: tt.settings, Evaluator: tt.policy}
 			for i, st := range tt.steps {
@@ -206,14 +205,7 @@ func runEngineCases(t *testing.T, tests []engineCase) {
 				var r Result
 				switch {
 				case st.restart:
-					if err := e.SaveState(dir); err != nil {
-						t.Fatalf("step %d: %v", i, err)
-					}
-					alerts, err := LoadState(dir)
-					if err != nil {
-						t.Fatalf("step %d: %v", i, err)
-					}
-					e = New(alerts)
+					e = engRestart(t, e)
 				case st.reload != nil:
 					cfg.Evaluator = *st.reload
 					if st.settings != nil {
@@ -237,6 +229,21 @@ func runEngineCases(t *testing.T, tests []engineCase) {
 			}
 		})
 	}
+}
+
+// engRestart saves e's state and returns a new engine loaded from it, as
+// a restart of the daemon does.
+func engRestart(t *testing.T, e *Engine) *Engine {
+	t.Helper()
+	dir := t.TempDir()
+	if err := e.SaveState(dir); err != nil {
+		t.Fatal(err)
+	}
+	alerts, err := LoadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(alerts)
 }
 
 var engT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
