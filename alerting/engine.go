@@ -101,7 +101,7 @@ type track struct {
 	// announced is false for a new key still waiting to be attributed.
 	announced  bool
 	unknownFor int  // snapshots seen unattributed while not announced
-	atStart    bool // open at the first snapshot
+	atStart    bool // open at the first snapshot (every track of the first Step is)
 	// flip is set when l's holders changed, owners staying the same, and
 	// the verdict with them: the next snapshot must agree.
 	flip bool
@@ -148,7 +148,7 @@ func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result 
 			e.tracks[k] = t
 		}
 		t.seen, t.sockets = e.steps, n
-		e.observe(&r, k, t, l, cfg, now, first)
+		e.observe(&r, k, t, l, cfg, now)
 	}
 	if closed := e.closeUnseen(snap, cfg, now, first); len(closed.Emit) > 0 || closed.StateChanged {
 		// What closed is told before what opened: a key that passes
@@ -233,7 +233,7 @@ func (e *Engine) Reload(cfg Config, now time.Time) Result {
 }
 
 // observe handles a key present in this snapshot.
-func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener, cfg Config, now time.Time, first bool) {
+func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener, cfg Config, now time.Time) {
 	if t.announced && t.pending == nil && len(l.Processes) > 0 && sameHolders(&t.l, &l) {
 		t.l, t.flip = l, false // the steady state: nothing to decide
 		return
@@ -247,7 +247,7 @@ func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener,
 				return
 			}
 		}
-		e.announce(r, k, t, l, o, cfg, now, first || t.atStart)
+		e.announce(r, k, t, l, o, cfg, now)
 		return
 	}
 	if !o.Known {
@@ -322,7 +322,7 @@ func (e *Engine) rejudge(r *Result, k watcher.Key, t *track, l watcher.Listener,
 
 // announce judges a key for the first time since it opened (or since the
 // daemon started).
-func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener, o watcher.Owners, cfg Config, now time.Time, first bool) {
+func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener, o watcher.Owners, cfg Config, now time.Time) {
 	t.announced, t.l, t.owners, t.pending = true, l, o, nil
 	t.dec = cfg.Evaluate(l, now)
 	if a := e.alerts[k]; a != nil {
@@ -355,7 +355,7 @@ func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener
 	switch {
 	case t.dec.Verdict == policy.Unexpected:
 		e.raise(r, k, notify.TypeOpened, t, now, "")
-	case t.dec.Verdict == policy.Allowed && cfg.LogAllowed && !first:
+	case t.dec.Verdict == policy.Allowed && cfg.LogAllowed && !t.atStart:
 		r.Emit = append(r.Emit, Emission{Type: notify.TypeOpened, Decision: t.dec})
 	}
 }
