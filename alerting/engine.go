@@ -101,7 +101,7 @@ type track struct {
 	// announced is false for a new key still waiting to be attributed.
 	announced  bool
 	unknownFor int  // snapshots seen unattributed while not announced
-	atStart    bool // open at the first snapshot
+	atStart    bool // open at the first snapshot (every track of the first Step is)
 	// flip is set when l's holders changed, owners staying the same, and
 	// the verdict with them: the next snapshot must agree.
 	flip bool
@@ -117,10 +117,9 @@ type Engine struct {
 	steps  uint64 // Steps taken
 	// unseen says some alert in force may have no track: persisted from
 	// before a restart, in a namespace no snapshot has inspected since.
-	unseen     bool
-	namespaces int // in the last snapshot
-	lastFull   time.Time
-	stats      Stats
+	unseen   bool
+	lastFull time.Time
+	stats    Stats
 }
 
 // New returns an engine starting from the persisted alerts (which it
@@ -149,7 +148,7 @@ func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result 
 			e.tracks[k] = t
 		}
 		t.seen, t.sockets = e.steps, n
-		e.observe(&r, k, t, l, cfg, now, first)
+		e.observe(&r, k, t, l, cfg, now)
 	}
 	if closed := e.closeUnseen(snap, cfg, now, first); len(closed.Emit) > 0 || closed.StateChanged {
 		// What closed is told before what opened: a key that passes
@@ -165,8 +164,7 @@ func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result 
 	if now.Sub(e.lastFull) >= ReevaluateEvery {
 		e.reevaluate(&r, cfg, now, "policy re-evaluated")
 	}
-	e.namespaces = len(snap.Namespaces)
-	e.count()
+	e.count(len(snap.Namespaces))
 	return r
 }
 
@@ -175,21 +173,17 @@ func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result 
 // persisted from before a restart whose key it lacks, likewise.
 func (e *Engine) closeUnseen(snap *watcher.Snapshot, cfg Config, now time.Time, first bool) Result {
 	var r Result
-	var blind map[string]bool
-	for i := range snap.Namespaces {
-		if ns := &snap.Namespaces[i]; !ns.Inspected {
-			if blind == nil {
-				blind = map[string]bool{}
-			}
-			blind[ns.KeyNetns()] = true
-		}
-	}
 	var gone []watcher.Key
 	for k, t := range e.tracks {
-		if t.seen != e.steps && !blind[k.Netns] {
+		if t.seen != e.steps {
 			gone = append(gone, k)
 		}
 	}
+	if len(gone) == 0 && !e.unseen {
+		return r // the steady state: no namespace to look up
+	}
+	blind := blindNetns(snap)
+	gone = slices.DeleteFunc(gone, func(k watcher.Key) bool { return blind[k.Netns] })
 	slices.SortFunc(gone, watcher.Key.Compare)
 	for _, k := range gone {
 		e.closed(&r, k, cfg, now)
@@ -215,16 +209,31 @@ func (e *Engine) closeUnseen(snap *watcher.Snapshot, cfg Config, now time.Time, 
 	return r
 }
 
+// blindNetns returns the Key.Netns of the namespaces snap could not
+// inspect, or nil when it inspected them all.
+func blindNetns(snap *watcher.Snapshot) map[string]bool {
+	var blind map[string]bool
+	for i := range snap.Namespaces {
+		if ns := &snap.Namespaces[i]; !ns.Inspected {
+			if blind == nil {
+				blind = map[string]bool{}
+			}
+			blind[ns.KeyNetns()] = true
+		}
+	}
+	return blind
+}
+
 // Reload evaluates every current listener again under a new policy.
 func (e *Engine) Reload(cfg Config, now time.Time) Result {
 	var r Result
 	e.reevaluate(&r, cfg, now, "config reloaded")
-	e.count()
+	e.count(e.stats.Namespaces)
 	return r
 }
 
 // observe handles a key present in this snapshot.
-func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener, cfg Config, now time.Time, first bool) {
+func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener, cfg Config, now time.Time) {
 	if t.announced && t.pending == nil && len(l.Processes) > 0 && sameHolders(&t.l, &l) {
 		t.l, t.flip = l, false // the steady state: nothing to decide
 		return
@@ -238,7 +247,7 @@ func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener,
 				return
 			}
 		}
-		e.announce(r, k, t, l, o, cfg, now, first || t.atStart)
+		e.announce(r, k, t, l, o, cfg, now)
 		return
 	}
 	if !o.Known {
@@ -268,7 +277,7 @@ func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener,
 		case t.dec.Verdict == policy.Unexpected && a == nil:
 			e.raise(r, k, notify.TypeOpened, t, now, "")
 		case t.dec.Verdict == policy.Unexpected:
-			a.Exes, a.Users, a.Known = o.Exes, o.Users, o.Known
+			a.setOwners(o)
 			r.StateChanged = true
 		case a != nil:
 			e.resolve(r, k, &t.dec, "now attributed")
@@ -313,7 +322,7 @@ func (e *Engine) rejudge(r *Result, k watcher.Key, t *track, l watcher.Listener,
 
 // announce judges a key for the first time since it opened (or since the
 // daemon started).
-func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener, o watcher.Owners, cfg Config, now time.Time, first bool) {
+func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener, o watcher.Owners, cfg Config, now time.Time) {
 	t.announced, t.l, t.owners, t.pending = true, l, o, nil
 	t.dec = cfg.Evaluate(l, now)
 	if a := e.alerts[k]; a != nil {
@@ -325,7 +334,7 @@ func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener
 			// Alerted unattributed before a restart, attributed now: not a
 			// change of hands, just a better view of the same listener
 			// (as in observe).
-			a.Exes, a.Users, a.Known = o.Exes, o.Users, o.Known
+			a.setOwners(o)
 			r.StateChanged = true
 			return
 		case a.ClosedAt.IsZero() && unexpected:
@@ -346,7 +355,7 @@ func (e *Engine) announce(r *Result, k watcher.Key, t *track, l watcher.Listener
 	switch {
 	case t.dec.Verdict == policy.Unexpected:
 		e.raise(r, k, notify.TypeOpened, t, now, "")
-	case t.dec.Verdict == policy.Allowed && cfg.LogAllowed && !first:
+	case t.dec.Verdict == policy.Allowed && cfg.LogAllowed && !t.atStart:
 		r.Emit = append(r.Emit, Emission{Type: notify.TypeOpened, Decision: t.dec})
 	}
 }
@@ -372,7 +381,7 @@ func (e *Engine) closed(r *Result, k watcher.Key, cfg Config, now time.Time) {
 // expirePending sends the resolves that waited out the flap window.
 func (e *Engine) expirePending(r *Result, cfg Config, now time.Time) {
 	due := e.alertsWhere(func(k watcher.Key, a *Alert) bool {
-		return !a.ClosedAt.IsZero() && now.Sub(a.ClosedAt) >= cfg.FlapWindow && e.tracks[k] == nil
+		return e.waiting(k, a) && now.Sub(a.ClosedAt) >= cfg.FlapWindow
 	})
 	for _, k := range due {
 		e.resolve(r, k, nil, "")
@@ -440,13 +449,11 @@ func (e *Engine) raise(r *Result, k watcher.Key, typ string, t *track, now time.
 	}
 	a := &Alert{
 		Decision:  t.dec,
-		Exes:      t.owners.Exes,
-		Users:     t.owners.Users,
-		Known:     t.owners.Known,
 		AlertedAt: now,
 		LastSent:  now,
 		EventID:   newEventID(),
 	}
+	a.setOwners(t.owners)
 	e.alerts[k] = a
 	r.StateChanged = true
 	r.Emit = append(r.Emit, Emission{Type: typ, Decision: t.dec, Note: note, Previous: prev, EventID: a.EventID})
@@ -470,6 +477,12 @@ func (e *Engine) openAlert(k watcher.Key) *Alert {
 		return a
 	}
 	return nil
+}
+
+// waiting reports whether a, the alert on k, is waiting out flap_window:
+// its listener closed and has not reopened since.
+func (e *Engine) waiting(k watcher.Key, a *Alert) bool {
+	return !a.ClosedAt.IsZero() && e.tracks[k] == nil
 }
 
 // FiringAlert is an alert in force: raised and not resolved.
@@ -515,9 +528,10 @@ func newEventID() string {
 // Stats returns the figures after the last Step or Reload.
 func (e *Engine) Stats() Stats { return e.stats }
 
-// count sets the figures from the tracks.
-func (e *Engine) count() {
-	s := Stats{Namespaces: e.namespaces}
+// count sets the figures from the tracks and the number of namespaces in
+// the last snapshot.
+func (e *Engine) count(namespaces int) {
+	s := Stats{Namespaces: namespaces}
 	for _, t := range e.tracks {
 		s.Count(t.sockets, t.dec.Verdict)
 	}
@@ -553,7 +567,7 @@ func sameHolders(a, b *watcher.Listener) bool {
 func (e *Engine) ResolveClosed(k watcher.Key, closedAt time.Time, life notify.Transient) Result {
 	var r Result
 	a := e.alerts[k]
-	if a == nil || a.ClosedAt.IsZero() || e.tracks[k] != nil {
+	if a == nil || !e.waiting(k, a) {
 		return r
 	}
 	a.ClosedAt = closedAt

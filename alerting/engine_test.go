@@ -133,11 +133,7 @@ func engBlindNS(s *watcher.Snapshot, name string, ino uint64) *watcher.Snapshot 
 func engSummarize(em []Emission) []string {
 	var out []string
 	for _, e := range em {
-		var exes []string
-		for _, p := range e.Decision.Processes {
-			exes = append(exes, p.Exe)
-		}
-		s := fmt.Sprintf("%s %s %s [%s]", strings.TrimPrefix(e.Type, "listener."), e.Decision.Verdict, describeListener(e.Decision.Listener), strings.Join(exes, ","))
+		s := fmt.Sprintf("%s %s %s [%s]", strings.TrimPrefix(e.Type, "listener."), e.Decision.Verdict, describeListener(e.Decision.Listener), engExes(e.Decision))
 		if e.NowJudged != nil {
 			s += " msg=" + notify.NewEvent(e.Type, e.Decision, "h", engT0, notify.WithNowJudged(*e.NowJudged, e.Why)).Message
 		}
@@ -145,15 +141,20 @@ func engSummarize(em []Emission) []string {
 			s += " note=" + e.Note
 		}
 		if e.Previous != nil {
-			var prev []string
-			for _, p := range e.Previous.Processes {
-				prev = append(prev, p.Exe)
-			}
-			s += " prev=[" + strings.Join(prev, ",") + "]"
+			s += " prev=[" + engExes(*e.Previous) + "]"
 		}
 		out = append(out, s)
 	}
 	return out
+}
+
+// engExes lists the executables of d's holders, comma-separated.
+func engExes(d policy.Decision) string {
+	var exes []string
+	for _, p := range d.Processes {
+		exes = append(exes, p.Exe)
+	}
+	return strings.Join(exes, ",")
 }
 
 // engineStep is one step of an engine test: a snapshot, a reload to a new
@@ -197,7 +198,6 @@ func runEngineCases(t *testing.T, tests []engineCase) {
 	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
 			e := New(nil)
 			cfg := Config{Settings: tt.settings, Evaluator: tt.policy}
 			for i, st := range tt.steps {
@@ -205,14 +205,7 @@ func runEngineCases(t *testing.T, tests []engineCase) {
 				var r Result
 				switch {
 				case st.restart:
-					if err := e.SaveState(dir); err != nil {
-						t.Fatalf("step %d: %v", i, err)
-					}
-					alerts, err := LoadState(dir)
-					if err != nil {
-						t.Fatalf("step %d: %v", i, err)
-					}
-					e = New(alerts)
+					e = engRestart(t, e)
 				case st.reload != nil:
 					cfg.Evaluator = *st.reload
 					if st.settings != nil {
@@ -236,6 +229,21 @@ func runEngineCases(t *testing.T, tests []engineCase) {
 			}
 		})
 	}
+}
+
+// engRestart saves e's state and returns a new engine loaded from it, as
+// a restart of the daemon does.
+func engRestart(t *testing.T, e *Engine) *Engine {
+	t.Helper()
+	dir := t.TempDir()
+	if err := e.SaveState(dir); err != nil {
+		t.Fatal(err)
+	}
+	alerts, err := LoadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(alerts)
 }
 
 var engT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -53,15 +53,7 @@ func TestFiring(t *testing.T) {
 	// Closed, within the flap window: the resolve is not sent yet.
 	step(time.Second, engS(engL("tcp", 22, procSSHD), engL("tcp", 4444, procEvil)))
 	firing(time.Second, "tcp 0.0.0.0:4444 since 0s", "tcp 0.0.0.0:5555 since 0s closed at 1s")
-	dir := t.TempDir()
-	if err := e.SaveState(dir); err != nil {
-		t.Fatal(err)
-	}
-	alerts, err := LoadState(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e = New(alerts)
+	e = engRestart(t, e)
 	firing(2*time.Second, "tcp 0.0.0.0:4444 since 0s", "tcp 0.0.0.0:5555 since 0s closed at 1s")
 	step(3*time.Second, engS(engL("tcp", 22, procSSHD), engL("tcp", 4444, procEvil)))
 	firing(3*time.Second, "tcp 0.0.0.0:4444 since 0s")

@@ -47,6 +47,11 @@ func (a *Alert) owners() watcher.Owners {
 	return watcher.Owners{Exes: a.Exes, Users: a.Users, Known: a.Known}
 }
 
+// setOwners records o as the owners of the alerted listener.
+func (a *Alert) setOwners(o watcher.Owners) {
+	a.Exes, a.Users, a.Known = o.Exes, o.Users, o.Known
+}
+
 // stateFile is the JSON form of the state file.
 type stateFile struct {
 	Version int      `json:"version"`
