@@ -1,9 +1,6 @@
 package alerting
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"slices"
 	"time"
 
@@ -451,7 +448,7 @@ func (e *Engine) raise(r *Result, k watcher.Key, typ string, t *track, now time.
 		Decision:  t.dec,
 		AlertedAt: now,
 		LastSent:  now,
-		EventID:   newEventID(),
+		EventID:   notify.NewID(),
 	}
 	a.setOwners(t.owners)
 	e.alerts[k] = a
@@ -512,17 +509,6 @@ func (e *Engine) Firing() []FiringAlert {
 		out = append(out, FiringAlert{Key: k, Decision: a.Decision, AlertedAt: a.AlertedAt, EventID: a.EventID, ClosedAt: a.ClosedAt})
 	}
 	return out
-}
-
-// newEventID returns a random 128-bit event id in hex, as notify makes them.
-func newEventID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		// crypto/rand does not fail on Linux >= 3.17; a panic here is a
-		// broken system, not bad input.
-		panic(fmt.Sprintf("alerting: crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b[:])
 }
 
 // Stats returns the figures after the last Step or Reload.

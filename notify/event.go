@@ -107,7 +107,7 @@ func NewEvent(typ string, d policy.Decision, host string, now time.Time, opts ..
 		opt(&o)
 	}
 	if o.id == "" {
-		o.id = newID()
+		o.id = NewID()
 	}
 	ev := Event{
 		ID:       o.id,

@@ -39,8 +39,10 @@ func severityOf(s string) policy.Severity {
 // webhook events: filter.
 func shortType(typ string) string { return strings.TrimPrefix(typ, "listener.") }
 
-// newID returns a random 128-bit id in hex.
-func newID() string {
+// NewID returns a random 128-bit event id in hex: the id NewEvent gives
+// an event when no WithID names one. The alert engine makes the ids of the
+// events that raise alerts with it, so that it can keep them.
+func NewID() string {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		// crypto/rand does not fail on Linux >= 3.17; a panic here is a
