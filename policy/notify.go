@@ -27,7 +27,8 @@ func WebhookFormats() []string { return slices.Clone(webhookFormats) }
 // webhookEvents are the values allowed in events:.
 var webhookEvents = []string{"opened", "changed", "closed"}
 
-var severities = map[string]Severity{"info": SeverityInfo, "notice": SeverityNotice, "warning": SeverityWarning}
+var severities = map[string]Severity{"info": SeverityInfo, "notice": SeverityNotice, "warning": SeverityWarning,
+	"critical": SeverityCritical}
 
 // String returns the severity's name, as written in min_severity.
 func (s Severity) String() string {
@@ -38,8 +39,23 @@ func (s Severity) String() string {
 		return "notice"
 	case SeverityWarning:
 		return "warning"
+	case SeverityCritical:
+		return "critical"
 	}
 	return fmt.Sprintf("severity(%d)", int(s))
+}
+
+// MarshalText gives the severity's name: list --json and events carry it.
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a severity's name.
+func (s *Severity) UnmarshalText(b []byte) error {
+	v, ok := severities[string(b)]
+	if !ok {
+		return fmt.Errorf("unknown severity %q", b)
+	}
+	*s = v
+	return nil
 }
 
 var notifyKeys = []string{"journald", "spool_size", "webhooks"}
@@ -143,7 +159,7 @@ func (l *loader) webhook(d *decoder, n *yaml.Node, names map[string]string) (Web
 			if v, ok := severities[s]; ok {
 				w.MinSeverity = v
 			} else {
-				d.errorf(f.v, "min_severity: %q is not info, notice or warning", clip(s))
+				d.errorf(f.v, "min_severity: %q is not info, notice, warning or critical", clip(s))
 			}
 		}
 	}

@@ -23,7 +23,15 @@ type Decision struct {
 	Verdict Verdict `json:"verdict"`
 	Rule    string  `json:"rule"`   // name of the allowing rule, or of the closest rule when unexpected
 	Reason  string  `json:"reason"` // the rule's reason when allowed; why not, in one line, when unexpected
+	// Severity ranks the listener: critical or warning when unexpected
+	// (critical with a high-risk flag), info when allowed or ignored.
+	Severity Severity `json:"severity"`
+	// Flags are the holders' flags that made the listener unexpected
+	// (a port-only rule refused a high-risk flag, a deny rule matched them)
+	// or critical; empty when none did.
+	Flags []watcher.Flag `json:"risk_flags,omitempty"`
 }
+
 
 // Settings are the top-level scalar keys; drop-ins may not set them.
 type Settings struct {
@@ -59,7 +67,9 @@ const (
 // shorter.
 const DefaultReconcileInterval = 10 * time.Second
 
-// Severity of an event, in increasing order.
+// Severity of an event or a listener, in increasing order. It drives
+// journald's PRIORITY, Alertmanager's severity label, the marker of chat
+// messages and each sink's min_severity. Its JSON and text form is its name.
 type Severity int
 
 // Severities; they map onto syslog priorities.
@@ -67,6 +77,9 @@ const (
 	SeverityInfo Severity = iota
 	SeverityNotice
 	SeverityWarning
+	// SeverityCritical is an unexpected listener whose holder has a
+	// high-risk flag; journald PRIORITY 2 (crit).
+	SeverityCritical
 )
 
 // Webhook is one validated webhook sink from notify.webhooks.

@@ -33,6 +33,13 @@ type Process struct {
 	User       string   `json:"user"`
 	Unit       string   `json:"unit"`      // systemd unit from /proc/PID/cgroup, empty when none; "user@UID.service/<unit>" under a user manager
 	Container  string   `json:"container"` // container id from /proc/PID/cgroup, empty when none
+	// Flags is the evidence about this process (see Flag), in AllFlags
+	// order; empty, never nil, when there is none.
+	Flags []Flag `json:"flags"`
+	// FlagsUnknown lists the flags that could not be decided for this
+	// process (exe_unpackaged and exe_modified on a host without dpkg):
+	// neither set nor cleared.
+	FlagsUnknown []Flag `json:"flags_unknown,omitempty"`
 
 	// ExeUnverified is true when Exe does not name, in the watcher's own
 	// mount namespace, the file the process runs: the (device, inode) of

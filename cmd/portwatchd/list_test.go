@@ -141,8 +141,8 @@ func TestListJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	listenerKeys := []string{"address", "dual_stack", "ephemeral", "family", "inode", "interface", "netns", "netns_inode",
-		"port", "processes", "protocol", "reason", "rule", "service", "uid", "verdict"}
-	processKeys := []string{"cmdline", "comm", "container", "exe", "exe_deleted", "pid", "uid", "unit", "user"}
+		"port", "processes", "protocol", "reason", "rule", "service", "severity", "uid", "verdict"}
+	processKeys := []string{"cmdline", "comm", "container", "exe", "exe_deleted", "flags", "pid", "uid", "unit", "user"}
 	found := false
 	for _, l := range listeners {
 		if diff := cmp.Diff(listenerKeys, listKeys(l)); diff != "" {

@@ -1,0 +1,67 @@
+package watcher
+
+// Flag is one piece of evidence about the process that holds a listener:
+// where its executable came from and how it was started. Flags are facts,
+// not judgements: policy decides which of them make a listener risky (see
+// policy.Severity), and which a rule accepts (flags:).
+type Flag string
+
+// Flags, in the order they are listed. Their names are part of the config
+// (flags:, deny:), of `list --json`, of journald (PORTWATCH_FLAGS) and of
+// every webhook format: never rename one.
+const (
+	// FlagExeReplaced: the executable was deleted and its path exists again,
+	// owned by a package and newer than the process (an upgrade whose
+	// restart is pending).
+	FlagExeReplaced Flag = "exe_replaced"
+	// FlagExeGone: the executable was deleted, and its path has no file or
+	// a file no package owns.
+	FlagExeGone Flag = "exe_gone"
+	// FlagExeMemfd: the executable is a memfd (memfd_create, then execveat).
+	FlagExeMemfd Flag = "exe_memfd"
+	// FlagExeInWritableDir: the executable lies under /tmp, /var/tmp,
+	// /dev/shm, /run/user/*, a hidden directory, or a directory that a user
+	// other than root may write.
+	FlagExeInWritableDir Flag = "exe_in_writable_dir"
+	// FlagExeUnpackaged: no installed Debian package owns the executable.
+	FlagExeUnpackaged Flag = "exe_unpackaged"
+	// FlagExeModified: the executable's md5 differs from its package's
+	// md5sums. An integrity hint only: root can rewrite md5sums.
+	FlagExeModified Flag = "exe_modified"
+	// FlagSessionLaunched: the process runs in a login session (a
+	// session-N.scope, or with a controlling terminal), not in a service.
+	FlagSessionLaunched Flag = "session_launched"
+	// FlagParentShell: the parent process is a shell.
+	FlagParentShell Flag = "parent_shell"
+	// FlagParentWebServer: the parent process is a web server.
+	FlagParentWebServer Flag = "parent_web_server"
+	// FlagInterpreter: the executable is a script interpreter (python,
+	// perl, ruby, node, php, a shell...).
+	FlagInterpreter Flag = "interpreter"
+	// FlagNetcatFamily: the executable is nc, ncat, socat or the like.
+	FlagNetcatFamily Flag = "netcat_family"
+	// FlagCommMismatch: the process name (comm) is not the executable's
+	// base name, as when a process renames itself.
+	FlagCommMismatch Flag = "comm_mismatch"
+	// FlagRootUnprivilegedPort: effective uid 0 on a port at or above the
+	// namespace's net.ipv4.ip_unprivileged_port_start. Per listener: the
+	// same process may hold a privileged port too.
+	FlagRootUnprivilegedPort Flag = "root_unprivileged_port"
+)
+
+// AllFlags lists every flag, in order.
+var AllFlags = []Flag{
+	FlagExeReplaced, FlagExeGone, FlagExeMemfd, FlagExeInWritableDir, FlagExeUnpackaged, FlagExeModified,
+	FlagSessionLaunched, FlagParentShell, FlagParentWebServer, FlagInterpreter, FlagNetcatFamily,
+	FlagCommMismatch, FlagRootUnprivilegedPort,
+}
+
+// Known says whether f is one of AllFlags.
+func (f Flag) Known() bool {
+	for _, k := range AllFlags {
+		if f == k {
+			return true
+		}
+	}
+	return false
+}
