@@ -32,7 +32,6 @@ type Decision struct {
 	Flags []watcher.Flag `json:"risk_flags,omitempty"`
 }
 
-
 // Settings are the top-level scalar keys; drop-ins may not set them.
 type Settings struct {
 	Interval           time.Duration // interval: snapshot period, default 1s
