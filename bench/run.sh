@@ -44,7 +44,7 @@ if [ -n "${IDLE:-}" ]; then
 	# second, each sampled for IDLE_WALL seconds after 15 s of settling.
 	status=0
 	timeout -k 10 330 "$OUT/scene" -size large -timeout 5m -- \
-		"$OUT/idle" -portwatchd "$OUT/portwatchd" -wall "${IDLE_WALL:-60}s" -modes on:10s,off:1s \
+		"$OUT/idle" -portwatchd "$OUT/portwatchd" -wall "${IDLE_WALL:-60}s" -modes "${IDLE_MODES:-on:10s,off:1s}" \
 		-json "$OUT/idle.json" -timeout 4m30s </dev/null || status=$?
 	echo "bench: figures in $OUT/idle.json"
 	exit $status

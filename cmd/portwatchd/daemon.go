@@ -137,8 +137,9 @@ type daemon struct {
 	ready      bool
 	status     string
 	stallFile  string
-	progress   atomic.Int64 // unix nanoseconds of the last tick the loop completed
-	intervalNS atomic.Int64 // the interval in force, for the watchdog
+	progress   atomic.Int64  // unix nanoseconds of the last tick the loop completed
+	intervalNS atomic.Int64  // the loop's period in force (setPeriod), for the watchdog
+	wd         time.Duration // systemd's watchdog timeout; 0 when off
 }
 
 // startDaemon does everything before the first snapshot: config, state,
@@ -158,7 +159,6 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (_ *daem
 		return nil, fmt.Errorf("load config: %w", err)
 	}
 	d.cfg = cfg
-	d.intervalNS.Store(int64(cfg.Interval))
 	d.logConfigWarnings(time.Now())
 	// Before the state and the first snapshot: ebpf: on fails early, and
 	// what opens during the first snapshot is seen.
@@ -242,7 +242,8 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
 	if d.kern.ev != nil {
 		go d.kern.ev.read(ctx, d.log)
 	}
-	d.ticker = time.NewTicker(d.cfg.Interval)
+	d.wd, _ = watchdogInterval(d.log)
+	d.ticker = time.NewTicker(d.setPeriod())
 	defer d.ticker.Stop()
 	d.tick(ctx)
 	for {
@@ -392,7 +393,6 @@ func (d *daemon) reload(trigger string) {
 	}
 	old := d.cfg
 	d.cfg, d.reloadErr = cfg, ""
-	d.intervalNS.Store(int64(cfg.Interval))
 	d.log.WithFields(logrus.Fields{
 		"trigger": trigger,
 		"config":  cfg.Source,
@@ -416,9 +416,10 @@ func (d *daemon) reload(trigger string) {
 		d.log.WithFields(logrus.Fields{"ebpf": cfg.EBPF, "in_force": d.kern.mode}).
 			Warn("ebpf changed; it takes effect at the next start")
 	}
-	if cfg.Interval != old.Interval {
-		d.ticker.Reset(cfg.Interval)
-		d.log.WithField("interval", cfg.Interval).Info("snapshot interval changed")
+	if cfg.Interval != old.Interval || cfg.ReconcileInterval != old.ReconcileInterval {
+		d.ticker.Reset(d.setPeriod())
+		d.log.WithFields(logrus.Fields{"interval": cfg.Interval, "reconcile_interval": cfg.ReconcileInterval}).
+			Info("snapshot interval changed")
 	}
 	sdNotify(d.log, "READY=1")
 	d.updateStatus()

@@ -159,12 +159,28 @@ func (k *kernelEvents) markForeign(evs []kernelEvent, ix snapIndex) {
 	}
 }
 
-// forgetForeign is called after each periodic snapshot: a namespace that
-// has become visible is watched again.
-func (k *kernelEvents) forgetForeign() {
+// maxForeign bounds the namespaces left out: they come and go with
+// containers the daemon cannot see, and a periodic snapshot only removes
+// those it inspected.
+const maxForeign = 4096
+
+// forgetForeign is called after each periodic snapshot, whose index is ix:
+// a namespace that it inspected is watched again. Those it did not inspect
+// stay left out: forgetting them too would cost one useless look per
+// reconcile_interval for each namespace the daemon cannot see (another PID
+// namespace's, bench/idle), which was most of the idle daemon's CPU.
+func (k *kernelEvents) forgetForeign(ix snapIndex) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.foreign = nil
+	if len(k.foreign) > maxForeign {
+		k.foreign = nil
+		return
+	}
+	for netns := range k.foreign {
+		if _, ok := ix.ns[netns]; ok {
+			delete(k.foreign, netns)
+		}
+	}
 }
 
 // take returns the events kept since the last take and how many were not.
@@ -231,15 +247,37 @@ func (d *daemon) checkDrops(extra uint64, now time.Time) bool {
 	return n > 0
 }
 
+// setPeriod sets and returns the loop's tick period. Without the probe it
+// is interval. With it, the loop wakes only when a periodic snapshot is due
+// (reconcile_interval), and never less often than the watchdog timeout, so
+// that a stuck loop still stops the pings within about two timeouts: a
+// daemon that wakes every second to do nothing costs more than all its
+// reconcile snapshots together (bench/idle).
+func (d *daemon) setPeriod() time.Duration {
+	p := d.cfg.Interval
+	if d.kern.ev != nil {
+		p = d.cfg.ReconcileInterval
+		if d.wd > 0 && d.wd < p {
+			p = max(d.wd, d.cfg.Interval)
+		}
+	}
+	d.intervalNS.Store(int64(p))
+	return p
+}
+
 // snapshotDue says whether the tick at now must take a snapshot: always
 // without the probe; with it, every reconcile_interval or when events were
-// lost.
+// lost. The look records its time after the snapshot, a little after the
+// tick that took it, so a tick counts as due half a period early: otherwise
+// a ticker at reconcile_interval would find it not quite due every other
+// time and snapshot every two intervals.
 func (d *daemon) snapshotDue(now time.Time) bool {
 	if d.kern.ev == nil {
 		return true
 	}
 	lost := d.checkDrops(0, now)
-	return lost || now.Sub(d.kern.lastFull) >= d.cfg.ReconcileInterval
+	slack := time.Duration(d.intervalNS.Load()) / 2
+	return lost || now.Sub(d.kern.lastFull) >= d.cfg.ReconcileInterval-slack
 }
 
 // kernelFailed falls back to polling when the probe fails mid-run. It is
@@ -251,6 +289,7 @@ func (d *daemon) kernelFailed(err error) {
 	}
 	d.kern.ev = nil
 	d.kern.mode = "failed: " + oneLine(err.Error())
+	d.ticker.Reset(d.setPeriod())
 	d.updateStatus()
 }
 

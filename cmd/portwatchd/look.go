@@ -28,7 +28,7 @@ func (d *daemon) tick(ctx context.Context) {
 	}
 	d.look(ctx, nil)
 	if d.kern.ev != nil {
-		d.kern.ev.forgetForeign()
+		d.kern.ev.forgetForeign(d.kern.prev)
 	}
 }
 
@@ -79,7 +79,8 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 		snap, ix, gone = d.transients(ctx, evs, snap)
 	case d.kern.ev != nil:
 		// For the next triggered look; without the probe there is none.
-		ix = indexSnapshot(snap)
+		// The last index is no longer needed: its maps are reused.
+		ix = indexSnapshotInto(snap, d.kern.prev)
 	}
 	d.kern.lastFull, d.kern.prev = now, ix
 	r := d.eng.Step(snap, d.engineConfig(), now)
