@@ -259,7 +259,8 @@ func unwrapPath(err error) error {
 }
 
 var topKeys = []string{"version", "interval", "ignore_ephemeral_udp", "include", "allow", "notify",
-	"log_allowed", "repeat_interval", "flap_window", "shutdown_grace", "state_dir", "ebpf", "reconcile_interval"}
+	"log_allowed", "repeat_interval", "flap_window", "shutdown_grace", "state_dir", "ebpf", "reconcile_interval",
+	"transient_alerts_per_minute"}
 
 // dropinKeys are the keys a drop-in may set; everything else is a setting
 // that belongs to the main file alone.
@@ -315,13 +316,14 @@ func (l *loader) build(mainName string, data []byte) (*Config, error) {
 
 func defaultSettings(getenv func(string) string) Settings {
 	s := Settings{
-		Interval:           time.Second,
-		IgnoreEphemeralUDP: true,
-		FlapWindow:         30 * time.Second,
-		ShutdownGrace:      5 * time.Second,
-		StateDir:           "/var/lib/portwatch",
-		EBPF:               EBPFAuto,
-		ReconcileInterval:  DefaultReconcileInterval,
+		Interval:                 time.Second,
+		IgnoreEphemeralUDP:       true,
+		FlapWindow:               30 * time.Second,
+		ShutdownGrace:            5 * time.Second,
+		StateDir:                 "/var/lib/portwatch",
+		EBPF:                     EBPFAuto,
+		ReconcileInterval:        DefaultReconcileInterval,
+		TransientAlertsPerMinute: DefaultTransientAlertsPerMinute,
 	}
 	// systemd sets STATE_DIRECTORY from StateDirectory=, colon-separated
 	// when the unit lists several; the first is ours.
@@ -395,6 +397,14 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 		case "reconcile_interval":
 			if v, ok := d.duration(f, 100*time.Millisecond); ok {
 				c.ReconcileInterval, reconcile = v, f.v
+			}
+		case "transient_alerts_per_minute":
+			if v, ok := d.integer(f); ok {
+				if v < 1 || v > 100000 {
+					d.errorf(f.v, "transient_alerts_per_minute: must be between 1 and 100000, got %d", v)
+				} else {
+					c.TransientAlertsPerMinute = int(v)
+				}
 			}
 		case "include":
 			if f.v.Kind == yaml.SequenceNode && len(f.v.Content) == 0 {

@@ -321,13 +321,14 @@ func TestExampleDropins(t *testing.T) {
 // state directory that the environment or the file gave.
 func wantDefaults(stateDir string) Settings {
 	return Settings{
-		Interval:           time.Second,
-		IgnoreEphemeralUDP: true,
-		FlapWindow:         30 * time.Second,
-		ShutdownGrace:      5 * time.Second,
-		StateDir:           stateDir,
-		EBPF:               EBPFAuto,
-		ReconcileInterval:  10 * time.Second,
+		Interval:                 time.Second,
+		IgnoreEphemeralUDP:       true,
+		FlapWindow:               30 * time.Second,
+		ShutdownGrace:            5 * time.Second,
+		StateDir:                 stateDir,
+		EBPF:                     EBPFAuto,
+		ReconcileInterval:        10 * time.Second,
+		TransientAlertsPerMinute: 20,
 	}
 }
 
@@ -404,18 +405,20 @@ shutdown_grace: 2s
 state_dir: /srv/portwatch/
 ebpf: off
 reconcile_interval: 30s
+transient_alerts_per_minute: 500
 notify:
   journald: false
   spool_size: 50
 `,
 			want: Settings{
-				Interval:          250 * time.Millisecond,
-				LogAllowed:        true,
-				RepeatInterval:    time.Hour,
-				ShutdownGrace:     2 * time.Second,
-				StateDir:          "/srv/portwatch",
-				EBPF:              EBPFOff,
-				ReconcileInterval: 30 * time.Second,
+				Interval:                 250 * time.Millisecond,
+				LogAllowed:               true,
+				RepeatInterval:           time.Hour,
+				ShutdownGrace:            2 * time.Second,
+				StateDir:                 "/srv/portwatch",
+				EBPF:                     EBPFOff,
+				ReconcileInterval:        30 * time.Second,
+				TransientAlertsPerMinute: 500,
 			},
 			wantNotify: Notify{Journald: false, SpoolSize: 50},
 		},

@@ -46,6 +46,11 @@ type Settings struct {
 	// programs report listeners as they open (reconcile_interval): default
 	// 10s or interval, whichever is longer; never less than interval.
 	ReconcileInterval time.Duration
+	// TransientAlertsPerMinute is how many unexpected transient listeners
+	// of one program (exe, user, namespace) are alerted one by one each
+	// minute (transient_alerts_per_minute); the rest are counted in one
+	// summary event at the end of the minute.
+	TransientAlertsPerMinute int
 }
 
 // EBPFMode says whether the daemon loads its kernel programs (ebpf:).
@@ -65,6 +70,9 @@ const (
 // DefaultReconcileInterval is reconcile_interval's default, when interval is
 // shorter.
 const DefaultReconcileInterval = 10 * time.Second
+
+// DefaultTransientAlertsPerMinute is transient_alerts_per_minute's default.
+const DefaultTransientAlertsPerMinute = 20
 
 // Severity of an event or a listener, in increasing order. It drives
 // journald's PRIORITY, Alertmanager's severity label, the marker of chat

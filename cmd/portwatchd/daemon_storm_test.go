@@ -227,8 +227,22 @@ func TestDaemonEBPFStorm(t *testing.T) {
 	}
 	t.Logf("daemon VmRSS before the storms: %d KiB", vmRSS(pid))
 
-	storm := func(t *testing.T, keep []int) {
+	// lostLogged counts the daemon's "events lost" entries so far.
+	lostLogged := func() []string {
+		var lost []string
+		es, _ := e.j.Entries("SYSLOG_IDENTIFIER=" + daemonLogIdent)
+		for _, en := range es {
+			if strings.Contains(en["MESSAGE"], "events lost") {
+				lost = append(lost, en["MESSAGE"])
+			}
+		}
+		return lost
+	}
+	// storm runs one storm and says whether the daemon logged lost events
+	// (ring buffer full) meanwhile.
+	storm := func(t *testing.T, keep []int) (dropped bool) {
 		mark := e.notify.mark()
+		lostBefore := len(lostLogged())
 		rss := sampleRSS(pid)
 		c := startStorm(t, stormLo, stormHi, pairs, stormDur, keep[:len(keep)-1])
 		// One more, from another process, in the middle of the storm.
@@ -270,15 +284,10 @@ func TestDaemonEBPFStorm(t *testing.T) {
 				t.Errorf("port %d, open through the storm, reported transient: %s", k, es[0]["MESSAGE"])
 			}
 		}
-		var lost []string
-		es, _ := e.j.Entries("SYSLOG_IDENTIFIER=" + daemonLogIdent)
-		for _, en := range es {
-			if strings.Contains(en["MESSAGE"], "events lost") {
-				lost = append(lost, en["MESSAGE"])
-			}
-		}
+		lost := lostLogged()[lostBefore:]
 		t.Logf("drops logged: %q", lost)
 		c.Stop()
+		return len(lost) > 0
 	}
 
 	t.Run("allowed", func(t *testing.T) {
@@ -294,7 +303,7 @@ func TestDaemonEBPFStorm(t *testing.T) {
 		from := e.logLen()
 		e.writeConfig(config(false))
 		e.waitLog(from, "config reloaded")
-		storm(t, []int{e.base + 44, e.base + 45, e.base + 46, e.base + 47})
+		dropped := storm(t, []int{e.base + 44, e.base + 45, e.base + 46, e.base + 47})
 		// The program's first transientBurst listeners are alerted one
 		// by one, the rest in one summary once its minute is over;
 		// listeners a look saw alive are the engine's, alerted as any.
@@ -333,8 +342,14 @@ func TestDaemonEBPFStorm(t *testing.T) {
 		if alone+more != counted {
 			t.Errorf("%d alerted one by one + %d summarised = %d, want the %d of %s", alone, more, alone+more, counted, st)
 		}
-		if counted < pairs/2 {
-			t.Errorf("%d of the storm's %d pairs reported as transient, want most of them", counted, pairs)
+		// Events the ring buffer had no room for cannot be reported:
+		// the daemon counts them, logs them and takes a full snapshot
+		// (checked above). Without drops, most pairs must be reported.
+		switch {
+		case dropped:
+			t.Logf("%d of the storm's %d pairs reported as transient; the rest was dropped by a full ring buffer (logged)", counted, pairs)
+		case counted < pairs/2:
+			t.Errorf("%d of the storm's %d pairs reported as transient with no event dropped, want most of them", counted, pairs)
 		}
 		e.hook.mu.Lock()
 		var hooked int

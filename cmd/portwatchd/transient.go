@@ -268,7 +268,7 @@ func (d *daemon) reportTransients(gone []goneEvent, now time.Time) {
 		at := now.Add(g.Time - mono) // when it opened
 		if unexpected {
 			d.kern.unexpected++
-			if !d.kern.limit.admit(programOf(g, dec), dec, g.life, at) {
+			if !d.kern.limit.admit(programOf(g, dec), dec, g.life, at, d.cfg.TransientAlertsPerMinute) {
 				continue // counted in its program's summary (transientlimit.go)
 			}
 		}

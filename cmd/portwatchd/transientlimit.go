@@ -13,14 +13,14 @@ import (
 // journald and every receiver flooded, and the unsent events capped at
 // maxUnsent, so that facts would be lost without a word. So the unexpected
 // transient listeners of one program are alerted one by one up to
-// transientBurst per transientWindow; the rest are counted, and once the
+// transient_alerts_per_minute (default transientBurst) per transientWindow; the rest are counted, and once the
 // window is over one event says how many there were, on which ports, and
 // the last of them ("9950 more unexpected transient listeners ... opened by
 // /tmp/x (pid 812, ...) on tcp port 4440-4449 ..."). Nothing is dropped
 // unsaid; a receiver gets at most transientBurst+1 events a minute from one
 // program.
 const (
-	transientBurst  = 20
+	transientBurst  = policy.DefaultTransientAlertsPerMinute
 	transientWindow = time.Minute
 )
 
@@ -60,15 +60,15 @@ func programOf(g goneEvent, dec policy.Decision) transientProgram {
 }
 
 // admit says whether the unexpected transient listener dec, which opened at
-// at, is alerted on its own; if not, it is counted in its program's
-// summary.
-func (tl transientLimit) admit(k transientProgram, dec policy.Decision, life notify.Transient, at time.Time) bool {
+// at, is alerted on its own, burst being the most a window alerts so; if
+// not, it is counted in its program's summary.
+func (tl transientLimit) admit(k transientProgram, dec policy.Decision, life notify.Transient, at time.Time, burst int) bool {
 	t := tl[k]
 	if t == nil {
 		t = &transientTally{since: at}
 		tl[k] = t
 	}
-	if t.alerted < transientBurst && t.more == 0 {
+	if t.alerted < burst && t.more == 0 {
 		t.alerted++
 		return true
 	}

@@ -81,7 +81,7 @@ func TestTransientLimit(t *testing.T) {
 					// A window is over once a look comes after it: the
 					// daemon asks for summaries at every look.
 					tl.summaries(at, false, "h")
-					if tl.admit(transientProgram{exe: o.exe}, d, notify.Transient{Lifetime: time.Duration(i) * time.Millisecond}, at) {
+					if tl.admit(transientProgram{exe: o.exe}, d, notify.Transient{Lifetime: time.Duration(i) * time.Millisecond}, at, transientBurst) {
 						alerted++
 					}
 				}
