@@ -315,7 +315,6 @@ func TestExampleDropins(t *testing.T) {
 	if len(ex.Rules) != 5 {
 		t.Errorf("parsed %d commented-out example rules, want 5", len(ex.Rules))
 	}
-	checkDenyExamples(t, string(main))
 }
 
 // wantDefaults are the settings of a config that sets none, with the

@@ -112,7 +112,6 @@ var (
 	bitMemfd      = flagBit(watcher.FlagExeMemfd)
 	bitWritable   = flagBit(watcher.FlagExeInWritableDir)
 	bitUnpackaged = flagBit(watcher.FlagExeUnpackaged)
-	bitReplaced   = flagBit(watcher.FlagExeReplaced)
 	// bitPairs are the flags that make exe_unpackaged high-risk.
 	bitPairs = flagBit(watcher.FlagSessionLaunched) | flagBit(watcher.FlagInterpreter) | flagBit(watcher.FlagNetcatFamily)
 	// bitBroad are the flags that validate warns about when a rule

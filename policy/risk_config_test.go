@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,6 +58,11 @@ func checkDenyExamples(t *testing.T, main string) {
 // TestReferenceConfigRisk: the shipped file's rules and the risk flags.
 func TestReferenceConfigRisk(t *testing.T) {
 	c := mustLoad(t, nil, "../configs/portwatch.yaml")
+	main, err := os.ReadFile("../configs/portwatch.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDenyExamples(t, string(main))
 	if diff := cmp.Diff(DefaultMemfdRuntimes, c.MemfdRuntimes); diff != "" {
 		t.Errorf("memfd_runtimes mismatch (-want +got):\n%s", diff)
 	}
