@@ -17,9 +17,13 @@ import (
 // It makes one rule per program (the same network namespace, exe, user and
 // unit), with the program's ports merged into a list, its protocols,
 // "address: loopback" when it binds only to loopback, and a comment with its
-// cmdline and the date it was seen. Ephemeral UDP listeners are left out
-// when ignoreEphemeralUDP is set, since the policy ignores them then. Rule
-// names derive from the unit or the exe, and are unique.
+// cmdline and the date it was seen. A rule whose listeners have holders
+// with high-risk flags (HighRisk, with no memfd_runtimes exception, so that
+// the rule holds whatever that setting says) names them in flags:, with a
+// comment saying which processes had them. Ephemeral UDP listeners are left
+// out when ignoreEphemeralUDP is set, since the policy ignores them then,
+// unless a holder has a high-risk flag. Rule names derive from the unit or
+// the exe, and are unique.
 //
 // The output validates and allows every listener of ls by construction:
 // process fields are written only when they can be matched back exactly.
@@ -45,12 +49,18 @@ func BaselineReserving(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP
 		cmdlines  []string
 		note      string // why exe is not pinned
 		listeners int
+		flags     flagMask // the holders' high-risk flags
+		flagNotes []string // which processes had them
 	}
 	var groups []*group
 	byKey := map[string]*group{}
 	for i := range ls {
 		l := &ls[i]
-		if ignoreEphemeralUDP && l.Protocol == watcher.UDP && l.Ephemeral {
+		var risk flagMask
+		for j := range l.Processes {
+			risk |= highRisk(&l.Processes[j], nil)
+		}
+		if ignoreEphemeralUDP && l.Protocol == watcher.UDP && l.Ephemeral && risk == 0 {
 			continue
 		}
 		g := &group{netns: l.Netns, loopback: true}
@@ -97,6 +107,16 @@ func BaselineReserving(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP
 				g.cmdlines = append(g.cmdlines, c)
 			}
 		}
+		g.flags |= risk
+		for j := range l.Processes {
+			p := &l.Processes[j]
+			if m := highRisk(p, nil); m != 0 && len(g.flagNotes) < 3 {
+				n := fmt.Sprintf("pid %d %s: %s", p.PID, textesc.Controls(describeExe(p)), m)
+				if !contains(g.flagNotes, n) {
+					g.flagNotes = append(g.flagNotes, n)
+				}
+			}
+		}
 	}
 
 	var b strings.Builder
@@ -137,6 +157,9 @@ func BaselineReserving(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP
 		if g.note != "" {
 			fmt.Fprintf(&b, "  # %s\n", g.note)
 		}
+		for _, n := range g.flagNotes {
+			fmt.Fprintf(&b, "  # high-risk, accepted by flags: below (review it): %s\n", n)
+		}
 		fmt.Fprintf(&b, "  - name: %s\n", yamlQuote(name))
 		fmt.Fprintf(&b, "    netns: %s\n", yamlQuote(escapeGlob(g.netns)))
 		fmt.Fprintf(&b, "    protocol: [%s]\n", strings.Join(g.protos, ", "))
@@ -153,6 +176,9 @@ func BaselineReserving(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP
 		if g.unit != "" {
 			fmt.Fprintf(&b, "    unit: %s\n", yamlQuote(escapeGlob(g.unit)))
 		}
+		if g.flags != 0 {
+			fmt.Fprintf(&b, "    flags: [%s]\n", g.flags)
+		}
 		fmt.Fprintf(&b, "    reason: %s\n", yamlQuote("baseline "+day))
 	}
 	return []byte(b.String())
@@ -162,8 +188,18 @@ func BaselineReserving(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP
 // matcher has it, or "" when a rule pinning it (and the listener's netns, as
 // baseline rules do) matches.
 func exeUnpinnable(p *watcher.Process, netns string) string {
-	_, why := (&Rule{Netns: netns}).exeTrusted(p)
+	// Baseline rules always name user:, which an exe_replaced holder needs.
+	_, why := (&Rule{Netns: netns, User: "baseline"}).exeTrusted(p)
 	return why
+}
+
+// describeExe names p's executable for a comment: its path, or its process
+// name in brackets.
+func describeExe(p *watcher.Process) string {
+	if p.Exe == "" {
+		return "[" + p.Comm + "]"
+	}
+	return p.Exe
 }
 
 // cmdline renders a process's command line for a YAML comment: one line,

@@ -30,7 +30,14 @@ const DefaultInclude = "portwatch.d/*.yaml"
 type Config struct {
 	Settings
 	Notify Notify
-	Rules  []Rule
+	Rules  []Rule // allow:
+	// Deny is deny:, the rules whose match makes a listener unexpected
+	// whatever allow: says.
+	Deny []Rule
+	// MemfdRuntimes is memfd_runtimes: the container runtimes whose memfd
+	// executables are not high-risk (see HighRisk). Default
+	// DefaultMemfdRuntimes.
+	MemfdRuntimes []string
 	// Source is the main file's path, or "embedded default".
 	Source string
 	// Files lists every file read: the main file and its drop-ins.
@@ -260,14 +267,14 @@ func unwrapPath(err error) error {
 
 var topKeys = []string{"version", "interval", "ignore_ephemeral_udp", "include", "allow", "notify",
 	"log_allowed", "repeat_interval", "flap_window", "shutdown_grace", "state_dir", "ebpf", "reconcile_interval",
-	"transient_alerts_per_minute"}
+	"transient_alerts_per_minute", "deny", "memfd_runtimes"}
 
 // dropinKeys are the keys a drop-in may set; everything else is a setting
 // that belongs to the main file alone.
-var dropinKeys = []string{"version", "allow", "notify"}
+var dropinKeys = []string{"version", "allow", "deny", "notify"}
 
 func (l *loader) build(mainName string, data []byte) (*Config, error) {
-	c := &Config{Source: mainName}
+	c := &Config{Source: mainName, MemfdRuntimes: slices.Clone(DefaultMemfdRuntimes)}
 	c.Settings = defaultSettings(l.getenv)
 	c.Notify = Notify{Journald: true, SpoolSize: 10000}
 	l.files = append(l.files, mainName)
@@ -341,7 +348,7 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 	var reconcile *yaml.Node // reconcile_interval, when set and valid
 	for _, f := range d.fields(root, "top level", topKeys) {
 		if !main && !contains(dropinKeys, f.key) {
-			d.errorf(f.k, "%q may be set only in the main file, not in a drop-in (drop-ins may add allow rules and notify.webhooks)", f.key)
+			d.errorf(f.k, "%q may be set only in the main file, not in a drop-in (drop-ins may add allow and deny rules and notify.webhooks)", f.key)
 			continue
 		}
 		switch f.key {
@@ -425,17 +432,12 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 				includeNodes = append(includeNodes, it)
 			}
 		case "allow":
-			if f.v.Kind == yaml.ScalarNode && f.v.Tag == "!!null" {
-				continue // "allow:" with nothing under it
-			}
-			if f.v.Kind != yaml.SequenceNode {
-				d.errorf(f.v, "allow: expected a list of rules, got %s", kindName(f.v))
-				continue
-			}
-			for _, n := range f.v.Content {
-				if r, ok := l.rule(d, n, ruleNames); ok {
-					c.Rules = append(c.Rules, r)
-				}
+			c.Rules = l.rules(d, f, ruleNames, c.Rules, false)
+		case "deny":
+			c.Deny = l.rules(d, f, ruleNames, c.Deny, true)
+		case "memfd_runtimes":
+			if rts, ok := d.runtimes(f); ok {
+				c.MemfdRuntimes = rts
 			}
 		case "notify":
 			l.notify(d, f, &c.Notify, main, hookNames)
@@ -445,6 +447,56 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 		checkReconcile(d, c, reconcile)
 	}
 	return includes, includeNodes
+}
+
+// rules appends the rules of allow: or (deny set) deny: to list.
+func (l *loader) rules(d *decoder, f field, names map[string]string, list []Rule, deny bool) []Rule {
+	if f.v.Kind == yaml.ScalarNode && f.v.Tag == "!!null" {
+		return list // "allow:" with nothing under it
+	}
+	if f.v.Kind != yaml.SequenceNode {
+		d.errorf(f.v, "%s: expected a list of rules, got %s", f.key, kindName(f.v))
+		return list
+	}
+	for _, n := range f.v.Content {
+		if r, ok := l.rule(d, n, names, deny); ok {
+			list = append(list, r)
+		}
+	}
+	return list
+}
+
+// runtimes decodes memfd_runtimes: a list of program names, [] for none.
+func (d *decoder) runtimes(f field) ([]string, bool) {
+	if f.v.Kind == yaml.SequenceNode && len(f.v.Content) == 0 {
+		return []string{}, true
+	}
+	items, ok := d.strs(f)
+	if !ok {
+		return nil, false
+	}
+	var out []string
+	for _, it := range items {
+		if !validRuntime(it.Value) {
+			d.errorf(it, "memfd_runtimes: %q is not a program name (letters, digits, \".\", \"_\", \"-\")", clip(it.Value))
+			ok = false
+			continue
+		}
+		out = append(out, it.Value)
+	}
+	return out, ok
+}
+
+func validRuntime(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkReconcile ties reconcile_interval to interval, which may come after

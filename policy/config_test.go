@@ -312,8 +312,8 @@ func TestExampleDropins(t *testing.T) {
 	if err != nil {
 		t.Fatalf("commented-out examples in configs/portwatch.yaml:\n%v", err)
 	}
-	if len(ex.Rules) != 4 {
-		t.Errorf("parsed %d commented-out example rules, want 4", len(ex.Rules))
+	if len(ex.Rules) != 5 {
+		t.Errorf("parsed %d commented-out example rules, want 5", len(ex.Rules))
 	}
 }
 

@@ -28,7 +28,11 @@ func FuzzParse(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add(Baseline(baselineListeners(), time.Unix(0, 0).UTC(), true))
-	probe := baselineListeners()
+	f.Add([]byte("memfd_runtimes: [runc]\nallow:\n  - name: a\n    unit: x.service\n    flags: [exe_memfd, exe_gone]\ndeny:\n  - name: d\n    flags: netcat_family\n    reason: no\n"))
+	probe := append(baselineListeners(),
+		listener("tcp", "0.0.0.0", 4444, memfdProc, ncatProc),
+		listener("tcp", "127.0.0.1", 8000, tmpProc),
+		listener("udp", "0.0.0.0", 41000, goneProc, upgradedNginx))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l := testLoader(map[string]string{"CREDENTIALS_DIRECTORY": "/nonexistent"})
 		l.followIncludes = false
@@ -51,7 +55,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		names := map[string]bool{}
-		for _, r := range c.Rules {
+		for _, r := range append(c.Rules, c.Deny...) {
 			if r.Name == "" || names[r.Name] {
 				t.Fatalf("rule name %q empty or duplicate", r.Name)
 			}
@@ -62,6 +66,14 @@ func FuzzParse(f *testing.F) {
 			d := c.Evaluate(l, now)
 			if strings.ContainsAny(d.Reason, "\n\r") {
 				t.Fatalf("reason is not one line: %q", d.Reason)
+			}
+			// Critical exactly when unexpected with a high-risk holder.
+			var risky bool
+			for i := range l.Processes {
+				risky = risky || len(c.HighRisk(&l.Processes[i])) > 0
+			}
+			if (d.Severity == SeverityCritical) != (d.Verdict == Unexpected && risky) {
+				t.Fatalf("severity %s for a %s listener (high-risk holder: %t): %s", d.Severity, d.Verdict, risky, d.Reason)
 			}
 		}
 	})

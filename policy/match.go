@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,13 +13,28 @@ import (
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
-// Evaluate returns the verdict on l at time now. A listener is allowed when
-// some rule matches it: every socket field the rule names matches the
-// socket, and one holder of the socket matches every process field the rule
-// names. (One holder for all fields, rather than any holder per field, so
-// that the exe of one process and the user of another cannot add up to a
-// match.) An expired rule allows nothing. How exe matches a holder whose
-// executable is deleted or unverified is told at exeTrusted.
+// Evaluate returns the verdict on l at time now, in this order:
+//
+//   - A listener that a rule of deny: matches is unexpected, whatever else
+//     (see Rule.denies).
+//   - An ephemeral UDP listener is ignored under ignore_ephemeral_udp,
+//     unless a holder has a high-risk flag (see HighRisk): a range of ports
+//     left unchecked must not let a memfd backdoor through either.
+//   - A listener is allowed when some allow rule matches it, and accepts
+//     its high-risk flags. It matches when every socket field the rule
+//     names matches the socket, and one holder of the socket matches every
+//     process field the rule names. (One holder for all fields, rather than
+//     any holder per field, so that the exe of one process and the user of
+//     another cannot add up to a match.) It accepts the high-risk flags of
+//     every holder, not only of the one that matched (each holder can
+//     accept on the socket), when its flags: names each of them; low-risk
+//     flags need no naming. So a rule that names neither exe: nor flags:,
+//     or exe: alone, never allows a listener with a high-risk flag. An
+//     expired rule allows nothing. How exe matches a holder whose
+//     executable is deleted, replaced or unverified is told at exeTrusted.
+//
+// An unexpected listener is critical when a holder has a high-risk flag
+// (Decision.Flags names them), else a warning; the others are info.
 //
 // Globs are path.Match patterns, whose * does not cross "/". That matters
 // for exe, and for unit: a unit started by a user's own systemd is
@@ -27,41 +43,69 @@ import (
 // such units says "unit: 'user@1000.service/*'" (one user's) or
 // "unit: 'user@*.service/*'" (any user's), ideally with user: too.
 func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
-	d := Decision{Listener: l}
-	if c.IgnoreEphemeralUDP && l.Protocol == watcher.UDP && l.Ephemeral {
+	d := Decision{Listener: l, Severity: SeverityInfo}
+	risk := c.listenerRisk(&l)
+	for i := range c.Deny {
+		if hit, ok := c.Deny[i].denies(&l, now); ok {
+			return denied(d, &c.Deny[i], hit, risk)
+		}
+	}
+	if c.IgnoreEphemeralUDP && l.Protocol == watcher.UDP && l.Ephemeral && risk == 0 {
 		d.Verdict = Ignored
 		d.Reason = "ephemeral UDP port (ignore_ephemeral_udp)"
 		return d
 	}
 	// The common case is an allowed listener: find the rule stopping at the
 	// first failing field, building no messages.
+	refused := -1 // the first rule that matched but refused a flag
 	for i := range c.Rules {
 		r := &c.Rules[i]
 		if r.mismatch(&l, now, nil, 1) == 0 {
-			d.Verdict, d.Rule, d.Reason = Allowed, r.Name, r.Reason
-			return d
+			if risk&^r.flags == 0 {
+				d.Verdict, d.Rule, d.Reason = Allowed, r.Name, r.Reason
+				return d
+			}
+			if refused < 0 {
+				refused = i
+			}
 		}
 	}
-	// Unexpected: the closest rule is the one with the fewest failing fields.
+	d.Verdict, d.Severity = Unexpected, SeverityWarning
+	if risk != 0 {
+		d.Severity, d.Flags = SeverityCritical, risk.flags()
+	}
+	if refused >= 0 {
+		r := &c.Rules[refused]
+		d.Rule = r.Name
+		d.Reason = fmt.Sprintf("no rule allows %s; rule %q (%s) would allow it but for %s, which its flags: does not name",
+			describe(&l), r.Name, r.File, flagPhrase("high-risk", risk&^r.flags))
+		return d
+	}
+	d.Rule, d.Reason = c.closest(&l, now)
+	if risk != 0 {
+		d.Reason += "; " + flagPhrase("high-risk", risk)
+	}
+	return d
+}
+
+// closest names the rule with the fewest fields that l fails, and says in
+// a reason which they are.
+func (c *Config) closest(l *watcher.Listener, now time.Time) (rule, reason string) {
 	best, bestN := -1, 0
 	for i := range c.Rules {
-		n := c.Rules[i].mismatch(&l, now, nil, math.MaxInt)
+		n := c.Rules[i].mismatch(l, now, nil, math.MaxInt)
 		if best < 0 || n < bestN {
 			best, bestN = i, n
 		}
 	}
-	d.Verdict = Unexpected
-	d.Reason = "no rule allows " + describe(&l)
+	reason = "no rule allows " + describe(l)
 	if best < 0 {
-		d.Reason += "; the policy has no rules"
-		return d
+		return "", reason + "; the policy has no rules"
 	}
 	r := &c.Rules[best]
 	var why []string
-	r.mismatch(&l, now, &why, math.MaxInt)
-	d.Rule = r.Name
-	d.Reason += fmt.Sprintf("; closest: rule %q (%s) %s", r.Name, r.File, joinWhy(why))
-	return d
+	r.mismatch(l, now, &why, math.MaxInt)
+	return r.Name, reason + fmt.Sprintf("; closest: rule %q (%s) %s", r.Name, r.File, joinWhy(why))
 }
 
 // Expired returns the rules that have expired at now, in file order.
@@ -79,15 +123,38 @@ func (r *Rule) expired(now time.Time) bool {
 	return !r.Expires.IsZero() && !now.Before(r.Expires)
 }
 
-// Matches reports whether r allows l at now.
+// Matches reports whether the fields of r match l at now. Whether r's
+// flags: accept the holders' high-risk flags is Config.Evaluate's part.
 func (r *Rule) Matches(l watcher.Listener, now time.Time) bool {
 	return r.mismatch(&l, now, nil, 1) == 0
 }
 
 // mismatch counts the fields of r that l fails, up to stop; 0 means r
-// allows l. When why is not nil, it also appends an "expired ..." or
+// matches l. When why is not nil, it also appends an "expired ..." or
 // "wants ..." phrase per failing field.
 func (r *Rule) mismatch(l *watcher.Listener, now time.Time, why *[]string, stop int) int {
+	n := r.socketMismatch(l, now, why, stop)
+	if n >= stop || !r.hasProcessFields() {
+		return n
+	}
+	if len(l.Processes) == 0 {
+		return n + r.processWants(nil, why)
+	}
+	best, bestN := 0, -1
+	for i := range l.Processes {
+		k := r.processWants(&l.Processes[i], nil)
+		if k == 0 {
+			return n
+		}
+		if bestN < 0 || k < bestN {
+			best, bestN = i, k
+		}
+	}
+	return n + r.processWants(&l.Processes[best], why)
+}
+
+// socketMismatch is mismatch for the expiry and the socket fields alone.
+func (r *Rule) socketMismatch(l *watcher.Listener, now time.Time, why *[]string, stop int) int {
 	n := 0
 	fail := func(f func() string) {
 		n++
@@ -128,26 +195,7 @@ func (r *Rule) mismatch(l *watcher.Listener, now time.Time, why *[]string, stop 
 	if r.Netns != "" && !globMatch(r.Netns, l.Netns) {
 		fail(func() string { return "wants netns " + r.Netns })
 	}
-	if n >= stop {
-		return n
-	}
-	if !r.hasProcessFields() {
-		return n
-	}
-	if len(l.Processes) == 0 {
-		return n + r.processWants(nil, why)
-	}
-	best, bestN := 0, -1
-	for i := range l.Processes {
-		k := r.processWants(&l.Processes[i], nil)
-		if k == 0 {
-			return n
-		}
-		if bestN < 0 || k < bestN {
-			best, bestN = i, k
-		}
-	}
-	return n + r.processWants(&l.Processes[best], why)
+	return n
 }
 
 // processWants counts the process fields of r that p fails, and appends a
@@ -200,7 +248,14 @@ func (r *Rule) processWants(p *watcher.Process, why *[]string) int {
 // over /usr/sbin/sshd there, and run it. So:
 //
 //   - a deleted or memfd executable never matches an exe pattern: there is
-//     no file left to vouch for;
+//     no file left to vouch for; except one replaced by an upgrade
+//     (exe_replaced: the watcher found the path again, owned by a package
+//     and newer than the process), under a rule that also names user: or
+//     unit:. The path of a deleted executable is still the one in the
+//     process's own mount namespace, so a user could stage one (bind a
+//     file of theirs over /usr/sbin/nginx in a private namespace, run it,
+//     delete it, and wait for an upgrade of nginx); user: and unit: are
+//     what that user cannot choose (a uid, a cgroup made by root);
 //   - a verified executable (the watcher found that its path names, on the
 //     host, the very file the process runs; Process.ExeUnverified false)
 //     matches as its path says;
@@ -218,8 +273,14 @@ func (r *Rule) processWants(p *watcher.Process, why *[]string) int {
 //     same way (a private /tmp or a protected /home of the hardened unit):
 //     allow those by unit: and user: instead.
 func (r *Rule) exeTrusted(p *watcher.Process) (bool, string) {
+	replaced := p.ExeDeleted && slices.Contains(p.Flags, watcher.FlagExeReplaced) &&
+		!slices.Contains(p.Flags, watcher.FlagExeGone) && !slices.Contains(p.Flags, watcher.FlagExeMemfd)
 	switch {
-	case p.ExeDeleted:
+	case replaced && r.User == "" && r.Unit == "":
+		return false, "the executable was replaced by an upgrade (exe_replaced): restart the service, or name user: or unit: in the rule too"
+	case replaced && p.Container == "":
+		return true, ""
+	case p.ExeDeleted && !replaced:
 		return false, "the executable was deleted; if an upgrade replaced it, restart the service"
 	case !p.ExeUnverified:
 		return true, ""

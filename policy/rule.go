@@ -14,7 +14,8 @@ import (
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
-// Rule is one validated allow rule. An empty or nil field matches anything.
+// Rule is one validated rule of allow: or deny:. An empty or nil field
+// matches anything.
 type Rule struct {
 	Name   string
 	File   string // file:line of the rule, for messages
@@ -34,6 +35,12 @@ type Rule struct {
 	UID       uint32 // when UserIsUID
 	Unit      string // glob on the systemd unit
 	Container string // glob on the container id
+
+	// Flags is flags:. In an allow rule: the high-risk flags the rule
+	// accepts (see HighRisk); low-risk flags need no naming. In a deny
+	// rule: the rule matches a holder that has any of them.
+	Flags []watcher.Flag
+	flags flagMask
 
 	// Expires is the first instant at which the rule allows nothing (local
 	// midnight after the expires: date); zero means never.
@@ -96,12 +103,13 @@ func (r Rule) socketOnly() Rule {
 	return r
 }
 
-var ruleKeys = []string{"name", "protocol", "port", "address", "netns", "exe", "comm", "user", "unit", "container", "expires", "reason"}
+var ruleKeys = []string{"name", "protocol", "port", "address", "netns", "exe", "comm", "user", "unit", "container", "flags", "expires", "reason"}
 
-// rule builds one rule from its mapping node. names maps the rule names
-// seen so far, in every file, to where they were defined. It returns false
-// when the rule has errors, which are recorded.
-func (l *loader) rule(d *decoder, n *yaml.Node, names map[string]string) (Rule, bool) {
+// rule builds one rule of allow: or, with deny set, of deny: from its
+// mapping node. names maps the rule names seen so far, in every file and
+// both lists, to where they were defined. It returns false when the rule
+// has errors, which are recorded.
+func (l *loader) rule(d *decoder, n *yaml.Node, names map[string]string, deny bool) (Rule, bool) {
 	r := Rule{File: fmt.Sprintf("%s:%d", d.file, n.Line)}
 	fs := d.fields(n, "rule", ruleKeys)
 	if n.Kind != yaml.MappingNode {
@@ -183,11 +191,50 @@ func (l *loader) rule(d *decoder, n *yaml.Node, names map[string]string) (Rule, 
 					r.Expires, r.ExpiresText = t.AddDate(0, 0, 1), s
 				}
 			}
+		case "flags":
+			r.Flags, r.flags = d.flagList(f)
 		case "reason":
 			r.Reason, _ = d.str(f)
 		}
 	}
+	if f, ok := byKey["flags"]; ok && !deny && r.flags&bitBroad != 0 && r.Exe == "" && r.Unit == "" && r.Container == "" {
+		// Not an error: it may be meant (a port that only ever a
+		// throwaway tool uses), but it is the port-only rule that the
+		// high-risk flags exist to refuse.
+		l.warns = append(l.warns, textesc.Controls(fmt.Sprintf("%s:%d:%d: rule %q accepts %s with no exe:, unit: or container: to say which program: any program with them is allowed on what the rule matches",
+			d.file, f.v.Line, f.v.Column, clip(r.Name), flagPhrase("high-risk", r.flags&bitBroad))))
+	}
 	return r, len(*d.errs) == before
+}
+
+// flagList decodes flags:, a flag name or a list of them.
+func (d *decoder) flagList(f field) ([]watcher.Flag, flagMask) {
+	items, ok := d.strs(f)
+	if !ok {
+		return nil, 0
+	}
+	var m flagMask
+	for _, it := range items {
+		b := flagBit(watcher.Flag(it.Value))
+		if b == 0 {
+			known := make([]string, len(watcher.AllFlags))
+			for i, k := range watcher.AllFlags {
+				known[i] = string(k)
+			}
+			if it.Value == "exe_deleted" {
+				// The first name for the pair, which an admin
+				// may have read about.
+				d.errorf(it, "flags: exe_deleted is two flags: exe_replaced (an upgrade replaced the file; low-risk) and exe_gone (high-risk)")
+			} else if s := suggest(it.Value, known); s != "" {
+				d.errorf(it, "flags: unknown flag %q; did you mean %q? (known flags: %s)", clip(it.Value), s, strings.Join(known, ", "))
+			} else {
+				d.errorf(it, "flags: unknown flag %q (known flags: %s)", clip(it.Value), strings.Join(known, ", "))
+			}
+			continue
+		}
+		m |= b
+	}
+	return m.flags(), m
 }
 
 // exeNeverMatches reports whether an exe glob that starts with * can match

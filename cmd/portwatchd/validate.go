@@ -22,7 +22,8 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	printConfigWarnings(stderr, cfg, time.Now())
-	fmt.Fprintf(stdout, "%s: ok (%s in %s)\n", cfg.Source, plural(len(cfg.Rules), "rule"), plural(len(cfg.Files), "file"))
+	// Rules of allow: and deny: alike.
+	fmt.Fprintf(stdout, "%s: ok (%s in %s)\n", cfg.Source, plural(len(cfg.Rules)+len(cfg.Deny), "rule"), plural(len(cfg.Files), "file"))
 	return exitOK
 }
 

@@ -29,7 +29,9 @@ func TestValidate(t *testing.T) {
 		"bad/portwatch.yaml":        "version: 1\nallow:\n  - name: ssh\n    prot: tcp\n",
 		"bad/portwatch.d/web.yaml":  "interval: 2s\nallow:\n  - name: web\n    port: 70000\n",
 		"one/portwatch.yaml":        "include: []\nallow:\n  - name: only\n    expires: 2001-01-01\n",
+		"risk/portwatch.yaml":       "include: []\nallow:\n  - name: any-8080\n    port: 8080\n    flags: [exe_memfd]\ndeny:\n  - name: no-nc\n    flags: netcat_family\n",
 	})
+	risk := filepath.Join(dir, "risk/portwatch.yaml")
 	good := filepath.Join(dir, "good/portwatch.yaml")
 	bad := filepath.Join(dir, "bad/portwatch.yaml")
 	one := filepath.Join(dir, "one/portwatch.yaml")
@@ -60,11 +62,18 @@ func TestValidate(t *testing.T) {
 			wantStderr: "warning: " + one + ":3: rule \"only\" expired after 2001-01-01 and allows nothing\n",
 		},
 		{
+			name:       "a rule that accepts a high-risk flag for any program warns",
+			args:       []string{"validate", "-c", risk},
+			wantCode:   exitOK,
+			wantStdout: risk + ": ok (2 rules in 1 file)\n",
+			wantStderr: "warning: " + risk + ":5:12: rule \"any-8080\" accepts high-risk flag exe_memfd with no exe:, unit: or container: to say which program: any program with them is allowed on what the rule matches\n",
+		},
+		{
 			name:     "every error in every file",
 			args:     []string{"validate", "-c", bad},
 			wantCode: exitFound,
 			wantStderr: bad + ":4:5: unknown key \"prot\"; did you mean \"protocol\"?\n" +
-				filepath.Join(dir, "bad/portwatch.d/web.yaml") + ":1:1: \"interval\" may be set only in the main file, not in a drop-in (drop-ins may add allow rules and notify.webhooks)\n" +
+				filepath.Join(dir, "bad/portwatch.d/web.yaml") + ":1:1: \"interval\" may be set only in the main file, not in a drop-in (drop-ins may add allow and deny rules and notify.webhooks)\n" +
 				filepath.Join(dir, "bad/portwatch.d/web.yaml") + ":4:11: port: 70000 is outside 1..65535\n" +
 				"portwatchd: config invalid: 3 errors\n",
 		},
