@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -56,6 +57,17 @@ type Process struct {
 	// packages) keep their meaning; the watcher sets it on every process it
 	// reads, and marks every process it could not verify.
 	ExeUnverified bool `json:"-"`
+}
+
+// MarshalJSON writes p with "flags" an array, empty rather than null when
+// Flags is nil (a Process made outside the watcher: from a kernel event, or
+// a literal): consumers of `list --json` and the webhooks iterate it.
+func (p Process) MarshalJSON() ([]byte, error) {
+	type plain Process // without this method
+	if p.Flags == nil {
+		p.Flags = []Flag{}
+	}
+	return json.Marshal(plain(p))
 }
 
 // Listener is one listening socket: a TCP socket in LISTEN, or a bound and
