@@ -164,8 +164,11 @@ func (w *Watcher) buildListeners() []Listener {
 					p := pi.p
 					// Per listener: the holder's other sockets may be
 					// below the namespace's unprivileged start. An
-					// ephemeral UDP port is a client's, not chosen.
-					if pi.rootFlags != nil && !l.Ephemeral && e.port >= e.ns.unprivStart {
+					// ephemeral UDP port is a client's, not chosen. A
+					// namespace whose start is 0 (Docker's default) has
+					// no privileged port: there the flag would only say
+					// "root", on every container's process.
+					if pi.rootFlags != nil && !l.Ephemeral && e.ns.unprivStart != 0 && e.port >= e.ns.unprivStart {
 						p.Flags = pi.rootFlags
 					}
 					l.Processes = append(l.Processes, p)
