@@ -1,10 +1,13 @@
 package watcher
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"encoding/hex"
+	"errors"
 	"hash/maphash"
+	"io"
 	"slices"
 	"strings"
 )
@@ -85,30 +88,41 @@ func newIndexBuilder(divs []diversion, sizeHint int) *indexBuilder {
 }
 
 // addList adds the paths of one package's .list file (one absolute path a
-// line). pkg is the file's base name without ".list". A path diverted
-// away from this package is recorded where dpkg put it.
-func (b *indexBuilder) addList(pkg string, data []byte) {
+// line), read from r. pkg is the file's base name without ".list". A path
+// diverted away from this package is recorded where dpkg put it.
+func (b *indexBuilder) addList(pkg string, r *bufio.Reader) error {
 	id := uint32(len(b.idx.pkgs))
 	b.idx.pkgs = append(b.idx.pkgs, pkg)
 	name, _, _ := strings.Cut(pkg, ":")
-	for len(data) > 0 {
-		line := data
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			data = nil
+	for {
+		line, err := r.ReadSlice('\n')
+		switch {
+		case err == bufio.ErrBufferFull:
+			return errLongLine
+		case err != nil && err != io.EOF:
+			return err
 		}
-		if len(line) == 0 || line[0] != '/' {
-			continue
+		line = bytes.TrimSuffix(line, []byte{'\n'})
+		if len(line) > 0 && line[0] == '/' {
+			b.add(line, name, id)
 		}
-		if len(b.diverted) > 0 {
-			if d, ok := b.diverted[string(line)]; ok && d.by != name {
-				b.idx.ents = append(b.idx.ents, indexEntry{b.idx.hash(d.to), id})
-				continue
-			}
+		if err == io.EOF {
+			return nil
 		}
-		b.idx.ents = append(b.idx.ents, indexEntry{maphash.Bytes(b.idx.seed, line), id})
 	}
+}
+
+// errLongLine says a .list file has a line longer than any path.
+var errLongLine = errors.New("line too long")
+
+func (b *indexBuilder) add(path []byte, pkgName string, id uint32) {
+	if len(b.diverted) > 0 {
+		if d, ok := b.diverted[string(path)]; ok && d.by != pkgName {
+			b.idx.ents = append(b.idx.ents, indexEntry{b.idx.hash(d.to), id})
+			return
+		}
+	}
+	b.idx.ents = append(b.idx.ents, indexEntry{maphash.Bytes(b.idx.seed, path), id})
 }
 
 // done sorts the index and returns it.

@@ -1,10 +1,13 @@
 package watcher
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/md5"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -65,12 +68,12 @@ func TestDpkgIndexOwners(t *testing.T) {
 		{"/usr/sbin/local", "/usr/sbin/local.distrib", ":"},
 	}
 	b := newIndexBuilder(divs, 0)
-	b.addList("coreutils", []byte("/.\n/bin\n/bin/sleep\n/usr/bin/env\n"))
-	b.addList("libpq-dev:amd64", []byte("/usr/bin/pg_config\n/usr/include/x.h"))
-	b.addList("postgresql-common", []byte("/usr/bin/pg_config\n"))
-	b.addList("thing", []byte("/usr/sbin/local\n\nnot absolute\n"))
-	b.addList("libc6:amd64", []byte("/usr/share/doc/libc6\n"))
-	b.addList("libc6:i386", []byte("/usr/share/doc/libc6\n"))
+	addListString(b, "coreutils", "/.\n/bin\n/bin/sleep\n/usr/bin/env\n")
+	addListString(b, "libpq-dev:amd64", "/usr/bin/pg_config\n/usr/include/x.h")
+	addListString(b, "postgresql-common", "/usr/bin/pg_config\n")
+	addListString(b, "thing", "/usr/sbin/local\n\nnot absolute\n")
+	addListString(b, "libc6:amd64", "/usr/share/doc/libc6\n")
+	addListString(b, "libc6:i386", "/usr/share/doc/libc6\n")
 	x := b.done()
 	tests := []struct {
 		path string
@@ -101,6 +104,12 @@ func TestDpkgIndexOwners(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"usr/bin/pg_config.libpq-dev", "bin/pg_config.libpq-dev", "usr/bin/pg_config", "bin/pg_config"}, x.md5Names("/usr/bin/pg_config.libpq-dev")); diff != "" {
 		t.Errorf("md5Names of a diverted file (-want +got):\n%s", diff)
+	}
+}
+
+func addListString(b *indexBuilder, pkg, list string) {
+	if err := b.addList(pkg, bufio.NewReader(strings.NewReader(list))); err != nil {
+		panic(err)
 	}
 }
 
@@ -231,7 +240,7 @@ func FuzzParseDiversions(f *testing.F) {
 		divs, err := parseDiversions(b)
 		if err == nil && len(divs) > 0 {
 			x := newIndexBuilder(divs, 0)
-			x.addList("p", b)
+			x.addList("p", bufio.NewReader(bytes.NewReader(b)))
 			x.done()
 		}
 	})
