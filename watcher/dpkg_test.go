@@ -110,8 +110,8 @@ func BenchmarkDpkgIndex(b *testing.B) {
 // so that another test's load does not fail it.
 func TestDpkgIndexBudget(t *testing.T) {
 	requireDpkg(t)
-	if testing.Short() {
-		t.Skip("timing: not with -short")
+	if testing.Short() || raceEnabled {
+		t.Skip("timing: not with -short or -race")
 	}
 	best := time.Hour
 	var x *dpkgIndex
