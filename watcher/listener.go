@@ -38,7 +38,8 @@ type Process struct {
 	// order; empty, never nil, when there is none.
 	Flags []Flag `json:"flags"`
 	// FlagsUnknown lists the flags that could not be decided for this
-	// process (exe_unpackaged and exe_modified on a host without dpkg):
+	// process (exe_unpackaged and exe_modified on a host without dpkg, or
+	// for an executable in a container; see the README's risk flags):
 	// neither set nor cleared.
 	FlagsUnknown []Flag `json:"flags_unknown,omitempty"`
 
