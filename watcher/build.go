@@ -161,7 +161,17 @@ func (w *Watcher) buildListeners() []Listener {
 			l.Processes = make([]Process, 0, len(h))
 			for _, pid := range h {
 				if pi := w.details.byPid[pid]; pi != nil {
-					l.Processes = append(l.Processes, pi.p)
+					p := pi.p
+					// Per listener: the holder's other sockets may be
+					// below the namespace's unprivileged start. An
+					// ephemeral UDP port is a client's, not chosen. A
+					// namespace whose start is 0 (Docker's default) has
+					// no privileged port: there the flag would only say
+					// "root", on every container's process.
+					if pi.rootFlags != nil && !l.Ephemeral && e.ns.unprivStart != 0 && e.port >= e.ns.unprivStart {
+						p.Flags = pi.rootFlags
+					}
+					l.Processes = append(l.Processes, p)
 					w.snap.lastHolders = append(w.snap.lastHolders, pi)
 				}
 			}

@@ -22,7 +22,10 @@
 // details), netns.go (namespaces: discovery, naming, entering, dumping),
 // sockdiag.go and procnet.go (the dumps), build.go (the Snapshot, reused
 // when nothing changed), names.go (user and interface names), parse.go
-// (the parsers of what /proc and /etc hold).
+// (the parsers of what /proc and /etc hold). The evidence about holders
+// (Flag): risk.go (per process and per executable), risknames.go (its
+// names and parsers), dpkg.go and dpkgindex.go (package ownership: the
+// database's I/O and rebuild, and the pure index), exehash.go (md5 cache).
 //
 // watcher imports neither policy nor notify.
 package watcher

@@ -45,7 +45,9 @@ const (
 	FlagCommMismatch Flag = "comm_mismatch"
 	// FlagRootUnprivilegedPort: effective uid 0 on a port at or above the
 	// namespace's net.ipv4.ip_unprivileged_port_start. Per listener: the
-	// same process may hold a privileged port too.
+	// same process may hold a privileged port too. Never set in a
+	// namespace whose start is 0 (no privileged port: Docker's default),
+	// nor on an ephemeral UDP port (a client's).
 	FlagRootUnprivilegedPort Flag = "root_unprivileged_port"
 )
 

@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -37,7 +38,8 @@ type Process struct {
 	// order; empty, never nil, when there is none.
 	Flags []Flag `json:"flags"`
 	// FlagsUnknown lists the flags that could not be decided for this
-	// process (exe_unpackaged and exe_modified on a host without dpkg):
+	// process (exe_unpackaged and exe_modified on a host without dpkg, or
+	// for an executable in a container; see the README's risk flags):
 	// neither set nor cleared.
 	FlagsUnknown []Flag `json:"flags_unknown,omitempty"`
 
@@ -56,6 +58,17 @@ type Process struct {
 	// packages) keep their meaning; the watcher sets it on every process it
 	// reads, and marks every process it could not verify.
 	ExeUnverified bool `json:"-"`
+}
+
+// MarshalJSON writes p with "flags" an array, empty rather than null when
+// Flags is nil (a Process made outside the watcher: from a kernel event, or
+// a literal): consumers of `list --json` and the webhooks iterate it.
+func (p Process) MarshalJSON() ([]byte, error) {
+	type plain Process // without this method
+	if p.Flags == nil {
+		p.Flags = []Flag{}
+	}
+	return json.Marshal(plain(p))
 }
 
 // Listener is one listening socket: a TCP socket in LISTEN, or a bound and

@@ -90,6 +90,23 @@ func readPortRange(procRoot string) portRange {
 	return r
 }
 
+// defaultUnprivStart is the kernel's default ip_unprivileged_port_start,
+// assumed for a namespace the watcher cannot enter to read it.
+const defaultUnprivStart = 1024
+
+// readUnprivStart reads ip_unprivileged_port_start as the calling thread's
+// namespace sees it (as readPortRange does).
+func readUnprivStart(procRoot string) uint16 {
+	b, err := os.ReadFile(filepath.Join(procRoot, "sys/net/ipv4/ip_unprivileged_port_start"))
+	if err != nil {
+		return defaultUnprivStart
+	}
+	if n, ok := parseUnprivPortStart(b); ok {
+		return n
+	}
+	return defaultUnprivStart
+}
+
 // namedNetns lists the namespaces bound under dir (/run/netns, as `ip netns
 // add` does): inode -> the first name in sorted order.
 func namedNetns(dir string) map[uint64]string {
@@ -136,12 +153,15 @@ type nsState struct {
 	lowPid  int32  // lowest pid inside this tick, 0 for none
 	conn    *sockDiagConn
 	ports   portRange
-	ifnames map[uint32]string
-	ifAt    uint32          // tick ifnames was read
-	warned  map[string]bool // kinds of warning said about it (see warnNS)
-	err     string          // why it is not inspected this tick
-	opened  bool            // open has decided between sock_diag and /proc/PID/net
-	seen    uint32
+	// unprivStart is ip_unprivileged_port_start: a root listener at or
+	// above it is root_unprivileged_port. Containers often set it to 0.
+	unprivStart uint16
+	ifnames     map[uint32]string
+	ifAt        uint32          // tick ifnames was read
+	warned      map[string]bool // kinds of warning said about it (see warnNS)
+	err         string          // why it is not inspected this tick
+	opened      bool            // open has decided between sock_diag and /proc/PID/net
+	seen        uint32
 }
 
 // netnsPath is a file that refers to ns, for setns.
@@ -208,6 +228,7 @@ func (w *Watcher) updateNamespaces() {
 		if ns.name == "" {
 			ns.name = w.nameNetns(ns)
 			ns.ports = defaultPortRange
+			ns.unprivStart = defaultUnprivStart
 		}
 		if !ns.opened && ns.inode != w.ns.self {
 			w.open(ns)
@@ -294,6 +315,7 @@ func (w *Watcher) open(ns *nsState) {
 		}
 		ns.conn = c
 		ns.ports = readPortRange("/proc")
+		ns.unprivStart = readUnprivStart("/proc")
 		return nil
 	})
 	switch {

@@ -56,13 +56,14 @@ func verifyExe(exeLink, exe string, deleted bool) (fileID, bool) {
 // at all); fields that cannot be read on their own (exe without
 // CAP_SYS_PTRACE, a kernel thread) stay empty, and the exe is then
 // unverified.
-func readProcess(root string, pid int32, users map[uint32]string) (Process, fileID, error) {
+func readProcess(root string, pid int32, users map[uint32]string, risk *riskEnv) (Process, fileID, holderRisk, error) {
 	dir := filepath.Join(root, strconv.Itoa(int(pid)))
-	p := Process{PID: int(pid), Cmdline: []string{}, ExeUnverified: true}
+	p := Process{PID: int(pid), Cmdline: []string{}, Flags: []Flag{}, ExeUnverified: true}
+	var h holderRisk
 	var id fileID
 	status, err := os.ReadFile(filepath.Join(dir, "status"))
 	if err != nil {
-		return p, id, err
+		return p, id, h, err
 	}
 	if uid, ok := parseStatusUID(status); ok {
 		p.UID = uid
@@ -83,17 +84,31 @@ func readProcess(root string, pid int32, users map[uint32]string) (Process, file
 	if b, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
 		p.Unit, p.Container = parseCgroup(b)
 	}
-	return p, id, nil
+	h = risk.evaluate(dir, &p)
+	p.Flags = h.set.list()
+	if h.unknown != 0 {
+		p.FlagsUnknown = h.unknown.list()
+	}
+	return p, id, h, nil
 }
 
 // ReadProcess reads from /proc what a snapshot records about process pid,
 // for a caller that learns of the process outside a snapshot: from the
 // kernel programs' events, while the process may still live. User is the
 // uid in decimal; the caller names it. An error means the process has gone.
+//
+// Its Flags are those that need no dpkg database: exe_unpackaged and
+// exe_modified are in FlagsUnknown (a Watcher's snapshot decides them), as
+// are exe_replaced and exe_gone for a deleted executable whose path exists
+// again; root_unprivileged_port, which depends on the listener, is never
+// set.
 func ReadProcess(pid int) (Process, error) {
-	p, _, err := readProcess("/proc", int32(pid), nil)
+	p, _, _, err := readProcess("/proc", int32(pid), nil, standaloneRisk())
 	return p, err
 }
+
+// standaloneRisk is the riskEnv of ReadProcess: no dpkg index.
+var standaloneRisk = sync.OnceValue(func() *riskEnv { return newRiskEnv("/proc", nil) })
 
 // readCgroupContainer returns the container id of pid, or "".
 func readCgroupContainer(root string, pid int32) string {
@@ -109,12 +124,26 @@ func readCgroupContainer(root string, pid int32) string {
 type holderDetails struct {
 	byPid        map[int32]*procInfo          // never changed in place: see sameListeners
 	recheckQueue roundRobin[int32, *procInfo] // byPid entries still to check this round
+	dpkgGen      uint32                       // the build of the dpkg index byPid was judged against
 }
 
 type procInfo struct {
 	p     Process
 	exeID fileID // the file /proc/PID/exe referred to when p was read
 	used  uint32 // last tick it held a listener
+	// rootFlags is p.Flags with root_unprivileged_port, for the listeners
+	// at or above their namespace's ip_unprivileged_port_start; nil when
+	// the process does not run as root (effective uid).
+	rootFlags []Flag
+}
+
+// newProcInfo records what readProcess read.
+func newProcInfo(p Process, id fileID, h holderRisk, gen uint32) *procInfo {
+	pi := &procInfo{p: p, exeID: id, used: gen}
+	if h.euid0 {
+		pi.rootFlags = append(slices.Clip(p.Flags), FlagRootUnprivilegedPort)
+	}
+	return pi
 }
 
 // recheckPerTick is how many cached holders a tick checks, in turn, for an
@@ -133,6 +162,7 @@ const recheckPerTick = 16
 func (w *Watcher) readHolders() {
 	var todo []int32
 	w.refreshUsers()
+	w.refreshDpkg()
 	s := scratchPool.Get().(*scratch)
 	for range recheckPerTick {
 		pid, ok := w.details.recheckQueue.next(w.details.byPid)
@@ -176,8 +206,8 @@ func (w *Watcher) readHolders() {
 				if i >= len(todo) {
 					return
 				}
-				if p, id, err := readProcess(w.opts.ProcRoot, todo[i], w.users.byUID); err == nil {
-					got[i] = &procInfo{p: p, exeID: id, used: w.gen}
+				if p, id, h, err := readProcess(w.opts.ProcRoot, todo[i], w.users.byUID, w.risk); err == nil {
+					got[i] = newProcInfo(p, id, h, w.gen)
 				}
 			}
 		})
@@ -195,5 +225,20 @@ func (w *Watcher) readHolders() {
 		if pi.used != w.gen {
 			delete(w.details.byPid, pid)
 		}
+	}
+}
+
+// refreshDpkg reports a failed rebuild of the dpkg index, and forgets the
+// details of every holder when the index was rebuilt: their flags were
+// judged against the old one (a package installed, upgraded or removed).
+// They are read again in this tick, as new holders are.
+func (w *Watcher) refreshDpkg() {
+	if msg := w.dpkg.takeFailure(); msg != "" {
+		w.warn(msg)
+	}
+	if g := w.dpkg.gen.Load(); g != w.details.dpkgGen {
+		w.details.dpkgGen = g
+		clear(w.details.byPid)
+		w.risk.forget()
 	}
 }

@@ -52,6 +52,8 @@ func helperMain() int {
 		return spoofHelper()
 	case "innetns":
 		return inNetnsHelper()
+	case "memfdexec":
+		return memfdExecHelper()
 	}
 	out := bufio.NewWriter(os.Stdout)
 	fail := func(err error) int {

@@ -23,6 +23,12 @@ type Options struct {
 	DisableSetns bool
 	// DisableSockDiag forces /proc/net parsing everywhere.
 	DisableSockDiag bool
+	// DpkgDir is the dpkg database, read for the flags exe_unpackaged,
+	// exe_modified and exe_replaced (see Flag); default "/var/lib/dpkg".
+	// Without DpkgDir/info (a host without dpkg) those flags are in
+	// Process.FlagsUnknown. It is read by New into an index, and again in
+	// the background after dpkg changed it.
+	DpkgDir string
 	// Warn is called once per distinct condition worth telling an operator
 	// (partial attribution, a namespace that cannot be inspected). May be nil.
 	Warn func(msg string)
@@ -78,6 +84,8 @@ type Watcher struct {
 	details holderDetails // what is recorded about each holder (procinfo.go)
 	ns      nsTable       // the network namespaces (netns.go)
 	users   userNames     // user names (names.go)
+	dpkg    *dpkgDB       // package ownership (dpkg.go)
+	risk    *riskEnv      // the evidence about holders (risk.go)
 	snap    snapshotCache // this tick's sockets, and the last snapshot (build.go)
 }
 
@@ -95,6 +103,9 @@ func New(opts Options) (*Watcher, error) {
 	}
 	if opts.PasswdFile == "" {
 		opts.PasswdFile = "/etc/passwd"
+	}
+	if opts.DpkgDir == "" {
+		opts.DpkgDir = "/var/lib/dpkg"
 	}
 	proc, err := openProc(opts.ProcRoot)
 	if err != nil {
@@ -115,6 +126,12 @@ func New(opts Options) (*Watcher, error) {
 		w.services = parseServices(b)
 	}
 	w.refreshUsers()
+	var derr error
+	w.dpkg, derr = openDpkg(opts.DpkgDir)
+	if derr != nil {
+		w.warn(fmt.Sprintf("dpkg database: %v", derr))
+	}
+	w.risk = newRiskEnv(opts.ProcRoot, w.dpkg)
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		if caps, ok := parseCapEff(b); ok {
 			w.canPtrace = caps&(1<<capSysPtrace) != 0
@@ -132,7 +149,7 @@ func New(opts Options) (*Watcher, error) {
 		// PID 1's namespace is hidden from us: ours stands for the host.
 		w.ns.host = w.ns.self
 	}
-	own := &nsState{inode: w.ns.self, lowPid: w.selfPid, ports: readPortRange(opts.ProcRoot)}
+	own := &nsState{inode: w.ns.self, lowPid: w.selfPid, ports: readPortRange(opts.ProcRoot), unprivStart: readUnprivStart(opts.ProcRoot)}
 	if !opts.DisableSockDiag {
 		if own.conn, err = dialSockDiag(); err != nil {
 			w.warn(fmt.Sprintf("%v; reading /proc/net instead", err))
@@ -143,8 +160,10 @@ func New(opts Options) (*Watcher, error) {
 	return w, nil
 }
 
-// Close releases the watcher's sockets.
+// Close releases the watcher's sockets, and stops its watch of the dpkg
+// database.
 func (w *Watcher) Close() error {
+	w.dpkg.Close()
 	for _, ns := range w.ns.byInode {
 		if ns.conn != nil {
 			ns.conn.Close()
