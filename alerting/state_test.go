@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestStateFileRoundTrip(t *testing.T) {
@@ -22,7 +23,8 @@ func TestStateFileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(e.alerts, got, cmp.AllowUnexported(Alert{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff(e.alerts, got, cmp.AllowUnexported(Alert{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+		cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("state round trip mismatch (-want +got):\n%s", diff)
 	}
 }

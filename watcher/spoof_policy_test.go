@@ -14,12 +14,15 @@ import (
 // TestPolicyExeSpoof: a rule "exe: PATH" allows the program that really
 // runs from PATH, and not a process that shows PATH as its exe because it
 // bound another file over PATH in a private mount namespace, even on the
-// host network namespace and on the same address.
+// host network namespace and on the same address. The scene's program is
+// a copy of python3 in a temporary directory, which its risk flags say: the
+// rules accept them (flags:), or nothing would be allowed at all.
 func TestPolicyExeSpoof(t *testing.T) {
 	sc := watcher.NewSpoofScene(t)
+	const flags = "flags: [exe_in_writable_dir, exe_unpackaged, interpreter]"
 	for _, rule := range []string{
-		fmt.Sprintf("{name: app, exe: %q}", sc.Path),
-		fmt.Sprintf("{name: app, netns: host, protocol: tcp, address: loopback, exe: %q}", sc.Path),
+		fmt.Sprintf("{name: app, exe: %q, %s}", sc.Path, flags),
+		fmt.Sprintf("{name: app, netns: host, protocol: tcp, address: loopback, exe: %q, %s}", sc.Path, flags),
 	} {
 		cfg, err := policy.Parse("p.yaml", []byte("version: 1\nallow:\n  - "+rule+"\n"))
 		if err != nil {

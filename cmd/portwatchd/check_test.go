@@ -457,8 +457,8 @@ func TestCheckStatusLive(t *testing.T) {
 	h := startCheckHelper(t)
 	tomorrow := time.Now().AddDate(0, 0, 1).Format("2006-01-02")
 	dir := writePolicyFiles(t, map[string]string{
-		"all.yaml":      "version: 1\nallow:\n  - name: all\n",
-		"expiring.yaml": "version: 1\nallow:\n  - name: all\n    expires: " + tomorrow + "\n",
+		"all.yaml":      "version: 1\nallow:\n  - name: all\n    flags: [" + everyHighRiskFlag + "]\n",
+		"expiring.yaml": "version: 1\nallow:\n  - name: all\n    flags: [" + everyHighRiskFlag + "]\n    expires: " + tomorrow + "\n",
 		"loopback.yaml": "version: 1\nallow:\n  - name: lo\n    address: loopback\n",
 		"invalid.yaml":  "version: 1\nallow:\n  - name: all\n    port: http-alt-typo\n",
 	})
@@ -522,3 +522,8 @@ func TestCheckStatusLive(t *testing.T) {
 		})
 	}
 }
+
+// everyHighRiskFlag is the flags: that lets a rule allow every listener:
+// without it, a rule allowing "everything" refuses the listeners of
+// programs with high-risk flags (test binaries run from /tmp, for one).
+const everyHighRiskFlag = "exe_gone, exe_memfd, exe_in_writable_dir, exe_unpackaged, session_launched, interpreter, netcat_family"
