@@ -34,8 +34,9 @@
 //     resolve. The figures (Stats) count held listeners at once.
 //   - A holder swap with the same owners (a new pid, or another unit or
 //     container behind the same executables and users) is judged again: rules
-//     match more than owners. A verdict it flips needs two consecutive
-//     snapshots to agree, as an owner change does.
+//     match more than owners. So is a holder whose risk flags change (its
+//     executable deleted or replaced under it). A verdict it flips needs two
+//     consecutive snapshots to agree, as an owner change does.
 //   - An owner change (watcher.Owners) needs two consecutive snapshots to
 //     agree. Until then the previous owners hold. Unknown owners (no holder
 //     found) are no information, never a change.

@@ -535,7 +535,7 @@ func sameHolders(a, b *watcher.Listener) bool {
 		p, q := &a.Processes[i], &b.Processes[i]
 		if p.PID != q.PID || p.Exe != q.Exe || p.ExeDeleted != q.ExeDeleted || p.ExeUnverified != q.ExeUnverified ||
 			p.UID != q.UID || p.User != q.User || p.Comm != q.Comm || p.Unit != q.Unit || p.Container != q.Container ||
-			!slices.Equal(p.Cmdline, q.Cmdline) {
+			!slices.Equal(p.Cmdline, q.Cmdline) || !slices.Equal(p.Flags, q.Flags) {
 			return false
 		}
 	}

@@ -44,13 +44,24 @@ func (p engPolicy) Evaluate(l watcher.Listener, now time.Time) policy.Decision {
 		d.Rule = fmt.Sprintf("port-%d", l.Port)
 		return d
 	}
+	// As the real policy's rules that name no flags: a high-risk flag
+	// (here exe_gone or exe_in_writable_dir) is never allowed.
+	for _, pr := range l.Processes {
+		if slices.Contains(pr.Flags, watcher.FlagExeGone) || slices.Contains(pr.Flags, watcher.FlagExeInWritableDir) {
+			d.Rule, d.Severity = fmt.Sprintf("port-%d", l.Port), policy.SeverityCritical
+			return d
+		}
+	}
 	d.Verdict, d.Rule, d.Reason = policy.Allowed, fmt.Sprintf("port-%d", l.Port), "test"
 	return d
 }
 
 var (
-	procSSHD   = watcher.Process{PID: 100, Comm: "sshd", Exe: "/usr/sbin/sshd", User: "root"}
-	procSSHD2  = watcher.Process{PID: 101, Comm: "sshd", Exe: "/usr/sbin/sshd", User: "root"}
+	procSSHD  = watcher.Process{PID: 100, Comm: "sshd", Exe: "/usr/sbin/sshd", User: "root"}
+	procSSHD2 = watcher.Process{PID: 101, Comm: "sshd", Exe: "/usr/sbin/sshd", User: "root"}
+	// procSSHD once its directory was made writable by others.
+	procSSHDWritable = watcher.Process{PID: 100, Comm: "sshd", Exe: "/usr/sbin/sshd", User: "root",
+		Flags: []watcher.Flag{watcher.FlagExeInWritableDir}}
 	procHelper = watcher.Process{PID: 102, Comm: "helper", Exe: "/usr/lib/helper", User: "root"}
 	procEvil   = watcher.Process{PID: 200, Comm: "sshd", Exe: "/tmp/x", User: "nobody"}
 	procEvil2  = watcher.Process{PID: 201, Comm: "x", Exe: "/tmp/y", User: "nobody"}

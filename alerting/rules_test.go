@@ -541,6 +541,20 @@ func TestHolderSwapIsJudgedAgain(t *testing.T) {
 			},
 		},
 		{
+			// Flags are the holder's too: when they change for the same
+			// process (its directory made writable by others), it is
+			// judged again at once, not at the minute's full evaluation.
+			name:   "a holder whose flags change is judged again once two snapshots agree",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: engS(engL("tcp", 22, procSSHD)), wantState: engNo},
+				{at: 1 * time.Second, snap: engS(engL("tcp", 22, procSSHDWritable))},
+				{at: 2 * time.Second, snap: engS(engL("tcp", 22, procSSHDWritable)), wantState: engYes, want: []string{
+					"opened unexpected tcp 0.0.0.0:22 [/usr/sbin/sshd] note=holder changed",
+				}},
+			},
+		},
+		{
 			name:   "a holder swap keeping the verdict is silent",
 			policy: allow22,
 			steps: []engineStep{
