@@ -94,6 +94,7 @@ shutdown_grace: 3s
 allow:
   - name: everything-else
     port: ["1-%d", "%d-65535"]
+    flags: [%s]
 notify:
   journald: true
   webhooks:
@@ -101,7 +102,7 @@ notify:
       format: alertmanager
       url: %s
       resend_interval: %s
-`, e.base-1, e.base+50, am.srv.URL, resend))
+`, e.base-1, e.base+50, testProgramFlags, am.srv.URL, resend))
 	port := e.base
 	p := e.start()
 	e.waitLog(0, `msg="portwatchd started"`)

@@ -387,6 +387,13 @@ func (e *daemonE2E) writeConfig(content string) {
 // configText is the test's config. It allows every port but the block the
 // test owns, so that other listeners on the machine stay quiet, and allows
 // the ports in extra.
+// testProgramFlags are the risk flags the test's own listeners may have:
+// `go test` runs its binary from a directory under /tmp (exe_in_writable_dir),
+// no package owns it (exe_unpackaged), and run from a terminal it is in a
+// login session (session_launched). A rule that allows them names these, as
+// a sysadmin's rule for such a program would.
+const testProgramFlags = "exe_in_writable_dir, exe_unpackaged, session_launched"
+
 func (e *daemonE2E) configText(extra ...int) string {
 	flap := e.flapWindow
 	if flap == "" {
@@ -404,10 +411,11 @@ shutdown_grace: 3s
 allow:
   - name: everything-else
     port: ["1-%d", "%d-65535"]
+    flags: [%s]
     reason: not this test's business
-`, flap, e.base-1, e.base+50)
+`, flap, e.base-1, e.base+50, testProgramFlags)
 	for _, p := range extra {
-		fmt.Fprintf(&b, "  - name: allowed-%d\n    port: %d\n    reason: allowed by the test\n", p, p)
+		fmt.Fprintf(&b, "  - name: allowed-%d\n    port: %d\n    flags: [%s]\n    reason: allowed by the test\n", p, p, testProgramFlags)
 	}
 	fmt.Fprintf(&b, `notify:
   journald: true
