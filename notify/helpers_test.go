@@ -25,6 +25,7 @@ func unexpected(port uint16, comm string) policy.Decision {
 			Processes: []watcher.Process{{
 				PID: 812, Comm: comm, Exe: "/tmp/x", Cmdline: []string{"/tmp/x", "-l", fmt.Sprint(port)},
 				UID: 65534, User: "nobody", Unit: "evil.service",
+				Flags: []watcher.Flag{}, // as the watcher gives: never nil
 			}},
 		},
 		Verdict: policy.Unexpected,
