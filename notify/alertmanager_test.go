@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,17 +123,21 @@ func (am *alertmanager) stop() {
 }
 
 type amAlert struct {
-	Labels map[string]string `json:"labels"`
-	Status struct {
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	Status      struct {
 		State string `json:"state"`
 	} `json:"status"`
 	StartsAt time.Time `json:"startsAt"`
 	EndsAt   time.Time `json:"endsAt"`
 }
 
-func getAlerts(t *testing.T, base string) []amAlert {
+// getAlerts gets portwatchd's alerts from Alertmanager, those matching the
+// label matchers filters too ("port=\"4444\"").
+func getAlerts(t *testing.T, base string, filters ...string) []amAlert {
 	t.Helper()
-	resp, err := http.Get(base + "/api/v2/alerts?filter=alertname%3D%22" + AlertName + "%22")
+	q := url.Values{"filter": append([]string{"alertname=\"" + AlertName + "\""}, filters...)}
+	resp, err := http.Get(base + "/api/v2/alerts?" + q.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,55 +150,82 @@ func getAlerts(t *testing.T, base string) []amAlert {
 }
 
 // TestAlertmanager: an opened event fires an alert with our labels in a real
-// Alertmanager; the closed event resolves it.
+// Alertmanager, its severity label that of the listener and its flags in
+// annotations; the closed event, a notice, resolves it all the same.
 func TestAlertmanager(t *testing.T) {
 	base := startAlertmanager(t)
 	d, _ := startDispatcher(t, t.TempDir(), policy.Webhook{Name: "am", Format: "alertmanager", URL: base, Timeout: 10 * time.Second})
-	dec := unexpected(4444, hostile)
-	opened := NewEvent(TypeOpened, dec, "web-1", time.Now().Add(-time.Second).Truncate(time.Millisecond))
-	if err := d.Send([]Event{opened}); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name            string
+		dec             policy.Decision
+		wantLabels      map[string]string
+		wantAnnotations map[string]string // those about flags
+	}{
+		{name: "warning", dec: unexpected(4444, hostile), wantLabels: map[string]string{
+			"alertname": AlertName, "instance": "web-1", "protocol": "tcp", "address": "0.0.0.0", "port": "4444",
+			"netns": "host", "exe": "/tmp/x", "rule": "web", "severity": "warning",
+		}, wantAnnotations: map[string]string{}},
+		{name: "critical", dec: critical(4445), wantLabels: map[string]string{
+			"alertname": AlertName, "instance": "web-1", "protocol": "tcp", "address": "0.0.0.0", "port": "4445",
+			"netns": "host", "exe": "/tmp/x", "rule": "web", "severity": "critical",
+		}, wantAnnotations: map[string]string{
+			"flags": "exe_gone,exe_in_writable_dir,session_launched", "risk_flags": "exe_gone,exe_in_writable_dir",
+		}},
 	}
-	waitEmpty(t, d)
-	wantLabels := map[string]string{
-		"alertname": AlertName, "instance": "web-1", "protocol": "tcp", "address": "0.0.0.0", "port": "4444",
-		"netns": "host", "exe": "/tmp/x", "rule": "web",
-	}
-	deadline := time.Now().Add(waitTimeout)
-	var as []amAlert
-	for {
-		as = getAlerts(t, base)
-		if len(as) == 1 && as[0].Status.State == "active" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no active alert after %v: %+v", waitTimeout, as)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if diff := cmp.Diff(wantLabels, as[0].Labels); diff != "" {
-		t.Errorf("labels (-want +got):\n%s", diff)
-	}
-	if !as[0].StartsAt.Equal(opened.Time) {
-		t.Errorf("startsAt %v, want the event time %v", as[0].StartsAt, opened.Time)
-	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			filter := "port=\"" + tt.wantLabels["port"] + "\""
+			opened := NewEvent(TypeOpened, tt.dec, "web-1", time.Now().Add(-time.Second).Truncate(time.Millisecond))
+			if err := d.Send([]Event{opened}); err != nil {
+				t.Fatal(err)
+			}
+			waitEmpty(t, d)
+			deadline := time.Now().Add(waitTimeout)
+			var as []amAlert
+			for {
+				as = getAlerts(t, base, filter)
+				if len(as) == 1 && as[0].Status.State == "active" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no active alert after %v: %+v", waitTimeout, as)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if diff := cmp.Diff(tt.wantLabels, as[0].Labels); diff != "" {
+				t.Errorf("labels (-want +got):\n%s", diff)
+			}
+			got := map[string]string{}
+			for _, k := range []string{"flags", "risk_flags"} {
+				if v, ok := as[0].Annotations[k]; ok {
+					got[k] = v
+				}
+			}
+			if diff := cmp.Diff(tt.wantAnnotations, got); diff != "" {
+				t.Errorf("flag annotations (-want +got):\n%s", diff)
+			}
+			if !as[0].StartsAt.Equal(opened.Time) {
+				t.Errorf("startsAt %v, want the event time %v", as[0].StartsAt, opened.Time)
+			}
 
-	closed := NewEvent(TypeClosed, dec, "web-1", time.Now())
-	if err := d.Send([]Event{closed}); err != nil {
-		t.Fatal(err)
-	}
-	waitEmpty(t, d)
-	deadline = time.Now().Add(waitTimeout)
-	for {
-		as = getAlerts(t, base)
-		// Alertmanager's API leaves resolved alerts out, or shows them
-		// with an end in the past.
-		if len(as) == 0 || (len(as) == 1 && !as[0].EndsAt.After(time.Now())) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alert not resolved after %v: %+v", waitTimeout, as)
-		}
-		time.Sleep(100 * time.Millisecond)
+			closed := NewEvent(TypeClosed, tt.dec, "web-1", time.Now())
+			if err := d.Send([]Event{closed}); err != nil {
+				t.Fatal(err)
+			}
+			waitEmpty(t, d)
+			deadline = time.Now().Add(waitTimeout)
+			for {
+				as = getAlerts(t, base, filter)
+				// Alertmanager's API leaves resolved alerts out, or shows
+				// them with an end in the past.
+				if len(as) == 0 || (len(as) == 1 && !as[0].EndsAt.After(time.Now())) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("alert not resolved after %v: %+v", waitTimeout, as)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
 	}
 }

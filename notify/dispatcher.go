@@ -110,13 +110,13 @@ func accepts(h policy.Webhook, ev Event) bool {
 	if ev.Type == TypeTest {
 		return true
 	}
-	if ev.Severity == SeverityInfo || ev.Severity == "" {
+	if ev.Severity <= policy.SeverityInfo {
 		return false
 	}
 	if len(h.Events) > 0 && !slices.Contains(h.Events, shortType(ev.Type)) {
 		return false
 	}
-	return severityOf(ev.Severity) >= h.MinSeverity
+	return ev.Severity >= h.MinSeverity
 }
 
 // New builds the sinks for cfg. It opens (and recovers) each webhook's spool

@@ -25,8 +25,11 @@ type Event struct {
 	Time     time.Time       `json:"time"`
 	Host     string          `json:"host"`
 	Listener policy.Decision `json:"listener"`
-	Severity string          `json:"severity"` // "warning", "notice" or "info"
-	Message  string          `json:"message"`  // one readable line
+	// Severity is "critical" or "warning" for an unexpected listener that
+	// opens or changes hands, "notice" for its resolve and for a test,
+	// "info" for allowed and ignored listeners (see severityFor).
+	Severity policy.Severity `json:"severity"`
+	Message  string          `json:"message"` // one readable line
 	// Previous is, on a listener.changed event that replaces an alert in
 	// force, the listener as it was alerted before: receivers that key
 	// alerts on the owner (Alertmanager's exe label) resolve the old one.

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,15 +52,19 @@ var formats = map[string]formatter{
 // limits: Slack's section text holds 3000 characters; Mattermost posts
 // 16383, kept short; Discord's content 2000 with the headline; Google Chat
 // 4096; ntfy turns messages over 4096 bytes into attachments.
+//
+// The line of a critical listener starts with a bold CRITICAL (plain in
+// ntfy), and the headline of a message that holds one starts with CRITICAL:
+// a clear marker, never a mention.
 var (
-	slackList      = listStyle{bullet: "• ", esc: escapeSlack, limit: fixedLimit(2900)}
-	mattermostList = listStyle{bullet: "- ", esc: escapeMattermost, limit: fixedLimit(4000)}
-	discordList    = listStyle{bullet: "- ", esc: escapeMarkdown, limit: func(events []Event) int {
+	slackList      = listStyle{bullet: "• ", mark: "*CRITICAL* ", esc: escapeSlack, limit: fixedLimit(2900)}
+	mattermostList = listStyle{bullet: "- ", mark: "**CRITICAL** ", esc: escapeMattermost, limit: fixedLimit(4000)}
+	discordList    = listStyle{bullet: "- ", mark: "**CRITICAL** ", esc: escapeMarkdown, limit: func(events []Event) int {
 		return 2000 - utf8.RuneCountInString(discordHead(events))
 	}}
-	teamsList      = listStyle{bullet: "- ", esc: escapeMarkdown, limit: fixedLimit(8000)}
-	googleChatList = listStyle{bullet: "• ", esc: escapeGoogleChat, limit: fixedLimit(4000)}
-	ntfyList       = listStyle{bullet: "- ", esc: escapeNtfy, limit: fixedLimit(3500)}
+	teamsList      = listStyle{bullet: "- ", mark: "**CRITICAL** ", esc: escapeMarkdown, limit: fixedLimit(8000)}
+	googleChatList = listStyle{bullet: "• ", mark: "*CRITICAL* ", esc: escapeGoogleChat, limit: fixedLimit(4000)}
+	ntfyList       = listStyle{bullet: "- ", mark: "CRITICAL ", esc: escapeNtfy, limit: fixedLimit(3500)}
 )
 
 // Formats lists the supported format: names: those the config accepts.
@@ -84,28 +89,37 @@ func buildGeneric(events []Event, _ policy.Webhook) ([]byte, error) {
 	}{events})
 }
 
-// title is the headline of a chat message for a batch.
+// title is the headline of a chat message for a batch: "portwatchd on
+// web-1: 2 unexpected listeners, 1 resolved", and "CRITICAL portwatchd on
+// web-1: 2 unexpected listeners (1 critical)" when one is critical.
 func title(events []Event) string {
 	host := "unknown host"
 	if len(events) > 0 && events[0].Host != "" {
 		host = textesc.Line(events[0].Host)
 	}
-	var opened, closed, test, other int
+	var opened, critical, closed, test, other int
 	for _, ev := range events {
 		switch {
 		case ev.Type == TypeTest:
 			test++
 		case ev.Type == TypeClosed:
 			closed++
-		case ev.Severity == SeverityWarning:
+		case ev.Severity >= policy.SeverityWarning:
 			opened++
+			if ev.Severity >= policy.SeverityCritical {
+				critical++
+			}
 		default:
 			other++
 		}
 	}
 	var parts []string
 	if opened > 0 {
-		parts = append(parts, plural(opened, "unexpected listener", "unexpected listeners"))
+		s := plural(opened, "unexpected listener", "unexpected listeners")
+		if critical > 0 {
+			s += " (" + strconv.Itoa(critical) + " critical)"
+		}
+		parts = append(parts, s)
 	}
 	if closed > 0 {
 		parts = append(parts, plural(closed, "resolved", "resolved"))
@@ -116,7 +130,11 @@ func title(events []Event) string {
 	if test > 0 {
 		parts = append(parts, "test notification")
 	}
-	return "portwatchd on " + host + ": " + strings.Join(parts, ", ")
+	t := "portwatchd on " + host + ": " + strings.Join(parts, ", ")
+	if critical > 0 {
+		t = "CRITICAL " + t
+	}
+	return t
 }
 
 func plural(n int, one, many string) string {
@@ -242,24 +260,38 @@ func discordEmbeds(events []Event) []any {
 // discordHead is the bold headline of a Discord message.
 func discordHead(events []Event) string { return "**" + escapeMarkdown(title(events)) + "**\n" }
 
-func colour(severity string) int {
-	switch severity {
-	case SeverityWarning:
+// colour is a Discord embed's colour: red for critical, orange for a
+// warning, green for a notice (a resolve, a test), grey for the rest.
+func colour(s policy.Severity) int {
+	switch {
+	case s >= policy.SeverityCritical:
+		return 0xE74C3C
+	case s == policy.SeverityWarning:
 		return 0xE67E22
-	case SeverityNotice:
+	case s == policy.SeverityNotice:
 		return 0x2ECC71
 	}
 	return 0x95A5A6
 }
 
+// anyCritical says whether events hold a critical one.
+func anyCritical(events []Event) bool {
+	return slices.ContainsFunc(events, func(ev Event) bool { return ev.Severity >= policy.SeverityCritical })
+}
+
 func buildTeams(events []Event, _ policy.Webhook) ([]byte, error) {
 	list, _ := teamsList.list(events)
+	head := map[string]any{"type": "TextBlock", "text": escapeMarkdown(title(events)), "weight": "Bolder", "size": "Medium", "wrap": true}
+	if anyCritical(events) {
+		// Adaptive Cards' red.
+		head["color"] = "Attention"
+	}
 	card := map[string]any{
 		"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
 		"type":    "AdaptiveCard",
 		"version": "1.4",
 		"body": []any{
-			map[string]any{"type": "TextBlock", "text": escapeMarkdown(title(events)), "weight": "Bolder", "size": "Medium", "wrap": true},
+			head,
 			map[string]any{"type": "TextBlock", "text": list, "wrap": true},
 		},
 	}
@@ -321,12 +353,16 @@ func buildNtfy(events []Event, h policy.Webhook) ([]byte, error) {
 	} else {
 		topic = h.Topic
 	}
+	// The priority and tags of the most severe event: 5 (max, a
+	// persistent alert on phones) for critical, 4 for a warning, 3 else.
 	prio, tags := 3, []string{"white_check_mark"}
 	for _, ev := range events {
 		switch {
 		case ev.Type == TypeTest:
 			tags = []string{"test_tube"}
-		case ev.Severity == SeverityWarning:
+		case ev.Severity >= policy.SeverityCritical:
+			prio, tags = 5, []string{"rotating_light", "critical"}
+		case ev.Severity == policy.SeverityWarning && prio < 5:
 			prio, tags = 4, []string{"warning", "rotating_light"}
 		}
 	}
@@ -381,6 +417,7 @@ func alertLabels(ev Event) map[string]string {
 	labels := map[string]string{"alertname": AlertName, "instance": ev.Host}
 	if ev.Type == TypeTest {
 		labels["alertname"] = "PortwatchTest"
+		labels["severity"] = ev.Severity.String()
 		return dropEmpty(labels)
 	}
 	labels["protocol"] = l.Protocol
@@ -393,7 +430,18 @@ func alertLabels(ev Event) map[string]string {
 		labels["exe"] = l.Processes[0].Exe
 	}
 	labels["rule"] = l.Rule
+	labels["severity"] = labelSeverity(ev).String()
 	return dropEmpty(labels)
+}
+
+// labelSeverity is the severity label of ev's alert: that of the alert
+// (alertSeverity), on its closed event too, whose own severity is notice:
+// the labels of a resolve must be those the alert fired with.
+func labelSeverity(ev Event) policy.Severity {
+	if ev.Listener.Verdict == policy.Unexpected {
+		return alertSeverity(ev.Listener)
+	}
+	return ev.Severity
 }
 
 func dropEmpty(m map[string]string) map[string]string {
@@ -433,6 +481,8 @@ func buildAlertmanager(events []Event, h policy.Webhook, now time.Time) ([]byte,
 				"description": textesc.Line(ev.Listener.Reason),
 				"event_id":    ev.ID,
 				"event":       shortType(ev.Type),
+				"flags":       joinFlags(HolderFlags(ev.Listener.Listener), ","),
+				"risk_flags":  joinFlags(knownFlags(ev.Listener.Flags), ","),
 			}),
 		}
 		t := ev.Time.UTC()

@@ -34,8 +34,15 @@ func goldenBatches() map[string][]Event {
 			fixedEvent(3, TypeClosed, unexpected(4446, "x")),
 		},
 		"hostile": {fixedEvent(1, TypeOpened, unexpected(4444, hostile))},
-		"many":    many,
-		"test":    {fixedEvent(1, TypeTest, policy.Decision{})},
+		// A critical listener opened, a warning one, and a critical one's
+		// resolve: the marker, the flags and the severity of each.
+		"critical": {
+			fixedEvent(1, TypeOpened, critical(4444)),
+			fixedEvent(2, TypeOpened, unexpected(4445, "x")),
+			fixedEvent(3, TypeClosed, critical(4446)),
+		},
+		"many": many,
+		"test": {fixedEvent(1, TypeTest, policy.Decision{})},
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/portwatchd/portwatchd/internal/textesc"
+	"github.com/portwatchd/portwatchd/policy"
 )
 
 // MESSAGE_IDs of portwatchd's journal entries. Each was made once with
@@ -54,11 +55,15 @@ func messageID(typ string) string {
 	return MessageIDTest
 }
 
-func priority(severity string) journal.Priority {
-	switch severity {
-	case SeverityWarning:
+// priority maps a severity onto journald's PRIORITY: critical is crit (2),
+// warning 4, notice 5, info 6.
+func priority(s policy.Severity) journal.Priority {
+	switch {
+	case s >= policy.SeverityCritical:
+		return journal.PriCrit
+	case s == policy.SeverityWarning:
 		return journal.PriWarning
-	case SeverityNotice:
+	case s == policy.SeverityNotice:
 		return journal.PriNotice
 	}
 	return journal.PriInfo
@@ -73,7 +78,7 @@ func eventFields(ev Event) map[string]string {
 		"MESSAGE_ID":         messageID(ev.Type),
 		"PORTWATCH_EVENT":    shortType(ev.Type),
 		"PORTWATCH_EVENT_ID": ev.ID,
-		"PORTWATCH_SEVERITY": ev.Severity,
+		"PORTWATCH_SEVERITY": ev.Severity.String(),
 	}
 	if ev.Type == TypeTest {
 		return f
@@ -87,6 +92,10 @@ func eventFields(ev Event) map[string]string {
 	}
 	f["PORTWATCH_PORT"] = strconv.Itoa(int(l.Port))
 	f["PORTWATCH_NETNS"] = l.Netns
+	// Fixed names (HolderFlags and knownFlags drop any other), joined
+	// without spaces so that a script can split on ",".
+	f["PORTWATCH_FLAGS"] = joinFlags(HolderFlags(l.Listener), ",")
+	f["PORTWATCH_RISK_FLAGS"] = joinFlags(knownFlags(ev.Listener.Flags), ",")
 	if len(l.Processes) > 0 {
 		p := l.Processes[0]
 		f["PORTWATCH_PID"] = strconv.Itoa(p.PID)
@@ -210,7 +219,7 @@ func escapeFields(fields map[string]string) map[string]string {
 }
 
 var levelNames = map[journal.Priority]string{
-	journal.PriWarning: "warning", journal.PriNotice: "notice", journal.PriInfo: "info", journal.PriErr: "error",
+	journal.PriCrit: "critical", journal.PriWarning: "warning", journal.PriNotice: "notice", journal.PriInfo: "info", journal.PriErr: "error",
 }
 
 // logfmt renders one line: time, level, msg, then the fields in sorted order

@@ -26,14 +26,14 @@ import (
 func TestJournald(t *testing.T) {
 	j := journaltest.Start(t)
 	j.RunHelper(t, "TestHelperJournald")
-	// Four events and the test event of TestHelperJournald.
-	all := j.Wait(t, 5, "SYSLOG_IDENTIFIER=portwatchd")
-	if len(all) != 5 {
-		t.Fatalf("got %d entries, want 5 (exactly one per event, hostile name included)", len(all))
+	// Five events and the test event of TestHelperJournald.
+	all := j.Wait(t, 6, "SYSLOG_IDENTIFIER=portwatchd")
+	if len(all) != 6 {
+		t.Fatalf("got %d entries, want 6 (exactly one per event, hostile name included)", len(all))
 	}
-	es := all[:4]
+	es := all[:5]
 	keys := []string{
-		"MESSAGE", "MESSAGE_ID", "PRIORITY", "SYSLOG_IDENTIFIER",
+		"MESSAGE", "MESSAGE_ID", "PRIORITY", "SYSLOG_IDENTIFIER", "PORTWATCH_SEVERITY", "PORTWATCH_FLAGS", "PORTWATCH_RISK_FLAGS",
 		"PORTWATCH_EVENT", "PORTWATCH_EVENT_ID", "PORTWATCH_VERDICT", "PORTWATCH_RULE", "PORTWATCH_REASON",
 		"PORTWATCH_PROTOCOL", "PORTWATCH_ADDRESS", "PORTWATCH_PORT", "PORTWATCH_NETNS", "PORTWATCH_PID",
 		"PORTWATCH_COMM", "PORTWATCH_EXE", "PORTWATCH_USER", "PORTWATCH_UNIT", "PORTWATCH_CONTAINER",
@@ -49,8 +49,9 @@ func TestJournald(t *testing.T) {
 		got = append(got, m)
 	}
 	base := func(event, id, prio, msgID, comm, msg string) map[string]string {
+		sev := map[string]string{"4": "warning", "5": "notice"}[prio]
 		return map[string]string{
-			"MESSAGE": msg, "MESSAGE_ID": msgID, "PRIORITY": prio, "SYSLOG_IDENTIFIER": "portwatchd",
+			"MESSAGE": msg, "MESSAGE_ID": msgID, "PRIORITY": prio, "SYSLOG_IDENTIFIER": "portwatchd", "PORTWATCH_SEVERITY": sev,
 			"PORTWATCH_EVENT": event, "PORTWATCH_EVENT_ID": id, "PORTWATCH_VERDICT": "unexpected",
 			"PORTWATCH_RULE": "web", "PORTWATCH_REASON": "no rule allows it", "PORTWATCH_PROTOCOL": "tcp",
 			"PORTWATCH_ADDRESS": "0.0.0.0", "PORTWATCH_PORT": "4444", "PORTWATCH_NETNS": "host",
@@ -63,6 +64,7 @@ func TestJournald(t *testing.T) {
 		"MESSAGE_ID":         MessageIDOpened,
 		"PRIORITY":           "6",
 		"SYSLOG_IDENTIFIER":  "portwatchd",
+		"PORTWATCH_SEVERITY": "info",
 		"PORTWATCH_EVENT":    "opened",
 		"PORTWATCH_EVENT_ID": "ev000000000000000000000000000004",
 		"PORTWATCH_VERDICT":  "allowed", "PORTWATCH_RULE": "ssh", "PORTWATCH_REASON": "remote administration",
@@ -79,16 +81,32 @@ func TestJournald(t *testing.T) {
 			"unexpected listener tcp 0.0.0.0:4444 closed, alert resolved (was held by /tmp/x (pid 812, user nobody, unit evil.service))"),
 		allowedEntry,
 	}
+	// A critical listener: PRIORITY crit, its severity, the flags of its
+	// holders and those that made it critical.
+	crit := base("opened", "ev000000000000000000000000000005", "2", MessageIDOpened, "x",
+		"unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service, +1 more) [flags: exe_gone, exe_in_writable_dir, session_launched]: rule web names no exe: and does not accept exe_gone, exe_in_writable_dir")
+	crit["PORTWATCH_SEVERITY"] = "critical"
+	crit["PORTWATCH_REASON"] = "rule web names no exe: and does not accept exe_gone, exe_in_writable_dir"
+	crit["PORTWATCH_FLAGS"] = "exe_gone,exe_in_writable_dir,session_launched"
+	crit["PORTWATCH_RISK_FLAGS"] = "exe_gone,exe_in_writable_dir"
+	want = append(want, crit)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("journal entries (-want +got):\n%s", diff)
 	}
-	// The query the README gives for unexpected listeners finds exactly the opened one.
+	// The query the README gives for unexpected listeners finds exactly the opened ones.
 	es, err := j.Entries("-t", "portwatchd", "PORTWATCH_EVENT=opened", "PORTWATCH_VERDICT=unexpected")
-	if err != nil || len(es) != 1 {
-		t.Errorf("journalctl -t portwatchd PORTWATCH_EVENT=opened PORTWATCH_VERDICT=unexpected: %d entries, %v; want 1", len(es), err)
+	if err != nil || len(es) != 2 {
+		t.Errorf("journalctl -t portwatchd PORTWATCH_EVENT=opened PORTWATCH_VERDICT=unexpected: %d entries, %v; want 2", len(es), err)
+	}
+	// Those the README gives for critical alerts find the critical one only.
+	for _, q := range [][]string{{"-t", "portwatchd", "-p", "crit"}, {"-t", "portwatchd", "PORTWATCH_SEVERITY=critical"}} {
+		es, err := j.Entries(q...)
+		if err != nil || len(es) != 1 || es[0]["PORTWATCH_EVENT_ID"] != "ev000000000000000000000000000005" {
+			t.Errorf("journalctl %s: %d entries, %v; want the critical one", strings.Join(q, " "), len(es), err)
+		}
 	}
 	// The test event from Test.
-	es = all[4:]
+	es = all[5:]
 	if es[0]["MESSAGE_ID"] != MessageIDTest || es[0]["PRIORITY"] != "5" || !strings.Contains(es[0]["MESSAGE"], "test notification") {
 		t.Errorf("test entry: %v", es[0])
 	}
@@ -111,6 +129,7 @@ func TestHelperJournald(t *testing.T) {
 		fixedEvent(2, TypeChanged, unexpected(4444, "x")),
 		fixedEvent(3, TypeClosed, unexpected(4444, "x")),
 		fixedEvent(4, TypeOpened, allowed(22)),
+		fixedEvent(5, TypeOpened, critical(4444)),
 	}
 	if err := d.Send(events); err != nil {
 		t.Fatal(err)

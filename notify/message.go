@@ -16,24 +16,6 @@ import (
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
-// Severity names used in Event.Severity.
-const (
-	SeverityWarning = "warning"
-	SeverityNotice  = "notice"
-	SeverityInfo    = "info"
-)
-
-// severityOf maps an event's severity name onto the policy's ordered type.
-func severityOf(s string) policy.Severity {
-	switch s {
-	case SeverityWarning:
-		return policy.SeverityWarning
-	case SeverityNotice:
-		return policy.SeverityNotice
-	}
-	return policy.SeverityInfo
-}
-
 // shortType is the event type without its "listener." prefix: opened,
 // closed, changed or test. It is the value of PORTWATCH_EVENT and of the
 // webhook events: filter.
@@ -53,20 +35,29 @@ func NewID() string {
 }
 
 // severityFor implements the severity rules: an unexpected listener that
-// opens or changes is a warning; the close of an unexpected (hence alerted)
-// listener is a notice, which resolves the alert; everything about allowed or
-// ignored listeners is info, which goes to journald only.
-func severityFor(typ string, d policy.Decision) string {
+// opens or changes takes the listener's severity (alertSeverity: critical
+// with a high-risk flag, else warning); the close of an unexpected (hence
+// alerted) listener is a notice, which resolves the alert; everything about
+// allowed or ignored listeners is info, which goes to journald only.
+func severityFor(typ string, d policy.Decision) policy.Severity {
 	switch {
 	case typ == TypeTest:
-		return SeverityNotice
+		return policy.SeverityNotice
 	case d.Verdict != policy.Unexpected:
-		return SeverityInfo
+		return policy.SeverityInfo
 	case typ == TypeClosed:
-		return SeverityNotice
+		return policy.SeverityNotice
 	default:
-		return SeverityWarning
+		return alertSeverity(d)
 	}
+}
+
+// alertSeverity is the severity of the alert on the unexpected listener d:
+// the policy's, warning or critical. A decision without one (alerted before
+// severities existed, read back from an old state file) is a warning, as it
+// was then, so that its Alertmanager labels stay those it fired with.
+func alertSeverity(d policy.Decision) policy.Severity {
+	return min(max(d.Severity, policy.SeverityWarning), policy.SeverityCritical)
 }
 
 // endpoint formats a listener as "tcp 0.0.0.0:4444", with the namespace when
@@ -104,8 +95,10 @@ func hostPort(a netip.Addr, port uint16) string {
 }
 
 // holder describes the first process holding the socket: "/tmp/x (pid 812,
-// user nobody)". When the comm differs from the executable's base name it is
-// shown too, because a renamed process must not pass for another one.
+// user nobody)", then the flags of every holder, if any: "[flags: exe_gone,
+// exe_in_writable_dir]". When the comm differs from the executable's base
+// name it is shown too, because a renamed process must not pass for another
+// one.
 func holder(l watcher.Listener) string {
 	if len(l.Processes) == 0 {
 		return "an unattributed process"
@@ -142,7 +135,13 @@ func holder(l watcher.Listener) string {
 	if n := len(l.Processes) - 1; n > 0 {
 		attrs = append(attrs, fmt.Sprintf("+%d more", n))
 	}
-	return s + " (" + strings.Join(attrs, ", ") + ")"
+	s += " (" + strings.Join(attrs, ", ") + ")"
+	// The evidence against the program, of every holder: fixed names,
+	// which need no escaping.
+	if fs := HolderFlags(l); len(fs) > 0 {
+		s += " [flags: " + joinFlags(fs, ", ") + "]"
+	}
+	return s
 }
 
 // transientMessage is the message of a transient listener's opened event.

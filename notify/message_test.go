@@ -29,6 +29,12 @@ func TestNewEvent(t *testing.T) {
 	noExe := unexpected(4444, "x")
 	noExe.Processes = []watcher.Process{noExe.Processes[0]}
 	noExe.Processes[0].Exe, noExe.Processes[0].ExeUnverified = "", true
+	crit := critical(4444)
+	legacy := unexpected(4444, "x") // alerted before severities: none set
+	legacy.Severity = policy.SeverityInfo
+	warnFlags := unexpected(4444, "x")
+	warnFlags.Severity = policy.SeverityWarning
+	warnFlags.Processes[0].Flags = []watcher.Flag{watcher.FlagRootUnprivilegedPort, "made_up\x1b[2J", watcher.FlagExeUnpackaged}
 	type row struct {
 		name     string
 		typ      string
@@ -65,12 +71,23 @@ func TestNewEvent(t *testing.T) {
 			message: "allowed listener tcp 0.0.0.0:22 closed (was held by /usr/sbin/sshd (pid 812, user nobody, unit evil.service))"},
 		warnOpened("hostile", unexpected(4444, hostile),
 			`unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (comm "x\n<!channel>\x1b[2J", pid 812, user nobody, unit evil.service): no rule allows it`),
+		{name: "critical opened", typ: TypeOpened, d: crit, severity: "critical",
+			message: "unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service, +1 more) [flags: exe_gone, exe_in_writable_dir, session_launched]: rule web names no exe: and does not accept exe_gone, exe_in_writable_dir"},
+		{name: "critical changed", typ: TypeChanged, d: crit, severity: "critical",
+			message: "unexpected listener tcp 0.0.0.0:4444 changed owner to /tmp/x (pid 812, user nobody, unit evil.service, +1 more) [flags: exe_gone, exe_in_writable_dir, session_launched]: rule web names no exe: and does not accept exe_gone, exe_in_writable_dir"},
+		{name: "critical resolved is a notice", typ: TypeClosed, d: crit, severity: "notice",
+			message: "unexpected listener tcp 0.0.0.0:4444 closed, alert resolved (was held by /tmp/x (pid 812, user nobody, unit evil.service, +1 more) [flags: exe_gone, exe_in_writable_dir, session_launched])"},
+		// Flags in AllFlags order; a name that is not a flag is never shown.
+		warnOpened("warning with low flags", warnFlags,
+			"unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service) [flags: exe_unpackaged, root_unprivileged_port]: no rule allows it"),
+		warnOpened("unexpected without a severity is a warning", legacy,
+			"unexpected listener tcp 0.0.0.0:4444 opened by /tmp/x (pid 812, user nobody, unit evil.service): no rule allows it"),
 		{name: "test", typ: TypeTest, d: policy.Decision{}, severity: "notice", message: "portwatchd test notification from web-1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := NewEvent(tt.typ, tt.d, "web-1", testTime)
-			got := struct{ Severity, Message string }{ev.Severity, ev.Message}
+			got := struct{ Severity, Message string }{ev.Severity.String(), ev.Message}
 			want := struct{ Severity, Message string }{tt.severity, tt.message}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("NewEvent (-want +got):\n%s", diff)
@@ -93,6 +110,8 @@ func TestAccepts(t *testing.T) {
 	closed := NewEvent(TypeClosed, unexpected(1, "x"), "h", testTime)
 	info := NewEvent(TypeOpened, allowed(22), "h", testTime)
 	test := NewEvent(TypeTest, policy.Decision{}, "h", testTime)
+	crit := NewEvent(TypeOpened, critical(1), "h", testTime)
+	critClosed := NewEvent(TypeClosed, critical(1), "h", testTime)
 	tests := []struct {
 		name string
 		hook policy.Webhook
@@ -106,6 +125,11 @@ func TestAccepts(t *testing.T) {
 		{name: "min warning drops notice", hook: policy.Webhook{MinSeverity: policy.SeverityWarning}, ev: closed, want: false},
 		{name: "events filter", hook: policy.Webhook{Events: []string{"opened", "changed"}}, ev: closed, want: false},
 		{name: "events filter passes", hook: policy.Webhook{Events: []string{"closed"}}, ev: closed, want: true},
+		{name: "critical to default hook", ev: crit, want: true},
+		{name: "min warning passes critical", hook: policy.Webhook{MinSeverity: policy.SeverityWarning}, ev: crit, want: true},
+		{name: "min critical passes critical", hook: policy.Webhook{MinSeverity: policy.SeverityCritical}, ev: crit, want: true},
+		{name: "min critical drops warning", hook: policy.Webhook{MinSeverity: policy.SeverityCritical}, ev: warn, want: false},
+		{name: "min critical drops a critical one's resolve", hook: policy.Webhook{MinSeverity: policy.SeverityCritical}, ev: critClosed, want: false},
 		{name: "test goes everywhere", hook: policy.Webhook{Events: []string{"opened"}, MinSeverity: policy.SeverityWarning}, ev: test, want: true},
 	}
 	for _, tt := range tests {

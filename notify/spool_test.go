@@ -7,12 +7,14 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/portwatchd/portwatchd/policy"
 )
 
 func evs(names ...string) []Event {
 	var out []Event
 	for _, n := range names {
-		out = append(out, Event{ID: n, Type: TypeOpened, Severity: SeverityWarning})
+		out = append(out, Event{ID: n, Type: TypeOpened, Severity: policy.SeverityWarning})
 	}
 	return out
 }

@@ -34,16 +34,20 @@ const maxMessages = 10
 // a message holding events may take limit(events) characters (runes).
 type listStyle struct {
 	bullet string
-	esc    func(string) string
-	limit  func(events []Event) int
+	// mark starts the line of a critical listener, after the bullet:
+	// fixed text in the format's markup, not escaped.
+	mark  string
+	esc   func(string) string
+	limit func(events []Event) int
 }
 
 func fixedLimit(n int) func([]Event) int { return func([]Event) int { return n } }
 
 // line is one line of a list, unescaped, and how many events it covers.
 type line struct {
-	text   string
-	events int
+	text     string
+	events   int
+	critical bool // the line starts with the style's mark
 }
 
 // list renders events as the list of one message. grouped says the events
@@ -57,7 +61,7 @@ func (st listStyle) list(events []Event) (text string, grouped bool) {
 	}
 	var lines []line
 	for _, g := range groupEvents(events) {
-		lines = append(lines, line{g.text(g.events), len(g.events)})
+		lines = append(lines, line{g.text(g.events), len(g.events), g.critical})
 	}
 	return st.render(lines, limit), true
 }
@@ -87,7 +91,7 @@ func (st listStyle) split(events []Event) [][]Event {
 		n := 0            // the size of their line
 		for _, ev := range g.events {
 			try := append(chunk[:len(chunk):len(chunk)], ev)
-			m := st.size(g.text(try))
+			m := st.size(g.text(try), g.critical)
 			sep := 0
 			if len(cur) > 0 {
 				sep = 1
@@ -101,7 +105,7 @@ func (st listStyle) split(events []Event) [][]Event {
 			}
 			parts = append(parts, cur)
 			cur, size = nil, 0
-			chunk, n = []Event{ev}, st.size(g.text([]Event{ev}))
+			chunk, n = []Event{ev}, st.size(g.text([]Event{ev}), g.critical)
 		}
 		add(chunk, n)
 	}
@@ -116,8 +120,16 @@ func (st listStyle) split(events []Event) [][]Event {
 }
 
 // size is the length of one line as sent.
-func (st listStyle) size(text string) int {
-	return utf8.RuneCountInString(st.bullet) + utf8.RuneCountInString(st.esc(text))
+func (st listStyle) size(text string, critical bool) int {
+	return utf8.RuneCountInString(st.head(critical)) + utf8.RuneCountInString(st.esc(text))
+}
+
+// head is what a line starts with: the bullet, and the mark when critical.
+func (st listStyle) head(critical bool) string {
+	if critical {
+		return st.bullet + st.mark
+	}
+	return st.bullet
 }
 
 func (st listStyle) fits(lines []line, limit int) bool {
@@ -126,7 +138,7 @@ func (st listStyle) fits(lines []line, limit int) bool {
 		if i > 0 {
 			total++
 		}
-		total += st.size(l.text)
+		total += st.size(l.text, l.critical)
 		if total > limit {
 			return false
 		}
@@ -144,7 +156,7 @@ func (st listStyle) render(lines []line, limit int) string {
 	var b strings.Builder
 	size := 0
 	for i, l := range lines {
-		add := st.bullet + st.esc(l.text)
+		add := st.head(l.critical) + st.esc(l.text)
 		if i > 0 {
 			add = "\n" + add
 		}
@@ -174,21 +186,22 @@ func (st listStyle) render(lines []line, limit int) string {
 func eventLines(events []Event) []line {
 	lines := make([]line, len(events))
 	for i, ev := range events {
-		lines[i] = line{truncate(ev.Message, maxLine), 1}
+		lines[i] = line{truncate(ev.Message, maxLine), 1, ev.Severity >= policy.SeverityCritical}
 	}
 	return lines
 }
 
-// group is events alike in all but their endpoints: the same type, verdict
-// and holder, and the same note. An event whose message is not the one
+// group is events alike in all but their endpoints: the same type, verdict,
+// holder and severity (critical or not), and the same note. An event whose message is not the one
 // NewEvent writes from its decision (a resolve of a listener now allowed) is
 // a group of its own, shown by its message.
 type group struct {
-	events []Event
-	typ    string
-	d      policy.Decision // of the first event: verdict and holder
-	note   string          // what follows the standard message, e.g. " (reminder: ...)"
-	custom bool
+	events   []Event
+	typ      string
+	d        policy.Decision // of the first event: verdict and holder
+	note     string          // what follows the standard message, e.g. " (reminder: ...)"
+	custom   bool
+	critical bool
 }
 
 // groupEvents groups events in the order each group first appears.
@@ -196,16 +209,18 @@ func groupEvents(events []Event) []*group {
 	var groups []*group
 	index := map[string]*group{}
 	for _, ev := range events {
+		crit := ev.Severity >= policy.SeverityCritical
 		std := message(ev.Type, ev.Listener, ev.Host)
 		note, ok := strings.CutPrefix(ev.Message, std)
 		if !ok || ev.Type == TypeTest || (note != "" && !strings.HasPrefix(note, " (")) {
-			groups = append(groups, &group{events: []Event{ev}, custom: true})
+			groups = append(groups, &group{events: []Event{ev}, custom: true, critical: crit})
 			continue
 		}
-		key := ev.Type + "\x00" + string(ev.Listener.Verdict) + "\x00" + holder(ev.Listener.Listener) + "\x00" + note
+		key := ev.Type + "\x00" + string(ev.Listener.Verdict) + "\x00" + holder(ev.Listener.Listener) + "\x00" + note +
+			"\x00" + strconv.FormatBool(crit)
 		g := index[key]
 		if g == nil {
-			g = &group{typ: ev.Type, d: ev.Listener, note: note}
+			g = &group{typ: ev.Type, d: ev.Listener, note: note, critical: crit}
 			index[key] = g
 			groups = append(groups, g)
 		}

@@ -104,12 +104,12 @@ func TestDaemonEBPF(t *testing.T) {
 			"PORTWATCH_VERDICT":   "unexpected",
 			"PORTWATCH_EXE":       selfExe,
 			"PORTWATCH_PID":       strconv.Itoa(c.PID()),
-			"PRIORITY":            "4",
 		} {
 			if ent[k] != want {
 				t.Errorf("transient entry %s = %q, want %q", k, ent[k], want)
 			}
 		}
+		checkAlertPriority(t, "transient entry", ent)
 		if us, err := strconv.Atoi(ent["PORTWATCH_LIFETIME_USEC"]); err != nil || us < 10000 {
 			t.Errorf("PORTWATCH_LIFETIME_USEC = %q, want at least 10 ms", ent["PORTWATCH_LIFETIME_USEC"])
 		}

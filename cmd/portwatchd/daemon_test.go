@@ -618,12 +618,12 @@ func TestDaemonEndToEnd(t *testing.T) {
 			"PORTWATCH_PID":      strconv.Itoa(c.PID()),
 			"PORTWATCH_EXE":      selfExe,
 			"PORTWATCH_RULE":     "everything-else",
-			"PRIORITY":           "4",
 		} {
 			if ent[k] != want {
 				t.Errorf("opened entry %s = %q, want %q", k, ent[k], want)
 			}
 		}
+		checkAlertPriority(t, "opened entry", ent)
 		if ent["MESSAGE_ID"] == "" || ent["PORTWATCH_EVENT_ID"] == "" {
 			t.Errorf("opened entry without MESSAGE_ID or PORTWATCH_EVENT_ID: %v", ent)
 		}
@@ -652,9 +652,10 @@ func TestDaemonEndToEnd(t *testing.T) {
 			es := e.events("changed", handed)
 			if n := len(es); n > 0 && es[n-1]["PORTWATCH_EXE"] == other {
 				last := es[n-1]
-				if last["PORTWATCH_PID"] != strconv.Itoa(pid) || last["PORTWATCH_VERDICT"] != "unexpected" || last["PRIORITY"] != "4" {
-					t.Errorf("changed entry: pid %s verdict %s priority %s, want pid %d, unexpected, 4", last["PORTWATCH_PID"], last["PORTWATCH_VERDICT"], last["PRIORITY"], pid)
+				if last["PORTWATCH_PID"] != strconv.Itoa(pid) || last["PORTWATCH_VERDICT"] != "unexpected" {
+					t.Errorf("changed entry: pid %s verdict %s, want pid %d, unexpected", last["PORTWATCH_PID"], last["PORTWATCH_VERDICT"], pid)
 				}
+				checkAlertPriority(t, "changed entry", last)
 				break
 			}
 			if time.Now().After(deadline) {

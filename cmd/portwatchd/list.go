@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portwatchd/portwatchd/internal/textesc"
+	"github.com/portwatchd/portwatchd/notify"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
 )
@@ -83,7 +84,7 @@ func runList(args []string, stdout, stderr io.Writer) int {
 // Every field a process controls is escaped.
 func writeTable(out io.Writer, ds []policy.Decision) error {
 	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROTO\tLOCAL ADDRESS:PORT\tNETNS\tPID/PROGRAM\tEXE\tUSER\tUNIT\tVERDICT")
+	fmt.Fprintln(tw, "PROTO\tLOCAL ADDRESS:PORT\tNETNS\tPID/PROGRAM\tEXE\tUSER\tUNIT\tFLAGS\tVERDICT")
 	for i := range ds {
 		d := &ds[i]
 		l := &d.Listener
@@ -121,13 +122,49 @@ func writeTable(out io.Writer, ds []policy.Decision) error {
 		verdict := string(d.Verdict)
 		// For an unexpected listener Rule is only the closest rule: naming
 		// it next to the verdict would read as if it matched.
-		if d.Rule != "" && d.Verdict != policy.Unexpected {
+		switch {
+		case d.Rule != "" && d.Verdict != policy.Unexpected:
 			verdict += " (" + escape(d.Rule) + ")"
+		case d.Verdict == policy.Unexpected && d.Severity >= policy.SeverityCritical:
+			verdict += " (critical)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			protoColumn(l), addrColumn(l), escape(l.Netns), prog, exe, user, unit, verdict)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			protoColumn(l), addrColumn(l), escape(l.Netns), prog, exe, user, unit, flagsColumn(l), verdict)
 	}
 	return tw.Flush()
+}
+
+// flagShort is the short name of each flag in list's FLAGS column, which
+// must stay narrow; list --json, journald and webhooks use the full names.
+// The README's list section documents them.
+var flagShort = map[watcher.Flag]string{
+	watcher.FlagExeReplaced:          "replaced",
+	watcher.FlagExeGone:              "gone",
+	watcher.FlagExeMemfd:             "memfd",
+	watcher.FlagExeInWritableDir:     "wdir",
+	watcher.FlagExeUnpackaged:        "unpkg",
+	watcher.FlagExeModified:          "mod",
+	watcher.FlagSessionLaunched:      "session",
+	watcher.FlagParentShell:          "pshell",
+	watcher.FlagParentWebServer:      "pweb",
+	watcher.FlagInterpreter:          "interp",
+	watcher.FlagNetcatFamily:         "nc",
+	watcher.FlagCommMismatch:         "comm",
+	watcher.FlagRootUnprivilegedPort: "rootport",
+}
+
+// flagsColumn is the flags of every holder of l, short names in
+// watcher.AllFlags order joined by ",", or "-" when there is none.
+func flagsColumn(l *watcher.Listener) string {
+	fs := notify.HolderFlags(*l)
+	if len(fs) == 0 {
+		return "-"
+	}
+	names := make([]string, len(fs))
+	for i, f := range fs {
+		names[i] = flagShort[f]
+	}
+	return strings.Join(names, ",")
 }
 
 // protoColumn is the protocol with its family, as netstat writes it:

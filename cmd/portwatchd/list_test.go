@@ -96,7 +96,7 @@ func TestListTable(t *testing.T) {
 		}
 	}
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if h := strings.Fields(lines[0]); !slices.Equal(h, []string{"PROTO", "LOCAL", "ADDRESS:PORT", "NETNS", "PID/PROGRAM", "EXE", "USER", "UNIT", "VERDICT"}) {
+	if h := strings.Fields(lines[0]); !slices.Equal(h, []string{"PROTO", "LOCAL", "ADDRESS:PORT", "NETNS", "PID/PROGRAM", "EXE", "USER", "UNIT", "FLAGS", "VERDICT"}) {
 		t.Errorf("header = %q", lines[0])
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
@@ -144,13 +144,18 @@ func TestListJSON(t *testing.T) {
 		"port", "processes", "protocol", "reason", "rule", "service", "severity", "uid", "verdict"}
 	processKeys := []string{"cmdline", "comm", "container", "exe", "exe_deleted", "flags", "pid", "uid", "unit", "user"}
 	found := false
+	// Left out when empty: risk_flags of a listener, flags_unknown of a
+	// process.
+	optional := func(ks []string, opt string) []string {
+		return slices.DeleteFunc(ks, func(k string) bool { return k == opt })
+	}
 	for _, l := range listeners {
-		if diff := cmp.Diff(listenerKeys, listKeys(l)); diff != "" {
+		if diff := cmp.Diff(listenerKeys, optional(listKeys(l), "risk_flags")); diff != "" {
 			t.Fatalf("listener keys (-want +got):\n%s", diff)
 		}
 		procs := l["processes"].([]any)
 		for _, p := range procs {
-			if diff := cmp.Diff(processKeys, listKeys(p.(map[string]any))); diff != "" {
+			if diff := cmp.Diff(processKeys, optional(listKeys(p.(map[string]any)), "flags_unknown")); diff != "" {
 				t.Fatalf("process keys (-want +got):\n%s", diff)
 			}
 		}
@@ -169,6 +174,44 @@ func TestListJSON(t *testing.T) {
 		}
 		if _, ok := p["cmdline"].([]any); !ok {
 			t.Errorf("cmdline %v is not an array", p["cmdline"])
+		}
+	}
+	// Every listener: a severity by its name (info when not unexpected);
+	// flags per process and risk_flags, when present, arrays of known
+	// flags. (The watcher gives [] for a process without flags; null is
+	// let pass here only so that this test does not depend on that.)
+	knownFlags := func(where string, v any) {
+		if v == nil {
+			return
+		}
+		a, ok := v.([]any)
+		if !ok {
+			t.Errorf("%s: %v is not an array", where, v)
+			return
+		}
+		for _, f := range a {
+			if s, _ := f.(string); !watcher.Flag(s).Known() {
+				t.Errorf("%s: %v is not a flag", where, f)
+			}
+		}
+	}
+	for _, l := range listeners {
+		where := fmt.Sprint(l["protocol"], " ", l["address"], ":", l["port"])
+		sev, verdict := l["severity"], l["verdict"]
+		switch sev {
+		case "info":
+		case "warning", "critical":
+			if verdict != "unexpected" {
+				t.Errorf("%s: severity %v for verdict %v", where, sev, verdict)
+			}
+		default:
+			t.Errorf("%s: severity %v is not info, warning or critical", where, sev)
+		}
+		if rf, ok := l["risk_flags"]; ok {
+			knownFlags(where+" risk_flags", rf)
+		}
+		for _, p := range l["processes"].([]any) {
+			knownFlags(where+" flags", p.(map[string]any)["flags"])
 		}
 	}
 	if !found {
@@ -239,6 +282,10 @@ func TestWriteTable(t *testing.T) {
 	proc := func(pid int, comm, exe string) watcher.Process {
 		return watcher.Process{PID: pid, Comm: comm, Exe: exe, User: "root", Cmdline: []string{exe}}
 	}
+	memfd := proc(4242, "payload", "/memfd:x")
+	memfd.Flags = []watcher.Flag{watcher.FlagExeMemfd, watcher.FlagSessionLaunched}
+	memfd2 := memfd
+	memfd2.PID, memfd2.Flags = 4243, []watcher.Flag{watcher.FlagExeMemfd, watcher.FlagRootUnprivilegedPort}
 	ds := []policy.Decision{
 		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv4", Address: netip.MustParseAddr("0.0.0.0"), Port: 22, Service: "ssh", Netns: "host",
 			Processes: []watcher.Process{proc(1, "systemd", "/usr/lib/systemd/systemd"), proc(812, "sshd", "/usr/sbin/sshd"), proc(813, "sshd", "/usr/sbin/sshd")}},
@@ -251,6 +298,10 @@ func TestWriteTable(t *testing.T) {
 			Verdict: "unexpected"},
 		{Listener: watcher.Listener{Protocol: "udp", Family: "ipv4", Address: netip.MustParseAddr("10.0.0.1"), Port: 68, Interface: "eth0", Netns: "host", Processes: []watcher.Process{}},
 			Verdict: "unexpected"},
+		// Critical: the flags of both holders, in AllFlags order.
+		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv4", Address: netip.MustParseAddr("0.0.0.0"), Port: 8443, Netns: "host",
+			Processes: []watcher.Process{memfd, memfd2}},
+			Verdict: "unexpected", Rule: "web", Severity: policy.SeverityCritical, Flags: []watcher.Flag{watcher.FlagExeMemfd}},
 		{Listener: watcher.Listener{Protocol: "udp", Family: "ipv6", Address: netip.MustParseAddr("::1"), Port: 41000, Ephemeral: true, Netns: "host",
 			Processes: []watcher.Process{{PID: 77, Comm: "dig", Exe: "/usr/bin/dig", User: "root", Unit: "session-3.scope"}}},
 			Verdict: "ignored"},
@@ -259,14 +310,34 @@ func TestWriteTable(t *testing.T) {
 	if err := writeTable(&b, ds); err != nil {
 		t.Fatal(err)
 	}
-	want := `PROTO  LOCAL ADDRESS:PORT     NETNS                   PID/PROGRAM   EXE                            USER  UNIT                    VERDICT
-tcp    0.0.0.0:22 (ssh)       host                    812/sshd+2    /usr/sbin/sshd                 root  -                       allowed (ssh)
-tcp46  [::]:8080              container:0123456789ab  4242/payload  /memfd:x (deleted)             1000  container:0123456789ab  unexpected
-tcp    127.0.0.1:9000         host                    900/python3   /usr/bin/python3 (unverified)  root  session-3.scope         unexpected
-udp    10.0.0.1%eth0:68       host                    -             -                              -     -                       unexpected
-udp6   [::1]:41000 ephemeral  host                    77/dig        /usr/bin/dig                   root  session-3.scope         ignored
+	want := `PROTO  LOCAL ADDRESS:PORT     NETNS                   PID/PROGRAM     EXE                            USER  UNIT                    FLAGS                   VERDICT
+tcp    0.0.0.0:22 (ssh)       host                    812/sshd+2      /usr/sbin/sshd                 root  -                       -                       allowed (ssh)
+tcp46  [::]:8080              container:0123456789ab  4242/payload    /memfd:x (deleted)             1000  container:0123456789ab  -                       unexpected
+tcp    127.0.0.1:9000         host                    900/python3     /usr/bin/python3 (unverified)  root  session-3.scope         -                       unexpected
+udp    10.0.0.1%eth0:68       host                    -               -                              -     -                       -                       unexpected
+tcp    0.0.0.0:8443           host                    4242/payload+1  /memfd:x                       root  -                       memfd,session,rootport  unexpected (critical)
+udp6   [::1]:41000 ephemeral  host                    77/dig          /usr/bin/dig                   root  session-3.scope         -                       ignored
 `
 	if diff := cmp.Diff(want, b.String()); diff != "" {
 		t.Errorf("table (-want +got):\n%s\ngot:\n%s", diff, b.String())
+	}
+}
+
+// TestFlagShort: every flag has a short name in list's FLAGS column, no
+// two alike, and none that a comma would split.
+func TestFlagShort(t *testing.T) {
+	seen := map[string]watcher.Flag{}
+	for _, f := range watcher.AllFlags {
+		s, ok := flagShort[f]
+		if !ok || s == "" || strings.ContainsAny(s, ", ") {
+			t.Errorf("flag %s: short name %q", f, s)
+		}
+		if g, dup := seen[s]; dup {
+			t.Errorf("flags %s and %s share the short name %q", g, f, s)
+		}
+		seen[s] = f
+	}
+	if len(flagShort) != len(watcher.AllFlags) {
+		t.Errorf("%d short names for %d flags", len(flagShort), len(watcher.AllFlags))
 	}
 }
