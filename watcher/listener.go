@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/netip"
 	"strconv"
@@ -68,7 +69,16 @@ func (p Process) MarshalJSON() ([]byte, error) {
 	if p.Flags == nil {
 		p.Flags = []Flag{}
 	}
-	return json.Marshal(plain(p))
+	// Not json.Marshal, which escapes <, > and & whatever the caller's
+	// encoder says: a hostile comm would read differently in list --json
+	// and in webhooks (which turn that escaping off).
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(plain(p)); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Listener is one listening socket: a TCP socket in LISTEN, or a bound and
