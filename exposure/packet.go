@@ -24,6 +24,7 @@ type origin struct {
 	kind okind
 	desc string // nft syntax of the field: "ip saddr", "iifname", "th sport"
 	lo   []byte // oIface: the loopback interface's value, decided exactly
+	not  []byte // oIface: the value of an interface the packet does not come in on
 	mask []byte // a bitwise mask applied to it, for the description
 	why  string // oUnknown: the reason a path through it is unknown
 }
@@ -114,6 +115,7 @@ type packet struct {
 	loIndex uint32
 	local   func(netip.Addr) bool // is it an address of the namespace
 	oif     *Link                 // forward hook: the interface towards the destination, if known
+	notIif  *Link                 // an interface the packet does not come in on
 	pubMode bool
 }
 
@@ -197,17 +199,29 @@ func (p *packet) meta(k expr.MetaKey) ([]byte, []*origin) {
 		}
 		return []byte{0x86, 0xdd}, nil
 	case expr.MetaKeyIIF:
-		return make([]byte, 4), fill(4, &origin{kind: oIface, desc: "iif", lo: u32(p.loIndex)})
+		o := &origin{kind: oIface, desc: "iif", lo: u32(p.loIndex)}
+		if p.notIif != nil {
+			o.not = u32(uint32(p.notIif.Index))
+		}
+		return make([]byte, 4), fill(4, o)
 	case expr.MetaKeyIIFNAME:
 		lo := make([]byte, 16)
 		copy(lo, "lo")
-		return make([]byte, 16), fill(16, &origin{kind: oIface, desc: "iifname", lo: lo})
+		o := &origin{kind: oIface, desc: "iifname", lo: lo}
+		if p.notIif != nil {
+			o.not = make([]byte, 16)
+			copy(o.not, p.notIif.Name)
+		}
+		return make([]byte, 16), fill(16, o)
 	case expr.MetaKeyIIFTYPE:
 		return make([]byte, 2), fill(2, &origin{kind: oIface, desc: "iiftype",
 			lo: binary.NativeEndian.AppendUint16(nil, unix.ARPHRD_LOOPBACK)})
 	case expr.MetaKeyOIF, expr.MetaKeyOIFNAME:
 		if p.oif == nil {
-			return make([]byte, 4), fill(4, unknownField("oif"))
+			if k == expr.MetaKeyOIF {
+				return make([]byte, 4), fill(4, unknownField("oif"))
+			}
+			return make([]byte, 16), fill(16, unknownField("oifname"))
 		}
 		if k == expr.MetaKeyOIF {
 			return u32(uint32(p.oif.Index)), nil

@@ -85,6 +85,9 @@ func (rs *Ruleset) forwardVerdict(pub *Publication) {
 	pre := &packet{family: fam, l4proto: proto, daddr: host, dport: pub.HostPort, local: rs.isLocal, loIndex: 1}
 	p := *pre
 	p.daddr, p.dport, p.ctStat, p.oif = pub.ToAddr, pub.ToPort, ipsDstNat, rs.linkTo(pub.ToAddr)
+	// The connection comes from outside, so not in on the interface
+	// towards the destination (Docker's `! -i docker0`).
+	p.notIif, pre.notIif = p.oif, p.oif
 	hook := uint32(unix.NF_INET_FORWARD)
 	if rs.isLocal(pub.ToAddr) || pub.ToAddr.IsLoopback() {
 		hook = unix.NF_INET_LOCAL_IN
@@ -129,10 +132,8 @@ func (rs *Ruleset) candidatePorts() []uint16 {
 	}
 	for _, s := range rs.Sets {
 		for _, e := range s.Elements {
-			if s.KeyType == setTypeInetService || len(s.FieldLens) > 0 {
-				for j := 0; j+2 <= len(e.Key); j += 4 {
-					add2(e.Key[j:])
-				}
+			for j := 0; j+2 <= len(e.Key); j += 4 {
+				add2(e.Key[j:])
 			}
 		}
 	}
@@ -144,9 +145,6 @@ func (rs *Ruleset) candidatePorts() []uint16 {
 	slices.Sort(out)
 	return out
 }
-
-// setTypeInetService is the nft datatype of a port (TYPE_INET_SERVICE).
-const setTypeInetService = 13
 
 // dnatNative records the publication of an nft `dnat to` statement.
 func (w *walker) dnatNative(st state, r *Rule, g *regs, x *expr.NAT) result {

@@ -288,13 +288,16 @@ func (w *walker) test(st state, r *Rule, i int, g *regs, b []byte, o []*origin, 
 	}
 	switch org.kind {
 	case oIface:
-		if org.lo != nil && (op == expr.CmpOpEq || op == expr.CmpOpNeq) && len(data) <= len(org.lo) &&
-			bytes.Equal(data, org.lo[:len(data)]) && (len(data) == len(org.lo) || data[len(data)-1] == 0) {
-			// Exactly lo: the packet comes from another interface.
-			if op == expr.CmpOpNeq {
-				return w.exprs(st, r, i+1, g)
+		for _, not := range [][]byte{org.lo, org.not} {
+			if not != nil && (op == expr.CmpOpEq || op == expr.CmpOpNeq) && len(data) <= len(not) &&
+				bytes.Equal(data, not[:len(data)]) && (len(data) == len(not) || data[len(data)-1] == 0) {
+				// Exactly lo (or the interface towards the
+				// destination): the packet comes in on another one.
+				if op == expr.CmpOpNeq {
+					return w.exprs(st, r, i+1, g)
+				}
+				return w.cont(st)
 			}
-			return w.cont(st)
 		}
 		fallthrough
 	case oSource:
@@ -535,7 +538,7 @@ func (w *walker) either(why string, a, b result) result {
 	case a.v == b.v:
 		a.to = append(slices.Clip(a.to), b.to...)
 	default:
-		a = result{v: VerdictUnknown, reason: why, rule: a.rule}
+		a = result{v: VerdictUnknown, reason: why} // the reason names the rule
 	}
 	a.pubs = pubs
 	return a
