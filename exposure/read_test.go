@@ -4,7 +4,7 @@ import (
 	"testing"
 )
 
-func TestReadSmoke(t *testing.T) {
+func TestReadRuleset(t *testing.T) {
 	needRoot(t, "nft")
 	ns := newNetns(t)
 	ns.Nft(`
@@ -24,16 +24,22 @@ table inet f {
 }
 `)
 	rs := ns.Read()
-	for _, c := range rs.Chains {
-		t.Logf("chain %+v", *c)
-		for _, r := range c.Rules {
-			for _, e := range r.Exprs {
-				t.Logf("  %d %s %#v", r.Handle, e.Name, e.E)
-			}
+	c := rs.Chain(ChainID{Family: 1, Table: "f", Name: "input"}) // NFPROTO_INET
+	if c == nil || c.Hook == nil || *c.Hook != 1 || c.Policy != nfDrop || len(c.Rules) != 5 {
+		t.Fatalf("chain input: %+v", c)
+	}
+	// The osf expression is kept, undecoded, in its place.
+	var names []string
+	for _, e := range c.Rules[3].Exprs {
+		if e.E == nil {
+			names = append(names, e.Name)
 		}
 	}
-	for id, s := range rs.Sets {
-		t.Logf("set %v %+v", id, s)
+	if len(names) != 1 || names[0] != "osf" {
+		t.Errorf("undecoded expressions of the osf rule: %v, want [osf]", names)
 	}
-	t.Logf("links %+v legacy %v", rs.Links, rs.Legacy)
+	s := rs.Sets[SetID{Family: 1, Table: "f", Name: "allowed"}]
+	if s == nil || s.find([]byte{10, 1, 2, 3}) == nil || s.find([]byte{11, 0, 0, 0}) != nil {
+		t.Errorf("interval set allowed: %+v", s)
+	}
 }
