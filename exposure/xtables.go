@@ -132,4 +132,3 @@ func (w *walker) xtTarget(st state, r *Rule, t *expr.Target) result {
 	}
 	return w.unknown(st, r, "xt target "+t.Name+" not understood ("+w.ref(c, r).String()+")")
 }
-
