@@ -121,7 +121,6 @@ type packet struct {
 
 var (
 	unknownField = func(desc string) *origin { return &origin{kind: oUnknown, desc: desc} }
-	srcAddr      = &origin{kind: oSource, desc: "saddr"}
 	srcPort      = &origin{kind: oSource, desc: "th sport"}
 	freeDaddr    = &origin{kind: oDaddr, desc: "daddr"}
 )

@@ -54,10 +54,6 @@ func newRiskEnv(procRoot string, db *dpkgDB) *riskEnv {
 // maxExeFacts bounds riskEnv.byExe: past it, it starts again empty.
 const maxExeFacts = 4096
 
-// Flags about the executable file, computed per exeKey.
-var exeFlagMask = flagBit(FlagExeInWritableDir) | flagBit(FlagExeUnpackaged) | flagBit(FlagExeModified) |
-	flagBit(FlagInterpreter) | flagBit(FlagNetcatFamily)
-
 // holderRisk is the evidence about one holder: its flags, and whether it
 // runs as root, for root_unprivileged_port, which depends on the port of
 // each listener.

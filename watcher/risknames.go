@@ -179,7 +179,6 @@ func flagBit(f Flag) flagSet {
 }
 
 func (s *flagSet) add(f Flag)               { *s |= flagBit(f) }
-func (s flagSet) has(f Flag) bool           { return s&flagBit(f) != 0 }
 func (s flagSet) without(o flagSet) flagSet { return s &^ o }
 
 // list returns the flags of s in AllFlags order: empty, never nil.
