@@ -236,8 +236,9 @@ func TestDaemonEBPFStorm(t *testing.T) {
 				st = m
 			}
 		}
+		// "..., 12 unexpected transient" at its end; absent while none.
 		var counted int
-		if i := strings.LastIndex(st, ", "); i >= 0 {
+		if i := strings.LastIndex(st, ", "); i >= 0 && strings.HasSuffix(st, " unexpected transient") {
 			fmt.Sscanf(st[i+2:], "%d unexpected transient", &counted)
 		}
 		return counted, st
