@@ -197,6 +197,7 @@ func TestDpkgRebuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	db.wait()
 	if !db.index().owned("/opt/a/bin/a") || db.index().owned("/opt/b/bin/b") {
 		t.Fatal("first build wrong")
 	}

@@ -236,6 +236,9 @@ func (w *Watcher) refreshDpkg() {
 	if msg := w.dpkg.takeFailure(); msg != "" {
 		w.warn(msg)
 	}
+	if !w.dpkg.isReady() {
+		return // the first build: what this tick reads waits for it
+	}
 	if g := w.dpkg.gen.Load(); g != w.details.dpkgGen {
 		w.details.dpkgGen = g
 		clear(w.details.byPid)

@@ -85,6 +85,7 @@ func (r *riskEnv) evaluate(dir string, p *Process) holderRisk {
 	var idx *dpkgIndex
 	var gen uint32
 	if r.db != nil {
+		r.db.wait()
 		gen = r.db.gen.Load()
 		idx = r.db.index()
 	}

@@ -131,6 +131,12 @@ func New(opts Options) (*Watcher, error) {
 	if derr != nil {
 		w.warn(fmt.Sprintf("dpkg database: %v", derr))
 	}
+	// The first build, underway, is generation 1: the holders the first
+	// snapshot reads wait for it (risk.go), so they need no second read
+	// once it is done (refreshDpkg).
+	if w.dpkg.building() {
+		w.details.dpkgGen = 1
+	}
 	w.risk = newRiskEnv(opts.ProcRoot, w.dpkg)
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		if caps, ok := parseCapEff(b); ok {
