@@ -22,15 +22,11 @@ import (
 // needed. The channel closes when ctx ends; joining needs CAP_NET_ADMIN
 // (ErrNoCapNetAdmin, wrapped).
 func Watch(ctx context.Context, nsPath string, debounce time.Duration) (<-chan struct{}, error) {
-	fd := 0
-	if nsPath != "" {
-		f, err := os.Open(nsPath)
-		if err != nil {
-			return nil, fmt.Errorf("open netns: %w", err)
-		}
-		defer f.Close()
-		fd = int(f.Fd())
+	fd, done, err := openNetns(nsPath)
+	if err != nil {
+		return nil, err
 	}
+	defer done()
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: fd})
 	if err != nil {
 		return nil, fmt.Errorf("nftables monitor: %w", err)

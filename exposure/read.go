@@ -69,15 +69,11 @@ func Read(ctx context.Context, nsPath string) (*Ruleset, error) {
 // ReadRaw does the kernel I/O of Read: the nf_tables dumps, rtnetlink dumps,
 // and /proc/net/ip{,6}_tables_names read inside the namespace.
 func ReadRaw(ctx context.Context, nsPath string) (*Raw, error) {
-	fd := 0
-	if nsPath != "" {
-		f, err := os.Open(nsPath)
-		if err != nil {
-			return nil, fmt.Errorf("open netns: %w", err)
-		}
-		defer f.Close()
-		fd = int(f.Fd())
+	fd, done, err := openNetns(nsPath)
+	if err != nil {
+		return nil, err
 	}
+	defer done()
 	raw := &Raw{Elements: map[string][][]byte{}}
 	if err := dumpNftables(ctx, fd, raw); err != nil {
 		return nil, err
@@ -287,4 +283,17 @@ func inNetns(fd int, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// openNetns opens the namespace file nsPath for netlink's NetNS, and returns
+// its descriptor and what closes it; "" is the caller's own namespace (0).
+func openNetns(nsPath string) (fd int, done func(), err error) {
+	if nsPath == "" {
+		return 0, func() {}, nil
+	}
+	f, err := os.Open(nsPath)
+	if err != nil {
+		return 0, nil, fmt.Errorf("open netns: %w", err)
+	}
+	return int(f.Fd()), func() { f.Close() }, nil
 }
