@@ -107,6 +107,16 @@ func ReadProcess(pid int) (Process, error) {
 	return p, err
 }
 
+// ReadProcess is the package's ReadProcess with this watcher's dpkg index
+// and caches: exe_unpackaged, exe_modified, exe_replaced and exe_gone are
+// decided as in a snapshot. Safe to call while a snapshot runs (the daemon's
+// reader of kernel events does, for a listener that may be gone before any
+// snapshot sees it).
+func (w *Watcher) ReadProcess(pid int) (Process, error) {
+	p, _, _, err := readProcess(w.opts.ProcRoot, int32(pid), nil, w.risk)
+	return p, err
+}
+
 // standaloneRisk is the riskEnv of ReadProcess: no dpkg index.
 var standaloneRisk = sync.OnceValue(func() *riskEnv { return newRiskEnv("/proc", nil) })
 

@@ -212,6 +212,11 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (_ *daem
 	if err != nil {
 		return nil, fmt.Errorf("watcher: %w", err)
 	}
+	if d.kern.ev != nil {
+		// Before the reader starts (run): it reads the process behind
+		// each listen and bind with the watcher's dpkg index.
+		d.kern.ev.readProcess = d.w.ReadProcess
+	}
 	d.disp, err = notify.New(cfg.Notify, notify.Options{StateDir: d.stateDir, Log: log, Stderr: stderr})
 	if err != nil {
 		d.w.Close()

@@ -110,6 +110,11 @@ func TestDaemonEBPF(t *testing.T) {
 			}
 		}
 		checkAlertPriority(t, "transient entry", ent)
+		// Its flags are decided as a snapshot's: with the dpkg index, the
+		// test binary (under /tmp, no package's) is exe_unpackaged too.
+		if fl := ent["PORTWATCH_FLAGS"]; !strings.Contains(fl, "exe_in_writable_dir") || !strings.Contains(fl, "exe_unpackaged") {
+			t.Errorf("transient entry PORTWATCH_FLAGS = %q, want exe_in_writable_dir and exe_unpackaged", fl)
+		}
 		if us, err := strconv.Atoi(ent["PORTWATCH_LIFETIME_USEC"]); err != nil || us < 10000 {
 			t.Errorf("PORTWATCH_LIFETIME_USEC = %q, want at least 10 ms", ent["PORTWATCH_LIFETIME_USEC"])
 		}

@@ -39,10 +39,13 @@ const maxPending = 4096
 
 // kernelEvents is the reader of the probe's events.
 type kernelEvents struct {
-	probe  *ebpf.Probe
-	trig   chan struct{} // a look is wanted
-	failed chan error    // Read failed for good; the reader has stopped
-	done   chan struct{} // the reader has returned
+	probe *ebpf.Probe
+	// readProcess reads a process as the watcher does (its dpkg index,
+	// for the flags); watcher.ReadProcess until the watcher exists.
+	readProcess func(pid int) (watcher.Process, error)
+	trig        chan struct{} // a look is wanted
+	failed      chan error    // Read failed for good; the reader has stopped
+	done        chan struct{} // the reader has returned
 
 	mu       sync.Mutex
 	pending  []kernelEvent
@@ -88,10 +91,11 @@ func openProbe(mode policy.EBPFMode, log logrus.FieldLogger) (*kernelEvents, str
 		log.WithError(err).Debug("listen events come from the state tracepoint, before the port is hashed")
 	}
 	return &kernelEvents{
-		probe:  p,
-		trig:   make(chan struct{}, 1),
-		failed: make(chan error, 1),
-		done:   make(chan struct{}),
+		probe:       p,
+		readProcess: watcher.ReadProcess,
+		trig:        make(chan struct{}, 1),
+		failed:      make(chan error, 1),
+		done:        make(chan struct{}),
 	}, ebpfActive, nil
 }
 
@@ -118,7 +122,7 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 		if opens(ev) {
 			// Now, before the process can exit: its exe, unit and
 			// container, which the event does not carry.
-			if p, err := watcher.ReadProcess(int(ev.Pid)); err == nil {
+			if p, err := k.readProcess(int(ev.Pid)); err == nil {
 				ke.proc = p
 			}
 		}
