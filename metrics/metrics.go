@@ -73,6 +73,7 @@ type Metrics struct {
 	ebpfSeen    uint64 // the probe's drop counter last seen
 	ebpfWas     bool   // the last active value set
 	sinks       map[string]bool
+	waiting     map[string]int // portwatch_spool_events last set, by sink
 	lastWrite   time.Time
 	lastWritten string // the path last written, to notice a change of metrics.textfile
 
@@ -92,7 +93,7 @@ func New(o Options) *Metrics {
 	if o.MaxListenerSeries <= 0 {
 		o.MaxListenerSeries = DefaultMaxListenerSeries
 	}
-	m := &Metrics{reg: prometheus.NewRegistry(), opts: o, sinks: map[string]bool{}}
+	m := &Metrics{reg: prometheus.NewRegistry(), opts: o, sinks: map[string]bool{}, waiting: map[string]int{}}
 	m.listeners = newListenerCollector()
 	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "portwatch_events_total",
@@ -224,28 +225,34 @@ func (m *Metrics) Config(ok bool, loadedAt time.Time, rules map[string]int, expi
 }
 
 // Notification counts one delivery to sink with result (ResultOK,
-// ResultFailed, ResultRefused); dropped is the number of events a refused
-// delivery dropped from the spool.
-func (m *Metrics) Notification(sink, result string, dropped int) {
+// ResultFailed, ResultRefused).
+func (m *Metrics) Notification(sink, result string) {
 	sink = clean(sink)
 	m.sinkSeen(sink)
 	m.notifications.WithLabelValues(sink, result).Inc()
-	if dropped > 0 {
-		m.spoolDropped.WithLabelValues(sink).Add(float64(dropped))
-	}
 	m.dirty.Store(true)
 }
 
-// Spool sets the events waiting in sink's spool, and adds dropped to the
-// events it dropped (spool_size overflow).
-func (m *Metrics) Spool(sink string, waiting int, dropped int) {
+// Spool sets the events waiting in a webhook sink's spool.
+func (m *Metrics) Spool(sink string, waiting int) {
 	sink = clean(sink)
 	m.sinkSeen(sink)
 	m.spoolEvents.WithLabelValues(sink).Set(float64(waiting))
-	if dropped > 0 {
-		m.spoolDropped.WithLabelValues(sink).Add(float64(dropped))
+	m.mu.Lock()
+	if old, ok := m.waiting[sink]; !ok || old != waiting {
+		m.waiting[sink] = waiting
 		m.dirty.Store(true)
 	}
+	m.mu.Unlock()
+}
+
+// SpoolDropped counts n events a webhook sink dropped from its spool
+// undelivered: spool_size overflow, or a delivery refused for good.
+func (m *Metrics) SpoolDropped(sink string, n int) {
+	sink = clean(sink)
+	m.sinkSeen(sink)
+	m.spoolDropped.WithLabelValues(sink).Add(float64(n))
+	m.dirty.Store(true)
 }
 
 // sinkSeen starts the counters of a new webhook sink at 0, so that

@@ -91,6 +91,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 	}
 	d.reportTransients(gone, now)
 	d.emit(r, now)
+	d.metricsLook(snap, now)
 	if now.Sub(d.lastCheck) >= alerting.ReevaluateEvery {
 		d.logExpired(now)
 	}
