@@ -51,7 +51,7 @@ func TestListenerSet(t *testing.T) {
 			name: "counts by kind, info sorted, service holder not PID 1",
 			ds:   []policy.Decision{ok(22), crit, warn, named, ok(22)}, max: 10,
 			wantCounts: map[countKey]int{
-				{"allowed", "info", "unknown", "host"}:              2,
+				{"allowed", "info", "unknown", "host"}:             2,
 				{"unexpected", "critical", "unknown", "container"}: 1,
 				{"unexpected", "warning", "unknown", "process"}:    1,
 				{"ignored", "info", "unknown", "named"}:            1,
