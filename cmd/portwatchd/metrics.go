@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"io/fs"
 	"log"
 	"strings"
 	"time"
@@ -174,7 +176,13 @@ func (dm *daemonMetrics) loaded(d *daemon, now time.Time) {
 func (d *daemon) writeMetrics(now time.Time) {
 	if _, err := d.met.m.Write(now); err != nil && now.Sub(d.met.writeErrAt) >= time.Minute {
 		d.met.writeErrAt = now
-		d.log.WithError(err).Error("metrics textfile not written; retrying after the next snapshot")
+		l := d.log.WithError(err)
+		if errors.Is(err, fs.ErrPermission) {
+			// The packaged unit's dynamic user may write only its runtime
+			// directory; the package links node_exporter's file there.
+			l = l.WithField("hint", "ln -s /run/portwatchd/portwatch.prom "+d.cfg.Metrics.Textfile+" (README: Fleet view)")
+		}
+		l.Error("metrics textfile not written; retrying after the next snapshot")
 	}
 }
 
