@@ -193,6 +193,14 @@ func (m *Metrics) Snapshot(ds []policy.Decision, took time.Duration, at time.Tim
 	return changed
 }
 
+// SnapshotSame records a snapshot, taken at at in took, whose decisions
+// are those of the last Snapshot: the listener series stay as they are,
+// and are not built again.
+func (m *Metrics) SnapshotSame(took time.Duration, at time.Time) {
+	m.snapDuration.Observe(took.Seconds())
+	m.lastSnapshot.Set(float64(at.UnixNano()) / 1e9)
+}
+
 // Event counts one alert event of type typ about a listener judged v.
 func (m *Metrics) Event(typ string, v policy.Verdict) {
 	m.events.WithLabelValues(typ, string(v)).Inc()

@@ -369,3 +369,67 @@ func TestShippedRules(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLook is the metrics' cost of one look that changed something:
+// the listener series of n listeners and the textfile written.
+func BenchmarkLook(b *testing.B) {
+	for _, n := range []int{100, 5000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "portwatch.prom")
+			m := New(Options{Textfile: path})
+			ds := make([]policy.Decision, n)
+			for i := range ds {
+				ds[i] = decision("host", uint16(1000+i), "/usr/sbin/srv", policy.Allowed, policy.SeverityInfo)
+			}
+			now := time.Now()
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				ds[0].Port = uint16(i) // a change every look
+				m.Snapshot(ds, time.Millisecond, now)
+				if _, err := m.Write(now); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkLookUnchanged is the cost of a look that changed nothing: no
+// write.
+func BenchmarkLookUnchanged(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "portwatch.prom")
+	m := New(Options{Textfile: path})
+	ds := make([]policy.Decision, 100)
+	for i := range ds {
+		ds[i] = decision("host", uint16(1000+i), "/usr/sbin/srv", policy.Allowed, policy.SeverityInfo)
+	}
+	now := time.Now()
+	m.Snapshot(ds, time.Millisecond, now)
+	if _, err := m.Write(now); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Snapshot(ds, time.Millisecond, now)
+		if wrote, _ := m.Write(now); wrote {
+			b.Fatal("written")
+		}
+	}
+}
+
+func TestSnapshotSame(t *testing.T) {
+	m := New(Options{})
+	m.Snapshot([]policy.Decision{decision("host", 22, "/usr/sbin/sshd", policy.Allowed, policy.SeverityInfo)}, time.Millisecond, time.Unix(100, 0))
+	m.dirty.Store(false)
+	m.SnapshotSame(2*time.Millisecond, time.Unix(200, 0))
+	if m.dirty.Load() {
+		t.Error("an unchanged snapshot marked the metrics changed")
+	}
+	fams := gather(t, m)
+	if got := fams["portwatch_last_snapshot_timestamp_seconds"].samples[0][""]; got != "200" {
+		t.Errorf("last snapshot %s, want 200", got)
+	}
+	if n := len(fams["portwatch_listener_info"].samples); n != 1 {
+		t.Errorf("%d info series, want the 1 of the last Snapshot", n)
+	}
+}

@@ -23,6 +23,7 @@ func (d *daemon) tick(ctx context.Context) {
 		return
 	}
 	if !d.snapshotDue(time.Now()) {
+		d.writeMetrics(time.Now()) // at least every metrics.WriteEvery, snapshot or not
 		d.progress.Store(time.Now().UnixNano())
 		return
 	}

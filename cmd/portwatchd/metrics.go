@@ -101,8 +101,10 @@ func (d *daemon) metricsLook(snap *watcher.Snapshot, now time.Time) {
 			dm.decisions = append(dm.decisions, d.cfg.Evaluate(l, now))
 		}
 		dm.first, dm.evalCfg, dm.evalAt = first, d.cfg, now
+		dm.m.Snapshot(dm.decisions, now.Sub(snap.Time), now)
+	} else {
+		dm.m.SnapshotSame(now.Sub(snap.Time), now)
 	}
-	dm.m.Snapshot(dm.decisions, now.Sub(snap.Time), now)
 	for sink, n := range d.disp.Pending() {
 		dm.m.Spool(sink, n)
 	}
@@ -174,6 +176,9 @@ func (dm *daemonMetrics) loaded(d *daemon, now time.Time) {
 // writeMetrics writes the textfile when due, logging a failure at most
 // once a minute.
 func (d *daemon) writeMetrics(now time.Time) {
+	if d.met == nil {
+		return
+	}
 	if _, err := d.met.m.Write(now); err != nil && now.Sub(d.met.writeErrAt) >= time.Minute {
 		d.met.writeErrAt = now
 		l := d.log.WithError(err)
