@@ -126,7 +126,7 @@ $(BUILD)/changelog.Debian.gz: FORCE
 
 deb: $(DEB)
 
-$(DEB): build man $(BUILD)/changelog.Debian.gz packaging/deb/nfpm.yaml packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm packaging/systemd/portwatchd.service packaging/systemd/portwatchd.catalog configs/portwatch.yaml
+$(DEB): build man $(BUILD)/changelog.Debian.gz packaging/deb/nfpm.yaml packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm packaging/systemd/portwatchd.service packaging/systemd/portwatchd.catalog configs/portwatch.yaml packaging/prometheus/portwatch-rules.yml packaging/grafana/portwatch-dashboard.json
 	rm -f $(BUILD)/portwatchd_*.deb
 	ARCH=$(ARCH) DEB_VERSION=$(DEB_VERSION) MAINTAINER='$(MAINTAINER)' $(NFPM) package --config packaging/deb/nfpm.yaml --packager deb --target $@
 	@echo "built $@"
@@ -148,6 +148,8 @@ install: build man
 	install -D -m 0644 $(BUILD)/man/portwatchd.8.gz $(DESTDIR)$(PREFIX)/share/man/man8/portwatchd.8.gz
 	install -D -m 0644 $(BUILD)/man/portwatch.yaml.5.gz $(DESTDIR)$(PREFIX)/share/man/man5/portwatch.yaml.5.gz
 	install -D -m 0644 packaging/deb/copyright $(DESTDIR)$(PREFIX)/share/doc/portwatchd/copyright
+	install -D -m 0644 packaging/prometheus/portwatch-rules.yml $(DESTDIR)$(PREFIX)/share/portwatchd/portwatch-rules.yml
+	install -D -m 0644 packaging/grafana/portwatch-dashboard.json $(DESTDIR)$(PREFIX)/share/portwatchd/portwatch-dashboard.json
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/doc/portwatchd/examples
 	install -m 0644 configs/examples/* $(DESTDIR)$(PREFIX)/share/doc/portwatchd/examples/
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/portwatch.d

@@ -183,6 +183,7 @@ func (d *Dispatcher) deliver(ctx context.Context, s *sink) {
 			return
 		}
 		if err == nil {
+			d.observe(s.name, DeliveryOK, len(events))
 			attempt = 0
 			if err := s.spool.remove(seqs(cur)...); err != nil {
 				d.log.WithFields(logrus.Fields{"sink": s.name, "error": err}).Error("remove delivered batch")
@@ -199,6 +200,7 @@ func (d *Dispatcher) deliver(ctx context.Context, s *sink) {
 				cur, frozen = cur[:1:1], true
 				continue
 			}
+			d.observe(s.name, DeliveryRefused, len(events))
 			d.report(MessageIDDropped, journal.PriErr,
 				fmt.Sprintf("webhook %s: dropped %d events after a permanent failure: %v", s.name, len(events), err),
 				map[string]string{"PORTWATCH_SINK": s.name, "PORTWATCH_FORMAT": h.Format, "PORTWATCH_DROPPED": strconv.Itoa(len(events)), "PORTWATCH_ERROR": err.Error()})
@@ -208,6 +210,7 @@ func (d *Dispatcher) deliver(ctx context.Context, s *sink) {
 			cur, frozen = nil, false
 			continue
 		}
+		d.observe(s.name, DeliveryFailed, len(events))
 		if h.Format == "generic" {
 			frozen = true
 		}

@@ -37,6 +37,26 @@ type Options struct {
 	BackoffBase, BackoffCap time.Duration
 	// Transport, when set, replaces the HTTP transport of every webhook.
 	Transport http.RoundTripper
+	// Observe, when set, is told the outcome of every delivery to a sink
+	// (journald or a webhook's name), with the events it carried: one of
+	// the Delivery results. It is called from the delivery goroutines and
+	// must not block. The daemon's metrics count them.
+	Observe func(sink, result string, events int)
+}
+
+// Delivery results given to Options.Observe.
+const (
+	DeliveryOK       = "ok"       // the sink took the events
+	DeliveryFailed   = "failed"   // a failure; the events are retried
+	DeliveryRefused  = "refused"  // refused for good; the events are dropped
+	DeliveryOverflow = "overflow" // dropped from a full spool (spool_size)
+)
+
+// observe calls Options.Observe when set.
+func (d *Dispatcher) observe(sink, result string, events int) {
+	if d.opts.Observe != nil {
+		d.opts.Observe(sink, result, events)
+	}
 }
 
 // Dispatcher fans events out to every configured sink: the journald sink
@@ -210,6 +230,9 @@ func (d *Dispatcher) Send(events []Event) error {
 		d.jdTaken.reserve(len(events))
 		if n, err := j.write(events, d.jdTaken); err != nil {
 			errs = append(errs, &SinkError{Sink: "journald", Events: n, Err: err})
+			d.observe("journald", DeliveryFailed, n)
+		} else {
+			d.observe("journald", DeliveryOK, len(events))
 		}
 	}
 	d.mu.Lock()
@@ -243,6 +266,7 @@ func (d *Dispatcher) Send(events []Event) error {
 func (d *Dispatcher) reportDropped(s *sink) {
 	n, err := s.spool.takeDropped()
 	if n > 0 {
+		d.observe(s.name, DeliveryOverflow, int(n))
 		d.report(MessageIDOverflow, journal.PriWarning,
 			fmt.Sprintf("webhook %s: spool full (%d events), dropped the %d oldest", s.name, s.spool.max, n),
 			map[string]string{"PORTWATCH_SINK": s.name, "PORTWATCH_DROPPED": strconv.FormatUint(n, 10)})

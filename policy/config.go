@@ -29,8 +29,9 @@ const DefaultInclude = "portwatch.d/*.yaml"
 // Config is a loaded, validated and built configuration.
 type Config struct {
 	Settings
-	Notify Notify
-	Rules  []Rule // allow:
+	Notify  Notify
+	Metrics Metrics // metrics:
+	Rules   []Rule  // allow:
 	// Deny is deny:, the rules whose match makes a listener unexpected
 	// whatever allow: says.
 	Deny []Rule
@@ -118,6 +119,11 @@ type loader struct {
 	getenv         func(string) string
 	// readSecret reads url_file and secret_file targets.
 	readSecret func(string) ([]byte, fs.FileInfo, error)
+	// selfExe is the daemon's own executable, for the rule of
+	// metrics.listen; dirExists says whether metrics.textfile's default
+	// directory exists.
+	selfExe   func() (string, error)
+	dirExists func(string) bool
 
 	svc    Services
 	svcErr error
@@ -137,6 +143,8 @@ func newLoader() *loader {
 		followIncludes: true,
 		getenv:         os.Getenv,
 		readSecret:     readLimited,
+		selfExe:        os.Executable,
+		dirExists:      dirExists,
 	}
 }
 
@@ -267,7 +275,7 @@ func unwrapPath(err error) error {
 
 var topKeys = []string{"version", "interval", "ignore_ephemeral_udp", "include", "allow", "notify",
 	"log_allowed", "repeat_interval", "flap_window", "shutdown_grace", "state_dir", "ebpf", "reconcile_interval",
-	"transient_alerts_per_minute", "deny", "memfd_runtimes"}
+	"transient_alerts_per_minute", "deny", "memfd_runtimes", "metrics"}
 
 // dropinKeys are the keys a drop-in may set; everything else is a setting
 // that belongs to the main file alone.
@@ -277,6 +285,7 @@ func (l *loader) build(mainName string, data []byte) (*Config, error) {
 	c := &Config{Source: mainName, MemfdRuntimes: slices.Clone(DefaultMemfdRuntimes)}
 	c.Settings = defaultSettings(l.getenv)
 	c.Notify = Notify{Journald: true, SpoolSize: 10000}
+	c.Metrics = defaultMetrics(l.dirExists)
 	l.files = append(l.files, mainName)
 
 	d := &decoder{file: mainName, errs: &l.errs}
@@ -284,8 +293,9 @@ func (l *loader) build(mainName string, data []byte) (*Config, error) {
 	var includeNodes []*yaml.Node
 	ruleNames := map[string]string{}
 	hookNames := map[string]string{}
+	var listen *yaml.Node // metrics.listen, when set
 	if root := d.parseYAML(data); root != nil {
-		includes, includeNodes = l.top(d, root, c, true, ruleNames, hookNames)
+		includes, includeNodes, listen = l.top(d, root, c, true, ruleNames, hookNames)
 	}
 
 	for _, p := range includes {
@@ -315,6 +325,11 @@ func (l *loader) build(mainName string, data []byte) (*Config, error) {
 	if len(l.errs) > 0 {
 		return nil, l.errs.finish(l.order)
 	}
+	if listen != nil {
+		if r, ok := l.metricsRule(d, c.Metrics, listen); ok {
+			c.Rules = append(c.Rules, r)
+		}
+	}
 	c.Files = l.files
 	c.Warnings = l.warns
 	copy(c.Hash[:], l.hash.Sum(nil))
@@ -341,10 +356,12 @@ func defaultSettings(getenv func(string) string) Settings {
 }
 
 // top decodes the top-level mapping of the main file (main) or of a
-// drop-in. It returns the include: patterns and their nodes.
-func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleNames, hookNames map[string]string) ([]string, []*yaml.Node) {
+// drop-in. It returns the include: patterns and their nodes, and the node
+// of metrics.listen when set.
+func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleNames, hookNames map[string]string) ([]string, []*yaml.Node, *yaml.Node) {
 	includes := []string{DefaultInclude}
 	var includeNodes []*yaml.Node
+	var listen *yaml.Node
 	var reconcile *yaml.Node // reconcile_interval, when set and valid
 	for _, f := range d.fields(root, "top level", topKeys) {
 		if !main && !contains(dropinKeys, f.key) {
@@ -441,12 +458,14 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 			}
 		case "notify":
 			l.notify(d, f, &c.Notify, main, hookNames)
+		case "metrics":
+			listen = l.metrics(d, f, &c.Metrics)
 		}
 	}
 	if main {
 		checkReconcile(d, c, reconcile)
 	}
-	return includes, includeNodes
+	return includes, includeNodes, listen
 }
 
 // rules appends the rules of allow: or (deny set) deny: to list.

@@ -47,6 +47,9 @@ type Rule struct {
 	Expires time.Time
 	// ExpiresText is the date as written, YYYY-MM-DD.
 	ExpiresText string
+	// Builtin marks a rule the config makes rather than one written in it
+	// (MetricsRuleName).
+	Builtin bool
 
 	portText, addrText string
 }

@@ -130,6 +130,8 @@ type daemon struct {
 	expired     map[string]bool // expired rules already reported, by file:line
 	lastCheck   time.Time       // last check for expired rules
 
+	met *daemonMetrics // the fleet view (metrics.go)
+
 	kern       kernelState // the kernel programs (kernel.go)
 	ticker     *time.Ticker
 	snapErr    string    // last snapshot error, "" when the last snapshot worked
@@ -217,7 +219,9 @@ func startDaemon(o daemonOptions, log *logrus.Logger, stderr io.Writer) (_ *daem
 		// each listen and bind with the watcher's dpkg index.
 		d.kern.ev.readProcess = d.w.ReadProcess
 	}
-	d.disp, err = notify.New(cfg.Notify, notify.Options{StateDir: d.stateDir, Log: log, Stderr: stderr})
+	d.startMetrics()
+	d.disp, err = notify.New(cfg.Notify, notify.Options{StateDir: d.stateDir, Log: log, Stderr: stderr,
+		Observe: d.observeDelivery})
 	if err != nil {
 		d.w.Close()
 		return nil, fmt.Errorf("notify: %w", err)
@@ -327,6 +331,7 @@ func (d *daemon) emit(r alerting.Result, now time.Time) {
 			}
 			return
 		}
+		d.metricsSent(d.unsent)
 		d.unsent = d.unsent[:0]
 	}
 	if d.stateDirty {
@@ -470,6 +475,7 @@ func (d *daemon) logExpired(now time.Time) {
 // updateStatus sets the systemd STATUS= to the live figures, or to the
 // reload failure while one stands.
 func (d *daemon) updateStatus() {
+	d.metricsConfig(time.Now())
 	s := d.eng.Stats()
 	st := fmt.Sprintf("watching %s in %s, %d unexpected; ebpf: %s",
 		plural(s.Listeners, "listener"), plural(s.Namespaces, "namespace"), s.Unexpected, d.kern.mode)
@@ -532,6 +538,7 @@ func (d *daemon) shutdown() int {
 		d.log.WithError(err).Error("save alert state")
 	}
 	d.closeKernel()
+	d.stopMetrics()
 	d.w.Close()
 	pending := 0
 	for _, n := range d.disp.Pending() {

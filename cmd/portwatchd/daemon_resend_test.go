@@ -102,6 +102,8 @@ notify:
       format: alertmanager
       url: %s
       resend_interval: %s
+metrics:
+  textfile: ""
 `, e.base-1, e.base+50, testProgramFlags, am.srv.URL, resend))
 	port := e.base
 	p := e.start()

@@ -425,7 +425,9 @@ allow:
       url: %s
       timeout: 5s
 ebpf: %s
-`, e.hook.srv.URL, mode)
+metrics:
+  textfile: %s
+`, e.hook.srv.URL, mode, filepath.Join(e.dir, "portwatch.prom"))
 	return b.String()
 }
 

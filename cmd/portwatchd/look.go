@@ -23,6 +23,7 @@ func (d *daemon) tick(ctx context.Context) {
 		return
 	}
 	if !d.snapshotDue(time.Now()) {
+		d.writeMetrics(time.Now()) // at least every metrics.WriteEvery, snapshot or not
 		d.progress.Store(time.Now().UnixNano())
 		return
 	}
@@ -91,6 +92,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 	}
 	d.reportTransients(gone, now)
 	d.emit(r, now)
+	d.metricsLook(snap, now)
 	if now.Sub(d.lastCheck) >= alerting.ReevaluateEvery {
 		d.logExpired(now)
 	}

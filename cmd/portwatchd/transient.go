@@ -261,6 +261,7 @@ func (d *daemon) reportTransients(gone []goneEvent, now time.Time) {
 	mono := ebpf.MonotonicNow()
 	for _, g := range gone {
 		dec := d.cfg.Evaluate(d.transientListener(g), now)
+		d.metricsTransient(dec.Verdict)
 		unexpected := dec.Verdict == policy.Unexpected
 		if !unexpected && !(dec.Verdict == policy.Allowed && d.cfg.LogAllowed) {
 			continue
