@@ -42,6 +42,14 @@ func unreachable(e *exposure.Exposure) bool {
 	return e.Scope == exposure.ScopeLoopback || e.Verdict == exposure.VerdictFiltered
 }
 
+// ExposurePhrase says in a few words what e is, for a reason line or a
+// message (nil: "unknown (not computed)").
+func ExposurePhrase(e *exposure.Exposure) string { return exposurePhrase(e) }
+
+// ExposureClassesOf returns the classes of e, as a rule's exposure:
+// matches them: nil is unknown.
+func ExposureClassesOf(e *exposure.Exposure) []string { return exposureClasses(e) }
+
 // exposurePhrase says in a few words what e is, for a reason line:
 // "open", "filtered by inet filter input policy", "loopback",
 // "published: host 0.0.0.0:8080/tcp → 172.17.0.2:80 (docker)",
