@@ -9,9 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/portwatchd/portwatchd/exposure"
 	"github.com/portwatchd/portwatchd/policy"
@@ -62,8 +61,10 @@ type exposureState struct {
 	dirty   map[string]bool // namespaces whose ruleset changed, by name
 }
 
-// startExposure reads the host's ruleset and watches it. With exposure:
-// off it does nothing: every listener's exposure stays nil (unknown).
+// startExposure prepares the exposure: the rulesets are read by the first
+// look, which knows the host's namespace (the watcher's host, PID 1's; the
+// daemon's own in production). With exposure: off it does nothing: every
+// listener's exposure stays nil (unknown).
 func (d *daemon) startExposure(ctx context.Context) {
 	x := &d.expo
 	x.ctx, x.changed = ctx, make(chan struct{}, 1)
@@ -77,23 +78,32 @@ func (d *daemon) startExposure(ctx context.Context) {
 	if fi, err := os.Stat("/proc/thread-self/ns/net"); err == nil {
 		x.selfNS = inodeOf(fi)
 	}
-	host, ino := "/proc/1/ns/net", uint64(0)
-	if fi, err := os.Stat(host); err == nil {
-		ino = inodeOf(fi)
-	}
-	err := d.readRuleset(watcher.HostNetns, host, ino)
+}
+
+// readHost reads the host's ruleset, and says once in the log when it
+// cannot.
+func (d *daemon) readHost(ino uint64) {
+	x := &d.expo
+	err := d.readRuleset(watcher.HostNetns, "/proc/1/ns/net", ino)
 	switch {
 	case errors.Is(err, exposure.ErrNoCapNetAdmin):
+		if x.noCap == "" {
+			d.log.Warn("exposure: reading the nftables ruleset needs CAP_NET_ADMIN; every listener's exposure is unknown (no CAP_NET_ADMIN)")
+		}
 		x.noCap = exposure.ReasonNoCapNetAdmin
-		d.log.Warn("exposure: reading the nftables ruleset needs CAP_NET_ADMIN; every listener's exposure is unknown (no CAP_NET_ADMIN)")
 	case err != nil:
 		d.log.WithError(err).Warn("exposure: cannot read the host's nftables ruleset; its listeners' exposure is unknown")
+	default:
+		if x.noCap != "" {
+			d.log.Info("exposure: the nftables ruleset can be read again")
+		}
+		x.noCap = ""
 	}
 }
 
 // inodeOf returns the inode of a namespace file.
 func inodeOf(fi os.FileInfo) uint64 {
-	if st, ok := fi.Sys().(*unix.Stat_t); ok {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return st.Ino
 	}
 	return 0
@@ -184,11 +194,11 @@ func (d *daemon) rulesetChanged() {
 	x.dirty = map[string]bool{}
 	x.mu.Unlock()
 	for _, name := range slices.Sorted(mapKeys(dirty)) {
-		path := "/proc/1/ns/net"
-		if name != watcher.HostNetns {
-			path = d.netnsPathOf(name)
+		if name == watcher.HostNetns {
+			d.readHost(x.inodes[name])
+			continue
 		}
-		if err := d.readRuleset(name, path, x.inodes[name]); err != nil {
+		if err := d.readRuleset(name, d.netnsPathOf(name), x.inodes[name]); err != nil {
 			d.log.WithError(err).WithField("netns", name).Debug("exposure: ruleset read failed")
 		}
 	}
@@ -260,10 +270,14 @@ func (d *daemon) readNewNamespaces(snap *watcher.Snapshot) {
 		}
 	}
 	for _, ns := range snap.Namespaces {
-		if !seen[ns.Name] || ns.Name == watcher.HostNetns {
+		if !seen[ns.Name] {
 			continue
 		}
 		if ino, ok := x.inodes[ns.Name]; ok && ino == ns.Inode {
+			continue
+		}
+		if ns.Name == watcher.HostNetns {
+			d.readHost(ns.Inode)
 			continue
 		}
 		if len(x.inodes) > maxExposureNetns {
@@ -457,4 +471,63 @@ func (d *daemon) exposureStatus() string {
 		return "; exposure: unknown (no CAP_NET_ADMIN)"
 	}
 	return ""
+}
+
+// assessOnce reads the rulesets of the host and of the namespaces of snap's
+// listeners, once, and assesses snap: `portwatchd list`. It returns the
+// exposure by key, snap with the published ports with no socket behind
+// them, and a warning to show when the exposure is not known.
+func assessOnce(ctx context.Context, snap *watcher.Snapshot) (map[watcher.Key]*exposure.Exposure, *watcher.Snapshot, string) {
+	var self uint64
+	if fi, err := os.Stat("/proc/thread-self/ns/net"); err == nil {
+		self = inodeOf(fi)
+	}
+	rulesets := map[string]*exposure.Ruleset{}
+	failed := map[string]string{}
+	note, reason := "", ""
+	read := func(name, path string, ino uint64) {
+		rs, err := readNetnsRuleset(ctx, path, ino, self)
+		switch {
+		case errors.Is(err, exposure.ErrNoCapNetAdmin):
+			failed[name] = exposure.ReasonNoCapNetAdmin
+		case err != nil:
+			failed[name] = "ruleset not read: " + err.Error()
+		default:
+			rulesets[name] = rs
+		}
+	}
+	inodes := map[string]uint64{}
+	for _, ns := range snap.Namespaces {
+		inodes[ns.Name] = ns.Inode
+	}
+	read(watcher.HostNetns, "/proc/1/ns/net", inodes[watcher.HostNetns])
+	if failed[watcher.HostNetns] == exposure.ReasonNoCapNetAdmin {
+		reason = exposure.ReasonNoCapNetAdmin
+		note = "exposure unknown (no CAP_NET_ADMIN): reading the nftables ruleset needs it"
+	} else {
+		for i := range snap.Listeners {
+			l := &snap.Listeners[i]
+			if _, done := rulesets[l.Netns]; done || failed[l.Netns] != "" || len(l.Processes) == 0 || len(rulesets)+len(failed) > maxExposureNetns {
+				continue
+			}
+			read(l.Netns, "/proc/"+strconv.Itoa(l.Processes[0].PID)+"/ns/net", inodes[l.Netns])
+		}
+	}
+	ex, joined := exposure.Assess(snap, rulesets, nil, reason)
+	byKey := make(map[watcher.Key]*exposure.Exposure, len(ex))
+	for i := range snap.Listeners {
+		l := &snap.Listeners[i]
+		e, ok := ex[l.Key()]
+		if !ok {
+			continue
+		}
+		if rulesets[l.Netns] == nil && reason == "" && failed[l.Netns] != "" {
+			e.Reason = failed[l.Netns]
+		}
+		byKey[l.Key()] = &e
+	}
+	for _, p := range publishedListeners(snap, joined) {
+		byKey[p.l.Key()] = publishedExposure(&p)
+	}
+	return byKey, withPublished(snap, joined), note
 }
