@@ -42,6 +42,12 @@
 //     found) are no information, never a change.
 //   - A listener that becomes allowed (reload, owner change) is resolved; one
 //     that becomes unexpected (reload, expired rule) alerts.
+//   - A change of facts outside the snapshot (a listener's exposure, when a
+//     ruleset changes) is judged again at once (Rejudge), with no second
+//     snapshot awaited: one that becomes unexpected alerts with a
+//     listener.changed event, an alerted one that no longer is resolves, an
+//     alert whose decision changed (its exposure, its severity) is replaced
+//     by a listener.changed event. The events carry the exposure before.
 //   - Allowed listeners give info events only with log_allowed, and only for
 //     what happens after the first snapshot.
 package alerting

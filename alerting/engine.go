@@ -4,6 +4,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/portwatchd/portwatchd/exposure"
 	"github.com/portwatchd/portwatchd/notify"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
@@ -51,6 +52,11 @@ type Emission struct {
 	// that raises an alert, which Firing reports with the alert. Other
 	// events take a fresh id.
 	EventID string
+	// ExposureChanged is set on the events of Rejudge: the listener's
+	// exposure changed, ExposureBefore being the one it had (nil when not
+	// known) and Decision.Exposure the new one (notify.WithExposureBefore).
+	ExposureChanged bool
+	ExposureBefore  *exposure.Exposure
 }
 
 // Result is what one Step or Reload of the engine produced.

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/portwatchd/portwatchd/exposure"
 	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 )
@@ -41,6 +42,12 @@ type Event struct {
 	// at once, from the kernel's close event, the alert on a listener that a
 	// snapshot saw and that closed soon after.
 	Transient *Transient `json:"transient,omitempty"`
+	// ExposureBefore is, on the listener.changed event of a change of
+	// exposure (WithExposureBefore), the exposure the listener had before;
+	// Listener.Exposure is the new one. Absent when it was not known.
+	ExposureBefore *exposure.Exposure `json:"exposure_before,omitempty"`
+	// ExposureChanged says the event is that of a change of exposure.
+	ExposureChanged bool `json:"exposure_changed,omitempty"`
 }
 
 // Transient says how long a transient listener lived.
@@ -130,6 +137,9 @@ func NewEvent(typ string, d policy.Decision, host string, now time.Time, opts ..
 		ev.Message = transientClosedMessage(d, *o.transient)
 	case o.now != nil:
 		ev.Message = nowJudgedMessage(d, *o.now, o.why)
+	case o.exposureChanged && typ == TypeChanged:
+		ev.ExposureChanged, ev.ExposureBefore = true, o.exposureBefore
+		ev.Message = exposureChangedMessage(d, o.exposureBefore)
 	default:
 		ev.Message = message(typ, d, host)
 		if o.note != "" {
@@ -150,6 +160,18 @@ type eventOptions struct {
 	why      string
 
 	transient *Transient
+
+	exposureChanged bool
+	exposureBefore  *exposure.Exposure
+}
+
+// WithExposureBefore marks a listener.changed event as that of a change of
+// the listener's exposure, before being what it was (nil: not known), and
+// writes its message: "unexpected listener tcp 0.0.0.0:5432 (held by ...)
+// is now open, was filtered by inet filter input policy: no rule allows
+// it". Other types ignore it.
+func WithExposureBefore(before *exposure.Exposure) EventOption {
+	return func(o *eventOptions) { o.exposureChanged, o.exposureBefore = true, before }
 }
 
 // WithTransient marks a listener.opened event as that of a transient

@@ -430,6 +430,9 @@ func alertLabels(ev Event) map[string]string {
 		labels["exe"] = l.Processes[0].Exe
 	}
 	labels["rule"] = l.Rule
+	if l.Exposure != nil {
+		labels["exposure"] = strings.Join(l.Exposure.Classes(), ",")
+	}
 	labels["severity"] = labelSeverity(ev).String()
 	return dropEmpty(labels)
 }
@@ -442,6 +445,30 @@ func labelSeverity(ev Event) policy.Severity {
 		return alertSeverity(ev.Listener)
 	}
 	return ev.Severity
+}
+
+// exposureAnnotation is the listener's exposure in a phrase, for the
+// Alertmanager annotation; "" when not known.
+func exposureAnnotation(d policy.Decision) string {
+	if d.Exposure == nil {
+		return ""
+	}
+	return textesc.Line(policy.ExposurePhrase(d.Exposure))
+}
+
+// publishedAnnotation lists the publications of the listener, or where a
+// published port with no socket of its own leads.
+func publishedAnnotation(d policy.Decision) string {
+	var out []string
+	if d.Published != "" {
+		out = append(out, textesc.Line(d.Published))
+	}
+	if d.Exposure != nil {
+		for _, p := range d.Exposure.Published {
+			out = append(out, p.String())
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 func dropEmpty(m map[string]string) map[string]string {
@@ -483,6 +510,8 @@ func buildAlertmanager(events []Event, h policy.Webhook, now time.Time) ([]byte,
 				"event":       shortType(ev.Type),
 				"flags":       joinFlags(HolderFlags(ev.Listener.Listener), ","),
 				"risk_flags":  joinFlags(knownFlags(ev.Listener.Flags), ","),
+				"exposure":    exposureAnnotation(ev.Listener),
+				"published":   publishedAnnotation(ev.Listener),
 			}),
 		}
 		t := ev.Time.UTC()

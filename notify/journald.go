@@ -105,6 +105,21 @@ func eventFields(ev Event) map[string]string {
 		f["PORTWATCH_UNIT"] = p.Unit
 		f["PORTWATCH_CONTAINER"] = p.Container
 	}
+	if x := ev.Listener.Exposure; x != nil {
+		f["PORTWATCH_EXPOSURE"] = strings.Join(x.Classes(), ",")
+		pubs := make([]string, len(x.Published))
+		for i, p := range x.Published {
+			pubs[i] = p.String()
+		}
+		f["PORTWATCH_PUBLISHED"] = strings.Join(pubs, "; ")
+		if x.Deciding != nil {
+			f["PORTWATCH_EXPOSURE_RULE"] = x.Deciding.String()
+		}
+		f["PORTWATCH_EXPOSURE_REASON"] = x.Reason
+	}
+	if l.Published != "" {
+		f["PORTWATCH_PUBLISHED_TO"] = l.Published
+	}
 	if t := ev.Transient; t != nil {
 		f["PORTWATCH_TRANSIENT"] = "1"
 		f["PORTWATCH_LIFETIME_USEC"] = strconv.FormatInt(t.Lifetime.Microseconds(), 10)

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/portwatchd/portwatchd/exposure"
 	"github.com/portwatchd/portwatchd/internal/textesc"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
@@ -202,13 +203,29 @@ func message(typ string, d policy.Decision, host string) string {
 	case TypeTest:
 		return "portwatchd test notification from " + textesc.Line(host)
 	case TypeOpened:
-		return fmt.Sprintf("%s listener %s opened by %s: %s", d.Verdict, ep, holder(d.Listener), reason(d))
+		return fmt.Sprintf("%s listener %s%s opened by %s: %s", d.Verdict, ep, exposureTag(d), holder(d.Listener), reason(d))
 	case TypeChanged:
-		return fmt.Sprintf("%s listener %s changed owner to %s: %s", d.Verdict, ep, holder(d.Listener), reason(d))
+		return fmt.Sprintf("%s listener %s%s changed owner to %s: %s", d.Verdict, ep, exposureTag(d), holder(d.Listener), reason(d))
 	case TypeClosed:
 		return closedMessage(d, "closed")
 	}
 	return fmt.Sprintf("%s: %s listener %s held by %s: %s", textesc.Line(typ), d.Verdict, ep, holder(d.Listener), reason(d))
+}
+
+// exposureTag is " (open)", " (published: host 0.0.0.0:8080/tcp → ...)":
+// the listener's exposure in a short phrase, escaped, for a message; "" when
+// not known (exposure off), so that messages stay as they were.
+func exposureTag(d policy.Decision) string {
+	if d.Exposure == nil {
+		return ""
+	}
+	return " (" + textesc.Line(policy.ExposurePhrase(d.Exposure)) + ")"
+}
+
+// exposureChangedMessage is the message of a change of exposure.
+func exposureChangedMessage(d policy.Decision, before *exposure.Exposure) string {
+	return fmt.Sprintf("%s listener %s (held by %s) is now %s, was %s: %s", d.Verdict, endpoint(d.Listener), holder(d.Listener),
+		textesc.Line(policy.ExposurePhrase(d.Exposure)), textesc.Line(policy.ExposurePhrase(before)), reason(d))
 }
 
 // truncate shortens s to at most n runes, ending it with "…" when cut.

@@ -275,7 +275,7 @@ func unwrapPath(err error) error {
 
 var topKeys = []string{"version", "interval", "ignore_ephemeral_udp", "include", "allow", "notify",
 	"log_allowed", "repeat_interval", "flap_window", "shutdown_grace", "state_dir", "ebpf", "reconcile_interval",
-	"transient_alerts_per_minute", "deny", "memfd_runtimes", "metrics"}
+	"transient_alerts_per_minute", "deny", "memfd_runtimes", "metrics", "exposure"}
 
 // dropinKeys are the keys a drop-in may set; everything else is a setting
 // that belongs to the main file alone.
@@ -346,6 +346,7 @@ func defaultSettings(getenv func(string) string) Settings {
 		EBPF:                     EBPFAuto,
 		ReconcileInterval:        DefaultReconcileInterval,
 		TransientAlertsPerMinute: DefaultTransientAlertsPerMinute,
+		Exposure:                 ExposureAuto,
 	}
 	// systemd sets STATE_DIRECTORY from StateDirectory=, colon-separated
 	// when the unit lists several; the first is ours.
@@ -416,6 +417,15 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 					c.EBPF = m
 				default:
 					d.errorf(f.v, "ebpf: expected auto, on or off, got %q", clip(v))
+				}
+			}
+		case "exposure":
+			if v, ok := d.str(f); ok {
+				switch m := ExposureMode(v); m {
+				case ExposureAuto, ExposureOff:
+					c.Exposure = m
+				default:
+					d.errorf(f.v, "exposure: expected auto or off, got %q (the exposure: of a rule is a list of classes)", clip(v))
 				}
 			}
 		case "reconcile_interval":

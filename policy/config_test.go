@@ -329,6 +329,7 @@ func wantDefaults(stateDir string) Settings {
 		EBPF:                     EBPFAuto,
 		ReconcileInterval:        10 * time.Second,
 		TransientAlertsPerMinute: 20,
+		Exposure:                 ExposureAuto,
 	}
 }
 
@@ -406,6 +407,7 @@ state_dir: /srv/portwatch/
 ebpf: off
 reconcile_interval: 30s
 transient_alerts_per_minute: 500
+exposure: off
 notify:
   journald: false
   spool_size: 50
@@ -419,6 +421,7 @@ notify:
 				EBPF:                     EBPFOff,
 				ReconcileInterval:        30 * time.Second,
 				TransientAlertsPerMinute: 500,
+				Exposure:                 ExposureOff,
 			},
 			wantNotify: Notify{Journald: false, SpoolSize: 50},
 		},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/portwatchd/portwatchd/exposure"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
@@ -19,9 +20,11 @@ import (
 //     it is not running from only ever gets itself denied.
 //
 // A deny rule with process fields or flags: never matches a listener with
-// no known holder.
-func (r *Rule) denies(l *watcher.Listener, now time.Time) (flagMask, bool) {
-	if r.socketMismatch(l, now, nil, 1) > 0 {
+// no known holder. exposure: matches as in an allow rule, an exposure not
+// known being unknown: `exposure: [open, published, unknown]` denies what
+// is or may be reachable.
+func (r *Rule) denies(l *watcher.Listener, e *exposure.Exposure, now time.Time) (flagMask, bool) {
+	if r.socketMismatch(l, e, now, nil, 1) > 0 {
 		return 0, false
 	}
 	if !r.hasProcessFields() && r.flags == 0 {
@@ -67,6 +70,9 @@ func denied(d Decision, r *Rule, hit, risk flagMask) Decision {
 	}
 	if extra := risk &^ hit; extra != 0 {
 		d.Reason += "; " + flagPhrase("high-risk", extra)
+	}
+	if len(r.Exposure) > 0 {
+		d.Reason += "; exposure " + exposurePhrase(d.Exposure)
 	}
 	if r.Reason != "" {
 		d.Reason += "; reason: " + r.Reason

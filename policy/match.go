@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portwatchd/portwatchd/exposure"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
@@ -43,10 +44,26 @@ import (
 // such units says "unit: 'user@1000.service/*'" (one user's) or
 // "unit: 'user@*.service/*'" (any user's), ideally with user: too.
 func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
-	d := Decision{Listener: l, Severity: SeverityInfo}
+	return c.EvaluateExposed(l, nil, now)
+}
+
+// EvaluateExposed is Evaluate for a listener whose exposure is e (nil when
+// not known: it reads as unknown). A rule's exposure: then matches when
+// one of e's classes is in its list, and the Decision carries e. An
+// unexpected listener that e shows unreachable from outside (bound to
+// loopback, or filtered, and published by no DNAT rule) is a notice rather
+// than a warning; a critical one stays critical (see lowerForExposure).
+func (c *Config) EvaluateExposed(l watcher.Listener, e *exposure.Exposure, now time.Time) Decision {
+	d := c.evaluate(l, e, now)
+	lowerForExposure(&d)
+	return d
+}
+
+func (c *Config) evaluate(l watcher.Listener, e *exposure.Exposure, now time.Time) Decision {
+	d := Decision{Listener: l, Severity: SeverityInfo, Exposure: e}
 	risk := c.listenerRisk(&l)
 	for i := range c.Deny {
-		if hit, ok := c.Deny[i].denies(&l, now); ok {
+		if hit, ok := c.Deny[i].denies(&l, e, now); ok {
 			return denied(d, &c.Deny[i], hit, risk)
 		}
 	}
@@ -60,7 +77,7 @@ func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
 	refused := -1 // the first rule that matched but refused a flag
 	for i := range c.Rules {
 		r := &c.Rules[i]
-		if r.mismatch(&l, now, nil, 1) == 0 {
+		if r.mismatch(&l, e, now, nil, 1) == 0 {
 			if risk&^r.flags == 0 {
 				d.Verdict, d.Rule, d.Reason = Allowed, r.Name, r.Reason
 				return d
@@ -81,7 +98,7 @@ func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
 			describe(&l), r.Name, r.File, flagPhrase("high-risk", risk&^r.flags))
 		return d
 	}
-	d.Rule, d.Reason = c.closest(&l, now)
+	d.Rule, d.Reason = c.closest(&l, e, now)
 	if risk != 0 {
 		d.Reason += "; " + flagPhrase("high-risk", risk)
 	}
@@ -90,10 +107,10 @@ func (c *Config) Evaluate(l watcher.Listener, now time.Time) Decision {
 
 // closest names the rule with the fewest fields that l fails, and says in
 // a reason which they are.
-func (c *Config) closest(l *watcher.Listener, now time.Time) (rule, reason string) {
+func (c *Config) closest(l *watcher.Listener, e *exposure.Exposure, now time.Time) (rule, reason string) {
 	best, bestN := -1, 0
 	for i := range c.Rules {
-		n := c.Rules[i].mismatch(l, now, nil, math.MaxInt)
+		n := c.Rules[i].mismatch(l, e, now, nil, math.MaxInt)
 		if best < 0 || n < bestN {
 			best, bestN = i, n
 		}
@@ -104,7 +121,7 @@ func (c *Config) closest(l *watcher.Listener, now time.Time) (rule, reason strin
 	}
 	r := &c.Rules[best]
 	var why []string
-	r.mismatch(l, now, &why, math.MaxInt)
+	r.mismatch(l, e, now, &why, math.MaxInt)
 	return r.Name, reason + fmt.Sprintf("; closest: rule %q (%s) %s", r.Name, r.File, joinWhy(why))
 }
 
@@ -123,17 +140,18 @@ func (r *Rule) expired(now time.Time) bool {
 	return !r.Expires.IsZero() && !now.Before(r.Expires)
 }
 
-// Matches reports whether the fields of r match l at now. Whether r's
-// flags: accept the holders' high-risk flags is Config.Evaluate's part.
+// Matches reports whether the fields of r match l at now, l's exposure
+// being unknown. Whether r's flags: accept the holders' high-risk flags is
+// Config.Evaluate's part.
 func (r *Rule) Matches(l watcher.Listener, now time.Time) bool {
-	return r.mismatch(&l, now, nil, 1) == 0
+	return r.mismatch(&l, nil, now, nil, 1) == 0
 }
 
 // mismatch counts the fields of r that l fails, up to stop; 0 means r
 // matches l. When why is not nil, it also appends an "expired ..." or
 // "wants ..." phrase per failing field.
-func (r *Rule) mismatch(l *watcher.Listener, now time.Time, why *[]string, stop int) int {
-	n := r.socketMismatch(l, now, why, stop)
+func (r *Rule) mismatch(l *watcher.Listener, e *exposure.Exposure, now time.Time, why *[]string, stop int) int {
+	n := r.socketMismatch(l, e, now, why, stop)
 	if n >= stop || !r.hasProcessFields() {
 		return n
 	}
@@ -153,8 +171,9 @@ func (r *Rule) mismatch(l *watcher.Listener, now time.Time, why *[]string, stop 
 	return n + r.processWants(&l.Processes[best], why)
 }
 
-// socketMismatch is mismatch for the expiry and the socket fields alone.
-func (r *Rule) socketMismatch(l *watcher.Listener, now time.Time, why *[]string, stop int) int {
+// socketMismatch is mismatch for the expiry and the socket fields alone
+// (exposure: is one: a fact about the socket).
+func (r *Rule) socketMismatch(l *watcher.Listener, e *exposure.Exposure, now time.Time, why *[]string, stop int) int {
 	n := 0
 	fail := func(f func() string) {
 		n++
@@ -194,6 +213,12 @@ func (r *Rule) socketMismatch(l *watcher.Listener, now time.Time, why *[]string,
 	}
 	if r.Netns != "" && !globMatch(r.Netns, l.Netns) {
 		fail(func() string { return "wants netns " + r.Netns })
+	}
+	if n >= stop {
+		return n
+	}
+	if len(r.Exposure) > 0 && !r.matchExposure(e) {
+		fail(func() string { return "wants exposure " + r.exposureText + " (it is " + exposurePhrase(e) + ")" })
 	}
 	return n
 }

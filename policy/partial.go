@@ -20,7 +20,7 @@ func (c *Config) AllowedIfAttributed(l watcher.Listener, now time.Time) (string,
 		return "", false
 	}
 	for i := range c.Deny {
-		if _, ok := c.Deny[i].denies(&l, now); ok {
+		if _, ok := c.Deny[i].denies(&l, nil, now); ok {
 			return "", false // denied whoever holds it
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,9 @@ type Rule struct {
 	Ports     []PortRange    // port:
 	Addresses []AddressMatch // address:
 	Netns     string         // glob on watcher.Listener.Netns ("host", "container:<id>", ...)
+	// Exposure is exposure:, the classes of which the listener's exposure
+	// must have one (ExposureClasses; see Config.EvaluateExposed).
+	Exposure []string
 
 	// Process fields: one holder of the socket must match all of them.
 	Exe       string // glob on the real executable path
@@ -51,7 +55,7 @@ type Rule struct {
 	// (MetricsRuleName).
 	Builtin bool
 
-	portText, addrText string
+	portText, addrText, exposureText string
 }
 
 // PortRange is an inclusive range of ports. Protocol is set when the range
@@ -106,7 +110,7 @@ func (r Rule) socketOnly() Rule {
 	return r
 }
 
-var ruleKeys = []string{"name", "protocol", "port", "address", "netns", "exe", "comm", "user", "unit", "container", "flags", "expires", "reason"}
+var ruleKeys = []string{"name", "protocol", "port", "address", "netns", "exe", "comm", "user", "unit", "container", "flags", "exposure", "expires", "reason"}
 
 // rule builds one rule of allow: or, with deny set, of deny: from its
 // mapping node. names maps the rule names seen so far, in every file and
@@ -196,6 +200,9 @@ func (l *loader) rule(d *decoder, n *yaml.Node, names map[string]string, deny bo
 			}
 		case "flags":
 			r.Flags, r.flags = d.flagList(f)
+		case "exposure":
+			r.Exposure = d.exposureList(f)
+			r.exposureText = strings.Join(r.Exposure, ",")
 		case "reason":
 			r.Reason, _ = d.str(f)
 		}
@@ -238,6 +245,30 @@ func (d *decoder) flagList(f field) ([]watcher.Flag, flagMask) {
 		m |= b
 	}
 	return m.flags(), m
+}
+
+// exposureList decodes a rule's exposure:, a class or a list of them.
+func (d *decoder) exposureList(f field) []string {
+	items, ok := d.strs(f)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, it := range items {
+		v := it.Value
+		if !slices.Contains(ExposureClasses, v) {
+			if s := suggest(v, ExposureClasses); s != "" {
+				d.errorf(it, "exposure: unknown class %q; did you mean %q? (classes: %s)", clip(v), s, strings.Join(ExposureClasses, ", "))
+			} else {
+				d.errorf(it, "exposure: unknown class %q (classes: %s)", clip(v), strings.Join(ExposureClasses, ", "))
+			}
+			continue
+		}
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // exeNeverMatches reports whether an exe glob that starts with * can match

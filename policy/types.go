@@ -3,6 +3,7 @@ package policy
 import (
 	"time"
 
+	"github.com/portwatchd/portwatchd/exposure"
 	"github.com/portwatchd/portwatchd/watcher"
 )
 
@@ -30,6 +31,12 @@ type Decision struct {
 	// (a port-only rule refused a high-risk flag, a deny rule matched them)
 	// or critical; empty when none did.
 	Flags []watcher.Flag `json:"risk_flags,omitempty"`
+	// Exposure is whether the listener is reachable from outside (bind
+	// scope, filter verdict, publications), as the daemon computed it
+	// when it judged the listener; nil when not computed (exposure: off,
+	// or a judgement made without it): the policy then reads it as
+	// unknown.
+	Exposure *exposure.Exposure `json:"exposure,omitempty"`
 }
 
 // Settings are the top-level scalar keys; drop-ins may not set them.
@@ -51,7 +58,23 @@ type Settings struct {
 	// minute (transient_alerts_per_minute); the rest are counted in one
 	// summary event at the end of the minute.
 	TransientAlertsPerMinute int
+	// Exposure says whether the daemon reads the nftables rulesets to
+	// tell whether each listener is reachable (exposure:), default auto.
+	Exposure ExposureMode
 }
+
+// ExposureMode says whether the daemon computes exposure (exposure:).
+type ExposureMode string
+
+// Exposure modes.
+const (
+	// ExposureAuto reads the rulesets when the privileges allow it, and
+	// otherwise gives every listener `unknown (no CAP_NET_ADMIN)`.
+	ExposureAuto ExposureMode = "auto"
+	// ExposureOff never reads them: every listener's exposure is nil,
+	// which the policy reads as unknown.
+	ExposureOff ExposureMode = "off"
+)
 
 // EBPFMode says whether the daemon loads its kernel programs (ebpf:).
 type EBPFMode string

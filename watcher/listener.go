@@ -100,6 +100,13 @@ type Listener struct {
 	// empty, never nil, for an unattributed socket (a kernel socket, or one
 	// whose holder exited during the snapshot).
 	Processes []Process `json:"processes"`
+	// Published is set on a listener of its own kind, which the watcher
+	// never gives: a host port that a DNAT rule publishes with no socket of
+	// the host behind it (the daemon adds it from the exposure). It says
+	// where the port leads: "published → container:3f2a 172.17.0.2:80",
+	// "forwarded to 10.0.0.5:80". Processes are then those of the socket
+	// it leads to, when one is known.
+	Published string `json:"published,omitempty"`
 }
 
 // Key identifies a listener across snapshots: the alert engine tracks

@@ -132,7 +132,8 @@ type daemon struct {
 
 	met *daemonMetrics // the fleet view (metrics.go)
 
-	kern       kernelState // the kernel programs (kernel.go)
+	kern       kernelState   // the kernel programs (kernel.go)
+	expo       exposureState // the rulesets and the exposure of each listener (exposure.go)
 	ticker     *time.Ticker
 	snapErr    string    // last snapshot error, "" when the last snapshot worked
 	snapErrAt  time.Time // when snapErr was last logged
@@ -251,6 +252,7 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
 	if d.kern.ev != nil {
 		go d.kern.ev.read(ctx, d.log)
 	}
+	d.startExposure(ctx)
 	d.wd, _ = watchdogInterval(d.log)
 	d.ticker = time.NewTicker(d.setPeriod())
 	defer d.ticker.Stop()
@@ -268,6 +270,8 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
 			d.tick(ctx)
 		case <-trig:
 			d.triggered(ctx)
+		case <-d.expo.changed:
+			d.rulesetChanged()
 		case err := <-failed:
 			d.kernelFailed(err)
 		case <-hup:
@@ -279,7 +283,7 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
 }
 
 func (d *daemon) engineConfig() alerting.Config {
-	return alerting.Config{Settings: d.cfg.Settings, Evaluator: d.cfg}
+	return alerting.Config{Settings: d.cfg.Settings, Evaluator: d.evaluator()}
 }
 
 // emit sends what the engine produced and saves the state when it changed.
@@ -307,6 +311,9 @@ func (d *daemon) emit(r alerting.Result, now time.Time) {
 		}
 		if em.Transient != nil {
 			opts = append(opts, notify.WithTransient(*em.Transient))
+		}
+		if em.ExposureChanged {
+			opts = append(opts, notify.WithExposureBefore(em.ExposureBefore))
 		}
 		d.unsent = append(d.unsent, notify.NewEvent(em.Type, em.Decision, d.host, at, opts...))
 	}
@@ -482,6 +489,7 @@ func (d *daemon) updateStatus() {
 	if n := d.kern.unexpected; n > 0 {
 		st += fmt.Sprintf(", %d unexpected transient", n)
 	}
+	st += d.exposureStatus()
 	if d.reloadErr != "" {
 		first, _, more := strings.Cut(d.reloadErr, "\n")
 		if more {

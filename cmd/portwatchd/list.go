@@ -59,9 +59,18 @@ func runList(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "portwatchd list: %s\n", errLine(err.Error()))
 		return exitError
 	}
+	// exposure: read the rulesets once, as the daemon does at start.
+	ev := exposedEvaluator{cfg: cfg}
+	if cfg.Exposure != policy.ExposureOff {
+		var note string
+		ev.byKey, snap, note = assessOnce(context.Background(), snap)
+		if note != "" {
+			fmt.Fprintf(stderr, "portwatchd list: warning: %s\n", errLine(note))
+		}
+	}
 	decisions := make([]policy.Decision, 0, len(snap.Listeners))
 	for _, l := range snap.Listeners {
-		decisions = append(decisions, cfg.Evaluate(l, snap.Time))
+		decisions = append(decisions, ev.Evaluate(l, snap.Time))
 	}
 	if *asJSON {
 		host, _ := os.Hostname()
@@ -84,7 +93,7 @@ func runList(args []string, stdout, stderr io.Writer) int {
 // Every field a process controls is escaped.
 func writeTable(out io.Writer, ds []policy.Decision) error {
 	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROTO\tLOCAL ADDRESS:PORT\tNETNS\tPID/PROGRAM\tEXE\tUSER\tUNIT\tFLAGS\tVERDICT")
+	fmt.Fprintln(tw, "PROTO\tLOCAL ADDRESS:PORT\tNETNS\tPID/PROGRAM\tEXE\tUSER\tUNIT\tFLAGS\tEXPOSURE\tVERDICT")
 	for i := range ds {
 		d := &ds[i]
 		l := &d.Listener
@@ -119,6 +128,11 @@ func writeTable(out io.Writer, ds []policy.Decision) error {
 				unit = "container:" + escape(p.Container[:min(12, len(p.Container))])
 			}
 		}
+		if l.Published != "" {
+			// A listener of its own kind: a host port a DNAT rule sends
+			// on, with no socket of the host behind it.
+			exe = escape(l.Published)
+		}
 		verdict := string(d.Verdict)
 		// For an unexpected listener Rule is only the closest rule: naming
 		// it next to the verdict would read as if it matched.
@@ -128,8 +142,8 @@ func writeTable(out io.Writer, ds []policy.Decision) error {
 		case d.Verdict == policy.Unexpected && d.Severity >= policy.SeverityCritical:
 			verdict += " (critical)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			protoColumn(l), addrColumn(l), escape(l.Netns), prog, exe, user, unit, flagsColumn(l), verdict)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			protoColumn(l), addrColumn(l), escape(l.Netns), prog, exe, user, unit, flagsColumn(l), exposureColumn(d), verdict)
 	}
 	return tw.Flush()
 }
@@ -165,6 +179,14 @@ func flagsColumn(l *watcher.Listener) string {
 		names[i] = flagShort[f]
 	}
 	return strings.Join(names, ",")
+}
+
+// exposureColumn is the classes of the listener's exposure, as a rule's
+// exposure: names them (open, filtered, loopback, restricted, published,
+// unknown), joined by ",". No exposure known is unknown; list --json has
+// the whole object, with the reason.
+func exposureColumn(d *policy.Decision) string {
+	return strings.Join(policy.ExposureClassesOf(d.Exposure), ",")
 }
 
 // protoColumn is the protocol with its family, as netstat writes it:

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
+	"github.com/portwatchd/portwatchd/exposure"
 	"github.com/portwatchd/portwatchd/internal/listenertest"
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
@@ -96,7 +97,7 @@ func TestListTable(t *testing.T) {
 		}
 	}
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if h := strings.Fields(lines[0]); !slices.Equal(h, []string{"PROTO", "LOCAL", "ADDRESS:PORT", "NETNS", "PID/PROGRAM", "EXE", "USER", "UNIT", "FLAGS", "VERDICT"}) {
+	if h := strings.Fields(lines[0]); !slices.Equal(h, []string{"PROTO", "LOCAL", "ADDRESS:PORT", "NETNS", "PID/PROGRAM", "EXE", "USER", "UNIT", "FLAGS", "EXPOSURE", "VERDICT"}) {
 		t.Errorf("header = %q", lines[0])
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
@@ -140,7 +141,9 @@ func TestListJSON(t *testing.T) {
 	if err := json.Unmarshal(doc["listeners"], &listeners); err != nil {
 		t.Fatal(err)
 	}
-	listenerKeys := []string{"address", "dual_stack", "ephemeral", "family", "inode", "interface", "netns", "netns_inode",
+	// exposure: list reads the rulesets (exposure: auto), and every
+	// listener has one, unknown at worst.
+	listenerKeys := []string{"address", "dual_stack", "ephemeral", "exposure", "family", "inode", "interface", "netns", "netns_inode",
 		"port", "processes", "protocol", "reason", "rule", "service", "severity", "uid", "verdict"}
 	processKeys := []string{"cmdline", "comm", "container", "exe", "exe_deleted", "flags", "pid", "uid", "unit", "user"}
 	found := false
@@ -150,7 +153,7 @@ func TestListJSON(t *testing.T) {
 		return slices.DeleteFunc(ks, func(k string) bool { return k == opt })
 	}
 	for _, l := range listeners {
-		if diff := cmp.Diff(listenerKeys, optional(listKeys(l), "risk_flags")); diff != "" {
+		if diff := cmp.Diff(listenerKeys, optional(optional(listKeys(l), "risk_flags"), "published")); diff != "" {
 			t.Fatalf("listener keys (-want +got):\n%s", diff)
 		}
 		procs := l["processes"].([]any)
@@ -289,10 +292,16 @@ func TestWriteTable(t *testing.T) {
 	ds := []policy.Decision{
 		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv4", Address: netip.MustParseAddr("0.0.0.0"), Port: 22, Service: "ssh", Netns: "host",
 			Processes: []watcher.Process{proc(1, "systemd", "/usr/lib/systemd/systemd"), proc(812, "sshd", "/usr/sbin/sshd"), proc(813, "sshd", "/usr/sbin/sshd")}},
-			Verdict: "allowed", Rule: "ssh"},
+			Verdict: "allowed", Rule: "ssh", Exposure: &exposure.Exposure{Scope: exposure.ScopeWildcard, Verdict: exposure.VerdictFiltered}},
 		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv6", Address: netip.MustParseAddr("::"), Port: 8080, DualStack: true, Netns: "container:0123456789ab",
 			Processes: []watcher.Process{{PID: 4242, Comm: "payload", Exe: "/memfd:x", ExeDeleted: true, ExeUnverified: true, User: "1000", Container: "0123456789abcdef"}}},
-			Verdict: "unexpected", Rule: "closest"},
+			Verdict: "unexpected", Rule: "closest", Exposure: &exposure.Exposure{Scope: exposure.ScopeWildcard, Verdict: exposure.VerdictOpen,
+				Published: []exposure.Publication{{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: 80, ToAddr: netip.MustParseAddr("172.17.0.2"), ToPort: 8080}}}},
+		// A published port with no socket of the host behind it.
+		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv4", Address: netip.IPv4Unspecified(), Port: 80, Netns: "host",
+			Published: "published → container:0123456789ab [::]:8080", Processes: []watcher.Process{}},
+			Verdict: "unexpected", Exposure: &exposure.Exposure{Scope: exposure.ScopeWildcard, Verdict: exposure.VerdictOpen,
+				Published: []exposure.Publication{{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: 80, ToAddr: netip.MustParseAddr("172.17.0.2"), ToPort: 8080}}}},
 		{Listener: watcher.Listener{Protocol: "tcp", Family: "ipv4", Address: netip.MustParseAddr("127.0.0.1"), Port: 9000, Netns: "host",
 			Processes: []watcher.Process{{PID: 900, Comm: "python3", Exe: "/usr/bin/python3", ExeUnverified: true, User: "root", Unit: "session-3.scope"}}},
 			Verdict: "unexpected"},
@@ -310,13 +319,14 @@ func TestWriteTable(t *testing.T) {
 	if err := writeTable(&b, ds); err != nil {
 		t.Fatal(err)
 	}
-	want := `PROTO  LOCAL ADDRESS:PORT     NETNS                   PID/PROGRAM     EXE                            USER  UNIT                    FLAGS                   VERDICT
-tcp    0.0.0.0:22 (ssh)       host                    812/sshd+2      /usr/sbin/sshd                 root  -                       -                       allowed (ssh)
-tcp46  [::]:8080              container:0123456789ab  4242/payload    /memfd:x (deleted)             1000  container:0123456789ab  -                       unexpected
-tcp    127.0.0.1:9000         host                    900/python3     /usr/bin/python3 (unverified)  root  session-3.scope         -                       unexpected
-udp    10.0.0.1%eth0:68       host                    -               -                              -     -                       -                       unexpected
-tcp    0.0.0.0:8443           host                    4242/payload+1  /memfd:x                       root  -                       memfd,session,rootport  unexpected (critical)
-udp6   [::1]:41000 ephemeral  host                    77/dig          /usr/bin/dig                   root  session-3.scope         -                       ignored
+	want := `PROTO  LOCAL ADDRESS:PORT     NETNS                   PID/PROGRAM     EXE                                           USER  UNIT                    FLAGS                   EXPOSURE        VERDICT
+tcp    0.0.0.0:22 (ssh)       host                    812/sshd+2      /usr/sbin/sshd                                root  -                       -                       filtered        allowed (ssh)
+tcp46  [::]:8080              container:0123456789ab  4242/payload    /memfd:x (deleted)                            1000  container:0123456789ab  -                       open,published  unexpected
+tcp    0.0.0.0:80             host                    -               published → container:0123456789ab [::]:8080  -     -                       -                       open,published  unexpected
+tcp    127.0.0.1:9000         host                    900/python3     /usr/bin/python3 (unverified)                 root  session-3.scope         -                       unknown         unexpected
+udp    10.0.0.1%eth0:68       host                    -               -                                             -     -                       -                       unknown         unexpected
+tcp    0.0.0.0:8443           host                    4242/payload+1  /memfd:x                                      root  -                       memfd,session,rootport  unknown         unexpected (critical)
+udp6   [::1]:41000 ephemeral  host                    77/dig          /usr/bin/dig                                  root  session-3.scope         -                       unknown         ignored
 `
 	if diff := cmp.Diff(want, b.String()); diff != "" {
 		t.Errorf("table (-want +got):\n%s\ngot:\n%s", diff, b.String())

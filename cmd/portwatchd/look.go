@@ -84,6 +84,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 		ix = indexSnapshotInto(snap, d.kern.prev)
 	}
 	d.kern.lastFull, d.kern.prev = now, ix
+	snap = d.exposureObserve(snap, now) // exposure.go: adds the published ports with no socket
 	r := d.eng.Step(snap, d.engineConfig(), now)
 	if len(evs) > 0 {
 		var unjudged []goneEvent
