@@ -40,8 +40,9 @@ type Options struct {
 	MaxListenerSeries int
 	// Version is portwatch_build_info's version label.
 	Version string
-	// Exposure gives a listener's exposure label. Nil gives "unknown" for
-	// every listener. (Firewall exposure, issue 12, fills it in.)
+	// Exposure gives a listener's exposure label (the daemon's: one of
+	// the policy's exposure: values). Nil gives "unknown" for every
+	// listener.
 	Exposure func(*policy.Decision) string
 }
 

@@ -45,6 +45,19 @@ type daemonMetrics struct {
 	writeErrAt time.Time // when a failed write was last logged
 }
 
+// exposureLabel is the exposure label of a listener in the metrics: one of
+// the policy's exposure: values, published first (it says most about
+// reachability), unknown when none is known (exposure: off, or not read).
+func exposureLabel(d *policy.Decision) string {
+	if d.Exposure == nil {
+		return "unknown"
+	}
+	if len(d.Exposure.Published) > 0 {
+		return "published"
+	}
+	return d.Exposure.Classes()[0]
+}
+
 // startMetrics builds the metrics and opens metrics.listen. A listen that
 // fails is logged, not fatal: the watch matters more than its metrics.
 func (d *daemon) startMetrics() {
@@ -53,7 +66,7 @@ func (d *daemon) startMetrics() {
 		Textfile:          mc.Textfile,
 		MaxListenerSeries: mc.MaxListenerSeries,
 		Version:           version,
-		Exposure:          nil, // issue 12: the firewall exposure of each listener; "unknown" until then
+		Exposure:          exposureLabel,
 	})}
 	if mc.Listen == "" {
 		return
@@ -98,7 +111,7 @@ func (d *daemon) metricsLook(snap *watcher.Snapshot, now time.Time) {
 	if first != dm.first || len(snap.Listeners) != len(dm.decisions) || d.cfg != dm.evalCfg || now.Sub(dm.evalAt) >= time.Minute {
 		dm.decisions = dm.decisions[:0]
 		for _, l := range snap.Listeners {
-			dm.decisions = append(dm.decisions, d.cfg.Evaluate(l, now))
+			dm.decisions = append(dm.decisions, d.evaluator().Evaluate(l, now))
 		}
 		dm.first, dm.evalCfg, dm.evalAt = first, d.cfg, now
 		dm.m.Snapshot(dm.decisions, now.Sub(snap.Time), now)
