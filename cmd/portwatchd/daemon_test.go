@@ -709,8 +709,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 		// The broken file would not allow target; the old policy does.
 		broken := strings.Replace(e.configText(), "    reason: not this test's business\n", "    reason: not this test's business\n    prot: tcp\n", 1)
 		e.writeConfig(broken)
-		e.notify.wait(t, mark, 1, "STATUS=config reload failed", notifyPrefix("STATUS=config reload failed: "+e.config+":9:5: "))
-		e.waitLog(from, "config reload failed, keeping the config in force: "+e.config+":9:5: unknown key")
+		// The line of prot: in configText's output, whatever comes before.
+		line := strings.Count(broken[:strings.Index(broken, "    prot: tcp")], "\n") + 1
+		at := fmt.Sprintf("%s:%d:5: ", e.config, line)
+		e.notify.wait(t, mark, 1, "STATUS=config reload failed", notifyPrefix("STATUS=config reload failed: "+at))
+		e.waitLog(from, "config reload failed, keeping the config in force: "+at+"unknown key")
 		c := startDaemonListener(t, target)
 		e.barrier()
 		if n := len(e.events("opened", target)); n != 2 {
