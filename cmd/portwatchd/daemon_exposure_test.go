@@ -92,33 +92,7 @@ allow:
 `, hookPort, hookPort), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM",
-		bin, "run", "-c", config, "--state-dir", filepath.Join(dir, "state"), "--log-level", "debug")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &lineLog{}
-	go logs.read(stderr)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", logs.String())
-		}
-	})
-	logs.wait(t, "portwatchd started", 30*time.Second)
+	startDaemonIn(t, ns, bin, config, dir)
 	// The test's sockets have no holder the daemon can see (they are held
 	// outside its PID namespace): the engine holds an unattributed
 	// listener back for a few snapshots before it judges it. Past that,
@@ -157,6 +131,41 @@ allow:
 	if !strings.Contains(ev.Message, `now allowed by rule "pg" (exposure changed)`) {
 		t.Errorf("resolve message %q, want it allowed by rule pg because the exposure changed", ev.Message)
 	}
+}
+
+// startDaemonIn runs the daemon bin with config in the namespace ns, as PID 1
+// of a PID namespace of its own (so that ns is its host), and waits for it
+// to start. It is stopped by its PID at the end of the test.
+func startDaemonIn(t *testing.T, ns, bin, config, dir string) *lineLog {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", ns, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM",
+		bin, "run", "-c", config, "--state-dir", filepath.Join(dir, "state"), "--log-level", "debug")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lineLog{}
+	go logs.read(stderr)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", logs.String())
+		}
+	})
+	logs.wait(t, "portwatchd started", 30*time.Second)
+	return logs
 }
 
 // runCmd runs a command and fails the test when it fails.
