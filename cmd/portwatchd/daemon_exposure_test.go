@@ -30,26 +30,9 @@ import (
 // listener.changed alert with the new exposure within 2 s; putting it back
 // resolves the alert. The host's own ruleset is never touched.
 func TestDaemonExposure(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("TestDaemonExposure needs root: it makes a network namespace and nftables rules in it")
-	}
-	if testing.Short() {
-		t.Skip("end-to-end test skipped in -short mode")
-	}
-	for _, tool := range []string{"ip", "nft", "unshare"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("TestDaemonExposure needs %s (install iproute2, nftables, util-linux)", tool)
-		}
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "portwatchd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := exposureE2E(t, "nft")
 	ns := fmt.Sprintf("pwexpo%d", os.Getpid())
-	runCmd(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	runCmd(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	addNetns(t, ns)
 	nftIn(t, ns, `table inet filter {
 	chain input {
 		type filter hook input priority 0; policy drop;
@@ -59,20 +42,11 @@ func TestDaemonExposure(t *testing.T) {
 
 	// The webhook receiver and the listener under test, both in the
 	// namespace (the daemon's loopback is the namespace's).
-	hookLn := listenIn(t, ns, "127.0.0.1:0")
+	hook, hookPort := startHookIn(t, ns)
 	pgLn := listenIn(t, ns, "0.0.0.0:5432")
 	defer pgLn.Close()
-	hook := &exposureHook{}
-	srv := &http.Server{Handler: hook, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(hookLn) }()
-	t.Cleanup(func() { srv.Close() })
-	hookPort := hookLn.Addr().(*net.TCPAddr).Port
 
-	etc := filepath.Join(dir, "etc")
-	if err := os.Mkdir(etc, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	config := filepath.Join(etc, "portwatch.yaml")
+	config := filepath.Join(dir, "portwatch.yaml")
 	if err := os.WriteFile(config, fmt.Appendf(nil, `version: 1
 interval: 200ms
 ebpf: off
@@ -166,6 +140,51 @@ func startDaemonIn(t *testing.T, ns, bin, config, dir string) *lineLog {
 	})
 	logs.wait(t, "portwatchd started", 30*time.Second)
 	return logs
+}
+
+// exposureE2E skips the test unless it runs as root, without -short, with
+// ip, unshare and the tools named; it returns a temporary directory and the
+// daemon built into it.
+func exposureE2E(t *testing.T, tools ...string) (dir, bin string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("%s needs root: it makes network namespaces and nftables rules in them", t.Name())
+	}
+	if testing.Short() {
+		t.Skip("end-to-end test skipped in -short mode")
+	}
+	for _, tool := range append([]string{"ip", "unshare"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s needs %s (install iproute2, util-linux, nftables, iptables)", t.Name(), tool)
+		}
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "portwatchd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir, bin
+}
+
+// addNetns makes the named network namespace ns, with its loopback up, and
+// deletes it at the end of the test.
+func addNetns(t *testing.T, ns string) {
+	t.Helper()
+	runCmd(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	runCmd(t, "ip", "-n", ns, "link", "set", "lo", "up")
+}
+
+// startHookIn serves a generic webhook receiver on loopback in ns (the
+// daemon's loopback when ns is its host) and returns it and its port.
+func startHookIn(t *testing.T, ns string) (*exposureHook, int) {
+	t.Helper()
+	ln := listenIn(t, ns, "127.0.0.1:0")
+	hook := &exposureHook{}
+	srv := &http.Server{Handler: hook, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return hook, ln.Addr().(*net.TCPAddr).Port
 }
 
 // runCmd runs a command and fails the test when it fails.

@@ -2,14 +2,10 @@ package main
 
 import (
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/portwatchd/portwatchd/notify"
 )
@@ -23,29 +19,11 @@ import (
 // published and joined to the container's listener, and judges it: no rule
 // allows 8080, so it alerts.
 func TestDaemonExposurePublished(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("TestDaemonExposurePublished needs root: it makes network namespaces, a veth pair and nftables rules")
-	}
-	if testing.Short() {
-		t.Skip("end-to-end test skipped in -short mode")
-	}
-	for _, tool := range []string{"ip", "nft", "iptables", "unshare"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("TestDaemonExposurePublished needs %s (install iproute2, nftables, iptables, util-linux)", tool)
-		}
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "portwatchd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := exposureE2E(t, "iptables")
 	host := fmt.Sprintf("pwpubh%d", os.Getpid())
 	ctr := fmt.Sprintf("pwpubc%d", os.Getpid())
-	for _, ns := range []string{host, ctr} {
-		runCmd(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-		runCmd(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
+	addNetns(t, host)
+	addNetns(t, ctr)
 	veth := fmt.Sprintf("pwv%d", os.Getpid()%100000)
 	runCmd(t, "ip", "-n", host, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ctr)
 	runCmd(t, "ip", "-n", host, "addr", "add", "172.30.9.1/24", "dev", veth)
@@ -63,18 +41,9 @@ func TestDaemonExposurePublished(t *testing.T) {
 		runCmd(t, "ip", append([]string{"netns", "exec", host, "iptables"}, args...)...)
 	}
 
-	hookLn := listenIn(t, host, "127.0.0.1:0")
+	hook, hookPort := startHookIn(t, host)
 	listenIn(t, ctr, "0.0.0.0:80")
-	hook := &exposureHook{}
-	srv := &http.Server{Handler: hook, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(hookLn) }()
-	t.Cleanup(func() { srv.Close() })
-	hookPort := hookLn.Addr().(*net.TCPAddr).Port
-	etc := filepath.Join(dir, "etc")
-	if err := os.Mkdir(etc, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	config := filepath.Join(etc, "portwatch.yaml")
+	config := filepath.Join(dir, "portwatch.yaml")
 	// The container's own listener is allowed; the published port is not.
 	if err := os.WriteFile(config, fmt.Appendf(nil, `version: 1
 interval: 200ms
