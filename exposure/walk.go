@@ -131,6 +131,11 @@ func (w *walker) exprs(st state, r *Rule, i int, g *regs) result {
 			if x.OperationType != expr.PayloadLoad {
 				continue
 			}
+			if x.Len > uint32(len(g.b)) {
+				// The kernel refuses such a rule; a malformed dump must
+				// not make header() allocate gigabytes (FuzzDecode).
+				return w.unknown(st, r, "payload load longer than the registers")
+			}
 			b, o := w.p.header(x.Base, int(x.Offset), int(x.Len))
 			g.load(x.DestRegister, b, o)
 		case *expr.Immediate:
