@@ -40,7 +40,14 @@ type state struct {
 	stack []frame
 	conds []string
 	daddr netip.Addr // the publication search: the destination address a match bound
+	hops  int        // jumps and gotos taken
 }
+
+// maxHops bounds the jumps and gotos of one path. The kernel refuses a
+// ruleset with a loop, but a goto loop (which does not grow the stack) in
+// a malformed or inconsistent dump would otherwise recurse until maxSteps,
+// deep enough to overflow the goroutine's stack (FuzzDecode found one).
+const maxHops = 256
 
 func (s state) clone() state {
 	s.stack = slices.Clone(s.stack)
@@ -355,6 +362,9 @@ func (w *walker) verdict(st state, r *Rule, k expr.VerdictKind, chain string) re
 		}
 		if len(st.stack) > 16 {
 			return w.unknown(st, r, "jumps nested too deep")
+		}
+		if st.hops++; st.hops > maxHops {
+			return w.unknown(st, r, "jumps and gotos loop")
 		}
 		if k == expr.VerdictGoto {
 			st.stack[len(st.stack)-1] = frame{c: to}
