@@ -263,18 +263,25 @@ func dataValue(ad *netlink.AttributeDecoder) (val []byte, v *expr.Verdict) {
 			case unix.NFTA_DATA_VALUE:
 				val = bytes.Clone(d.Bytes())
 			case unix.NFTA_DATA_VERDICT:
-				v = &expr.Verdict{}
+				// Without a code there is no verdict: the zero
+				// Kind would read as drop.
+				var code *int32
+				var chain string
 				d.Nested(func(vd *netlink.AttributeDecoder) error {
 					for vd.Next() {
 						switch vd.Type() {
 						case unix.NFTA_VERDICT_CODE:
-							v.Kind = expr.VerdictKind(int32(vd.Uint32()))
+							c := int32(vd.Uint32())
+							code = &c
 						case unix.NFTA_VERDICT_CHAIN:
-							v.Chain = str(vd.Bytes())
+							chain = str(vd.Bytes())
 						}
 					}
 					return nil
 				})
+				if code != nil {
+					v = &expr.Verdict{Kind: expr.VerdictKind(*code), Chain: chain}
+				}
 			}
 		}
 		return nil
@@ -372,15 +379,34 @@ func decodeExpr(fam byte, ad *netlink.AttributeDecoder) Expr {
 		return Expr{Name: name}
 	}
 	// A verdict is an immediate into the verdict register; the library
-	// decodes it as such only through its own path, so redo it here.
+	// decodes it as such only through its own path, so redo it here, and
+	// not with its Verdict.unmarshal, which panics on a short
+	// NFTA_DATA_VERDICT (v0.3.0, verdict.go:119; FuzzDecode found it).
 	if imm, ok := e.(*expr.Immediate); ok && imm.Register == unix.NFT_REG_VERDICT && len(imm.Data) == 0 {
-		v := &expr.Verdict{}
-		if err := expr.Unmarshal(fam, data, v); err != nil {
+		v, ok := immediateVerdict(data)
+		if !ok {
 			return Expr{Name: name}
 		}
 		e = v
 	}
 	return Expr{Name: name, E: e}
+}
+
+// immediateVerdict reads the verdict of an immediate expression's
+// attributes, or says there is none it can read.
+func immediateVerdict(data []byte) (*expr.Verdict, bool) {
+	ad, err := netlink.NewAttributeDecoder(data)
+	if err != nil {
+		return nil, false
+	}
+	ad.ByteOrder = binary.BigEndian
+	var v *expr.Verdict
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_IMMEDIATE_DATA {
+			_, v = dataValue(ad)
+		}
+	}
+	return v, ad.Err() == nil && v != nil
 }
 
 // newExpr returns the github.com/google/nftables type for an expression name,

@@ -44,6 +44,7 @@ iptables -A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACC
 iptables -A FORWARD -o docker0 -j DOCKER
 iptables -A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
 `)
+	host.Record("docker-iptables")
 	rs := host.Read()
 	pubs := Publications(rs)
 	dnat := RuleRef{Family: "ip", Table: "nat", Chain: "DOCKER", Handle: ruleHandle(t, rs, "ip", "nat", "DOCKER", 1)}
@@ -131,6 +132,7 @@ table ip kube-proxy {
 	}
 }
 `)
+	host.Record("nftables-native")
 	rs := host.Read()
 	pubs := Publications(rs)
 	ref := func(table, chain string, n int) RuleRef {

@@ -67,6 +67,7 @@ iptables -A ufw-user-input -p tcp --dport 22 -j ACCEPT
 iptables -A ufw-user-input -p tcp -s 10.0.0.0/8 --dport 8443 -j ACCEPT
 iptables -A ufw-after-input -m limit --limit 3/min -j LOG
 `)
+	ns.Record("ufw")
 	rs := ns.Read()
 	policy := &RuleRef{Family: "ip", Table: "filter", Chain: "INPUT"}
 	checkEval(t, rs, []evalCase{
@@ -130,6 +131,7 @@ table inet firewalld {
 	}
 }
 `)
+	ns.Record("firewalld")
 	rs := ns.Read()
 	reject := &RuleRef{Family: "inet", Table: "firewalld", Chain: "filter_INPUT", Handle: ruleHandle(t, rs, "inet", "firewalld", "filter_INPUT", 5)}
 	checkEval(t, rs, []evalCase{
@@ -159,6 +161,7 @@ table inet f {
 	}
 }
 `)
+	ns.Record("unknown-expression")
 	rs := ns.Read()
 	osf := &RuleRef{Family: "inet", Table: "f", Chain: "input", Handle: ruleHandle(t, rs, "inet", "f", "input", 0)}
 	lim := &RuleRef{Family: "inet", Table: "f", Chain: "input", Handle: ruleHandle(t, rs, "inet", "f", "input", 2)}
@@ -186,6 +189,7 @@ table inet f {
 }
 `)
 	ns.Exec("iptables-legacy", "-t", "filter", "-L")
+	ns.Record("legacy")
 	rs := ns.Read()
 	checkEval(t, rs, []evalCase{
 		{"open becomes unknown", Facts{"tcp", ap("0.0.0.0"), 22}, Exposure{Scope: ScopeWildcard, Verdict: VerdictUnknown,

@@ -40,7 +40,14 @@ type state struct {
 	stack []frame
 	conds []string
 	daddr netip.Addr // the publication search: the destination address a match bound
+	hops  int        // jumps and gotos taken
 }
+
+// maxHops bounds the jumps and gotos of one path. The kernel refuses a
+// ruleset with a loop, but a goto loop (which does not grow the stack) in
+// a malformed or inconsistent dump would otherwise recurse until maxSteps,
+// deep enough to overflow the goroutine's stack (FuzzDecode found one).
+const maxHops = 256
 
 func (s state) clone() state {
 	s.stack = slices.Clone(s.stack)
@@ -130,6 +137,11 @@ func (w *walker) exprs(st state, r *Rule, i int, g *regs) result {
 		case *expr.Payload:
 			if x.OperationType != expr.PayloadLoad {
 				continue
+			}
+			if x.Len > uint32(len(g.b)) {
+				// The kernel refuses such a rule; a malformed dump must
+				// not make header() allocate gigabytes (FuzzDecode).
+				return w.unknown(st, r, "payload load longer than the registers")
 			}
 			b, o := w.p.header(x.Base, int(x.Offset), int(x.Len))
 			g.load(x.DestRegister, b, o)
@@ -350,6 +362,9 @@ func (w *walker) verdict(st state, r *Rule, k expr.VerdictKind, chain string) re
 		}
 		if len(st.stack) > 16 {
 			return w.unknown(st, r, "jumps nested too deep")
+		}
+		if st.hops++; st.hops > maxHops {
+			return w.unknown(st, r, "jumps and gotos loop")
 		}
 		if k == expr.VerdictGoto {
 			st.stack[len(st.stack)-1] = frame{c: to}
