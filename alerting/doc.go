@@ -37,6 +37,10 @@
 //     match more than owners. So is a holder whose risk flags change (its
 //     executable deleted or replaced under it). A verdict it flips needs two
 //     consecutive snapshots to agree, as an owner change does.
+//   - An alerted listener whose severity changes with the same owners (its
+//     executable deleted under it: warning to critical) gives one
+//     listener.changed event saying both severities, once two consecutive
+//     snapshots agree; the alert carries the new severity from then on.
 //   - An owner change (watcher.Owners) needs two consecutive snapshots to
 //     agree. Until then the previous owners hold. Unknown owners (no holder
 //     found) are no information, never a change.

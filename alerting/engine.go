@@ -57,6 +57,12 @@ type Emission struct {
 	// known) and Decision.Exposure the new one (notify.WithExposureBefore).
 	ExposureChanged bool
 	ExposureBefore  *exposure.Exposure
+	// SeverityChanged is set on the listener.changed event of an alerted
+	// listener whose severity changed with the same owners (its holder's
+	// flags changed: the executable deleted under it), SeverityBefore being
+	// the severity it was alerted with (notify.WithSeverityBefore).
+	SeverityChanged bool
+	SeverityBefore  policy.Severity
 }
 
 // Result is what one Step or Reload of the engine produced.
@@ -306,7 +312,25 @@ func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener,
 func (e *Engine) rejudge(r *Result, k watcher.Key, t *track, l watcher.Listener, cfg Config, now time.Time) {
 	dec := cfg.Evaluate(l, now)
 	if (dec.Verdict == policy.Unexpected) == (t.dec.Verdict == policy.Unexpected) {
+		a := e.openAlert(k)
+		// An alert state written before severities has info for all:
+		// no change can be told from it.
+		if a == nil || a.Decision.Severity == policy.SeverityInfo || dec.Severity == a.Decision.Severity {
+			t.l, t.dec, t.flip = l, dec, false
+			return
+		}
+		// Alerted, and its severity changed with the same owners: as
+		// a verdict flip, once the next snapshot agrees (t.l is kept
+		// until then, so that it is judged again).
+		if !t.flip {
+			t.flip = true
+			return
+		}
 		t.l, t.dec, t.flip = l, dec, false
+		before := a.Decision.Severity
+		e.raise(r, k, notify.TypeChanged, t, now, "severity changed")
+		em := &r.Emit[len(r.Emit)-1]
+		em.SeverityChanged, em.SeverityBefore = true, before
 		return
 	}
 	if !t.flip {

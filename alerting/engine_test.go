@@ -25,7 +25,14 @@ type engPolicy struct {
 }
 
 func (p engPolicy) Evaluate(l watcher.Listener, now time.Time) policy.Decision {
-	d := policy.Decision{Listener: l, Verdict: policy.Unexpected, Reason: "engNo rule allows it"}
+	d := policy.Decision{Listener: l, Verdict: policy.Unexpected, Reason: "engNo rule allows it", Severity: policy.SeverityWarning}
+	// As the real policy: a high-risk flag (here exe_gone or
+	// exe_in_writable_dir) makes an unexpected listener critical.
+	for _, pr := range l.Processes {
+		if slices.Contains(pr.Flags, watcher.FlagExeGone) || slices.Contains(pr.Flags, watcher.FlagExeInWritableDir) {
+			d.Severity = policy.SeverityCritical
+		}
+	}
 	if p.ignore[l.Port] {
 		d.Verdict, d.Reason = policy.Ignored, "ephemeral"
 		return d
@@ -52,13 +59,16 @@ func (p engPolicy) Evaluate(l watcher.Listener, now time.Time) policy.Decision {
 			return d
 		}
 	}
-	d.Verdict, d.Rule, d.Reason = policy.Allowed, fmt.Sprintf("port-%d", l.Port), "test"
+	d.Verdict, d.Rule, d.Reason, d.Severity = policy.Allowed, fmt.Sprintf("port-%d", l.Port), "test", policy.SeverityInfo
 	return d
 }
 
 var (
 	procSSHD  = watcher.Process{PID: 100, Comm: "sshd", Exe: "/usr/sbin/sshd", User: "root"}
 	procSSHD2 = watcher.Process{PID: 101, Comm: "sshd", Exe: "/usr/sbin/sshd", User: "root"}
+	// procEvil once its executable was deleted under it.
+	procEvilGone = watcher.Process{PID: 200, Comm: "sshd", Exe: "/tmp/x", User: "nobody",
+		Flags: []watcher.Flag{watcher.FlagExeGone}}
 	// procSSHD once its directory was made writable by others.
 	procSSHDWritable = watcher.Process{PID: 100, Comm: "sshd", Exe: "/usr/sbin/sshd", User: "root",
 		Flags: []watcher.Flag{watcher.FlagExeInWritableDir}}

@@ -555,6 +555,31 @@ func TestHolderSwapIsJudgedAgain(t *testing.T) {
 			},
 		},
 		{
+			// The dropper deletes its binary once started: still the
+			// same owners and still unexpected, but now critical. Told
+			// once two snapshots agree, as a change of the alert.
+			name:   "an alerted listener whose severity rises with the same owners alerts the change once",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: engS(engL("tcp", 4444, procEvil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 1 * time.Second, snap: engS(engL("tcp", 4444, procEvilGone)), wantState: engNo},
+				{at: 2 * time.Second, snap: engS(engL("tcp", 4444, procEvilGone)), wantState: engYes, want: []string{
+					"changed unexpected tcp 0.0.0.0:4444 [/tmp/x] note=severity changed prev=[/tmp/x]",
+				}},
+				{at: 3 * time.Second, snap: engS(engL("tcp", 4444, procEvilGone)), wantState: engNo},
+			},
+		},
+		{
+			name:   "a severity change seen once is no change",
+			policy: allow22,
+			steps: []engineStep{
+				{snap: engS(engL("tcp", 4444, procEvil)), want: []string{"opened unexpected tcp 0.0.0.0:4444 [/tmp/x]"}},
+				{at: 1 * time.Second, snap: engS(engL("tcp", 4444, procEvilGone))},
+				{at: 2 * time.Second, snap: engS(engL("tcp", 4444, procEvil))},
+				{at: 3 * time.Second, snap: engS(engL("tcp", 4444, procEvil)), wantState: engNo},
+			},
+		},
+		{
 			name:   "a holder swap keeping the verdict is silent",
 			policy: allow22,
 			steps: []engineStep{

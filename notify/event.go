@@ -48,6 +48,11 @@ type Event struct {
 	ExposureBefore *exposure.Exposure `json:"exposure_before,omitempty"`
 	// ExposureChanged says the event is that of a change of exposure.
 	ExposureChanged bool `json:"exposure_changed,omitempty"`
+	// SeverityBefore is, on the listener.changed event of an alerted
+	// listener whose severity changed with the same owners
+	// (WithSeverityBefore), the severity it was alerted with: its
+	// executable deleted under it makes a warning critical.
+	SeverityBefore *policy.Severity `json:"severity_before,omitempty"`
 }
 
 // Transient says how long a transient listener lived.
@@ -140,6 +145,9 @@ func NewEvent(typ string, d policy.Decision, host string, now time.Time, opts ..
 	case o.exposureChanged && typ == TypeChanged:
 		ev.ExposureChanged, ev.ExposureBefore = true, o.exposureBefore
 		ev.Message = exposureChangedMessage(d, o.exposureBefore)
+	case o.severityBefore != nil && typ == TypeChanged:
+		ev.SeverityBefore = o.severityBefore
+		ev.Message = severityChangedMessage(d, *o.severityBefore)
 	default:
 		ev.Message = message(typ, d, host)
 		if o.note != "" {
@@ -163,6 +171,17 @@ type eventOptions struct {
 
 	exposureChanged bool
 	exposureBefore  *exposure.Exposure
+
+	severityBefore *policy.Severity
+}
+
+// WithSeverityBefore marks a listener.changed event as that of an alerted
+// listener whose severity changed while its owners did not, before being
+// the severity it was alerted with, and writes its message: "unexpected
+// listener tcp 0.0.0.0:4444 (held by /tmp/x ...) is now critical, was
+// warning: ...". Other types ignore it.
+func WithSeverityBefore(before policy.Severity) EventOption {
+	return func(o *eventOptions) { o.severityBefore = &before }
 }
 
 // WithExposureBefore marks a listener.changed event as that of a change of

@@ -228,6 +228,13 @@ func exposureChangedMessage(d policy.Decision, before *exposure.Exposure) string
 		textesc.Line(policy.ExposurePhrase(d.Exposure)), textesc.Line(policy.ExposurePhrase(before)), reason(d))
 }
 
+// severityChangedMessage is the message of a change of severity: the
+// holder's flags, which made it, are in holder's text.
+func severityChangedMessage(d policy.Decision, before policy.Severity) string {
+	return fmt.Sprintf("%s listener %s%s (held by %s) is now %s, was %s: %s", d.Verdict, endpoint(d.Listener), exposureTag(d),
+		holder(d.Listener), d.Severity, before, reason(d))
+}
+
 // truncate shortens s to at most n runes, ending it with "…" when cut.
 func truncate(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {

@@ -312,6 +312,9 @@ func (d *daemon) emit(r alerting.Result, now time.Time) {
 		if em.Transient != nil {
 			opts = append(opts, notify.WithTransient(*em.Transient))
 		}
+		if em.SeverityChanged {
+			opts = append(opts, notify.WithSeverityBefore(em.SeverityBefore))
+		}
 		if em.ExposureChanged {
 			opts = append(opts, notify.WithExposureBefore(em.ExposureBefore))
 		}
