@@ -673,6 +673,52 @@ func TestDaemonEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("a holder whose executable is deleted under it turns its alert critical", func(t *testing.T) {
+		// A dropper: its program under /opt (unpackaged, low risk: a
+		// warning), deleted once it runs (exe_gone: critical).
+		dropper := e.base + 4
+		dir, err := os.MkdirTemp("/opt", "portwatchd-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		exe := filepath.Join(dir, "dropper")
+		if out, err := exec.Command("cp", selfExe, exe).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v: %s", err, out)
+		}
+		c := startDaemonListener(t, dropper)
+		e.waitEvents("opened", dropper, 1)
+		pid := c.handOff(t, exe)
+		t.Cleanup(func() {
+			if p, err := os.FindProcess(pid); err == nil {
+				_ = p.Kill()
+			}
+		})
+		ch := e.waitEvents("changed", dropper, 1)[0]
+		if ch["PORTWATCH_EXE"] != exe || ch["PORTWATCH_SEVERITY"] != "warning" {
+			t.Fatalf("changed entry for the hand-off: exe %q severity %q, want %s and warning", ch["PORTWATCH_EXE"], ch["PORTWATCH_SEVERITY"], exe)
+		}
+		if err := os.Remove(exe); err != nil {
+			t.Fatal(err)
+		}
+		es := e.waitEvents("changed", dropper, 2)
+		last := es[len(es)-1]
+		// A deleted executable is an owner of its own ("... (deleted)"):
+		// the change is told as one of owner, now critical.
+		if last["PORTWATCH_SEVERITY"] != "critical" || !strings.Contains(last["PORTWATCH_FLAGS"], "exe_gone") {
+			t.Errorf("changed entry after the delete: severity %q, flags %q (%s); want critical with exe_gone",
+				last["PORTWATCH_SEVERITY"], last["PORTWATCH_FLAGS"], last["MESSAGE"])
+		}
+		checkAlertPriority(t, "changed entry after the delete", last)
+		e.barrier()
+		if n := len(e.events("changed", dropper)); n != 2 {
+			t.Errorf("%d changed entries, want 2 (the hand-off, the delete)", n)
+		}
+	})
+
 	t.Run("reload by atomic rename allows the port", func(t *testing.T) {
 		// Alerted again (the first alert was resolved), and still open
 		// when the reload allows it: the reload resolves it.
