@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"slices"
 	"strings"
 
 	"github.com/portwatchd/portwatchd/watcher"
@@ -13,23 +12,11 @@ import (
 // not one of watcher.AllFlags (a hand-edited state file) are left out, so
 // that only fixed names, which need no escaping, reach a message or a field.
 func HolderFlags(l watcher.Listener) []watcher.Flag {
-	var all []watcher.Flag
+	var all watcher.FlagSet
 	for _, p := range l.Processes {
-		all = append(all, p.Flags...)
+		all |= watcher.FlagsOf(p.Flags)
 	}
-	return knownFlags(all)
-}
-
-// knownFlags returns the flags of fs that are in watcher.AllFlags, once
-// each, in that order.
-func knownFlags(fs []watcher.Flag) []watcher.Flag {
-	var out []watcher.Flag
-	for _, f := range watcher.AllFlags {
-		if slices.Contains(fs, f) {
-			out = append(out, f)
-		}
-	}
-	return out
+	return all.List()
 }
 
 // joinFlags writes flags as their names separated by sep.
@@ -42,4 +29,10 @@ func joinFlags(fs []watcher.Flag, sep string) string {
 		b.WriteString(string(f))
 	}
 	return b.String()
+}
+
+// knownNames is fs as field or label text: the names in watcher.AllFlags,
+// once each, in that order, comma-separated (unknown names left out).
+func knownNames(fs []watcher.Flag) string {
+	return joinFlags(watcher.FlagsOf(fs).List(), ",")
 }

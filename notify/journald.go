@@ -95,7 +95,7 @@ func eventFields(ev Event) map[string]string {
 	// Fixed names (HolderFlags and knownFlags drop any other), joined
 	// without spaces so that a script can split on ",".
 	f["PORTWATCH_FLAGS"] = joinFlags(HolderFlags(l.Listener), ",")
-	f["PORTWATCH_RISK_FLAGS"] = joinFlags(knownFlags(ev.Listener.Flags), ",")
+	f["PORTWATCH_RISK_FLAGS"] = knownNames(ev.Listener.Flags)
 	if len(l.Processes) > 0 {
 		p := l.Processes[0]
 		f["PORTWATCH_PID"] = strconv.Itoa(p.PID)

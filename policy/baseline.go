@@ -49,14 +49,14 @@ func BaselineReserving(ls []watcher.Listener, seen time.Time, ignoreEphemeralUDP
 		cmdlines  []string
 		note      string // why exe is not pinned
 		listeners int
-		flags     flagMask // the holders' high-risk flags
-		flagNotes []string // which processes had them
+		flags     watcher.FlagSet // the holders' high-risk flags
+		flagNotes []string        // which processes had them
 	}
 	var groups []*group
 	byKey := map[string]*group{}
 	for i := range ls {
 		l := &ls[i]
-		var risk flagMask
+		var risk watcher.FlagSet
 		for j := range l.Processes {
 			risk |= highRisk(&l.Processes[j], nil)
 		}

@@ -23,7 +23,7 @@ import (
 // no known holder. exposure: matches as in an allow rule, an exposure not
 // known being unknown: `exposure: [open, published, unknown]` denies what
 // is or may be reachable.
-func (r *Rule) denies(l *watcher.Listener, e *exposure.Exposure, now time.Time) (flagMask, bool) {
+func (r *Rule) denies(l *watcher.Listener, e *exposure.Exposure, now time.Time) (watcher.FlagSet, bool) {
 	if r.socketMismatch(l, e, now, nil, 1) > 0 {
 		return 0, false
 	}
@@ -38,7 +38,7 @@ func (r *Rule) denies(l *watcher.Listener, e *exposure.Exposure, now time.Time) 
 		if r.flags == 0 {
 			return 0, true
 		}
-		if hit := maskOf(p.Flags) & r.flags; hit != 0 {
+		if hit := watcher.FlagsOf(p.Flags) & r.flags; hit != 0 {
 			return hit, true
 		}
 	}
@@ -58,12 +58,12 @@ func (r *Rule) denyProcess(p *watcher.Process) bool {
 // denied is the decision on a listener that the deny rule r matched, hit
 // being the flags of r that the holder had and risk the listener's
 // high-risk flags.
-func denied(d Decision, r *Rule, hit, risk flagMask) Decision {
+func denied(d Decision, r *Rule, hit, risk watcher.FlagSet) Decision {
 	d.Verdict, d.Rule, d.Severity = Unexpected, r.Name, SeverityWarning
 	if risk != 0 {
 		d.Severity = SeverityCritical
 	}
-	d.Flags = (hit | risk).flags()
+	d.Flags = (hit | risk).List()
 	d.Reason = fmt.Sprintf("denied by rule %q (%s): %s", r.Name, r.File, describe(&d.Listener))
 	if hit != 0 {
 		d.Reason += " with " + flagPhrase("", hit)

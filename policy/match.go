@@ -89,7 +89,7 @@ func (c *Config) evaluate(l watcher.Listener, e *exposure.Exposure, now time.Tim
 	}
 	d.Verdict, d.Severity = Unexpected, SeverityWarning
 	if risk != 0 {
-		d.Severity, d.Flags = SeverityCritical, risk.flags()
+		d.Severity, d.Flags = SeverityCritical, risk.List()
 	}
 	if refused >= 0 {
 		r := &c.Rules[refused]

@@ -153,7 +153,7 @@ func (l *loader) metricsRule(d *decoder, m Metrics, n *yaml.Node) (Rule, bool) {
 		Addresses: []AddressMatch{a},
 		Exe:       globEscape(exe),
 		Flags:     accept,
-		flags:     maskOf(accept),
+		flags:     watcher.FlagsOf(accept),
 		Builtin:   true,
 		portText:  port,
 		addrText:  ap.Addr().String(),

@@ -52,78 +52,31 @@ var DefaultMemfdRuntimes = []string{"runc", "crun", "youki"}
 // the user's to name) gets no exception: allow it with a rule whose flags:
 // names exe_memfd, narrowed by container: or unit:.
 func HighRisk(p *watcher.Process, memfdRuntimes []string) []watcher.Flag {
-	return highRisk(p, memfdRuntimes).flags()
+	return highRisk(p, memfdRuntimes).List()
 }
 
 // HighRisk is the package function HighRisk with c's memfd_runtimes.
 func (c *Config) HighRisk(p *watcher.Process) []watcher.Flag {
-	return highRisk(p, c.MemfdRuntimes).flags()
-}
-
-// flagMask is a set of flags, bit i standing for watcher.AllFlags[i]. It
-// keeps Evaluate free of allocations in its common case.
-type flagMask uint32
-
-func flagBit(f watcher.Flag) flagMask {
-	for i, k := range watcher.AllFlags {
-		if k == f {
-			return 1 << i
-		}
-	}
-	return 0
-}
-
-func maskOf(fs []watcher.Flag) flagMask {
-	var m flagMask
-	for _, f := range fs {
-		m |= flagBit(f)
-	}
-	return m
-}
-
-// flags lists the flags of m in AllFlags order; nil when m is empty.
-func (m flagMask) flags() []watcher.Flag {
-	if m == 0 {
-		return nil
-	}
-	var out []watcher.Flag
-	for i, f := range watcher.AllFlags {
-		if m&(1<<i) != 0 {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// String lists the flag names of m, comma-separated.
-func (m flagMask) String() string {
-	var b strings.Builder
-	for _, f := range m.flags() {
-		if b.Len() > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(string(f))
-	}
-	return b.String()
+	return highRisk(p, c.MemfdRuntimes).List()
 }
 
 var (
-	bitGone       = flagBit(watcher.FlagExeGone)
-	bitMemfd      = flagBit(watcher.FlagExeMemfd)
-	bitWritable   = flagBit(watcher.FlagExeInWritableDir)
-	bitUnpackaged = flagBit(watcher.FlagExeUnpackaged)
+	bitGone       = watcher.FlagExeGone.Bit()
+	bitMemfd      = watcher.FlagExeMemfd.Bit()
+	bitWritable   = watcher.FlagExeInWritableDir.Bit()
+	bitUnpackaged = watcher.FlagExeUnpackaged.Bit()
 	// bitPairs are the flags that make exe_unpackaged high-risk.
-	bitPairs = flagBit(watcher.FlagSessionLaunched) | flagBit(watcher.FlagInterpreter) | flagBit(watcher.FlagNetcatFamily)
+	bitPairs = watcher.FlagSessionLaunched.Bit() | watcher.FlagInterpreter.Bit() | watcher.FlagNetcatFamily.Bit()
 	// bitBroad are the flags that validate warns about when a rule
 	// accepts them with nothing to narrow which program has them.
 	bitBroad = bitGone | bitMemfd | bitWritable | bitUnpackaged
 )
 
-func highRisk(p *watcher.Process, runtimes []string) flagMask {
+func highRisk(p *watcher.Process, runtimes []string) watcher.FlagSet {
 	if len(p.Flags) == 0 {
 		return 0
 	}
-	have := maskOf(p.Flags)
+	have := watcher.FlagsOf(p.Flags)
 	m := have & (bitGone | bitWritable)
 	if have&bitMemfd != 0 && !memfdRuntime(p, runtimes) {
 		m |= bitMemfd
@@ -137,8 +90,8 @@ func highRisk(p *watcher.Process, runtimes []string) flagMask {
 // listenerRisk is the union of the high-risk flags of l's holders: a rule
 // that allows the listener lets every holder use the socket, so each
 // holder's risk must be accepted, not only that of the holder it matched.
-func (c *Config) listenerRisk(l *watcher.Listener) flagMask {
-	var m flagMask
+func (c *Config) listenerRisk(l *watcher.Listener) watcher.FlagSet {
+	var m watcher.FlagSet
 	for i := range l.Processes {
 		m |= highRisk(&l.Processes[i], c.MemfdRuntimes)
 	}
@@ -185,7 +138,7 @@ func runtimeName(s, rt string) bool {
 
 // flagPhrase names the flags of m for a reason: "high-risk flag exe_memfd"
 // or "high-risk flags exe_gone, exe_memfd".
-func flagPhrase(adj string, m flagMask) string {
+func flagPhrase(adj string, m watcher.FlagSet) string {
 	s := "flag "
 	if m&(m-1) != 0 {
 		s = "flags "

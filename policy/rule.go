@@ -44,7 +44,7 @@ type Rule struct {
 	// accepts (see HighRisk); low-risk flags need no naming. In a deny
 	// rule: the rule matches a holder that has any of them.
 	Flags []watcher.Flag
-	flags flagMask
+	flags watcher.FlagSet
 
 	// Expires is the first instant at which the rule allows nothing (local
 	// midnight after the expires: date); zero means never.
@@ -218,14 +218,14 @@ func (l *loader) rule(d *decoder, n *yaml.Node, names map[string]string, deny bo
 }
 
 // flagList decodes flags:, a flag name or a list of them.
-func (d *decoder) flagList(f field) ([]watcher.Flag, flagMask) {
+func (d *decoder) flagList(f field) ([]watcher.Flag, watcher.FlagSet) {
 	items, ok := d.strs(f)
 	if !ok {
 		return nil, 0
 	}
-	var m flagMask
+	var m watcher.FlagSet
 	for _, it := range items {
-		b := flagBit(watcher.Flag(it.Value))
+		b := watcher.Flag(it.Value).Bit()
 		if b == 0 {
 			known := make([]string, len(watcher.AllFlags))
 			for i, k := range watcher.AllFlags {
@@ -244,7 +244,7 @@ func (d *decoder) flagList(f field) ([]watcher.Flag, flagMask) {
 		}
 		m |= b
 	}
-	return m.flags(), m
+	return m.List(), m
 }
 
 // exposureList decodes a rule's exposure:, a class or a list of them.

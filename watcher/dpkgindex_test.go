@@ -221,14 +221,14 @@ func TestParseStatusEUID(t *testing.T) {
 }
 
 func TestFlagSetOrder(t *testing.T) {
-	var s flagSet
+	var s FlagSet
 	for _, f := range slices.Backward(AllFlags) {
-		s.add(f)
+		s.Add(f)
 	}
-	if diff := cmp.Diff(AllFlags, s.list()); diff != "" {
+	if diff := cmp.Diff(AllFlags, s.List()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	if got := flagSet(0).list(); got == nil || len(got) != 0 {
+	if got := orEmpty(FlagSet(0).List()); got == nil || len(got) != 0 {
 		t.Errorf("empty set lists %#v, want an empty, non-nil slice", got)
 	}
 }

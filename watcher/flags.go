@@ -1,5 +1,7 @@
 package watcher
 
+import "strings"
+
 // Flag is one piece of evidence about the process that holds a listener:
 // where its executable came from and how it was started. Flags are facts,
 // not judgements: policy decides which of them make a listener risky (see
@@ -59,11 +61,57 @@ var AllFlags = []Flag{
 }
 
 // Known says whether f is one of AllFlags.
-func (f Flag) Known() bool {
-	for _, k := range AllFlags {
-		if f == k {
-			return true
+func (f Flag) Known() bool { return f.Bit() != 0 }
+
+// FlagSet is a set of flags, bit i standing for AllFlags[i]: the watcher,
+// the policy and the sinks combine, test and list flags with it without
+// allocating.
+type FlagSet uint32
+
+// Bit returns the set of f alone; empty for a name not in AllFlags.
+func (f Flag) Bit() FlagSet {
+	for i, k := range AllFlags {
+		if k == f {
+			return 1 << i
 		}
 	}
-	return false
+	return 0
+}
+
+// FlagsOf returns the set of the flags in fs (unknown names left out).
+func FlagsOf(fs []Flag) FlagSet {
+	var s FlagSet
+	for _, f := range fs {
+		s |= f.Bit()
+	}
+	return s
+}
+
+// Add adds f to s.
+func (s *FlagSet) Add(f Flag) { *s |= f.Bit() }
+
+// List returns the flags of s in AllFlags order; nil when s is empty.
+func (s FlagSet) List() []Flag {
+	if s == 0 {
+		return nil
+	}
+	var out []Flag
+	for i, f := range AllFlags {
+		if s&(1<<i) != 0 {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// String lists the names of s, comma-separated.
+func (s FlagSet) String() string {
+	var b strings.Builder
+	for _, f := range s.List() {
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(string(f))
+	}
+	return b.String()
 }

@@ -85,9 +85,9 @@ func readProcess(root string, pid int32, users map[uint32]string, risk *riskEnv)
 		p.Unit, p.Container = parseCgroup(b)
 	}
 	h = risk.evaluate(dir, &p)
-	p.Flags = h.set.list()
+	p.Flags = orEmpty(h.set.List())
 	if h.unknown != 0 {
-		p.FlagsUnknown = h.unknown.list()
+		p.FlagsUnknown = h.unknown.List()
 	}
 	return p, id, h, nil
 }
@@ -254,4 +254,12 @@ func (w *Watcher) refreshDpkg() {
 		clear(w.details.byPid)
 		w.risk.forget()
 	}
+}
+
+// orEmpty returns fs, or an empty list for none: Process.Flags is never nil.
+func orEmpty(fs []Flag) []Flag {
+	if fs == nil {
+		return []Flag{}
+	}
+	return fs
 }

@@ -37,7 +37,7 @@ type exeKey struct {
 
 // exeFacts is what was found about an executable file.
 type exeFacts struct {
-	set, unknown flagSet
+	set, unknown FlagSet
 }
 
 // newRiskEnv returns the riskEnv of a watcher of the /proc at procRoot,
@@ -58,7 +58,7 @@ const maxExeFacts = 4096
 // runs as root, for root_unprivileged_port, which depends on the port of
 // each listener.
 type holderRisk struct {
-	set, unknown flagSet
+	set, unknown FlagSet
 	euid0        bool
 }
 
@@ -98,7 +98,7 @@ func (r *riskEnv) evaluate(dir string, p *Process) holderRisk {
 		// A kernel thread, or not allowed to look: nothing to say.
 	case memfd:
 		// A memfd is no file: no path, no package, no directory.
-		h.set.add(FlagExeMemfd)
+		h.set.Add(FlagExeMemfd)
 	default:
 		key := exeKey{st: st, path: p.Exe, root: rootID, gen: gen}
 		f, ok := r.cached(key)
@@ -116,26 +116,26 @@ func (r *riskEnv) evaluate(dir string, p *Process) holderRisk {
 	}
 	if base := filepath.Base(p.Exe); p.Exe != "" && nameIs(base, []string{"busybox", "toybox"}) && nameIs(p.Comm, netcatNames) {
 		// A multi-call binary run as nc: its comm is the applet's name.
-		h.set.add(FlagNetcatFamily)
+		h.set.Add(FlagNetcatFamily)
 	}
 	if isSessionScope(lastUnit(p.Unit)) || (statOK && stat.ttyNr != 0) {
-		h.set.add(FlagSessionLaunched)
+		h.set.Add(FlagSessionLaunched)
 	}
 	if statOK && stat.ppid > 0 {
 		parent := filepath.Join(filepath.Dir(dir), strconv.Itoa(int(stat.ppid)))
 		for _, name := range parentNames(parent) {
 			if nameIs(name, shellNames) {
-				h.set.add(FlagParentShell)
+				h.set.Add(FlagParentShell)
 			}
 			if nameIs(name, webServerNames) {
-				h.set.add(FlagParentWebServer)
+				h.set.Add(FlagParentWebServer)
 			}
 		}
 	}
 	if !memfd && stErr == nil && commMismatch(dir, p, st.id) {
-		h.set.add(FlagCommMismatch)
+		h.set.Add(FlagCommMismatch)
 	}
-	h.unknown = h.unknown.without(h.set)
+	h.unknown = h.unknown &^ h.set
 	return h
 }
 
@@ -168,32 +168,32 @@ func (r *riskEnv) exeFacts(dir string, p *Process, st exeStamp, rootOK bool, idx
 	var f exeFacts
 	base := filepath.Base(p.Exe)
 	if nameIs(base, interpreterNames) {
-		f.set.add(FlagInterpreter)
+		f.set.Add(FlagInterpreter)
 	}
 	if nameIs(base, netcatNames) {
-		f.set.add(FlagNetcatFamily)
+		f.set.Add(FlagNetcatFamily)
 	}
 	if inWritablePath(p.Exe) || (rootOK && writableByOthers(filepath.Join(dir, "root"), filepath.Dir(p.Exe))) {
-		f.set.add(FlagExeInWritableDir)
+		f.set.Add(FlagExeInWritableDir)
 	}
 	if p.ExeDeleted {
 		return f // the file at the path is not the one running: see deleted
 	}
 	if idx == nil || p.ExeUnverified {
-		f.unknown.add(FlagExeUnpackaged)
-		f.unknown.add(FlagExeModified)
+		f.unknown.Add(FlagExeUnpackaged)
+		f.unknown.Add(FlagExeModified)
 		return f
 	}
 	owners := idx.owners(p.Exe, nil)
 	if len(owners) == 0 {
-		f.set.add(FlagExeUnpackaged)
+		f.set.Add(FlagExeUnpackaged)
 		return f
 	}
 	switch modified, known := r.modified(filepath.Join(dir, "exe"), p.Exe, st, owners, idx); {
 	case !known:
-		f.unknown.add(FlagExeModified)
+		f.unknown.Add(FlagExeModified)
 	case modified:
-		f.set.add(FlagExeModified)
+		f.set.Add(FlagExeModified)
 	}
 	return f
 }
@@ -240,11 +240,11 @@ func (r *riskEnv) modified(exeLink, exe string, st exeStamp, owners []string, id
 // "Put there" is the file's ctime, not its mtime: dpkg keeps the mtime of
 // the package's archive, older than any process, while the ctime is that
 // of the rename into place, and cannot be set from user space.
-func (r *riskEnv) deleted(dir string, p *Process, stat procStat, statOK, sameRoot bool, idx *dpkgIndex) (set, unknown flagSet) {
+func (r *riskEnv) deleted(dir string, p *Process, stat procStat, statOK, sameRoot bool, idx *dpkgIndex) (set, unknown FlagSet) {
 	var st unix.Stat_t
 	err := unix.Stat(filepath.Join(dir, "root")+p.Exe, &st)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-		set.add(FlagExeGone)
+		set.Add(FlagExeGone)
 		return set, 0
 	}
 	newer := err == nil && statOK && r.bootTime != 0 && st.Ctim.Sec >= r.bootTime+int64(stat.start/clockTicks)
@@ -252,12 +252,12 @@ func (r *riskEnv) deleted(dir string, p *Process, stat procStat, statOK, sameRoo
 	case err != nil || !statOK || r.bootTime == 0 || idx == nil || !sameRoot:
 		// Unknown (see above); the files under another root (a
 		// container's) are not in our database.
-		unknown.add(FlagExeReplaced)
-		unknown.add(FlagExeGone)
+		unknown.Add(FlagExeReplaced)
+		unknown.Add(FlagExeGone)
 	case newer && idx.owned(p.Exe):
-		set.add(FlagExeReplaced)
+		set.Add(FlagExeReplaced)
 	default:
-		set.add(FlagExeGone)
+		set.Add(FlagExeGone)
 	}
 	return set, unknown
 }

@@ -165,29 +165,3 @@ func commOf(base string) string {
 	}
 	return base
 }
-
-// flagSet is a set of flags, bit i for AllFlags[i].
-type flagSet uint32
-
-func flagBit(f Flag) flagSet {
-	for i, k := range AllFlags {
-		if k == f {
-			return 1 << i
-		}
-	}
-	return 0
-}
-
-func (s *flagSet) add(f Flag)               { *s |= flagBit(f) }
-func (s flagSet) without(o flagSet) flagSet { return s &^ o }
-
-// list returns the flags of s in AllFlags order: empty, never nil.
-func (s flagSet) list() []Flag {
-	out := []Flag{}
-	for i, f := range AllFlags {
-		if s&(1<<i) != 0 {
-			out = append(out, f)
-		}
-	}
-	return out
-}
