@@ -433,12 +433,8 @@ func (l *loader) top(d *decoder, root *yaml.Node, c *Config, main bool, ruleName
 				c.ReconcileInterval, reconcile = v, f.v
 			}
 		case "transient_alerts_per_minute":
-			if v, ok := d.integer(f); ok {
-				if v < 1 || v > 100000 {
-					d.errorf(f.v, "transient_alerts_per_minute: must be between 1 and 100000, got %d", v)
-				} else {
-					c.TransientAlertsPerMinute = int(v)
-				}
+			if v, ok := d.intIn(f, 1, 100_000); ok {
+				c.TransientAlertsPerMinute = v
 			}
 		case "include":
 			if f.v.Kind == yaml.SequenceNode && len(f.v.Content) == 0 {

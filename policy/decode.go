@@ -286,6 +286,16 @@ func (d *decoder) integer(f field) (int64, bool) {
 	return i, true
 }
 
+// intIn decodes an integer between lo and hi.
+func (d *decoder) intIn(f field, lo, hi int64) (int, bool) {
+	v, ok := d.integer(f)
+	if ok && (v < lo || v > hi) {
+		d.errorf(f.v, "%s: must be between %d and %d, got %d", f.key, lo, hi, v)
+		return 0, false
+	}
+	return int(v), ok
+}
+
 // duration decodes a Go duration ("1s", "500ms") of at least lo.
 func (d *decoder) duration(f field, lo time.Duration) (time.Duration, bool) {
 	if f.v.Kind != yaml.ScalarNode || f.v.Tag == "!!null" {

@@ -105,12 +105,8 @@ func (l *loader) metrics(d *decoder, f field, m *Metrics) *yaml.Node {
 				m.ListenNonLoopback = v
 			}
 		case "max_listener_series":
-			if v, ok := d.integer(mf); ok {
-				if v < 1 || v > 1_000_000 {
-					d.errorf(mf.v, "max_listener_series: must be between 1 and 1000000, got %d", v)
-				} else {
-					m.MaxListenerSeries = int(v)
-				}
+			if v, ok := d.intIn(mf, 1, 1_000_000); ok {
+				m.MaxListenerSeries = v
 			}
 		}
 	}

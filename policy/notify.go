@@ -82,12 +82,8 @@ func (l *loader) notify(d *decoder, f field, n *Notify, main bool, names map[str
 				n.Journald = v
 			}
 		case "spool_size":
-			if v, ok := d.integer(nf); ok {
-				if v < 1 || v > 10_000_000 {
-					d.errorf(nf.v, "spool_size: must be between 1 and 10000000, got %d", v)
-				} else {
-					n.SpoolSize = int(v)
-				}
+			if v, ok := d.intIn(nf, 1, 10_000_000); ok {
+				n.SpoolSize = v
 			}
 		case "webhooks":
 			if nf.v.Kind == yaml.ScalarNode && nf.v.Tag == "!!null" {
