@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"reflect"
@@ -193,7 +194,7 @@ func (d *daemon) rulesetChanged() {
 	dirty := x.dirty
 	x.dirty = map[string]bool{}
 	x.mu.Unlock()
-	for _, name := range slices.Sorted(mapKeys(dirty)) {
+	for _, name := range slices.Sorted(maps.Keys(dirty)) {
 		if name == watcher.HostNetns {
 			d.readHost(x.inodes[name])
 			continue
@@ -204,16 +205,6 @@ func (d *daemon) rulesetChanged() {
 	}
 	if x.last != nil {
 		d.assessExposure(time.Now())
-	}
-}
-
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
 	}
 }
 
