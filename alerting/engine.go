@@ -123,7 +123,13 @@ type track struct {
 type Engine struct {
 	alerts map[watcher.Key]*Alert // persisted
 	tracks map[watcher.Key]*track
-	steps  uint64 // Steps taken
+	steps  uint64 // full Steps taken (a settled Step does not count)
+	// last is the Listeners of the last full Step, and settled says that
+	// Step left every track as it found it and nothing has changed a
+	// track since: a Step given the same slice again (the watcher hands it
+	// out again when nothing changed) would decide nothing, and is skipped.
+	last    []watcher.Listener
+	settled bool
 	// unseen says some alert in force may have no track: persisted from
 	// before a restart, in a namespace no snapshot has inspected since.
 	unseen   bool
@@ -147,34 +153,53 @@ func New(alerts map[watcher.Key]*Alert) *Engine {
 // be seen is unknown, and stays as it was.
 func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result {
 	var r Result
-	first := e.steps == 0
-	e.steps++
-	for l, n := range watcher.ByKey(snap.Listeners) {
-		k := l.Key()
-		t := e.tracks[k]
-		if t == nil {
-			t = &track{atStart: first}
-			e.tracks[k] = t
-		}
-		t.seen, t.sockets = e.steps, n
-		e.observe(&r, k, t, l, cfg, now)
-	}
-	if closed := e.closeUnseen(snap, cfg, now, first); len(closed.Emit) > 0 || closed.StateChanged {
-		// What closed is told before what opened: a key that passes
-		// from one listener to another reads as a close, then an open.
-		r.Emit = append(closed.Emit, r.Emit...)
-		r.StateChanged = r.StateChanged || closed.StateChanged
-	}
-	if first {
-		e.lastFull = now
+	if !e.settled || !watcher.SameListeners(snap.Listeners, e.last) {
+		e.observeAll(&r, snap, cfg, now)
 	}
 	e.expirePending(&r, cfg, now)
 	e.remind(&r, cfg, now)
 	if now.Sub(e.lastFull) >= ReevaluateEvery {
 		e.reevaluate(&r, cfg, now, "policy re-evaluated")
 	}
-	e.count(len(snap.Namespaces))
+	e.stats.Namespaces = len(snap.Namespaces)
 	return r
+}
+
+// observeAll is the full Step: every key of snap is observed, and those it
+// lacks are closed. It notes whether the engine is settled: every key
+// observed quietly (nothing to decide, nothing waiting for the next
+// snapshot), none closed.
+func (e *Engine) observeAll(r *Result, snap *watcher.Snapshot, cfg Config, now time.Time) {
+	first := e.steps == 0
+	e.steps++
+	quiet, seen := !e.unseen, 0
+	for l, n := range watcher.ByKey(snap.Listeners) {
+		seen++
+		k := l.Key()
+		t := e.tracks[k]
+		if t == nil {
+			t = &track{atStart: first}
+			e.tracks[k] = t
+		}
+		if t.sockets != n {
+			quiet = false
+		}
+		t.seen, t.sockets = e.steps, n
+		quiet = e.observe(r, k, t, l, cfg, now) && quiet
+	}
+	if closed := e.closeUnseen(snap, cfg, now, first); len(closed.Emit) > 0 || closed.StateChanged {
+		// What closed is told before what opened: a key that passes
+		// from one listener to another reads as a close, then an open.
+		r.Emit = append(closed.Emit, r.Emit...)
+		r.StateChanged = r.StateChanged || closed.StateChanged
+		quiet = false
+	}
+	if first {
+		e.lastFull = now
+	}
+	// A track left unseen in a blind namespace must be looked at again.
+	e.last, e.settled = snap.Listeners, quiet && len(e.tracks) == seen
+	e.count(len(snap.Namespaces))
 }
 
 // closeUnseen closes the keys that the snapshot of this step lacks, but
@@ -236,16 +261,19 @@ func blindNetns(snap *watcher.Snapshot) map[string]bool {
 // Reload evaluates every current listener again under a new policy.
 func (e *Engine) Reload(cfg Config, now time.Time) Result {
 	var r Result
+	e.settled = false
 	e.reevaluate(&r, cfg, now, "config reloaded")
-	e.count(e.stats.Namespaces)
 	return r
 }
 
-// observe handles a key present in this snapshot.
-func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener, cfg Config, now time.Time) {
+// observe handles a key present in this snapshot. It reports whether it
+// was quiet: it changed nothing and waits for nothing, so that observing
+// the same l again would be quiet too.
+func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener, cfg Config, now time.Time) (quiet bool) {
 	if t.announced && t.pending == nil && len(l.Processes) > 0 && sameHolders(&t.l, &l) {
+		quiet = !t.flip
 		t.l, t.flip = l, false // the steady state: nothing to decide
-		return
+		return quiet
 	}
 	o := watcher.OwnersOf(&l)
 	if !t.announced {
@@ -253,26 +281,26 @@ func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener,
 			t.unknownFor++
 			if t.unknownFor <= watcher.AttributionTicks(&l)+attributionMargin {
 				t.l, t.dec = l, cfg.Evaluate(l, now)
-				return
+				return false
 			}
 		}
 		e.announce(r, k, t, l, o, cfg, now)
-		return
+		return false
 	}
 	if !o.Known {
-		return // hold the confirmed owners
+		return t.pending == nil && !t.flip // hold the confirmed owners
 	}
 	if o.Equal(t.owners) {
 		// Other holders, the same owners: rules also match unit,
 		// container, comm and cmdline, so judge again.
 		t.pending = nil
 		e.rejudge(r, k, t, l, cfg, now)
-		return
+		return false
 	}
 	t.flip = false
 	if t.pending == nil || !o.Equal(*t.pending) {
 		t.pending = &o
-		return
+		return false
 	}
 	// Two snapshots agree: the owners changed.
 	wasKnown := t.owners.Known
@@ -291,7 +319,7 @@ func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener,
 		case a != nil:
 			e.resolve(r, k, &t.dec, "now attributed")
 		}
-		return
+		return false
 	}
 	switch {
 	case t.dec.Verdict == policy.Unexpected:
@@ -304,6 +332,7 @@ func (e *Engine) observe(r *Result, k watcher.Key, t *track, l watcher.Listener,
 	case t.dec.Verdict == policy.Allowed && cfg.LogAllowed:
 		r.Emit = append(r.Emit, Emission{Type: notify.TypeChanged, Decision: t.dec})
 	}
+	return false
 }
 
 // rejudge judges t again with its holders now those of l, its owners being
@@ -451,6 +480,7 @@ func (e *Engine) alertsWhere(f func(watcher.Key, *Alert) bool) []watcher.Key {
 // reevaluate judges every announced listener again.
 func (e *Engine) reevaluate(r *Result, cfg Config, now time.Time, why string) {
 	e.lastFull = now
+	defer e.count(e.stats.Namespaces)
 	for _, k := range sortedKeys(e.tracks) {
 		t := e.tracks[k]
 		t.dec = cfg.Evaluate(t.l, now)
@@ -586,6 +616,7 @@ func (e *Engine) ResolveClosed(k watcher.Key, closedAt time.Time, life notify.Tr
 	if a == nil || !e.waiting(k, a) {
 		return r
 	}
+	e.settled = false
 	a.ClosedAt = closedAt
 	e.resolve(&r, k, nil, "")
 	r.Emit[len(r.Emit)-1].Transient = &life

@@ -32,6 +32,7 @@ import (
 // from a snapshot's race with a process.
 func (e *Engine) Rejudge(keys []watcher.Key, note string, cfg Config, now time.Time) Result {
 	var r Result
+	e.settled = false
 	keys = slices.Clone(keys)
 	slices.SortFunc(keys, watcher.Key.Compare)
 	keys = slices.Compact(keys)

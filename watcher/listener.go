@@ -153,6 +153,15 @@ func (k Key) Compare(o Key) int {
 	return k.Address.Compare(o.Address)
 }
 
+// SameListeners reports whether a and b are the same list: the same slice,
+// which Watcher.Snapshot hands out again when nothing in it changed. A
+// caller that judged a may take b as judged. Lists equal in content but
+// built apart are not the same (telling them apart would cost a compare of
+// every listener, which is what the caller saves).
+func SameListeners(a, b []Listener) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
 // Namespace describes one network namespace seen by a snapshot.
 type Namespace struct {
 	Name  string `json:"name"`
@@ -171,7 +180,8 @@ type Namespace struct {
 // Listeners slice again (with the same Processes and Cmdline slices), so a
 // caller that changed a listener in place would change its previous
 // snapshots too, and the watcher's next ones. Callers that need a changed
-// list copy it first (Carry does, with slices.Clone).
+// list copy it first (slices.Clone). SameListeners tells a list handed out
+// again from a new one.
 type Snapshot struct {
 	Time       time.Time
 	Listeners  []Listener  // sorted by netns, protocol, port, address
