@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bytes"
 	"cmp"
 	"slices"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/portwatchd/portwatchd/policy"
 	"github.com/portwatchd/portwatchd/watcher"
@@ -16,7 +18,10 @@ import (
 
 // The listener series are rebuilt whole from each snapshot and swapped in
 // under one lock (a GaugeVec's Reset and re-set would let a scrape in
-// between see an empty inventory).
+// between see an empty inventory). A set never changes once built, so its
+// metrics and their text are made once, on first use, however many scrapes
+// and textfile writes follow: with thousands of listeners they are nearly
+// all the cost of a write.
 
 var (
 	listenersDesc = prometheus.NewDesc("portwatch_listeners",
@@ -40,6 +45,65 @@ type listenerSet struct {
 	counts   map[countKey]int
 	info     [][10]string // label values, in infoLabels order, sorted
 	overflow int
+
+	metricsOnce sync.Once
+	metrics     []prometheus.Metric
+	textOnce    sync.Once
+	text        []byte
+	textErr     error
+}
+
+// constMetrics returns the series of s, made on the first call.
+func (s *listenerSet) constMetrics() []prometheus.Metric {
+	s.metricsOnce.Do(func() {
+		ms := make([]prometheus.Metric, 0, len(s.counts)+len(s.info)+1)
+		for k, n := range s.counts {
+			ms = append(ms, prometheus.MustNewConstMetric(listenersDesc, prometheus.GaugeValue, float64(n), k.verdict, k.severity, k.exposure, k.netnsKind))
+		}
+		for _, v := range s.info {
+			ms = append(ms, prometheus.MustNewConstMetric(infoDesc, prometheus.GaugeValue, 1, v[:]...))
+		}
+		s.metrics = append(ms, prometheus.MustNewConstMetric(overflowDesc, prometheus.GaugeValue, float64(s.overflow)))
+	})
+	return s.metrics
+}
+
+// textFormat returns the series of s in the text exposition format, made on
+// the first call: they are gathered (sorted and checked) by a registry of
+// their own, as the daemon's registry would.
+func (s *listenerSet) textFormat() ([]byte, error) {
+	s.textOnce.Do(func() {
+		reg := prometheus.NewRegistry()
+		if err := reg.Register(setCollector{s}); err != nil {
+			s.textErr = err
+			return
+		}
+		mfs, err := reg.Gather()
+		if err != nil {
+			s.textErr = err
+			return
+		}
+		var b bytes.Buffer
+		for _, mf := range mfs {
+			if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+				s.textErr = err
+				return
+			}
+		}
+		s.text = b.Bytes()
+	})
+	return s.text, s.textErr
+}
+
+// setCollector serves one listenerSet, for its textFormat.
+type setCollector struct{ s *listenerSet }
+
+func (c setCollector) Describe(ch chan<- *prometheus.Desc) { describeListeners(ch) }
+
+func (c setCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range c.s.constMetrics() {
+		ch <- m
+	}
 }
 
 func (a *listenerSet) equal(b *listenerSet) bool {
@@ -73,8 +137,17 @@ func (c *listenerCollector) set(s *listenerSet) bool {
 	return !same
 }
 
+// current returns the set in force.
+func (c *listenerCollector) current() *listenerSet {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
 // Describe implements prometheus.Collector.
-func (c *listenerCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *listenerCollector) Describe(ch chan<- *prometheus.Desc) { describeListeners(ch) }
+
+func describeListeners(ch chan<- *prometheus.Desc) {
 	ch <- listenersDesc
 	ch <- infoDesc
 	ch <- overflowDesc
@@ -82,16 +155,9 @@ func (c *listenerCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *listenerCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	s := c.cur
-	c.mu.Unlock()
-	for k, n := range s.counts {
-		ch <- prometheus.MustNewConstMetric(listenersDesc, prometheus.GaugeValue, float64(n), k.verdict, k.severity, k.exposure, k.netnsKind)
+	for _, m := range c.current().constMetrics() {
+		ch <- m
 	}
-	for _, v := range s.info {
-		ch <- prometheus.MustNewConstMetric(infoDesc, prometheus.GaugeValue, 1, v[:]...)
-	}
-	ch <- prometheus.MustNewConstMetric(overflowDesc, prometheus.GaugeValue, float64(s.overflow))
 }
 
 // buildListenerSet counts every decision and keeps at most max info

@@ -50,7 +50,8 @@ type Options struct {
 // methods are safe for concurrent use: notification results come from the
 // delivery goroutines.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg  *prometheus.Registry // every metric: the endpoint's
+	rest *prometheus.Registry // all but the listener series: the textfile's, with their cached text
 
 	listeners *listenerCollector
 
@@ -94,7 +95,7 @@ func New(o Options) *Metrics {
 	if o.MaxListenerSeries <= 0 {
 		o.MaxListenerSeries = DefaultMaxListenerSeries
 	}
-	m := &Metrics{reg: prometheus.NewRegistry(), opts: o, sinks: map[string]bool{}, waiting: map[string]int{}}
+	m := &Metrics{reg: prometheus.NewRegistry(), rest: prometheus.NewRegistry(), opts: o, sinks: map[string]bool{}, waiting: map[string]int{}}
 	m.listeners = newListenerCollector()
 	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "portwatch_events_total",
@@ -154,8 +155,11 @@ func New(o Options) *Metrics {
 		Help: "Always 1; the labels say which portwatchd runs.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(o.Version, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.listeners, m.events, m.transients, m.snapDuration, m.lastSnapshot, m.reloadOK, m.reloadOKAt,
-		m.rules, m.expiring, m.notifications, m.spoolEvents, m.spoolDropped, build)
+	for _, reg := range []*prometheus.Registry{m.reg, m.rest} {
+		reg.MustRegister(m.events, m.transients, m.snapDuration, m.lastSnapshot, m.reloadOK, m.reloadOKAt,
+			m.rules, m.expiring, m.notifications, m.spoolEvents, m.spoolDropped, build)
+	}
+	m.reg.MustRegister(m.listeners)
 	m.dirty.Store(true)
 	return m
 }
@@ -292,11 +296,15 @@ func (m *Metrics) EBPF(off, active bool, droppedTotal uint64) {
 		want = ebpfOff
 	}
 	if want != m.ebpfState {
-		if want == ebpfOff {
-			m.reg.Unregister(m.ebpfActive)
-			m.reg.Unregister(m.ebpfDropped)
-		} else {
-			m.reg.MustRegister(m.ebpfActive, m.ebpfDropped)
+		for _, reg := range []*prometheus.Registry{m.reg, m.rest} {
+			if want == ebpfOff {
+				reg.Unregister(m.ebpfActive)
+				reg.Unregister(m.ebpfDropped)
+			} else if m.ebpfState != ebpfOn {
+				reg.MustRegister(m.ebpfActive, m.ebpfDropped)
+			}
+		}
+		if want != ebpfOff {
 			// A transient listener counted from the first one on.
 			m.transients.WithLabelValues(string(policy.Unexpected))
 			m.transients.WithLabelValues(string(policy.Allowed))

@@ -237,6 +237,11 @@ func TestTextfile(t *testing.T) {
 	if len(fams) != len(want) {
 		t.Errorf("%d families, want %d", len(fams), len(want))
 	}
+	// The listener series come from their cached text: the file says what
+	// the endpoint's registry says.
+	if diff := cmp.Diff(gather(t, m), fams, cmp.AllowUnexported(modelFamily{})); diff != "" {
+		t.Errorf("textfile differs from the registry (-registry +file):\n%s", diff)
+	}
 	if got := fams["portwatch_ebpf_dropped_events_total"].samples[0][""]; got != "7" {
 		t.Errorf("ebpf dropped %s, want 7", got)
 	}
@@ -262,6 +267,15 @@ func TestTextfile(t *testing.T) {
 	}
 	if wrote, _ := m.Write(now.Add(WriteEvery)); !wrote {
 		t.Error("not written after WriteEvery")
+	}
+	// Another listener: the next write has it, and not the one gone.
+	m.Snapshot([]policy.Decision{decision("host", 2222, "/usr/sbin/sshd", policy.Allowed, policy.SeverityInfo)}, time.Millisecond, now.Add(WriteEvery))
+	if wrote, _ := m.Write(now.Add(WriteEvery)); !wrote {
+		t.Error("not written after the listeners changed")
+	}
+	data, _ = os.ReadFile(path)
+	if !bytes.Contains(data, []byte(`port="2222"`)) || bytes.Contains(data, []byte(`port="22"`)) {
+		t.Errorf("textfile after the listeners changed:\n%s", data)
 	}
 	// ebpf: off: both eBPF metrics go.
 	m.EBPF(true, false, 0)
@@ -431,5 +445,25 @@ func TestSnapshotSame(t *testing.T) {
 	}
 	if n := len(fams["portwatch_listener_info"].samples); n != 1 {
 		t.Errorf("%d info series, want the 1 of the last Snapshot", n)
+	}
+}
+
+// BenchmarkWriteDue is the textfile's write every WriteEvery when nothing
+// changed: the listener series of 1,000 listeners written again.
+func BenchmarkWriteDue(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "portwatch.prom")
+	m := New(Options{Textfile: path})
+	ds := make([]policy.Decision, 1000)
+	for i := range ds {
+		ds[i] = decision("host", uint16(1000+i), "/usr/sbin/srv", policy.Allowed, policy.SeverityInfo)
+	}
+	now := time.Now()
+	m.Snapshot(ds, time.Millisecond, now)
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(WriteEvery)
+		if wrote, err := m.Write(now); !wrote || err != nil {
+			b.Fatal("not written", err)
+		}
 	}
 }

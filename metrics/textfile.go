@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 )
 
 // Write writes the textfile when something changed since the last write,
@@ -17,10 +18,13 @@ import (
 // it wrote. With no textfile it does nothing. A failed write is tried again
 // at the next call.
 //
-// prometheus.WriteToTextfile writes a temporary file in the same directory
-// (its name does not end in .prom, so node_exporter skips it) and renames
-// it over the target: node_exporter never reads half a file. The text
-// format it writes has no timestamps, which node_exporter refuses.
+// The file is written as prometheus.WriteToTextfile writes it: a temporary
+// file in the same directory (its name does not end in .prom, so
+// node_exporter skips it), mode 0644, renamed over the target, so that
+// node_exporter never reads half a file; the text format has no
+// timestamps, which node_exporter refuses. The listener series come from
+// their cached text (see listenerSet): a write when nothing changed
+// gathers only the daemon's own few dozen series.
 func (m *Metrics) Write(now time.Time) (bool, error) {
 	m.mu.Lock()
 	path := m.opts.Textfile
@@ -34,7 +38,7 @@ func (m *Metrics) Write(now time.Time) (bool, error) {
 	m.dirty.Store(false)
 	target, err := resolveTextfile(path)
 	if err == nil {
-		err = prometheus.WriteToTextfile(target, m.reg)
+		err = m.writeText(target)
 	}
 	if err != nil {
 		m.dirty.Store(true)
@@ -44,6 +48,55 @@ func (m *Metrics) Write(now time.Time) (bool, error) {
 	m.lastWrite, m.lastWritten = now, path
 	m.mu.Unlock()
 	return true, nil
+}
+
+// text returns every metric in the text exposition format, as Write writes
+// it, in two parts: the daemon's own series, and the listener series.
+func (m *Metrics) text() (own, listeners []byte, err error) {
+	mfs, err := m.rest.Gather()
+	if err != nil {
+		return nil, nil, err
+	}
+	var b bytes.Buffer
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			return nil, nil, err
+		}
+	}
+	listeners, err = m.listeners.current().textFormat()
+	return b.Bytes(), listeners, err
+}
+
+// writeText writes the text to path through a temporary file renamed over
+// it.
+func (m *Metrics) writeText(path string) (err error) {
+	own, listeners, err := m.text()
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(f.Name())
+		}
+	}()
+	for _, b := range [][]byte{own, listeners} {
+		if _, err := f.Write(b); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // resolveTextfile returns where to write the textfile named path. When
