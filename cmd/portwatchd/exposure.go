@@ -56,6 +56,16 @@ type exposureState struct {
 	joined   []exposure.Joined
 	last     *watcher.Snapshot // the snapshot as the watcher gave it
 	stale    bool              // rulesets read since the last Assess
+	// gen counts the assessments: byKey and joined change only with it.
+	gen uint64
+	// seen is the last list observed, every key of which had an exposure;
+	// pubIn, pubGen and pubOut are the last list given withPublished, at
+	// which gen, and the list it made: a list the watcher hands out again
+	// is observed and published at no cost.
+	seen   []watcher.Listener
+	pubIn  []watcher.Listener
+	pubGen uint64
+	pubOut []watcher.Listener
 
 	changed chan struct{} // capacity one: some ruleset changed
 	mu      sync.Mutex
@@ -219,16 +229,30 @@ func (d *daemon) exposureObserve(snap *watcher.Snapshot, now time.Time) *watcher
 		return snap
 	}
 	x.last = snap
-	d.readNewNamespaces(snap)
-	need := x.stale
-	for i := 0; i < len(snap.Listeners) && !need; i++ {
-		_, ok := x.byKey[snap.Listeners[i].Key()]
-		need = !ok
+	if x.stale || !watcher.SameListeners(snap.Listeners, x.seen) {
+		d.readNewNamespaces(snap)
+		need := x.stale
+		for i := 0; i < len(snap.Listeners) && !need; i++ {
+			_, ok := x.byKey[snap.Listeners[i].Key()]
+			need = !ok
+		}
+		if need {
+			d.assessExposure(now)
+		}
+		x.seen = snap.Listeners
 	}
-	if need {
-		d.assessExposure(now)
+	return x.withPublished(snap)
+}
+
+// withPublished returns snap with the published ports that no socket
+// holds, made again only when snap's list or the assessment changed.
+func (x *exposureState) withPublished(snap *watcher.Snapshot) *watcher.Snapshot {
+	if !watcher.SameListeners(snap.Listeners, x.pubIn) || x.pubGen != x.gen || x.pubOut == nil {
+		x.pubIn, x.pubGen, x.pubOut = snap.Listeners, x.gen, withPublished(snap, x.joined).Listeners
 	}
-	return withPublished(snap, x.joined)
+	s := *snap
+	s.Listeners = x.pubOut
+	return &s
 }
 
 // readNewNamespaces reads the ruleset of every namespace with listeners
@@ -338,6 +362,7 @@ func (d *daemon) assessExposure(now time.Time) {
 		}
 	}
 	x.byKey, x.joined = byKey, joined
+	x.gen++
 	if len(changed) > 0 && d.ready {
 		d.log.WithField("listeners", len(changed)).Debug("exposure changed; judging them again")
 		d.emit(d.eng.Rejudge(changed, exposureNote, d.engineConfig(), now), now)

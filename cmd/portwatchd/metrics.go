@@ -32,13 +32,13 @@ type daemonMetrics struct {
 	expiring int            // rules expiring within 7 days, last reported
 	rulesAt  time.Time      // when expiring was last counted
 
-	// The decisions of the last look, kept while the snapshot hands out
-	// the same listeners (the watcher reuses the slice when nothing
-	// changed) under the same config, and for at most a minute (rules
-	// expire).
+	// The decisions of the last look, kept while the look hands out the
+	// same list (the watcher hands it out again when nothing changed)
+	// under the same config and exposure assessment, and no rule expired.
 	decisions []policy.Decision
-	first     *watcher.Listener
+	evalList  []watcher.Listener
 	evalCfg   *policy.Config
+	evalExpo  uint64
 	evalAt    time.Time
 
 	loadedAt   time.Time // when the config in force was loaded
@@ -104,16 +104,13 @@ func (d *daemon) metricsLook(snap *watcher.Snapshot, now time.Time) {
 	if dm == nil {
 		return // a daemon built by a test without startDaemon
 	}
-	var first *watcher.Listener
-	if len(snap.Listeners) > 0 {
-		first = &snap.Listeners[0]
-	}
-	if first != dm.first || len(snap.Listeners) != len(dm.decisions) || d.cfg != dm.evalCfg || now.Sub(dm.evalAt) >= time.Minute {
+	if !watcher.SameListeners(snap.Listeners, dm.evalList) || d.cfg != dm.evalCfg || d.expo.gen != dm.evalExpo ||
+		expiredBetween(d.cfg, dm.evalAt, now) {
 		dm.decisions = dm.decisions[:0]
 		for _, l := range snap.Listeners {
 			dm.decisions = append(dm.decisions, d.evaluator().Evaluate(l, now))
 		}
-		dm.first, dm.evalCfg, dm.evalAt = first, d.cfg, now
+		dm.evalList, dm.evalCfg, dm.evalExpo, dm.evalAt = snap.Listeners, d.cfg, d.expo.gen, now
 		dm.m.Snapshot(dm.decisions, now.Sub(snap.Time), now)
 	} else {
 		dm.m.SnapshotSame(now.Sub(snap.Time), now)
@@ -234,6 +231,19 @@ func rulesByFile(c *policy.Config) map[string]int {
 		}
 	}
 	return m
+}
+
+// expiredBetween reports whether a rule of c expired after from and at or
+// before to: the decisions made at from may no longer hold.
+func expiredBetween(c *policy.Config, from, to time.Time) bool {
+	for _, list := range [][]policy.Rule{c.Rules, c.Deny} {
+		for _, r := range list {
+			if !r.Expires.IsZero() && r.Expires.After(from) && !r.Expires.After(to) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // expiringWithin counts the rules that are in force at now and expire
