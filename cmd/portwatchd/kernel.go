@@ -253,17 +253,17 @@ func (d *daemon) checkDrops(extra uint64, now time.Time) bool {
 
 // setPeriod sets and returns the loop's tick period. Without the probe it
 // is interval. With it, the loop wakes only when a periodic snapshot is due
-// (reconcile_interval), and never less often than the watchdog timeout, so
-// that a stuck loop still stops the pings within about two timeouts: a
-// daemon that wakes every second to do nothing costs more than all its
-// reconcile snapshots together (bench/idle).
+// (reconcile_interval): a daemon that wakes every second to do nothing
+// costs more than all its reconcile snapshots together (bench/idle). Either
+// way it wakes at least every half watchdog timeout (but not more often
+// than interval), since the loop's ticks are what ping the watchdog (fed).
 func (d *daemon) setPeriod() time.Duration {
 	p := d.cfg.Interval
 	if d.kern.ev != nil {
 		p = d.cfg.ReconcileInterval
-		if d.wd > 0 && d.wd < p {
-			p = max(d.wd, d.cfg.Interval)
-		}
+	}
+	if d.wd > 0 && d.wd/2 < p {
+		p = max(d.wd/2, d.cfg.Interval)
 	}
 	d.intervalNS.Store(int64(p))
 	return p

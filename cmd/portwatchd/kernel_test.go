@@ -2,6 +2,9 @@ package main
 
 import (
 	"testing"
+	"time"
+
+	"github.com/portwatchd/portwatchd/policy"
 
 	"github.com/portwatchd/portwatchd/watcher/ebpf"
 )
@@ -37,5 +40,36 @@ func TestForeignNamespaces(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The loop's period: interval, or reconcile_interval with the probe, and
+// at most half the watchdog timeout (the loop's ticks ping it), but never
+// shorter than interval.
+func TestSetPeriod(t *testing.T) {
+	for _, tt := range []struct {
+		name                    string
+		probe                   bool
+		interval, reconcile, wd time.Duration
+		want                    time.Duration
+	}{
+		{"polling", false, time.Second, 10 * time.Second, 0, time.Second},
+		{"polling with a watchdog", false, time.Second, 10 * time.Second, 30 * time.Second, time.Second},
+		{"polling slower than half the watchdog: the fallback pings", false, 20 * time.Second, 0, 30 * time.Second, 20 * time.Second},
+		{"eBPF", true, time.Second, 10 * time.Second, 0, 10 * time.Second},
+		{"eBPF, the shipped watchdog (30s)", true, time.Second, 10 * time.Second, 30 * time.Second, 10 * time.Second},
+		{"eBPF, reconcile hourly", true, time.Second, time.Hour, 30 * time.Second, 15 * time.Second},
+		{"eBPF, a watchdog under two intervals", true, 5 * time.Second, time.Hour, 6 * time.Second, 5 * time.Second},
+	} {
+		d := &daemon{cfg: &policy.Config{Settings: policy.Settings{Interval: tt.interval, ReconcileInterval: tt.reconcile}}, wd: tt.wd}
+		if tt.probe {
+			d.kern.ev = &kernelEvents{}
+		}
+		if got := d.setPeriod(); got != tt.want {
+			t.Errorf("%s: period %v, want %v", tt.name, got, tt.want)
+		}
+		if got := time.Duration(d.intervalNS.Load()); got != tt.want {
+			t.Errorf("%s: intervalNS %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

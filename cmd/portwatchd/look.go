@@ -24,7 +24,7 @@ func (d *daemon) tick(ctx context.Context) {
 	}
 	if !d.snapshotDue(time.Now()) {
 		d.writeMetrics(time.Now()) // at least every metrics.WriteEvery, snapshot or not
-		d.progress.Store(time.Now().UnixNano())
+		d.fed(time.Now())
 		return
 	}
 	d.look(ctx, nil)
@@ -66,7 +66,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 		}
 		// The loop is alive, only blind: systemd restarting it would not
 		// help, so the watchdog keeps being fed.
-		d.progress.Store(now.UnixNano())
+		d.fed(now)
 		return false
 	}
 	if d.snapErr != "" {
@@ -97,7 +97,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 	if now.Sub(d.lastCheck) >= alerting.ReevaluateEvery {
 		d.logExpired(now)
 	}
-	d.progress.Store(time.Now().UnixNano())
+	d.fed(time.Now())
 	if !d.ready {
 		d.ready = true
 		s := d.eng.Stats()
@@ -112,8 +112,8 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 		}).Info("portwatchd started")
 		d.updateStatus()
 		sdNotify(d.log, "READY=1")
-		if wd, ok := watchdogInterval(d.log); ok {
-			go d.watchdog(ctx, wd)
+		if d.wd > 0 {
+			d.startWatchdog(ctx)
 		}
 		return true
 	}

@@ -2,18 +2,72 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"sync"
 	"time"
 
 	sdd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // sdNotify sends state to systemd's notification socket. Outside systemd
 // (no NOTIFY_SOCKET) it does nothing. A failure is logged at debug level
 // only: the daemon's work does not depend on it.
 func sdNotify(log logrus.FieldLogger, state string) {
-	if _, err := sdd.SdNotify(false, state); err != nil {
+	if err := notifier.send(os.Getenv("NOTIFY_SOCKET"), state); err != nil {
 		log.WithError(err).Debug("sd_notify")
+	}
+}
+
+// notifier keeps one datagram socket connected to NOTIFY_SOCKET: the
+// watchdog pings several times a minute, and a socket made for each (as
+// go-systemd's SdNotify does) costs four system calls and the Go poller's
+// registration each time. The socket does not block: a systemd that does
+// not read its queue must not stop the loop (the message is dropped, as
+// a ping that systemd misses would be).
+var notifier sdNotifier
+
+type sdNotifier struct {
+	mu   sync.Mutex
+	fd   int // connected to path, when path is set
+	path string
+}
+
+func (n *sdNotifier) send(path, state string) error {
+	if path == "" {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for try := 0; ; try++ {
+		if n.path != path {
+			if n.path != "" {
+				unix.Close(n.fd)
+				n.path = ""
+			}
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+			if err != nil {
+				return fmt.Errorf("notify socket: %w", err)
+			}
+			// A name starting with @ is in the abstract namespace.
+			if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+				unix.Close(fd)
+				return fmt.Errorf("notify socket %s: %w", path, err)
+			}
+			n.fd, n.path = fd, path
+		}
+		_, err := unix.Write(n.fd, []byte(state))
+		if err == nil || try > 0 || err == unix.EAGAIN {
+			if err != nil {
+				return fmt.Errorf("notify socket %s: %w", path, err)
+			}
+			return nil
+		}
+		// systemd made the socket again (a re-exec, say): connect anew once.
+		unix.Close(n.fd)
+		n.path = ""
 	}
 }
 
@@ -35,35 +89,74 @@ func watchdogInterval(log logrus.FieldLogger) (time.Duration, bool) {
 	return wd, wd > 0
 }
 
-// watchdog pings systemd at half the watchdog timeout, but only while the
-// snapshot loop makes progress: a loop stuck in a snapshot (or anywhere else)
-// stops the pings, and systemd restarts the daemon. Progress is recent when
-// the last completed tick is at most one snapshot interval plus half the
-// watchdog timeout old, so a healthy loop whose interval is longer than the
-// watchdog timeout still gets its pings.
-func (d *daemon) watchdog(ctx context.Context, wd time.Duration) {
-	t := time.NewTicker(wd / 2)
-	defer t.Stop()
-	stalled := false
+// The watchdog: systemd wants WATCHDOG=1 at least once per timeout (wd),
+// and only while the snapshot loop makes progress, so that a loop stuck in
+// a snapshot (or anywhere else) stops the pings and systemd restarts the
+// daemon.
+//
+// The loop pings itself, after a tick or look, when the last ping is a
+// quarter of the timeout old (fed): its period is at most half the timeout
+// (setPeriod), so a healthy loop is never late, and the pings cost no
+// wake-up of their own (an idle daemon with eBPF wakes only for its
+// reconcile snapshots: every other wake-up is a burst of the Go runtime's
+// own work, bench/idle). The watchdog goroutine is the fallback: its timer,
+// pushed back by every ping, fires only when half the timeout passed with
+// none. It then pings if the loop's last completed tick is at most one
+// snapshot interval plus half the timeout old (a loop whose interval is
+// longer than the timeout still gets its pings), and otherwise says once
+// that the loop is stuck and withholds the pings.
+
+// fed records that the loop completed a tick at now, and pings the
+// watchdog when due. It runs in the loop.
+func (d *daemon) fed(now time.Time) {
+	d.progress.Store(now.UnixNano())
+	w := d.wdTimer
+	if w == nil || now.Sub(time.Unix(0, d.wdPinged.Load())) < d.wd/4 {
+		return
+	}
+	if d.wdStalled.CompareAndSwap(true, false) {
+		d.log.Info("snapshot loop making progress again; watchdog pings resumed")
+	}
+	d.ping(now)
+}
+
+// ping sends WATCHDOG=1 and pushes the fallback timer back.
+func (d *daemon) ping(now time.Time) {
+	sdNotify(d.log, "WATCHDOG=1")
+	d.wdPinged.Store(now.UnixNano())
+	d.wdTimer.Reset(d.wd / 2)
+}
+
+// startWatchdog arms the fallback timer and starts its goroutine; the loop
+// pings from now on.
+func (d *daemon) startWatchdog(ctx context.Context) {
+	d.wdTimer = time.NewTimer(d.wd / 2)
+	d.wdPinged.Store(time.Now().UnixNano())
+	go d.watchdog(ctx)
+}
+
+// watchdog is the fallback pinger (see above).
+func (d *daemon) watchdog(ctx context.Context) {
+	defer d.wdTimer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-d.wdTimer.C:
 		}
-		since := time.Since(time.Unix(0, d.progress.Load()))
-		if since <= time.Duration(d.intervalNS.Load())+wd/2 {
-			if stalled {
+		now := time.Now()
+		since := now.Sub(time.Unix(0, d.progress.Load()))
+		if since <= time.Duration(d.intervalNS.Load())+d.wd/2 {
+			if d.wdStalled.CompareAndSwap(true, false) {
 				d.log.Info("snapshot loop making progress again; watchdog pings resumed")
-				stalled = false
 			}
-			sdNotify(d.log, "WATCHDOG=1")
+			d.ping(now)
 			continue
 		}
-		if !stalled {
+		if d.wdStalled.CompareAndSwap(false, true) {
 			d.log.WithField("since_last_tick", since.Round(time.Millisecond)).
 				Error("snapshot loop stuck; withholding watchdog pings so that systemd restarts the daemon")
-			stalled = true
 		}
+		d.wdTimer.Reset(d.wd / 2)
 	}
 }
