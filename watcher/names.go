@@ -25,7 +25,8 @@ type passwdStamp struct {
 
 func statPasswd(path string) passwdStamp {
 	var st unix.Stat_t
-	if unix.Stat(path, &st) != nil {
+	var b [256]byte
+	if fstatat(unix.AT_FDCWD, cString(b[:0], path), &st, 0) != nil {
 		return passwdStamp{}
 	}
 	return passwdStamp{ok: true, dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}

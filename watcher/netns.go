@@ -108,11 +108,12 @@ func readUnprivStart(procRoot string) uint16 {
 }
 
 // namedNetns lists the namespaces bound under dir (/run/netns, as `ip netns
-// add` does): inode -> the first name in sorted order.
-func namedNetns(dir string) map[uint64]string {
+// add` does): inode -> the first name in sorted order. pending says some
+// name had no namespace mounted on it yet.
+func namedNetns(dir string) (named map[uint64]string, pending bool) {
 	ents, err := os.ReadDir(dir)
 	if err != nil || len(ents) == 0 {
-		return nil
+		return nil, false
 	}
 	names := make([]string, 0, len(ents))
 	for _, e := range ents {
@@ -128,13 +129,14 @@ func namedNetns(dir string) map[uint64]string {
 		// An unmounted placeholder file is on the /run tmpfs, not nsfs.
 		var fs unix.Statfs_t
 		if err := unix.Statfs(filepath.Join(dir, n), &fs); err != nil || fs.Type != unix.NSFS_MAGIC {
+			pending = true
 			continue
 		}
 		if _, dup := m[st.Ino]; !dup {
 			m[st.Ino] = n
 		}
 	}
-	return m
+	return m, pending
 }
 
 // nsTable holds the network namespaces the watcher knows about.
@@ -143,6 +145,48 @@ type nsTable struct {
 	self     uint64 // the watcher's own namespace
 	host     uint64 // PID 1's, or self when that is hidden
 	canSetns bool   // CAP_SYS_ADMIN: other namespaces can be entered
+
+	// The namespaces bound under Options.NetnsDir, as last listed, and
+	// what the directory was then (see runNames).
+	named      map[uint64]string
+	namedStamp dirStamp
+	namedAt    uint32 // the tick of that listing
+}
+
+// dirStamp tells a directory's listing changed: `ip netns add` creates
+// the name (the directory's mtime moves) and then mounts the namespace on
+// it, `ip netns delete` unmounts and removes it.
+type dirStamp struct {
+	ok      bool
+	ino     uint64
+	mtime   unix.Timespec
+	pending bool // a name was not mounted yet when listed
+}
+
+// runNames returns the namespaces bound under Options.NetnsDir. The
+// directory is listed again (a readdir, and a stat and statfs per name)
+// only when its inode or mtime moved, when a name was still unmounted at
+// the last listing, or every fullReadEvery ticks (a namespace mounted over
+// a name that stayed): otherwise a stat a tick.
+func (w *Watcher) runNames() map[uint64]string {
+	var st unix.Stat_t
+	var b [256]byte
+	stamp := dirStamp{}
+	if fstatat(unix.AT_FDCWD, cString(b[:0], w.opts.NetnsDir), &st, 0) == nil {
+		stamp = dirStamp{ok: true, ino: st.Ino, mtime: st.Mtim}
+	}
+	t := &w.ns
+	last := t.namedStamp
+	if stamp.ok && last.ok && stamp.ino == last.ino && stamp.mtime == last.mtime && !last.pending && w.gen-t.namedAt < fullReadEvery {
+		return t.named
+	}
+	if !stamp.ok {
+		t.named, t.namedStamp, t.namedAt = nil, stamp, w.gen
+		return nil
+	}
+	t.named, stamp.pending = namedNetns(w.opts.NetnsDir)
+	t.namedStamp, t.namedAt = stamp, w.gen
+	return t.named
 }
 
 // nsState is one network namespace the watcher knows about.
@@ -198,7 +242,7 @@ func (w *Watcher) updateNamespaces() {
 	if own.lowPid == 0 {
 		own.lowPid = w.selfPid
 	}
-	for ino, name := range namedNetns(w.opts.NetnsDir) {
+	for ino, name := range w.runNames() {
 		ns := w.ns.byInode[ino]
 		if ns == nil {
 			ns = &nsState{inode: ino}

@@ -61,11 +61,6 @@ func (w *Watcher) needFullRead() bool {
 	return false
 }
 
-// alive reports whether pid exists (kill with signal 0 sends nothing).
-func alive(pid int32) bool {
-	return unix.Kill(int(pid), 0) != unix.ESRCH
-}
-
 // netnsRecheckEvery is within how many ticks the network namespace of every
 // known process is read again. A process may enter another namespace
 // without a new pid (unshare -n, or setns, then exec): only this notices the
@@ -118,8 +113,8 @@ func (w *Watcher) lastPid() (int, bool) {
 		return 0, false
 	}
 	var buf [128]byte
-	n, err := unix.Read(fd, buf[:])
-	unix.Close(fd)
+	n, err := rawRead(fd, buf[:])
+	rawClose(fd)
 	if err != nil {
 		return 0, false
 	}

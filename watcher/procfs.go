@@ -123,22 +123,6 @@ func (s *scratch) pidPath(pid int32, suffix string) *byte {
 	return &b[0]
 }
 
-func openat(dirfd int, path *byte, flags int) (int, error) {
-	fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(path)), uintptr(flags|unix.O_CLOEXEC), 0, 0, 0)
-	if errno != 0 {
-		return -1, errno
-	}
-	return int(fd), nil
-}
-
-func readlinkat(dirfd int, path *byte, buf []byte) (int, error) {
-	n, _, errno := unix.Syscall6(unix.SYS_READLINKAT, uintptr(dirfd), uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
 // netnsOf returns the inode of the network namespace of pid.
 func (p *procDir) netnsOf(s *scratch, pid int32) (uint64, error) {
 	n, err := readlinkat(p.fd, s.pidPath(pid, "/ns/net"), s.link[:])
@@ -299,9 +283,7 @@ func (p *procDir) ownerUID(s *scratch, pid int32) (uint32, error) {
 // process runs, whatever its path).
 func (p *procDir) exeID(s *scratch, pid int32) (fileID, error) {
 	var st unix.Stat_t
-	b := strconv.AppendInt(s.path[:0], int64(pid), 10)
-	b = append(b, "/exe"...)
-	if err := unix.Fstatat(p.fd, string(b), &st, unix.AT_NO_AUTOMOUNT); err != nil {
+	if err := fstatat(p.fd, s.pidPath(pid, "/exe"), &st, unix.AT_NO_AUTOMOUNT); err != nil {
 		return fileID{}, err
 	}
 	return fileID{dev: st.Dev, ino: st.Ino}, nil

@@ -617,6 +617,44 @@ func TestSnapshotRunNetns(t *testing.T) {
 			t.Errorf("warned %d times about %s, want once: %q", n, name, *warns)
 		}
 	})
+	// Bound while the watcher runs, as `ip netns add` does it: the name is
+	// created (the directory changes), then the namespace mounted on it
+	// (the directory does not). The directory is listed again only when it
+	// changed or a name was not mounted yet: both must be seen.
+	t.Run("bound later", func(t *testing.T) {
+		dir2 := t.TempDir()
+		w, _ := newWatcher(t, Options{NetnsDir: dir2})
+		if byInode(snapshot(t, w), inode) != nil {
+			t.Fatal("listener found before its namespace was bound")
+		}
+		bind2 := filepath.Join(dir2, "later")
+		if err := os.WriteFile(bind2, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if byInode(snapshot(t, w), inode) != nil {
+			t.Fatal("listener found before its namespace was mounted")
+		}
+		if err := unix.Mount(bind, bind2, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Unmount(bind2, unix.MNT_DETACH) })
+		l := byInode(snapshot(t, w), inode)
+		if l == nil || l.Netns != "later" {
+			t.Fatalf("listener in the namespace bound later: %+v, want it in netns later", l)
+		}
+		// Unbound and removed: the namespace, with no process inside,
+		// is gone from the next snapshot.
+		if err := unix.Unmount(bind2, unix.MNT_DETACH); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(bind2); err != nil {
+			t.Fatal(err)
+		}
+		s := snapshot(t, w)
+		if slices.ContainsFunc(s.Namespaces, func(n Namespace) bool { return n.Name == "later" }) {
+			t.Errorf("namespace later still listed after it was unbound: %+v", s.Namespaces)
+		}
+	})
 }
 
 // TestSnapshotGroundTruth compares, for every namespace, the snapshot with

@@ -182,7 +182,7 @@ type sockDiagConn struct {
 	seq  uint32    // sequence number of the last request
 	reqs [4][]byte // the requests of dumpAll, in its order
 	buf  []byte    // dumpBufSize bytes, reused by every receive
-	to   unix.SockaddrNetlink
+	to   unix.RawSockaddrNetlink
 
 	// State of the system call in progress (see send and recv).
 	sendFn, recvFn func(fd uintptr) bool
@@ -201,7 +201,7 @@ func dialSockDiag() (*sockDiagConn, error) {
 		c.Close()
 		return nil, fmt.Errorf("sock_diag: %w", err)
 	}
-	s := &sockDiagConn{c: c, rc: rc, pid: c.PID(), buf: make([]byte, dumpBufSize), to: unix.SockaddrNetlink{Family: unix.AF_NETLINK}}
+	s := &sockDiagConn{c: c, rc: rc, pid: c.PID(), buf: make([]byte, dumpBufSize), to: unix.RawSockaddrNetlink{Family: unix.AF_NETLINK}}
 	s.sendFn, s.recvFn = s.send, s.recv
 	for i, q := range dumpQueries {
 		m := sockDiagRequest(q.tcp, q.family)
@@ -275,9 +275,19 @@ func (s *sockDiagConn) dumpOne(tcp bool, req []byte, out []sockEntry) ([]sockEnt
 // ready.
 func (s *sockDiagConn) send(fd uintptr) bool {
 	for s.err = unix.EINTR; s.err == unix.EINTR; {
-		s.err = unix.Sendto(int(fd), s.req, 0, &s.to)
+		s.err = sendTo(int(fd), s.req, &s.to)
 	}
 	return s.err != unix.EAGAIN
+}
+
+// sendTo sends b to the kernel (a raw call: see rawsys.go).
+func sendTo(fd int, b []byte, to *unix.RawSockaddrNetlink) error {
+	_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0,
+		uintptr(unsafe.Pointer(to)), unix.SizeofSockaddrNetlink)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 func (s *sockDiagConn) recv(fd uintptr) bool {
@@ -289,9 +299,9 @@ func (s *sockDiagConn) recv(fd uintptr) bool {
 
 // recvTrunc receives one datagram into b, and returns its whole length even
 // when b was too short for it (MSG_TRUNC). Unlike unix.Recvfrom it does not
-// allocate the sender's address.
+// allocate the sender's address. It is a raw call (see rawsys.go).
 func recvTrunc(fd int, b []byte) (int, error) {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_TRUNC, 0, 0)
+	n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_TRUNC, 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}

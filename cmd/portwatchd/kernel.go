@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -46,6 +47,11 @@ type kernelEvents struct {
 	trig        chan struct{} // a look is wanted
 	failed      chan error    // Read failed for good; the reader has stopped
 	done        chan struct{} // the reader has returned
+
+	// records counts the records read. The ring buffer can only drop
+	// events when it is full, that is when it holds records this reader
+	// will read: checkDrops reads the drop counter only after new ones.
+	records atomic.Uint64
 
 	mu       sync.Mutex
 	pending  []kernelEvent
@@ -104,6 +110,7 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 	defer close(k.done)
 	for {
 		ev, err := k.probe.Read(ctx)
+		k.records.Add(1)
 		switch {
 		case err == nil:
 		case ctx.Err() != nil || errors.Is(err, ebpf.ErrClosed):
@@ -214,6 +221,7 @@ type kernelState struct {
 	mode     string        // active, off, unavailable: <reason>, failed: <error>
 	lastFull time.Time     // the last snapshot taken (full: of every namespace)
 	drops    uint64        // the probe's drop counter at the last look
+	dropsAt  uint64        // kernelEvents.records when drops was read
 	lost     uint64        // events lost (ring buffer full, or too many pending) not yet logged
 	lostAt   time.Time     // when lost events were last logged
 	users    map[uint32]string
@@ -232,15 +240,21 @@ type kernelState struct {
 }
 
 // checkDrops says whether events were lost since the last call, reading the
-// probe's per-CPU counter (one map lookup), and logs the count at most once
-// a minute.
+// probe's per-CPU counter (one map lookup) when records were read since the
+// last reading (see kernelEvents.records: an idle daemon makes no system
+// call for it), and logs the count at most once a minute.
 func (d *daemon) checkDrops(extra uint64, now time.Time) bool {
 	k := &d.kern
 	n := extra
 	if k.ev != nil {
-		if total, err := k.ev.probe.Dropped(); err == nil && total > k.drops {
-			n += total - k.drops
-			k.drops = total
+		if r := k.ev.records.Load(); r != k.dropsAt {
+			if total, err := k.ev.probe.Dropped(); err == nil {
+				k.dropsAt = r
+				if total > k.drops {
+					n += total - k.drops
+					k.drops = total
+				}
+			}
 		}
 	}
 	k.lost += n
