@@ -10,9 +10,10 @@ import (
 
 // pidTable is what the watcher knows of the pids in /proc.
 type pidTable struct {
-	byPid map[int32]pidState
-	list  []int32 // the pids of the last full read, ascending
-	fresh []int32 // buffer: the pids new this tick
+	byPid  map[int32]pidState
+	list   []int32 // the pids of the last full read, ascending
+	fresh  []int32 // buffer: the pids new this tick
+	exited []int32 // buffer: the holders exitWatch found exited
 
 	lastSeen  int   // last allocated pid at the last full read of /proc
 	sinceFull int   // ticks since then
@@ -52,8 +53,12 @@ func (w *Watcher) needFullRead() bool {
 			return true
 		}
 	}
+	for _, pid := range w.exits.exited(w.pids.exited[:0]) {
+		delete(w.pids.byPid, pid)
+		w.dropHolder(pid)
+	}
 	for pid := range w.details.byPid {
-		if !alive(pid) {
+		if !w.exits.watched(pid) && !alive(pid) {
 			delete(w.pids.byPid, pid)
 			w.dropHolder(pid)
 		}

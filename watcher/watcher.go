@@ -82,6 +82,7 @@ type Watcher struct {
 	pids    pidTable      // the pids in /proc (pids.go)
 	holders holderCache   // who holds each listening socket (holders.go)
 	details holderDetails // what is recorded about each holder (procinfo.go)
+	exits   exitWatch     // the holders' pidfds, to tell their exits (exits.go)
 	ns      nsTable       // the network namespaces (netns.go)
 	users   userNames     // user names (names.go)
 	dpkg    *dpkgDB       // package ownership (dpkg.go)
@@ -116,6 +117,7 @@ func New(opts Options) (*Watcher, error) {
 		proc:    proc,
 		pids:    pidTable{byPid: make(map[int32]pidState), denied: make(map[int32]bool)},
 		holders: newHolderCache(),
+		exits:   newExitWatch(),
 		details: holderDetails{byPid: make(map[int32]*procInfo)},
 		ns:      nsTable{byInode: make(map[uint64]*nsState)},
 		warned:  make(map[string]bool),
@@ -170,6 +172,7 @@ func New(opts Options) (*Watcher, error) {
 // database.
 func (w *Watcher) Close() error {
 	w.dpkg.Close()
+	w.exits.close()
 	for _, ns := range w.ns.byInode {
 		if ns.conn != nil {
 			ns.conn.Close()
@@ -310,6 +313,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	refs = w.searchUnknown(refs[:0])
 	w.holders.refs = refs[:0]
 	w.readHolders()
+	w.syncExits()
 
 	snap := w.build(now)
 	switch {

@@ -1,0 +1,55 @@
+package watcher
+
+import (
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+)
+
+// The exit of a watched process is told by the next exited, once; a live
+// one is not, and nor is one no longer watched.
+func TestExitWatch(t *testing.T) {
+	x := newExitWatch()
+	defer x.close()
+	if !x.on {
+		t.Skip("no epoll: exits are checked with kill")
+	}
+	start := func() *exec.Cmd {
+		c := exec.Command("sleep", "60")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		return c
+	}
+	a, b, c := start(), start(), start()
+	for _, p := range []*exec.Cmd{a, b, c} {
+		if !x.watch(int32(p.Process.Pid)) {
+			t.Fatalf("pid %d not watched (pidfd_open refused?)", p.Process.Pid)
+		}
+	}
+	if got := x.exited(nil); len(got) != 0 {
+		t.Fatalf("exited %v while all live", got)
+	}
+	x.forget(int32(c.Process.Pid))
+	for _, p := range []*exec.Cmd{a, c} {
+		p.Process.Kill()
+		p.Wait()
+	}
+	// The pidfd is readable once the process has exited: at once after
+	// Wait, but give a loaded machine a moment.
+	var got []int32
+	for deadline := time.Now().Add(5 * time.Second); len(got) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got = x.exited(got)
+	}
+	if want := []int32{int32(a.Process.Pid)}; !slices.Equal(got, want) {
+		t.Errorf("exited %v, want %v (the one forgotten is not told)", got, want)
+	}
+	if x.watched(int32(a.Process.Pid)) || !x.watched(int32(b.Process.Pid)) {
+		t.Errorf("watched after the exit: a %v (want false), b %v (want true)", x.watched(int32(a.Process.Pid)), x.watched(int32(b.Process.Pid)))
+	}
+	if got := x.exited(nil); len(got) != 0 {
+		t.Errorf("exited %v told again", got)
+	}
+}
