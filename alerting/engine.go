@@ -19,10 +19,16 @@ type Evaluator interface {
 type Config struct {
 	policy.Settings
 	Evaluator
+	// ExpiredBetween, when set, reports whether a rule expired after from
+	// and at or before to (policy.Config.ExpiredBetween): every listener is
+	// then judged again, at the first Step at or after the expiry. When
+	// nil, they are judged again every ReevaluateEvery.
+	ExpiredBetween func(from, to time.Time) bool
 }
 
 // ReevaluateEvery is how often every listener is evaluated again even when
-// nothing changed, so that a rule passing its expires: date takes effect.
+// nothing changed, so that a rule passing its expires: date takes effect,
+// when the config cannot say when its rules expire (Config.ExpiredBetween).
 const ReevaluateEvery = time.Minute
 
 // Emission is one event the engine wants sent. The daemon turns it into a
@@ -158,7 +164,8 @@ func (e *Engine) Step(snap *watcher.Snapshot, cfg Config, now time.Time) Result 
 	}
 	e.expirePending(&r, cfg, now)
 	e.remind(&r, cfg, now)
-	if now.Sub(e.lastFull) >= ReevaluateEvery {
+	if cfg.ExpiredBetween == nil && now.Sub(e.lastFull) >= ReevaluateEvery ||
+		cfg.ExpiredBetween != nil && cfg.ExpiredBetween(e.lastFull, now) {
 		e.reevaluate(&r, cfg, now, "policy re-evaluated")
 	}
 	e.stats.Namespaces = len(snap.Namespaces)

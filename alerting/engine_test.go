@@ -81,6 +81,16 @@ var (
 	procScope = watcher.Process{PID: 301, Comm: "python3", Exe: "/usr/bin/python3", User: "www", Unit: "session-3.scope"}
 )
 
+// expiredBetween is policy.Config.ExpiredBetween for p.
+func (p engPolicy) expiredBetween(from, to time.Time) bool {
+	for _, e := range p.expires {
+		if e.After(from) && !e.After(to) {
+			return true
+		}
+	}
+	return false
+}
+
 // engEph marks l as on an ephemeral port.
 func engEph(l watcher.Listener) watcher.Listener {
 	l.Ephemeral = true
@@ -206,6 +216,9 @@ type engineCase struct {
 	name     string
 	settings policy.Settings
 	policy   engPolicy
+	// byExpiry gives the engine the policy's expiries
+	// (Config.ExpiredBetween) instead of a full evaluation every minute.
+	byExpiry bool
 	steps    []engineStep
 }
 
@@ -237,6 +250,9 @@ func runEngineCase(t *testing.T, tt engineCase, reuse bool) {
 	t.Helper()
 	e := New(nil)
 	cfg := Config{Settings: tt.settings, Evaluator: tt.policy}
+	if tt.byExpiry {
+		cfg.ExpiredBetween = tt.policy.expiredBetween
+	}
 	var last []watcher.Listener
 	for i, st := range tt.steps {
 		now := engT0.Add(st.at)

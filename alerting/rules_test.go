@@ -641,6 +641,18 @@ func TestReloadJudgesAgain(t *testing.T) {
 				{at: 200 * time.Second, snap: engS(engL("tcp", 8080, procHelper)), wantState: engNo},
 			},
 		},
+		{
+			name:     "a rule whose expiry the config tells alerts at the first snapshot after it, and nothing is judged again before",
+			policy:   engPolicy{allow: map[uint16]string{8080: ""}, expires: map[uint16]time.Time{8080: engT0.Add(100 * time.Second)}},
+			byExpiry: true,
+			steps: []engineStep{
+				{snap: engS(engL("tcp", 8080, procHelper))},
+				{at: 61 * time.Second, snap: engS(engL("tcp", 8080, procHelper))},
+				{at: 99 * time.Second, snap: engS(engL("tcp", 8080, procHelper))},
+				{at: 100 * time.Second, snap: engS(engL("tcp", 8080, procHelper)), want: []string{"opened unexpected tcp 0.0.0.0:8080 [/usr/lib/helper] note=policy re-evaluated"}},
+				{at: 200 * time.Second, snap: engS(engL("tcp", 8080, procHelper)), wantState: engNo},
+			},
+		},
 	})
 }
 

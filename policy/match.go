@@ -125,6 +125,20 @@ func (c *Config) closest(l *watcher.Listener, e *exposure.Exposure, now time.Tim
 	return r.Name, reason + fmt.Sprintf("; closest: rule %q (%s) %s", r.Name, r.File, joinWhy(why))
 }
 
+// ExpiredBetween reports whether a rule (allow or deny) expired after from
+// and at or before to: a decision made at from may not hold at to. Time
+// enters a decision only through expires: dates.
+func (c *Config) ExpiredBetween(from, to time.Time) bool {
+	for _, list := range [][]Rule{c.Rules, c.Deny} {
+		for i := range list {
+			if e := list[i].Expires; !e.IsZero() && e.After(from) && !e.After(to) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Expired returns the rules that have expired at now, in file order.
 func (c *Config) Expired(now time.Time) []Rule {
 	var out []Rule

@@ -286,7 +286,7 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
 }
 
 func (d *daemon) engineConfig() alerting.Config {
-	return alerting.Config{Settings: d.cfg.Settings, Evaluator: d.evaluator()}
+	return alerting.Config{Settings: d.cfg.Settings, Evaluator: d.evaluator(), ExpiredBetween: d.cfg.ExpiredBetween}
 }
 
 // emit sends what the engine produced and saves the state when it changed.

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-
-	"github.com/portwatchd/portwatchd/alerting"
 )
 
 // The loop's looks: the periodic tick, and the look the kernel's events
@@ -94,7 +92,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 	d.reportTransients(gone, now)
 	d.emit(r, now)
 	d.metricsLook(snap, now)
-	if now.Sub(d.lastCheck) >= alerting.ReevaluateEvery {
+	if d.cfg.ExpiredBetween(d.lastCheck, now) {
 		d.logExpired(now)
 	}
 	d.fed(time.Now())

@@ -105,7 +105,7 @@ func (d *daemon) metricsLook(snap *watcher.Snapshot, now time.Time) {
 		return // a daemon built by a test without startDaemon
 	}
 	if !watcher.SameListeners(snap.Listeners, dm.evalList) || d.cfg != dm.evalCfg || d.expo.gen != dm.evalExpo ||
-		expiredBetween(d.cfg, dm.evalAt, now) {
+		d.cfg.ExpiredBetween(dm.evalAt, now) {
 		dm.decisions = dm.decisions[:0]
 		for _, l := range snap.Listeners {
 			dm.decisions = append(dm.decisions, d.evaluator().Evaluate(l, now))
@@ -231,19 +231,6 @@ func rulesByFile(c *policy.Config) map[string]int {
 		}
 	}
 	return m
-}
-
-// expiredBetween reports whether a rule of c expired after from and at or
-// before to: the decisions made at from may no longer hold.
-func expiredBetween(c *policy.Config, from, to time.Time) bool {
-	for _, list := range [][]policy.Rule{c.Rules, c.Deny} {
-		for _, r := range list {
-			if !r.Expires.IsZero() && r.Expires.After(from) && !r.Expires.After(to) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // expiringWithin counts the rules that are in force at now and expire
