@@ -18,6 +18,11 @@ type pidTable struct {
 	lastSeen  int   // last allocated pid at the last full read of /proc
 	sinceFull int   // ticks since then
 	netnsNext int32 // the pid whose network namespace recheckNetns reads next
+	// hinted are the pids whose namespace the next tick reads again (Recheck),
+	// and eventDriven says the caller hints every listener's process
+	// (SetEventDriven).
+	hinted      []int32
+	eventDriven bool
 
 	// denied holds the pids whose descriptors we may not read; while one
 	// lives, snapshots are partial. Scans write it from several goroutines.
@@ -75,39 +80,79 @@ func (w *Watcher) needFullRead() bool {
 // all on the full read every fullReadEvery ticks without its spike.
 const netnsRecheckEvery = fullReadEvery
 
-// recheckNetns reads again the network namespace of the next known pids, in
-// ascending order from where the last tick stopped, wrapping around, so
-// that every one is read within netnsRecheckEvery ticks.
+// netnsRecheckEventDriven is netnsRecheckEvery when the caller is told of
+// every listener as it opens (eBPF) and hints its process (Recheck): a
+// namespace entered without a new pid is then read at the first listener
+// opened in it, and the round only backs the hints up (a listener whose
+// event was lost, one made before the programs loaded). At one tick per
+// reconcile_interval (10s) a round is half an hour, a sixth of the readlinks
+// of a tick.
+const netnsRecheckEventDriven = 6 * netnsRecheckEvery
+
+// Recheck has the next Snapshot read again the network namespace of pids
+// (those the kernel said opened a listener): a known process that entered
+// a namespace without a new pid is then found at once, not at the end of a
+// round of recheckNetns.
+func (w *Watcher) Recheck(pids []int32) {
+	w.pids.hinted = append(w.pids.hinted, pids...)
+}
+
+// SetEventDriven tells the watcher whether its caller hints, with Recheck,
+// the process of every listener as it opens. The rolling re-check of every
+// process's namespace then runs six times slower.
+func (w *Watcher) SetEventDriven(on bool) {
+	w.pids.eventDriven = on
+}
+
+// recheckNetns reads again the network namespace of the hinted pids, and
+// of the next known pids, in ascending order from where the last tick
+// stopped, wrapping around, so that every one is read within
+// netnsRecheckEvery ticks (netnsRecheckEventDriven when event-driven).
 func (w *Watcher) recheckNetns() {
 	pids := w.pids.list // ascending: the order of /proc
+	if len(pids) == 0 && len(w.pids.hinted) == 0 {
+		return
+	}
+	s := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(s)
+	slices.Sort(w.pids.hinted) // a storm of listeners hints one pid many times
+	for _, pid := range slices.Compact(w.pids.hinted) {
+		w.recheckOne(s, pid)
+	}
+	w.pids.hinted = w.pids.hinted[:0]
 	if len(pids) == 0 {
 		return
 	}
-	n := (len(pids) + netnsRecheckEvery - 1) / netnsRecheckEvery
+	every := netnsRecheckEvery
+	if w.pids.eventDriven {
+		every = netnsRecheckEventDriven
+	}
+	n := (len(pids) + every - 1) / every
 	i, _ := slices.BinarySearch(pids, w.pids.netnsNext)
-	s := scratchPool.Get().(*scratch)
-	defer scratchPool.Put(s)
 	for range n {
 		if i >= len(pids) {
 			i = 0
 		}
-		pid := pids[i]
+		w.recheckOne(s, pids[i])
 		i++
-		st, ok := w.pids.byPid[pid]
-		if !ok || st.netns == 0 || pid == w.selfPid || st.scanned == w.gen {
-			// Gone, unreadable, ourselves (see scanOne), or read
-			// this tick.
-			continue
-		}
-		if ino, err := w.proc.netnsOf(s, pid); err == nil && ino != st.netns {
-			st.netns = ino
-			w.pids.byPid[pid] = st
-		}
 	}
 	if i < len(pids) {
 		w.pids.netnsNext = pids[i]
 	} else {
 		w.pids.netnsNext = 0
+	}
+}
+
+// recheckOne reads pid's network namespace again.
+func (w *Watcher) recheckOne(s *scratch, pid int32) {
+	st, ok := w.pids.byPid[pid]
+	if !ok || st.netns == 0 || pid == w.selfPid || st.scanned == w.gen {
+		// Gone, unreadable, ourselves (see scanOne), or read this tick.
+		return
+	}
+	if ino, err := w.proc.netnsOf(s, pid); err == nil && ino != st.netns {
+		st.netns = ino
+		w.pids.byPid[pid] = st
 	}
 }
 

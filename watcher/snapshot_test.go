@@ -1115,7 +1115,9 @@ func TestSnapshotContainerName(t *testing.T) {
 // watcher already knows, with no new pid: a shell, seen by a long-lived
 // watcher, that later runs `exec unshare -n helper`, which listens. The
 // listener must be found, in that namespace, within netnsRecheckEvery
-// ticks, plus a couple (pids that came or went meanwhile shift the round).
+// ticks, plus a couple (pids that came or went meanwhile shift the round);
+// event-driven, with the listener's pid hinted as the daemon does from the
+// kernel's event, at the next snapshot.
 func TestSnapshotNetnsEnteredLater(t *testing.T) {
 	requireRoot(t)
 	unshare, err := exec.LookPath("unshare")
@@ -1126,14 +1128,18 @@ func TestSnapshotNetnsEnteredLater(t *testing.T) {
 		name    string
 		disable bool // DisableSetns
 		fromNew bool // the shell starts in a namespace of its own
+		hinted  bool // event-driven, the pid hinted (Recheck)
 	}{
-		{"setns", false, false},
-		{"proc", true, false},
-		{"setns from another namespace", false, true},
-		{"proc from another namespace", true, true},
+		{"setns", false, false, false},
+		{"proc", true, false, false},
+		{"setns from another namespace", false, true, false},
+		{"proc from another namespace", true, true, false},
+		{"setns, event-driven and hinted", false, false, true},
+		{"proc, event-driven and hinted", true, false, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w, _ := newWatcher(t, Options{DisableSetns: c.disable})
+			w.SetEventDriven(c.hinted)
 			// read waits for the go-ahead; it reads from the pipe a byte
 			// at a time, leaving the rest of stdin to the helper.
 			o := listenertest.Options{
@@ -1159,7 +1165,11 @@ func TestSnapshotNetnsEnteredLater(t *testing.T) {
 				t.Fatalf("helper %d did not enter a new namespace", h.pid())
 			}
 			var l *Listener
-			const ticks = netnsRecheckEvery + 3
+			ticks := netnsRecheckEvery + 3
+			if c.hinted {
+				w.Recheck([]int32{int32(h.pid())})
+				ticks = 1
+			}
 			for tick := 0; tick < ticks && l == nil; tick++ {
 				l = byInode(snapshot(t, w), h.socks[0].inode)
 				if l != nil && l.NetnsInode != ino {

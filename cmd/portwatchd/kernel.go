@@ -280,6 +280,11 @@ func (d *daemon) setPeriod() time.Duration {
 		p = max(d.wd/2, d.cfg.Interval)
 	}
 	d.intervalNS.Store(int64(p))
+	if d.w != nil {
+		// The events hint the watcher (triggered): its rolling re-check
+		// of every process's namespace may go slower.
+		d.w.SetEventDriven(d.kern.ev != nil)
+	}
 	return p
 }
 

@@ -39,6 +39,15 @@ func (d *daemon) triggered(ctx context.Context) {
 	}
 	evs, overflow := d.kern.ev.take()
 	d.checkDrops(overflow, time.Now())
+	// The processes that opened listeners: one that entered a namespace
+	// without a new pid is found in it by this look.
+	pids := make([]int32, 0, len(evs))
+	for i := range evs {
+		if opens(evs[i].Event) {
+			pids = append(pids, int32(evs[i].Pid))
+		}
+	}
+	d.w.Recheck(pids)
 	// Only when the look took a snapshot: one that failed says nothing
 	// of what the daemon can see.
 	if d.look(ctx, evs) && d.kern.ev != nil {

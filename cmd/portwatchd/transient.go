@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,6 +55,11 @@ func eventKey(ev ebpf.Event) sockKey {
 type snapIndex struct {
 	socks map[sockKey]watcher.Key
 	ns    map[uint64]string // inspected namespaces' names, by inode
+
+	// What was indexed: a list handed out again with the same namespaces
+	// is not indexed again (indexSnapshotInto).
+	list       []watcher.Listener
+	namespaces []watcher.Namespace
 }
 
 func indexSnapshot(snap *watcher.Snapshot) snapIndex {
@@ -62,8 +68,12 @@ func indexSnapshot(snap *watcher.Snapshot) snapIndex {
 
 // indexSnapshotInto indexes snap into old's maps, cleared: a periodic look
 // then allocates nothing for its index (rebuilding it was a sixth of the
-// idle daemon's CPU).
+// idle daemon's CPU). When old indexed the same list (the watcher handed it
+// out again) and the same namespaces, old is snap's index already.
 func indexSnapshotInto(snap *watcher.Snapshot, old snapIndex) snapIndex {
+	if old.socks != nil && watcher.SameListeners(snap.Listeners, old.list) && slices.Equal(snap.Namespaces, old.namespaces) {
+		return old
+	}
 	ix := old
 	if ix.socks == nil {
 		ix = snapIndex{socks: make(map[sockKey]watcher.Key, len(snap.Listeners)), ns: map[uint64]string{}}
@@ -79,6 +89,7 @@ func indexSnapshotInto(snap *watcher.Snapshot, old snapIndex) snapIndex {
 			ix.ns[n.Inode] = n.Name
 		}
 	}
+	ix.list, ix.namespaces = snap.Listeners, append(ix.namespaces[:0], snap.Namespaces...)
 	return ix
 }
 
