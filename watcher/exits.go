@@ -102,8 +102,13 @@ func (x *exitWatch) close() {
 	}
 }
 
-// syncExits watches the exit of every holder, and of no other process.
+// syncExits watches the exit of every holder, and of no other process,
+// from the second tick on: a one-shot snapshot (`portwatchd list`) would
+// open a pidfd per holder for nothing.
 func (w *Watcher) syncExits() {
+	if w.gen < 2 {
+		return
+	}
 	for pid := range w.exits.fds {
 		if w.details.byPid[pid] == nil {
 			w.exits.forget(pid)
