@@ -918,6 +918,10 @@ func TestSnapshotIncremental(t *testing.T) {
 		}
 		got := recvFile(t, h, mine)
 		defer got.Close()
+		// Its exit is told by its pidfd (exits.go), not found by kill.
+		if !w.exits.watched(int32(h.pid())) {
+			t.Errorf("holder %d not watched by a pidfd", h.pid())
+		}
 		h.Stop()
 		if diff := cmp.Diff([]int{os.Getpid()}, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
 			t.Errorf("holders after the holder exited (-want +got):\n%s", diff)
