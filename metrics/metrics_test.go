@@ -411,14 +411,7 @@ func BenchmarkLook(b *testing.B) {
 // BenchmarkLookUnchanged is the cost of a look that changed nothing: no
 // write.
 func BenchmarkLookUnchanged(b *testing.B) {
-	path := filepath.Join(b.TempDir(), "portwatch.prom")
-	m := New(Options{Textfile: path})
-	ds := make([]policy.Decision, 100)
-	for i := range ds {
-		ds[i] = decision("host", uint16(1000+i), "/usr/sbin/srv", policy.Allowed, policy.SeverityInfo)
-	}
-	now := time.Now()
-	m.Snapshot(ds, time.Millisecond, now)
+	m, ds, now := benchMetrics(b, 100)
 	if _, err := m.Write(now); err != nil {
 		b.Fatal(err)
 	}
@@ -451,14 +444,7 @@ func TestSnapshotSame(t *testing.T) {
 // BenchmarkWriteDue is the textfile's write every WriteEvery when nothing
 // changed: the listener series of 1,000 listeners written again.
 func BenchmarkWriteDue(b *testing.B) {
-	path := filepath.Join(b.TempDir(), "portwatch.prom")
-	m := New(Options{Textfile: path})
-	ds := make([]policy.Decision, 1000)
-	for i := range ds {
-		ds[i] = decision("host", uint16(1000+i), "/usr/sbin/srv", policy.Allowed, policy.SeverityInfo)
-	}
-	now := time.Now()
-	m.Snapshot(ds, time.Millisecond, now)
+	m, _, now := benchMetrics(b, 1000)
 	b.ReportAllocs()
 	for b.Loop() {
 		now = now.Add(WriteEvery)
@@ -466,4 +452,17 @@ func BenchmarkWriteDue(b *testing.B) {
 			b.Fatal("not written", err)
 		}
 	}
+}
+
+// benchMetrics returns metrics writing a textfile in a temporary directory,
+// with the listener series of n allowed listeners set at now.
+func benchMetrics(b *testing.B, n int) (*Metrics, []policy.Decision, time.Time) {
+	m := New(Options{Textfile: filepath.Join(b.TempDir(), "portwatch.prom")})
+	ds := make([]policy.Decision, n)
+	for i := range ds {
+		ds[i] = decision("host", uint16(1000+i), "/usr/sbin/srv", policy.Allowed, policy.SeverityInfo)
+	}
+	now := time.Now()
+	m.Snapshot(ds, time.Millisecond, now)
+	return m, ds, now
 }
