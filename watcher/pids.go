@@ -58,7 +58,8 @@ func (w *Watcher) needFullRead() bool {
 			return true
 		}
 	}
-	for _, pid := range w.exits.exited(w.pids.exited[:0]) {
+	w.pids.exited = w.exits.exited(w.pids.exited[:0])
+	for _, pid := range w.pids.exited {
 		delete(w.pids.byPid, pid)
 		w.dropHolder(pid)
 	}
