@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -12,11 +13,22 @@ import (
 // which with a few hundred holders was the largest share of a steady look's
 // system calls. Holders with no pidfd (an older kernel, a pidfd limit
 // reached) are still checked with kill.
+//
+// It also keeps each holder's /proc/PID directory open (O_PATH): the
+// rolling re-checks of a holder's executable and descriptors read
+// "exe" and "fd/N" from it, which costs half of a lookup from /proc on
+// (holderPath), and can never read another process that took the pid.
 type exitWatch struct {
-	on  bool            // ep is open: pidfds can be used
-	ep  int             // epoll descriptor
-	fds map[int32]int32 // pid -> its pidfd
+	on  bool // ep is open: pidfds can be used
+	ep  int  // epoll descriptor
+	fds map[int32]holderFDs
 	evs []unix.EpollEvent
+}
+
+// holderFDs are the descriptors held for one holder.
+type holderFDs struct {
+	pidfd int32
+	dir   int32 // its /proc directory, O_PATH; -1 when it could not be opened
 }
 
 // maxPidfds bounds the descriptors held for exitWatch: past it, holders
@@ -25,12 +37,13 @@ const maxPidfds = 4096
 
 func newExitWatch() exitWatch {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	return exitWatch{on: err == nil, ep: ep, fds: map[int32]int32{}, evs: make([]unix.EpollEvent, 64)}
+	return exitWatch{on: err == nil, ep: ep, fds: map[int32]holderFDs{}, evs: make([]unix.EpollEvent, 64)}
 }
 
 // watch watches pid, and reports whether it does: false when no pidfd could
-// be had (the caller checks pid with kill).
-func (x *exitWatch) watch(pid int32) bool {
+// be had (the caller checks pid with kill). procfd is the /proc the pid is
+// read from.
+func (x *exitWatch) watch(pid int32, procfd int) bool {
 	if _, ok := x.fds[pid]; ok {
 		return true
 	}
@@ -50,7 +63,13 @@ func (x *exitWatch) watch(pid int32) bool {
 		unix.Close(fd)
 		return false
 	}
-	x.fds[pid] = int32(fd)
+	h := holderFDs{pidfd: int32(fd), dir: -1}
+	var buf [16]byte
+	name := append(strconv.AppendInt(buf[:0], int64(pid), 10), 0)
+	if dir, err := openat(procfd, &name[0], unix.O_PATH|unix.O_DIRECTORY); err == nil {
+		h.dir = int32(dir)
+	}
+	x.fds[pid] = h
 	return true
 }
 
@@ -62,8 +81,11 @@ func (x *exitWatch) watched(pid int32) bool {
 
 // forget stops watching pid (closing its pidfd removes it from the set).
 func (x *exitWatch) forget(pid int32) {
-	if fd, ok := x.fds[pid]; ok {
-		rawClose(int(fd))
+	if h, ok := x.fds[pid]; ok {
+		rawClose(int(h.pidfd))
+		if h.dir >= 0 {
+			rawClose(int(h.dir))
+		}
 		delete(x.fds, pid)
 	}
 }
@@ -115,6 +137,25 @@ func (w *Watcher) syncExits() {
 		}
 	}
 	for pid := range w.details.byPid {
-		w.exits.watch(pid)
+		w.exits.watch(pid, w.proc.fd)
 	}
+}
+
+// holderPath writes into s.path the path of pid's /proc entry suffix (then
+// num, when num >= 0), relative to the directory it returns: the holder's
+// /proc directory when held open (exitWatch), else /proc.
+func (w *Watcher) holderPath(s *scratch, pid int32, suffix string, num int32) (int, *byte) {
+	dir, b := w.proc.fd, s.path[:0]
+	if h, ok := w.exits.fds[pid]; ok && h.dir >= 0 {
+		dir = int(h.dir)
+	} else {
+		b = strconv.AppendInt(b, int64(pid), 10)
+		b = append(b, '/')
+	}
+	b = append(b, suffix...)
+	if num >= 0 {
+		b = strconv.AppendInt(b, int64(num), 10)
+	}
+	b = append(b, 0)
+	return dir, &b[0]
 }

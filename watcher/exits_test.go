@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The exit of a watched process is told by the next exited, once; a live
@@ -12,6 +14,11 @@ import (
 func TestExitWatch(t *testing.T) {
 	x := newExitWatch()
 	defer x.close()
+	proc, err := unix.Open("/proc", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(proc)
 	if !x.on {
 		t.Skip("no epoll: exits are checked with kill")
 	}
@@ -25,8 +32,11 @@ func TestExitWatch(t *testing.T) {
 	}
 	a, b, c := start(), start(), start()
 	for _, p := range []*exec.Cmd{a, b, c} {
-		if !x.watch(int32(p.Process.Pid)) {
+		if !x.watch(int32(p.Process.Pid), proc) {
 			t.Fatalf("pid %d not watched (pidfd_open refused?)", p.Process.Pid)
+		}
+		if x.fds[int32(p.Process.Pid)].dir < 0 {
+			t.Errorf("pid %d: its /proc directory not held", p.Process.Pid)
 		}
 	}
 	if got := x.exited(nil); len(got) != 0 {

@@ -216,10 +216,12 @@ func (w *Watcher) verifyHolders() {
 			delete(w.holders.fd, k) // stale: the socket closed, or the holder went
 			continue
 		}
-		link, err := w.proc.fdLink(s, k.pid, fd)
+		dir, path := w.holderPath(s, k.pid, "fd/", fd)
+		n, err := readlinkat(dir, path, s.link[:])
 		if err != nil && !isGone(err) {
 			continue // not allowed to look: keep what we know
 		}
+		link := s.link[:max(n, 0)]
 		if ino, ok := parseSocketLink(link); ok && ino == k.inode {
 			continue
 		}

@@ -279,31 +279,8 @@ func (p *procDir) ownerUID(s *scratch, pid int32) (uint32, error) {
 	return st.Uid, nil
 }
 
-// exeID returns the id of the file /proc/PID/exe refers to (the file the
-// process runs, whatever its path).
-func (p *procDir) exeID(s *scratch, pid int32) (fileID, error) {
-	var st unix.Stat_t
-	if err := fstatat(p.fd, s.pidPath(pid, "/exe"), &st, unix.AT_NO_AUTOMOUNT); err != nil {
-		return fileID{}, err
-	}
-	return fileID{dev: st.Dev, ino: st.Ino}, nil
-}
-
 // isGone reports whether err means the process went away mid-read, which is
 // normal and silent.
 func isGone(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
-}
-
-// fdLink reads the link /proc/PID/fd/FD into s.link.
-func (p *procDir) fdLink(s *scratch, pid, fd int32) ([]byte, error) {
-	b := strconv.AppendInt(s.path[:0], int64(pid), 10)
-	b = append(b, "/fd/"...)
-	b = strconv.AppendInt(b, int64(fd), 10)
-	b = append(b, 0)
-	n, err := readlinkat(p.fd, &b[0], s.link[:])
-	if err != nil {
-		return nil, err
-	}
-	return s.link[:n], nil
 }

@@ -183,7 +183,8 @@ func (w *Watcher) readHolders() {
 		if pi == nil {
 			continue
 		}
-		l, err := readlinkat(w.proc.fd, s.pidPath(pid, "/exe"), s.link[:])
+		dir, path := w.holderPath(s, pid, "exe", -1)
+		l, err := readlinkat(dir, path, s.link[:])
 		if err != nil {
 			continue // gone: found by the next full read; or not allowed
 		}
@@ -191,7 +192,9 @@ func (w *Watcher) readHolders() {
 			delete(w.details.byPid, pid)
 			continue
 		}
-		if id, err := w.proc.exeID(s, pid); err == nil && id != pi.exeID {
+		var st unix.Stat_t
+		dir, path = w.holderPath(s, pid, "exe", -1)
+		if fstatat(dir, path, &st, unix.AT_NO_AUTOMOUNT) == nil && (fileID{dev: st.Dev, ino: st.Ino}) != pi.exeID {
 			delete(w.details.byPid, pid)
 		}
 	}
