@@ -142,7 +142,7 @@ type daemon struct {
 	stallFile  string
 	progress   atomic.Int64  // unix nanoseconds of the last tick the loop completed
 	intervalNS atomic.Int64  // the loop's period in force (setPeriod), for the watchdog
-	wdTimer    *time.Timer   // the watchdog's fallback timer (sdnotify.go); nil until READY=1 or without a watchdog
+	wdTicker   *time.Ticker  // the watchdog's fallback ticker (sdnotify.go); nil until READY=1 or without a watchdog
 	wdPinged   atomic.Int64  // unix nanoseconds of the last WATCHDOG=1
 	wdStalled  atomic.Bool   // the watchdog goroutine found the loop stuck
 	wd         time.Duration // systemd's watchdog timeout; 0 when off

@@ -103,21 +103,22 @@ func watchdogInterval(log logrus.FieldLogger) (time.Duration, bool) {
 // The loop pings itself, after a tick or look, when the last ping is a
 // quarter of the timeout old (fed): its period is at most half the timeout
 // (setPeriod), so a healthy loop is never late, and the pings cost no
-// wake-up of their own (an idle daemon with eBPF wakes only for its
+// wake-up of their own (an idle daemon with eBPF should wake only for its
 // reconcile snapshots: every other wake-up is a burst of the Go runtime's
-// own work, bench/idle). The watchdog goroutine is the fallback: its timer,
-// pushed back by every ping, fires only when half the timeout passed with
-// none. It then pings if the loop's last completed tick is at most one
-// snapshot interval plus half the timeout old (a loop whose interval is
-// longer than the timeout still gets its pings), and otherwise says once
-// that the loop is stuck and withholds the pings.
+// own work, bench/idle). The watchdog goroutine is the fallback: every half
+// timeout (a ticker that is never reset: a timer pushed back still wakes
+// the process at its old deadline, the runtime's timer heap being fixed
+// only then) it pings if the loop's last ping is a quarter of the timeout
+// old and its last completed tick at most one snapshot interval plus half
+// the timeout old (a loop whose interval is longer than the timeout still
+// gets its pings), and otherwise says once that the loop is stuck and
+// withholds the pings.
 
 // fed records that the loop completed a tick at now, and pings the
 // watchdog when due. It runs in the loop.
 func (d *daemon) fed(now time.Time) {
 	d.progress.Store(now.UnixNano())
-	w := d.wdTimer
-	if w == nil || now.Sub(time.Unix(0, d.wdPinged.Load())) < d.wd/4 {
+	if d.wdTicker == nil || now.Sub(time.Unix(0, d.wdPinged.Load())) < d.wd/4 {
 		return
 	}
 	if d.wdStalled.CompareAndSwap(true, false) {
@@ -126,29 +127,28 @@ func (d *daemon) fed(now time.Time) {
 	d.ping(now)
 }
 
-// ping sends WATCHDOG=1 and pushes the fallback timer back.
+// ping sends WATCHDOG=1.
 func (d *daemon) ping(now time.Time) {
 	sdNotify(d.log, "WATCHDOG=1")
 	d.wdPinged.Store(now.UnixNano())
-	d.wdTimer.Reset(d.wd / 2)
 }
 
-// startWatchdog arms the fallback timer and starts its goroutine; the loop
+// startWatchdog starts the fallback ticker and its goroutine; the loop
 // pings from now on.
 func (d *daemon) startWatchdog(ctx context.Context) {
-	d.wdTimer = time.NewTimer(d.wd / 2)
+	d.wdTicker = time.NewTicker(d.wd / 2)
 	d.wdPinged.Store(time.Now().UnixNano())
 	go d.watchdog(ctx)
 }
 
 // watchdog is the fallback pinger (see above).
 func (d *daemon) watchdog(ctx context.Context) {
-	defer d.wdTimer.Stop()
+	defer d.wdTicker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-d.wdTimer.C:
+		case <-d.wdTicker.C:
 		}
 		now := time.Now()
 		since := now.Sub(time.Unix(0, d.progress.Load()))
@@ -156,13 +156,14 @@ func (d *daemon) watchdog(ctx context.Context) {
 			if d.wdStalled.CompareAndSwap(true, false) {
 				d.log.Info("snapshot loop making progress again; watchdog pings resumed")
 			}
-			d.ping(now)
+			if now.Sub(time.Unix(0, d.wdPinged.Load())) >= d.wd/4 {
+				d.ping(now)
+			}
 			continue
 		}
 		if d.wdStalled.CompareAndSwap(false, true) {
 			d.log.WithField("since_last_tick", since.Round(time.Millisecond)).
 				Error("snapshot loop stuck; withholding watchdog pings so that systemd restarts the daemon")
 		}
-		d.wdTimer.Reset(d.wd / 2)
 	}
 }
