@@ -142,7 +142,7 @@ type daemon struct {
 	stallFile  string
 	progress   atomic.Int64  // unix nanoseconds of the last tick the loop completed
 	intervalNS atomic.Int64  // the loop's period in force (setPeriod), for the watchdog
-	wdTicker   *time.Ticker  // the watchdog's fallback ticker (sdnotify.go); nil until READY=1 or without a watchdog
+	wdOn       atomic.Bool   // the watchdog is watched (sdnotify.go): from READY=1, with WATCHDOG_USEC
 	wdPinged   atomic.Int64  // unix nanoseconds of the last WATCHDOG=1
 	wdStalled  atomic.Bool   // the watchdog goroutine found the loop stuck
 	wd         time.Duration // systemd's watchdog timeout; 0 when off
@@ -259,6 +259,8 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
 	d.wd, _ = watchdogInterval(d.log)
 	d.ticker = time.NewTicker(d.setPeriod())
 	defer d.ticker.Stop()
+	ticks := make(chan time.Time, 1)
+	go d.clock(ctx, ticks)
 	d.tick(ctx)
 	for {
 		var trig <-chan struct{}
@@ -269,7 +271,7 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
 		select {
 		case <-ctx.Done():
 			return d.shutdown()
-		case <-d.ticker.C:
+		case <-ticks:
 			d.tick(ctx)
 		case <-trig:
 			d.triggered(ctx)

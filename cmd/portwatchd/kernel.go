@@ -269,15 +269,16 @@ func (d *daemon) checkDrops(extra uint64, now time.Time) bool {
 // is interval. With it, the loop wakes only when a periodic snapshot is due
 // (reconcile_interval): a daemon that wakes every second to do nothing
 // costs more than all its reconcile snapshots together (bench/idle). Either
-// way it wakes at least every half watchdog timeout (but not more often
-// than interval), since the loop's ticks are what ping the watchdog (fed).
+// way it wakes at least every half watchdog timeout, since its ticks are
+// what ping and check the watchdog (sdnotify.go); a tick then takes a
+// snapshot only when one is due (snapshotDue).
 func (d *daemon) setPeriod() time.Duration {
 	p := d.cfg.Interval
 	if d.kern.ev != nil {
 		p = d.cfg.ReconcileInterval
 	}
 	if d.wd > 0 && d.wd/2 < p {
-		p = max(d.wd/2, d.cfg.Interval)
+		p = d.wd / 2
 	}
 	d.intervalNS.Store(int64(p))
 	if d.w != nil {
@@ -288,18 +289,20 @@ func (d *daemon) setPeriod() time.Duration {
 	return p
 }
 
-// snapshotDue says whether the tick at now must take a snapshot: always
-// without the probe; with it, every reconcile_interval or when events were
-// lost. The look records its time after the snapshot, a little after the
+// snapshotDue says whether the tick at now must take a snapshot: every
+// interval without the probe; with it, every reconcile_interval or when
+// events were lost. The look records its time after the snapshot, a little after the
 // tick that took it, so a tick counts as due half a period early: otherwise
 // a ticker at reconcile_interval would find it not quite due every other
 // time and snapshot every two intervals.
 func (d *daemon) snapshotDue(now time.Time) bool {
+	slack := time.Duration(d.intervalNS.Load()) / 2
 	if d.kern.ev == nil {
-		return true
+		// interval, or the tick nearest to it when the watchdog has
+		// the loop tick more often.
+		return now.Sub(d.kern.lastFull) >= d.cfg.Interval-slack
 	}
 	lost := d.checkDrops(0, now)
-	slack := time.Duration(d.intervalNS.Load()) / 2
 	return lost || now.Sub(d.kern.lastFull) >= d.cfg.ReconcileInterval-slack
 }
 

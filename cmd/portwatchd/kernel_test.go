@@ -44,8 +44,7 @@ func TestForeignNamespaces(t *testing.T) {
 }
 
 // The loop's period: interval, or reconcile_interval with the probe, and
-// at most half the watchdog timeout (the loop's ticks ping it), but never
-// shorter than interval.
+// at most half the watchdog timeout (the loop's ticks ping and check it).
 func TestSetPeriod(t *testing.T) {
 	for _, tt := range []struct {
 		name                    string
@@ -55,11 +54,11 @@ func TestSetPeriod(t *testing.T) {
 	}{
 		{"polling", false, time.Second, 10 * time.Second, 0, time.Second},
 		{"polling with a watchdog", false, time.Second, 10 * time.Second, 30 * time.Second, time.Second},
-		{"polling slower than half the watchdog: the fallback pings", false, 20 * time.Second, 0, 30 * time.Second, 20 * time.Second},
+		{"polling slower than half the watchdog: ticks at half the timeout", false, 20 * time.Second, 0, 30 * time.Second, 15 * time.Second},
 		{"eBPF", true, time.Second, 10 * time.Second, 0, 10 * time.Second},
 		{"eBPF, the shipped watchdog (30s)", true, time.Second, 10 * time.Second, 30 * time.Second, 10 * time.Second},
 		{"eBPF, reconcile hourly", true, time.Second, time.Hour, 30 * time.Second, 15 * time.Second},
-		{"eBPF, a watchdog under two intervals", true, 5 * time.Second, time.Hour, 6 * time.Second, 5 * time.Second},
+		{"eBPF, a watchdog under two intervals", true, 5 * time.Second, time.Hour, 6 * time.Second, 3 * time.Second},
 	} {
 		d := &daemon{cfg: &policy.Config{Settings: policy.Settings{Interval: tt.interval, ReconcileInterval: tt.reconcile}}, wd: tt.wd}
 		if tt.probe {
@@ -70,6 +69,38 @@ func TestSetPeriod(t *testing.T) {
 		}
 		if got := time.Duration(d.intervalNS.Load()); got != tt.want {
 			t.Errorf("%s: intervalNS %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// A tick takes a snapshot when one is due: every interval (every
+// reconcile_interval with the probe), counted from the last look, to the
+// nearest tick when the watchdog has the loop tick more often.
+func TestSnapshotDue(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name                    string
+		probe                   bool
+		interval, reconcile, wd time.Duration
+		since                   time.Duration // since the last look
+		want                    bool
+	}{
+		{"polling, the next tick", false, time.Second, 10 * time.Second, 0, time.Second, true},
+		{"polling, a tick a little early", false, time.Second, 10 * time.Second, 0, 900 * time.Millisecond, true},
+		{"polling at 20s, ticking at 15s for the watchdog: the first tick", false, 20 * time.Second, 0, 30 * time.Second, 15 * time.Second, true},
+		{"polling at 60s, ticking at 15s: not yet", false, time.Minute, 0, 30 * time.Second, 45 * time.Second, false},
+		{"polling at 60s, ticking at 15s: the fourth tick", false, time.Minute, 0, 30 * time.Second, time.Minute, true},
+		{"eBPF, a tick before the reconcile", true, time.Second, 10 * time.Second, 30 * time.Second, 3 * time.Second, false},
+		{"eBPF, the reconcile tick", true, time.Second, 10 * time.Second, 30 * time.Second, 10 * time.Second, true},
+	} {
+		d := &daemon{cfg: &policy.Config{Settings: policy.Settings{Interval: tt.interval, ReconcileInterval: tt.reconcile}}, wd: tt.wd}
+		if tt.probe {
+			d.kern.ev = &kernelEvents{}
+		}
+		d.setPeriod()
+		d.kern.lastFull = t0
+		if got := d.snapshotDue(t0.Add(tt.since)); got != tt.want {
+			t.Errorf("%s: due %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

@@ -120,7 +120,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 		d.updateStatus()
 		sdNotify(d.log, "READY=1")
 		if d.wd > 0 {
-			d.startWatchdog(ctx)
+			d.startWatchdog()
 		}
 		return true
 	}
