@@ -31,8 +31,9 @@ type holderFDs struct {
 	dir   int32 // its /proc directory, O_PATH; -1 when it could not be opened
 }
 
-// maxPidfds bounds the descriptors held for exitWatch: past it, holders
-// are checked with kill.
+// maxPidfds bounds the holders exitWatch watches (two descriptors each,
+// under the limit Go raises to the hard one at start): past it, holders are
+// checked with kill and read from /proc.
 const maxPidfds = 4096
 
 func newExitWatch() exitWatch {
