@@ -129,14 +129,21 @@ func (c *Config) closest(l *watcher.Listener, e *exposure.Exposure, now time.Tim
 // and at or before to: a decision made at from may not hold at to. Time
 // enters a decision only through expires: dates.
 func (c *Config) ExpiredBetween(from, to time.Time) bool {
+	return c.Expiring(from, to) > 0
+}
+
+// Expiring counts the rules (allow and deny) in force at from that have
+// expired at to.
+func (c *Config) Expiring(from, to time.Time) int {
+	n := 0
 	for _, list := range [][]Rule{c.Rules, c.Deny} {
 		for i := range list {
-			if e := list[i].Expires; !e.IsZero() && e.After(from) && !e.After(to) {
-				return true
+			if !list[i].expired(from) && list[i].expired(to) {
+				n++
 			}
 		}
 	}
-	return false
+	return n
 }
 
 // Expired returns the rules that have expired at now, in file order.

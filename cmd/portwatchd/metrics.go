@@ -153,7 +153,7 @@ func (d *daemon) metricsConfig(now time.Time) {
 	ok := d.reloadErr == ""
 	changed := d.cfg != dm.cfg || ok != dm.reloadOK
 	if d.cfg != dm.cfg || now.Sub(dm.rulesAt) >= time.Minute {
-		n := expiringWithin(d.cfg, now, 7*24*time.Hour)
+		n := d.cfg.Expiring(now, now.Add(7*24*time.Hour))
 		changed = changed || n != dm.expiring
 		dm.expiring, dm.rulesAt = n, now
 	}
@@ -231,18 +231,4 @@ func rulesByFile(c *policy.Config) map[string]int {
 		}
 	}
 	return m
-}
-
-// expiringWithin counts the rules that are in force at now and expire
-// within d.
-func expiringWithin(c *policy.Config, now time.Time, d time.Duration) int {
-	n := 0
-	for _, list := range [][]policy.Rule{c.Rules, c.Deny} {
-		for _, r := range list {
-			if !r.Expires.IsZero() && now.Before(r.Expires) && r.Expires.Sub(now) <= d {
-				n++
-			}
-		}
-	}
-	return n
 }
