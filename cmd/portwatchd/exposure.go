@@ -58,12 +58,11 @@ type exposureState struct {
 	stale    bool              // rulesets read since the last Assess
 	// gen counts the assessments: byKey and joined change only with it.
 	gen uint64
-	// seen is the last list observed, every key of which had an exposure;
-	// pubIn, pubGen and pubOut are the last list given withPublished, at
-	// which gen, and the list it made: a list the watcher hands out again
-	// is observed and published at no cost.
+	// seen is the last list observed, every key of which had an
+	// exposure, and pubOut that list with the published ports, made at
+	// assessment pubGen: a list the watcher hands out again is observed
+	// and published at no cost.
 	seen   []watcher.Listener
-	pubIn  []watcher.Listener
 	pubGen uint64
 	pubOut []watcher.Listener
 
@@ -229,7 +228,8 @@ func (d *daemon) exposureObserve(snap *watcher.Snapshot, now time.Time) *watcher
 		return snap
 	}
 	x.last = snap
-	if x.stale || !watcher.SameListeners(snap.Listeners, x.seen) {
+	fresh := x.stale || !watcher.SameListeners(snap.Listeners, x.seen)
+	if fresh {
 		d.readNewNamespaces(snap)
 		need := x.stale
 		for i := 0; i < len(snap.Listeners) && !need; i++ {
@@ -241,14 +241,10 @@ func (d *daemon) exposureObserve(snap *watcher.Snapshot, now time.Time) *watcher
 		}
 		x.seen = snap.Listeners
 	}
-	return x.withPublished(snap)
-}
-
-// withPublished returns snap with the published ports that no socket
-// holds, made again only when snap's list or the assessment changed.
-func (x *exposureState) withPublished(snap *watcher.Snapshot) *watcher.Snapshot {
-	if !watcher.SameListeners(snap.Listeners, x.pubIn) || x.pubGen != x.gen || x.pubOut == nil {
-		x.pubIn, x.pubGen, x.pubOut = snap.Listeners, x.gen, withPublished(snap, x.joined).Listeners
+	// The published ports that no socket holds, made again only when the
+	// list or the assessment changed.
+	if fresh || x.pubGen != x.gen || x.pubOut == nil {
+		x.pubGen, x.pubOut = x.gen, withPublished(snap, x.joined).Listeners
 	}
 	s := *snap
 	s.Listeners = x.pubOut
