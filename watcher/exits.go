@@ -160,3 +160,25 @@ func (w *Watcher) holderPath(s *scratch, pid int32, suffix string, num int32) (i
 	b = append(b, 0)
 	return dir, &b[0]
 }
+
+// holderLink reads the link suffix (then num, when num >= 0) of pid's /proc
+// entry into s.link.
+func (w *Watcher) holderLink(s *scratch, pid int32, suffix string, num int32) ([]byte, error) {
+	dir, path := w.holderPath(s, pid, suffix, num)
+	n, err := readlinkat(dir, path, s.link[:])
+	if err != nil {
+		return nil, err
+	}
+	return s.link[:n], nil
+}
+
+// holderExeID returns the id of the file /proc/PID/exe refers to (the file
+// the process runs, whatever its path).
+func (w *Watcher) holderExeID(s *scratch, pid int32) (fileID, error) {
+	var st unix.Stat_t
+	dir, path := w.holderPath(s, pid, "exe", -1)
+	if err := fstatat(dir, path, &st, unix.AT_NO_AUTOMOUNT); err != nil {
+		return fileID{}, err
+	}
+	return fileID{dev: st.Dev, ino: st.Ino}, nil
+}

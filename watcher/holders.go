@@ -216,12 +216,10 @@ func (w *Watcher) verifyHolders() {
 			delete(w.holders.fd, k) // stale: the socket closed, or the holder went
 			continue
 		}
-		dir, path := w.holderPath(s, k.pid, "fd/", fd)
-		n, err := readlinkat(dir, path, s.link[:])
+		link, err := w.holderLink(s, k.pid, "fd/", fd)
 		if err != nil && !isGone(err) {
 			continue // not allowed to look: keep what we know
 		}
-		link := s.link[:max(n, 0)]
 		if ino, ok := parseSocketLink(link); ok && ino == k.inode {
 			continue
 		}

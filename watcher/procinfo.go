@@ -183,18 +183,15 @@ func (w *Watcher) readHolders() {
 		if pi == nil {
 			continue
 		}
-		dir, path := w.holderPath(s, pid, "exe", -1)
-		l, err := readlinkat(dir, path, s.link[:])
+		link, err := w.holderLink(s, pid, "exe", -1)
 		if err != nil {
 			continue // gone: found by the next full read; or not allowed
 		}
-		if exe, deleted := parseExe(string(s.link[:l])); exe != pi.p.Exe || deleted != pi.p.ExeDeleted {
+		if exe, deleted := parseExe(string(link)); exe != pi.p.Exe || deleted != pi.p.ExeDeleted {
 			delete(w.details.byPid, pid)
 			continue
 		}
-		var st unix.Stat_t
-		dir, path = w.holderPath(s, pid, "exe", -1)
-		if fstatat(dir, path, &st, unix.AT_NO_AUTOMOUNT) == nil && (fileID{dev: st.Dev, ino: st.Ino}) != pi.exeID {
+		if id, err := w.holderExeID(s, pid); err == nil && id != pi.exeID {
 			delete(w.details.byPid, pid)
 		}
 	}
