@@ -25,8 +25,7 @@ type passwdStamp struct {
 
 func statPasswd(path string) passwdStamp {
 	var st unix.Stat_t
-	var b [256]byte
-	if fstatat(unix.AT_FDCWD, cString(b[:0], path), &st, 0) != nil {
+	if statPath(path, &st) != nil {
 		return passwdStamp{}
 	}
 	return passwdStamp{ok: true, dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}

@@ -170,9 +170,8 @@ type dirStamp struct {
 // a name that stayed): otherwise a stat a tick.
 func (w *Watcher) runNames() map[uint64]string {
 	var st unix.Stat_t
-	var b [256]byte
 	stamp := dirStamp{}
-	if fstatat(unix.AT_FDCWD, cString(b[:0], w.opts.NetnsDir), &st, 0) == nil {
+	if statPath(w.opts.NetnsDir, &st) == nil {
 		stamp = dirStamp{ok: true, ino: st.Ino, mtime: st.Mtim}
 	}
 	t := &w.ns

@@ -64,9 +64,9 @@ func alive(pid int32) bool {
 	return errno != unix.ESRCH
 }
 
-// cString returns s NUL-terminated, in b's storage when it fits.
-func cString(b []byte, s string) *byte {
-	b = append(b[:0], s...)
-	b = append(b, 0)
-	return &b[0]
+// statPath stats path, following links.
+func statPath(path string, st *unix.Stat_t) error {
+	var buf [256]byte // on the stack for the paths a tick stats
+	b := append(append(buf[:0], path...), 0)
+	return fstatat(unix.AT_FDCWD, &b[0], st, 0)
 }
