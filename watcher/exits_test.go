@@ -1,8 +1,10 @@
 package watcher
 
 import (
+	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -62,4 +64,44 @@ func TestExitWatch(t *testing.T) {
 	if got := x.exited(nil); len(got) != 0 {
 		t.Errorf("exited %v told again", got)
 	}
+}
+
+// A holder exits and a new process takes its pid before the next look: the
+// new process must be read as new (its name, its exe), not pass for the
+// holder that had the pid. The pid is handed to the new process through
+// ns_last_pid (what CRIU uses), retried while other forks on the host take
+// it first.
+func TestSnapshotPidTakenOver(t *testing.T) {
+	requireRoot(t)
+	w, _ := newWatcher(t, Options{})
+	snapshot(t, w)
+	for attempt := range 20 {
+		a := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0", rename: "pw-before"})
+		if l := byInode(snapshot(t, w), a.socks[0].inode); l == nil || len(l.Processes) != 1 || l.Processes[0].Comm != "pw-before" {
+			t.Fatalf("before: %+v", l)
+		}
+		if !w.exits.watched(int32(a.pid())) {
+			t.Skip("holders are not watched by pidfds here: kill cannot tell a pid taken over")
+		}
+		pid := a.pid()
+		a.Stop()
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
+			t.Skipf("cannot choose the next pid: %v", err)
+		}
+		b := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0", rename: "pw-after"})
+		if b.pid() != pid {
+			t.Logf("attempt %d: pid %d went to another process", attempt, pid)
+			b.Stop()
+			continue
+		}
+		l := byInode(snapshot(t, w), b.socks[0].inode)
+		if l == nil || len(l.Processes) != 1 {
+			t.Fatalf("after: %+v", l)
+		}
+		if got := l.Processes[0].Comm; got != "pw-after" {
+			t.Errorf("pid %d taken over: comm %q, want %q (the holder that had the pid)", pid, got, "pw-after")
+		}
+		return
+	}
+	t.Skip("another process took the pid at every attempt")
 }

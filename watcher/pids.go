@@ -48,8 +48,17 @@ const fullReadEvery = 30
 // the last full read is recent. Exited holders are then dropped here.
 func (w *Watcher) needFullRead() bool {
 	w.pids.sinceFull++
+	// The exits the pidfds told are taken first, on every tick, and one
+	// sets off a full read: a holder whose pid a new process took since is
+	// then new to it (and scanned), where it would pass for the old holder.
+	w.pids.exited = w.exits.exited(w.pids.exited[:0])
+	for _, pid := range w.pids.exited {
+		delete(w.pids.byPid, pid)
+		delete(w.pids.denied, pid)
+		w.dropHolder(pid)
+	}
 	last, ok := w.lastPid()
-	if w.gen == 1 || !ok || last != w.pids.lastSeen || w.pids.sinceFull >= fullReadEvery || w.opts.ProcRoot != "/proc" {
+	if w.gen == 1 || !ok || last != w.pids.lastSeen || len(w.pids.exited) > 0 || w.pids.sinceFull >= fullReadEvery || w.opts.ProcRoot != "/proc" {
 		w.pids.lastSeen = last
 		return true
 	}
@@ -57,11 +66,6 @@ func (w *Watcher) needFullRead() bool {
 		if ns.conn == nil && ns.lowPid != 0 && ns.inode != w.ns.self && !alive(ns.lowPid) {
 			return true
 		}
-	}
-	w.pids.exited = w.exits.exited(w.pids.exited[:0])
-	for _, pid := range w.pids.exited {
-		delete(w.pids.byPid, pid)
-		w.dropHolder(pid)
 	}
 	for pid := range w.details.byPid {
 		if !w.exits.watched(pid) && !alive(pid) {
