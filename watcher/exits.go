@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"fmt"
 	"strconv"
 	"unsafe"
 
@@ -23,6 +24,7 @@ type exitWatch struct {
 	ep  int  // epoll descriptor
 	fds map[int32]holderFDs
 	evs []unix.EpollEvent
+	err error // why the last pid was not watched, for the tests
 }
 
 // holderFDs are the descriptors held for one holder.
@@ -53,6 +55,7 @@ func (x *exitWatch) watch(pid int32, procfd int) bool {
 	}
 	fd, err := unix.PidfdOpen(int(pid), 0)
 	if err != nil {
+		x.err = fmt.Errorf("pidfd_open %d: %w", pid, err)
 		if err == unix.ENOSYS {
 			x.close() // no pidfds on this kernel: kill from now on
 		}
@@ -61,6 +64,7 @@ func (x *exitWatch) watch(pid int32, procfd int) bool {
 	// The event's data carries the pidfd and the pid.
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd), Pad: pid}
 	if err := unix.EpollCtl(x.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		x.err = fmt.Errorf("epoll_ctl %d: %w", pid, err)
 		unix.Close(fd)
 		return false
 	}

@@ -920,7 +920,7 @@ func TestSnapshotIncremental(t *testing.T) {
 		defer got.Close()
 		// Its exit is told by its pidfd (exits.go), not found by kill.
 		if !w.exits.watched(int32(h.pid())) {
-			t.Errorf("holder %d not watched by a pidfd", h.pid())
+			t.Errorf("holder %d not watched by a pidfd (%d watched; last refusal: %v)", h.pid(), len(w.exits.fds), w.exits.err)
 		}
 		h.Stop()
 		if diff := cmp.Diff([]int{os.Getpid()}, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
