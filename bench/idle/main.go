@@ -109,6 +109,24 @@ func run() int {
 
 func label(m Mode) string { return fmt.Sprintf("ebpf %s at %v", m.EBPF, m.Interval) }
 
+// textfilePath is where the measured daemon writes its metrics textfile:
+// never node_exporter's directory (the default when it exists), whose
+// node_exporter would serve the scene's listeners, but a directory of its
+// own on a tmpfs when there is one, as the packaged unit writes it in its
+// runtime directory (/run/portwatchd, a tmpfs) and links node_exporter's
+// file there.
+func textfilePath(dir string) (string, error) {
+	base := dir
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		base = "/dev/shm"
+	}
+	d, err := os.MkdirTemp(base, "portwatchd-idle-metrics.")
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "portwatch.prom"), nil
+}
+
 // measure starts the daemon in mode m, waits for READY=1 and settle, and
 // samples it over wall.
 func measure(ctx context.Context, bin string, m Mode, wall, settle time.Duration) (Result, error) {
@@ -117,10 +135,15 @@ func measure(ctx context.Context, bin string, m Mode, wall, settle time.Duration
 		return Result{}, err
 	}
 	defer os.RemoveAll(dir)
+	textfile, err := textfilePath(dir)
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(filepath.Dir(textfile))
 	// Everything is allowed: an idle daemon with nothing to say.
-	cfg := fmt.Sprintf("version: 1\ninclude: []\ninterval: %v\nallow:\n  - name: all\n    port: [\"1-65535\"]\n    reason: idle benchmark\nnotify:\n  journald: false\nebpf: %s\n", m.Interval, m.EBPF)
+	cfg := fmt.Sprintf("version: 1\ninclude: []\ninterval: %v\nallow:\n  - name: all\n    port: [\"1-65535\"]\n    reason: idle benchmark\nnotify:\n  journald: false\nebpf: %s\nmetrics:\n  textfile: %s\n", m.Interval, m.EBPF, textfile)
 	if m.EBPF == "on" {
-		cfg = fmt.Sprintf("version: 1\ninclude: []\nreconcile_interval: %v\nallow:\n  - name: all\n    port: [\"1-65535\"]\n    reason: idle benchmark\nnotify:\n  journald: false\nebpf: on\n", m.Interval)
+		cfg = fmt.Sprintf("version: 1\ninclude: []\nreconcile_interval: %v\nallow:\n  - name: all\n    port: [\"1-65535\"]\n    reason: idle benchmark\nnotify:\n  journald: false\nebpf: on\nmetrics:\n  textfile: %s\n", m.Interval, textfile)
 	}
 	cfgPath := filepath.Join(dir, "portwatch.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {

@@ -230,9 +230,11 @@ ebpf: %s
 allow:
   - name: everything-else
     port: ["1-%d", "%d-65535"]
+metrics:
+  textfile: %s
 notify:
   journald: true
-`, benchMode(), base-1, base+block) + notify
+`, benchMode(), base-1, base+block, filepath.Join(dir, "portwatch.prom")) + notify
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		b.Fatal(err)
 	}

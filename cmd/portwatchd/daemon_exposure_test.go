@@ -51,6 +51,8 @@ func TestDaemonExposure(t *testing.T) {
 interval: 200ms
 ebpf: off
 flap_window: 0
+metrics:
+  textfile: ""
 notify:
   journald: false
   webhooks:
