@@ -105,3 +105,25 @@ func TestSnapshotPidTakenOver(t *testing.T) {
 	}
 	t.Skip("another process took the pid at every attempt")
 }
+
+// lastPid reads /proc/loadavg again through the descriptor it keeps open:
+// a process made since must move it (a read that did not start over at
+// offset 0 would give nothing, or the old value).
+func TestLastPidFollows(t *testing.T) {
+	w, _ := newWatcher(t, Options{})
+	before, ok := w.lastPid()
+	if !ok {
+		t.Fatal("no last pid in /proc/loadavg")
+	}
+	c := exec.Command("true")
+	if err := c.Run(); err != nil {
+		t.Fatal(err)
+	}
+	after, ok := w.lastPid()
+	if !ok || after == before {
+		t.Errorf("last pid %d, then %d (ok %v) after starting pid %d", before, after, ok, c.Process.Pid)
+	}
+	if !w.pids.loadavgOpen {
+		t.Error("/proc/loadavg not held open")
+	}
+}

@@ -17,6 +17,11 @@ type pidTable struct {
 
 	lastSeen  int   // last allocated pid at the last full read of /proc
 	sinceFull int   // ticks since then
+	// loadavg is /proc/loadavg held open (when loadavgOpen), read again
+	// from offset 0 at each tick: a seq file starts over there, and the
+	// open and close were two of the three system calls of the read.
+	loadavg     int
+	loadavgOpen bool
 	netnsNext int32 // the pid whose network namespace recheckNetns reads next
 	// hinted are the pids whose namespace the next tick reads again (Recheck),
 	// and eventDriven says the caller hints every listener's process
@@ -163,17 +168,27 @@ func (w *Watcher) recheckOne(s *scratch, pid int32) {
 
 // lastPid returns the last pid the kernel allocated in our pid namespace.
 func (w *Watcher) lastPid() (int, bool) {
-	fd, err := openat(w.proc.fd, &loadavgPath[0], unix.O_RDONLY)
-	if err != nil {
-		return 0, false
+	if !w.pids.loadavgOpen {
+		fd, err := openat(w.proc.fd, &loadavgPath[0], unix.O_RDONLY)
+		if err != nil {
+			return 0, false
+		}
+		w.pids.loadavg, w.pids.loadavgOpen = fd, true
 	}
 	var buf [128]byte
-	n, err := rawRead(fd, buf[:])
-	rawClose(fd)
+	n, err := rawPread(w.pids.loadavg, buf[:], 0)
 	if err != nil {
 		return 0, false
 	}
 	return parseLoadavgLastPid(buf[:max(n, 0)])
+}
+
+// closeLoadavg closes /proc/loadavg if lastPid opened it.
+func (w *Watcher) closeLoadavg() {
+	if w.pids.loadavgOpen {
+		rawClose(w.pids.loadavg)
+		w.pids.loadavgOpen = false
+	}
 }
 
 var loadavgPath = []byte("loadavg\x00")

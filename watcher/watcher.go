@@ -173,6 +173,7 @@ func New(opts Options) (*Watcher, error) {
 func (w *Watcher) Close() error {
 	w.dpkg.Close()
 	w.exits.close()
+	w.closeLoadavg()
 	for _, ns := range w.ns.byInode {
 		if ns.conn != nil {
 			ns.conn.Close()
