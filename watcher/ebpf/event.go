@@ -20,6 +20,9 @@ const (
 	KindListen Kind = 1 // a TCP listen() returned (Ret says whether it failed)
 	KindClose  Kind = 2 // a TCP socket left LISTEN, or a UDP socket that KindBind reported was released
 	KindBind   Kind = 3 // a UDP bind() succeeded
+	// KindExec: a process given to Probe.SetHolders exec'd. Only Time,
+	// NetnsInode, CgroupID, Pid, UID and Comm (the new program's) are set.
+	KindExec Kind = 4
 )
 
 func (k Kind) String() string {
@@ -30,6 +33,8 @@ func (k Kind) String() string {
 		return "close"
 	case KindBind:
 		return "bind"
+	case KindExec:
+		return "exec"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -100,8 +105,23 @@ func parseEvent(b []byte) (Event, error) {
 	}
 	ne := binary.NativeEndian
 	kind := Kind(b[73])
+	comm := b[40:56]
+	if i := bytes.IndexByte(comm, 0); i >= 0 {
+		comm = comm[:i]
+	}
+	e := Event{
+		Time:       time.Duration(ne.Uint64(b[0:])),
+		NetnsInode: ne.Uint64(b[8:]),
+		CgroupID:   ne.Uint64(b[16:]),
+		Pid:        int32(ne.Uint32(b[56:])),
+		UID:        ne.Uint32(b[60:]),
+		Comm:       string(comm),
+		Kind:       kind,
+	}
 	switch kind {
 	case KindListen, KindClose, KindBind:
+	case KindExec:
+		return e, nil // no socket
 	default:
 		return Event{}, fmt.Errorf("parse event: unknown kind %d", b[73])
 	}
@@ -126,24 +146,10 @@ func parseEvent(b []byte) (Event, error) {
 	default:
 		return Event{}, fmt.Errorf("parse event: unknown family %d", f)
 	}
-	comm := b[40:56]
-	if i := bytes.IndexByte(comm, 0); i >= 0 {
-		comm = comm[:i]
-	}
-	return Event{
-		Time:       time.Duration(ne.Uint64(b[0:])),
-		NetnsInode: ne.Uint64(b[8:]),
-		CgroupID:   ne.Uint64(b[16:]),
-		Pid:        int32(ne.Uint32(b[56:])),
-		UID:        ne.Uint32(b[60:]),
-		Comm:       string(comm),
-		Family:     family,
-		Proto:      proto,
-		Addr:       addr,
-		Port:       ne.Uint16(b[70:]),
-		Kind:       kind,
-		Ret:        int32(ne.Uint32(b[64:])),
-	}, nil
+	e.Family, e.Proto, e.Addr = family, proto, addr
+	e.Port = ne.Uint16(b[70:])
+	e.Ret = int32(ne.Uint32(b[64:]))
+	return e, nil
 }
 
 // MonotonicNow returns CLOCK_MONOTONIC, the clock of Event.Time, so that the

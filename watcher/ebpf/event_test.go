@@ -145,6 +145,16 @@ func TestParseEvent(t *testing.T) {
 			}),
 			want: want(func(e *Event) { e.Kind, e.Comm, e.Pid = KindClose, "abcdefghijklmno", -1<<31 }),
 		},
+		{
+			name: "exec of a holder: no socket, whatever the socket fields hold",
+			in: with(func(e *portwatchEvent) {
+				e.Kind, e.Comm, e.Family, e.Protocol, e.Port = uint8(KindExec), comm("sh"), 0, 0, 0
+			}),
+			want: Event{
+				Time: 1500 * time.Millisecond, NetnsInode: 4026531840, CgroupID: 7, Pid: 4242, UID: 1000,
+				Comm: "sh", Kind: KindExec,
+			},
+		},
 		{name: "short", in: record(base)[:79], wantErr: "parse event: 79 bytes, want 80"},
 		{name: "long", in: append(record(base), 0), wantErr: "parse event: 81 bytes, want 80"},
 		{name: "empty", in: nil, wantErr: "parse event: 0 bytes, want 80"},

@@ -36,7 +36,9 @@ type portwatchEvent struct {
 const (
 	portwatchMapDrops             = "drops"
 	portwatchMapEvents            = "events"
+	portwatchMapHolders           = "holders"
 	portwatchMapUdpBound          = "udp_bound"
+	portwatchProgHolderExec       = "holder_exec"
 	portwatchProgListenExit       = "listen_exit"
 	portwatchProgPostBind4        = "post_bind4"
 	portwatchProgPostBind6        = "post_bind6"
@@ -88,6 +90,7 @@ type portwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type portwatchProgramSpecs struct {
+	HolderExec  *ebpf.ProgramSpec `ebpf:"holder_exec"`
 	ListenExit  *ebpf.ProgramSpec `ebpf:"listen_exit"`
 	PostBind4   *ebpf.ProgramSpec `ebpf:"post_bind4"`
 	PostBind6   *ebpf.ProgramSpec `ebpf:"post_bind6"`
@@ -101,6 +104,7 @@ type portwatchProgramSpecs struct {
 type portwatchMapSpecs struct {
 	Drops    *ebpf.MapSpec `ebpf:"drops"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
+	Holders  *ebpf.MapSpec `ebpf:"holders"`
 	UdpBound *ebpf.MapSpec `ebpf:"udp_bound"`
 }
 
@@ -134,6 +138,7 @@ func (o *portwatchObjects) Close() error {
 type portwatchMaps struct {
 	Drops    *ebpf.Map `ebpf:"drops"`
 	Events   *ebpf.Map `ebpf:"events"`
+	Holders  *ebpf.Map `ebpf:"holders"`
 	UdpBound *ebpf.Map `ebpf:"udp_bound"`
 }
 
@@ -141,6 +146,7 @@ func (m *portwatchMaps) Close() error {
 	return _PortwatchClose(
 		m.Drops,
 		m.Events,
+		m.Holders,
 		m.UdpBound,
 	)
 }
@@ -157,6 +163,7 @@ type portwatchVariables struct {
 //
 // It can be passed to loadPortwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type portwatchPrograms struct {
+	HolderExec  *ebpf.Program `ebpf:"holder_exec"`
 	ListenExit  *ebpf.Program `ebpf:"listen_exit"`
 	PostBind4   *ebpf.Program `ebpf:"post_bind4"`
 	PostBind6   *ebpf.Program `ebpf:"post_bind6"`
@@ -166,6 +173,7 @@ type portwatchPrograms struct {
 
 func (p *portwatchPrograms) Close() error {
 	return _PortwatchClose(
+		p.HolderExec,
 		p.ListenExit,
 		p.PostBind4,
 		p.PostBind6,

@@ -42,6 +42,9 @@ type Probe struct {
 	rd      *ringbuf.Reader
 	rec     ringbuf.Record
 
+	holdersMu sync.Mutex
+	holders   map[uint32]bool // what the holders map holds (SetHolders)
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -53,7 +56,9 @@ type objects struct {
 	PostBind4 *ebpf.Program `ebpf:"post_bind4"`
 	PostBind6 *ebpf.Program `ebpf:"post_bind6"`
 	Release   *ebpf.Program `ebpf:"sock_release"`
+	Exec      *ebpf.Program `ebpf:"holder_exec"`
 	Events    *ebpf.Map     `ebpf:"events"`
+	Holders   *ebpf.Map     `ebpf:"holders"`
 	UDPBound  *ebpf.Map     `ebpf:"udp_bound"`
 	Drops     *ebpf.Map     `ebpf:"drops"`
 	BSS       *ebpf.Map     `ebpf:".bss"`
@@ -63,7 +68,7 @@ type objects struct {
 
 func (o *objects) close() error {
 	var errs []error
-	for _, c := range []io.Closer{o.SetState, o.PostBind4, o.PostBind6, o.Release, o.Events, o.UDPBound, o.Drops, o.BSS} {
+	for _, c := range []io.Closer{o.SetState, o.PostBind4, o.PostBind6, o.Release, o.Exec, o.Events, o.Holders, o.UDPBound, o.Drops, o.BSS} {
 		errs = append(errs, c.Close()) // nil-safe: not all may have loaded
 	}
 	return errors.Join(errs...)
@@ -112,11 +117,13 @@ func Open(opts Options) (_ *Probe, err error) {
 			p.Close()
 		}
 	}()
-	l, err := link.AttachTracing(link.TracingOptions{Program: p.objs.SetState})
-	if err != nil {
-		return nil, classify("attach "+portwatchProgSetState, err, readHost())
+	for _, prog := range []*ebpf.Program{p.objs.SetState, p.objs.Exec} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+		if err != nil {
+			return nil, classify("attach "+prog.String(), err, readHost())
+		}
+		p.links = append(p.links, l)
 	}
-	p.links = append(p.links, l)
 	// AttachRawLink, not AttachCgroup: AttachCgroup falls back to
 	// PROG_ATTACH on a kernel without bpf_link, and a program attached so
 	// outlives the process.
@@ -156,6 +163,10 @@ func (p *Probe) loadListenExit(spec *ebpf.CollectionSpec) error {
 			delete(spec.Programs, name)
 		}
 	}
+	// Its maps are the first load's (below); the others would be made
+	// again for nothing.
+	delete(spec.Maps, portwatchMapUdpBound)
+	delete(spec.Maps, portwatchMapHolders)
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{
 			portwatchMapEvents: p.objs.Events,
@@ -225,6 +236,50 @@ func (p *Probe) readRecord(ctx context.Context) ([]byte, error) {
 			return nil, fmt.Errorf("read ring buffer: %w", err)
 		}
 	}
+}
+
+// SetHolders sets the processes whose execs are reported (KindExec) to
+// pids, the holders of listening sockets: it adds to the kernel's map the
+// pids not in it and removes those no longer given. A pid that does not fit
+// (65,536 at most) is not reported; the error says how many did not. It may
+// be called from any goroutine.
+func (p *Probe) SetHolders(pids []int32) error {
+	p.holdersMu.Lock()
+	defer p.holdersMu.Unlock()
+	want := make(map[uint32]bool, len(pids))
+	for _, pid := range pids {
+		want[uint32(pid)] = true
+	}
+	var errs []error
+	for pid := range p.holders {
+		if !want[pid] {
+			if err := p.objs.Holders.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+				continue
+			}
+			delete(p.holders, pid)
+		}
+	}
+	if p.holders == nil {
+		p.holders = make(map[uint32]bool, len(want))
+	}
+	failed := 0
+	for pid := range want {
+		if p.holders[pid] {
+			continue
+		}
+		if err := p.objs.Holders.Put(pid, uint8(1)); err != nil {
+			if failed++; failed == 1 {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		p.holders[pid] = true
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("holders map: %d of %d holders not watched for exec: %w", failed, len(want), errors.Join(errs...))
+	}
+	return nil
 }
 
 // Dropped returns how many events did not fit in the ring buffer since Open,

@@ -502,3 +502,80 @@ func TestReadCancel(t *testing.T) {
 	want.Port, want.Proto, want.Kind = port, TCP, KindListen
 	waitFor(t, p, like(want))
 }
+
+// The exec of a process given to SetHolders is reported with its new comm;
+// the exec of any other process is not, nor that of one SetHolders removed.
+func TestExec(t *testing.T) {
+	p := openProbe(t)
+	type proc struct {
+		pid int32
+		go_ func() // makes it exec sleep
+	}
+	start := func() proc {
+		c := exec.Command("sh", "-c", "read x; exec sleep 60")
+		in, err := c.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		return proc{pid: int32(c.Process.Pid), go_: func() { fmt.Fprintln(in); in.Close() }}
+	}
+	// wait reads until want's exec of sleep, failing at one of a pid in
+	// not. (A process's exec of sh may be reported too: Start returns once
+	// the exec closed its descriptors, a little before the tracepoint.)
+	wait := func(want proc, not ...proc) {
+		t.Helper()
+		e, _ := waitFor(t, p, func(e Event) bool {
+			if e.Kind != KindExec || e.Comm != "sleep" {
+				return false
+			}
+			for _, n := range not {
+				if e.Pid == n.pid {
+					t.Errorf("exec of %d reported, it is not a holder: %+v", n.pid, e)
+				}
+			}
+			return e.Pid == want.pid
+		})
+		want_ := Event{Pid: want.pid, Comm: "sleep", Kind: KindExec, NetnsInode: inode(t, "/proc/self/ns/net"), UID: uint32(os.Getuid())}
+		got := Event{Pid: e.Pid, Comm: e.Comm, Kind: e.Kind, NetnsInode: e.NetnsInode, UID: e.UID}
+		if diff := cmp.Diff(want_, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+			t.Errorf("exec event (-want +got):\n%s", diff)
+		}
+	}
+
+	holder, other := start(), start()
+	if err := p.SetHolders([]int32{holder.pid}); err != nil {
+		t.Fatal(err)
+	}
+	other.go_()
+	holder.go_()
+	wait(holder, other)
+
+	// Removed: not reported any more.
+	gone, kept := start(), start()
+	if err := p.SetHolders([]int32{gone.pid, kept.pid}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetHolders([]int32{kept.pid}); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	iter := p.objs.Holders.Iterate()
+	var k uint32
+	var v uint8
+	for iter.Next(&k, &v) {
+		n++
+		if k != uint32(kept.pid) {
+			t.Errorf("holders map holds %d, want only %d", k, kept.pid)
+		}
+	}
+	if err := iter.Err(); err != nil || n != 1 {
+		t.Errorf("holders map: %d entries (%v), want 1", n, err)
+	}
+	gone.go_()
+	kept.go_()
+	wait(kept, gone)
+}

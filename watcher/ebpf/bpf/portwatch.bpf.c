@@ -12,6 +12,8 @@
  *                                 optional, see exit_reports_listen
  *   cgroup/post_bind4, post_bind6 UDP bind() that succeeded; always allows
  *   cgroup/sock_release           release of a UDP socket post_bind reported
+ *   tp_btf/sched_process_exec     execve() of a process the daemon lists in
+ *                                 holders: one that holds a listening socket
  *
  * The program only observes: post_bind and sock_release return 1 (allow) on
  * every path.
@@ -28,6 +30,7 @@ enum event_kind {
 	KIND_LISTEN = 1,
 	KIND_CLOSE = 2,
 	KIND_BIND = 3,
+	KIND_EXEC = 4,
 };
 
 /*
@@ -89,6 +92,22 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } udp_bound SEC(".maps");
+
+/*
+ * The processes (tgids, as the daemon sees them in the initial PID namespace)
+ * that hold a listening socket, kept by the daemon. Their execs are reported:
+ * an exec keeps the descriptors that are not close-on-exec, so the same pid
+ * may hold the same socket as another program. One that does not fit is not
+ * reported; the daemon's rolling re-check of holders finds it later. Not
+ * preallocated: a host has tens or hundreds of holders, not 65536.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} holders SEC(".maps");
 
 static __always_inline struct event *reserve(__u8 kind)
 {
@@ -252,4 +271,28 @@ int sock_release(struct bpf_sock *ctx)
 	fill_sock(e, (const struct sock *)ctx);
 	bpf_ringbuf_submit(e, 0);
 	return 1;
+}
+
+/*
+ * A successful execve() (or execveat, or fexecve), once the new program is in
+ * place: the current task is the process that exec'd, with its tgid (a thread
+ * that exec'd has taken the leader's pid) and its new comm. Only holders are
+ * reported: every other exec costs one hash lookup here.
+ */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(holder_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&holders, &tgid))
+		return 0;
+	struct event *e = reserve(KIND_EXEC);
+	if (!e)
+		return 0;
+	e->netns_ino = BPF_CORE_READ(p, nsproxy, net_ns, ns.inum);
+	e->family = 0;
+	e->port = 0;
+	e->protocol = 0;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
 }

@@ -23,6 +23,7 @@ typedef unsigned long long __u64;
 typedef __u16 __be16;
 typedef __u32 __be32;
 typedef __u32 __wsum;
+typedef int pid_t;
 
 /* Used by bpf_helper_defs.h in the signatures of helpers not called here. */
 typedef __u16 __sum16;
@@ -45,6 +46,7 @@ enum {
 
 /* enum bpf_map_type and the map flags are UAPI: fixed numbers. */
 enum {
+	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
@@ -52,6 +54,10 @@ enum {
 
 enum {
 	BPF_ANY = 0,
+};
+
+enum {
+	BPF_F_NO_PREALLOC = 1,
 };
 
 /*
@@ -108,6 +114,17 @@ struct sock {
 struct inet_sock {
 	__be16 inet_sport;
 };
+
+struct nsproxy {
+	struct net *net_ns;
+};
+
+struct task_struct {
+	struct nsproxy *nsproxy;
+};
+
+/* Only passed through: sched_process_exec's third argument. */
+struct linux_binprm;
 
 #pragma clang attribute pop
 
