@@ -15,14 +15,14 @@ type pidTable struct {
 	fresh  []int32 // buffer: the pids new this tick
 	exited []int32 // buffer: the holders exitWatch found exited
 
-	lastSeen  int   // last allocated pid at the last full read of /proc
-	sinceFull int   // ticks since then
+	lastSeen  int // last allocated pid at the last full read of /proc
+	sinceFull int // ticks since then
 	// loadavg is /proc/loadavg held open (when loadavgOpen), read again
 	// from offset 0 at each tick: a seq file starts over there, and the
 	// open and close were two of the three system calls of the read.
 	loadavg     int
 	loadavgOpen bool
-	netnsNext int32 // the pid whose network namespace recheckNetns reads next
+	netnsNext   int32 // the pid whose network namespace recheckNetns reads next
 	// hinted are the pids whose namespace the next tick reads again (Recheck),
 	// and eventDriven says the caller hints every listener's process
 	// (SetEventDriven).
