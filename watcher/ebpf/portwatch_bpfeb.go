@@ -45,6 +45,8 @@ const (
 	portwatchProgSetState         = "set_state"
 	portwatchProgSockRelease      = "sock_release"
 	portwatchVarExitReportsListen = "exit_reports_listen"
+	portwatchVarPidnsDev          = "pidns_dev"
+	portwatchVarPidnsIno          = "pidns_ino"
 	portwatchVarUnusedEvent       = "unused_event"
 )
 
@@ -113,6 +115,8 @@ type portwatchMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type portwatchVariableSpecs struct {
 	ExitReportsListen *ebpf.VariableSpec `ebpf:"exit_reports_listen"`
+	PidnsDev          *ebpf.VariableSpec `ebpf:"pidns_dev"`
+	PidnsIno          *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
@@ -156,6 +160,8 @@ func (m *portwatchMaps) Close() error {
 // It can be passed to loadPortwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type portwatchVariables struct {
 	ExitReportsListen *ebpf.Variable `ebpf:"exit_reports_listen"`
+	PidnsDev          *ebpf.Variable `ebpf:"pidns_dev"`
+	PidnsIno          *ebpf.Variable `ebpf:"pidns_ino"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 }
 

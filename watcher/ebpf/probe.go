@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // ErrClosed is returned by Read after Close.
@@ -44,6 +45,7 @@ type Probe struct {
 
 	holdersMu sync.Mutex
 	holders   map[uint32]bool // what the holders map holds (SetHolders)
+	execErr   error           // why holders' execs are not reported (Execs)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -64,6 +66,8 @@ type objects struct {
 	BSS       *ebpf.Map     `ebpf:".bss"`
 
 	ExitReportsListen *ebpf.Variable `ebpf:"exit_reports_listen"`
+	PidnsDev          *ebpf.Variable `ebpf:"pidns_dev"`
+	PidnsIno          *ebpf.Variable `ebpf:"pidns_ino"`
 }
 
 func (o *objects) close() error {
@@ -117,6 +121,7 @@ func Open(opts Options) (_ *Probe, err error) {
 			p.Close()
 		}
 	}()
+	p.execErr = p.setPidns("/proc/self/ns/pid")
 	for _, prog := range []*ebpf.Program{p.objs.SetState, p.objs.Exec} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
@@ -236,6 +241,28 @@ func (p *Probe) readRecord(ctx context.Context) ([]byte, error) {
 			return nil, fmt.Errorf("read ring buffer: %w", err)
 		}
 	}
+}
+
+// setPidns gives holder_exec the PID namespace of path, the daemon's own,
+// whose pids the holders map and the exec events use.
+func (p *Probe) setPidns(path string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fmt.Errorf("exec events off: %w", err)
+	}
+	if err := p.objs.PidnsDev.Set(uint64(st.Dev)); err != nil {
+		return fmt.Errorf("exec events off: %w", err)
+	}
+	if err := p.objs.PidnsIno.Set(st.Ino); err != nil {
+		return fmt.Errorf("exec events off: %w", err)
+	}
+	return nil
+}
+
+// Execs returns nil when the execs of the processes given to SetHolders are
+// reported (KindExec), and otherwise why not.
+func (p *Probe) Execs() error {
+	return p.execErr
 }
 
 // SetHolders sets the processes whose execs are reported (KindExec) to

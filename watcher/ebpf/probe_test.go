@@ -507,44 +507,8 @@ func TestReadCancel(t *testing.T) {
 // the exec of any other process is not, nor that of one SetHolders removed.
 func TestExec(t *testing.T) {
 	p := openProbe(t)
-	type proc struct {
-		pid int32
-		go_ func() // makes it exec sleep
-	}
-	start := func() proc {
-		c := exec.Command("sh", "-c", "read x; exec sleep 60")
-		in, err := c.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
-		return proc{pid: int32(c.Process.Pid), go_: func() { fmt.Fprintln(in); in.Close() }}
-	}
-	// wait reads until want's exec of sleep, failing at one of a pid in
-	// not. (A process's exec of sh may be reported too: Start returns once
-	// the exec closed its descriptors, a little before the tracepoint.)
-	wait := func(want proc, not ...proc) {
-		t.Helper()
-		e, _ := waitFor(t, p, func(e Event) bool {
-			if e.Kind != KindExec || e.Comm != "sleep" {
-				return false
-			}
-			for _, n := range not {
-				if e.Pid == n.pid {
-					t.Errorf("exec of %d reported, it is not a holder: %+v", n.pid, e)
-				}
-			}
-			return e.Pid == want.pid
-		})
-		want_ := Event{Pid: want.pid, Comm: "sleep", Kind: KindExec, NetnsInode: inode(t, "/proc/self/ns/net"), UID: uint32(os.Getuid())}
-		got := Event{Pid: e.Pid, Comm: e.Comm, Kind: e.Kind, NetnsInode: e.NetnsInode, UID: e.UID}
-		if diff := cmp.Diff(want_, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
-			t.Errorf("exec event (-want +got):\n%s", diff)
-		}
-	}
+	start := func() proc { return startExecer(t, nil) }
+	wait := func(want proc, not ...proc) { waitExec(t, p, want, not...) }
 
 	holder, other := start(), start()
 	if err := p.SetHolders([]int32{holder.pid}); err != nil {
@@ -578,4 +542,66 @@ func TestExec(t *testing.T) {
 	gone.go_()
 	kept.go_()
 	wait(kept, gone)
+}
+
+// An execer is a shell that execs sleep when told.
+type proc struct {
+	pid int32
+	go_ func() // makes it exec sleep
+}
+
+// startExecer starts an execer, with attr.
+func startExecer(t *testing.T, attr *syscall.SysProcAttr) proc {
+	c := exec.Command("sh", "-c", "read x; exec sleep 60")
+	c.SysProcAttr = attr
+	in, err := c.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	return proc{pid: int32(c.Process.Pid), go_: func() { fmt.Fprintln(in); in.Close() }}
+}
+
+// waitExec reads until want's exec of sleep, failing at one of a pid in
+// not. (A process's exec of sh may be reported too: Start returns once the
+// exec closed its descriptors, a little before the tracepoint.)
+func waitExec(t *testing.T, p *Probe, want proc, not ...proc) {
+	t.Helper()
+	e, _ := waitFor(t, p, func(e Event) bool {
+		if e.Kind != KindExec || e.Comm != "sleep" {
+			return false
+		}
+		for _, n := range not {
+			if e.Pid == n.pid {
+				t.Errorf("exec of %d reported, it is not a holder: %+v", n.pid, e)
+			}
+		}
+		return e.Pid == want.pid
+	})
+	want_ := Event{Pid: want.pid, Comm: "sleep", Kind: KindExec, NetnsInode: inode(t, "/proc/self/ns/net"), UID: uint32(os.Getuid())}
+	got := Event{Pid: e.Pid, Comm: e.Comm, Kind: e.Kind, NetnsInode: e.NetnsInode, UID: e.UID}
+	if diff := cmp.Diff(want_, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+		t.Errorf("exec event (-want +got):\n%s", diff)
+	}
+}
+
+// A daemon in a PID namespace of its own gives and gets the pids it sees:
+// here the probe is given a new namespace's, whose first process is pid 1.
+func TestExecPidns(t *testing.T) {
+	p := openProbe(t)
+	inNS := startExecer(t, &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID})
+	if err := p.setPidns(fmt.Sprintf("/proc/%d/ns/pid", inNS.pid)); err != nil {
+		t.Fatal(err)
+	}
+	// The host's pid of the same process is nothing in that namespace.
+	host := startExecer(t, nil)
+	if err := p.SetHolders([]int32{1, host.pid}); err != nil {
+		t.Fatal(err)
+	}
+	host.go_()
+	inNS.go_()
+	waitExec(t, p, proc{pid: 1}, host)
 }

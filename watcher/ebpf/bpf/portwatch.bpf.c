@@ -94,8 +94,17 @@ struct {
 } udp_bound SEC(".maps");
 
 /*
- * The processes (tgids, as the daemon sees them in the initial PID namespace)
- * that hold a listening socket, kept by the daemon. Their execs are reported:
+ * The daemon's PID namespace (st_dev and st_ino of /proc/self/ns/pid), set by
+ * the loader: holder_exec reports and matches pids as the daemon sees them,
+ * also when it runs in a PID namespace of its own. Until set, and for a
+ * process outside that namespace, nothing is reported.
+ */
+volatile __u64 pidns_dev;
+volatile __u64 pidns_ino;
+
+/*
+ * The processes (tgids, as the daemon sees them: see pidns_dev) that hold a
+ * listening socket, kept by the daemon. Their execs are reported:
  * an exec keeps the descriptors that are not close-on-exec, so the same pid
  * may hold the same socket as another program. One that does not fit is not
  * reported; the daemon's rolling re-check of holders finds it later. Not
@@ -276,18 +285,23 @@ int sock_release(struct bpf_sock *ctx)
 /*
  * A successful execve() (or execveat, or fexecve), once the new program is in
  * place: the current task is the process that exec'd, with its tgid (a thread
- * that exec'd has taken the leader's pid) and its new comm. Only holders are
+ * that exec'd has taken the leader's pid) and its new comm. Its pid is the
+ * daemon's view of it, the event's too. Only holders are
  * reported: every other exec costs one hash lookup here.
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(holder_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct bpf_pidns_info ns;
+	if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
+		return 0;
+	__u32 tgid = ns.tgid;
 	if (!bpf_map_lookup_elem(&holders, &tgid))
 		return 0;
 	struct event *e = reserve(KIND_EXEC);
 	if (!e)
 		return 0;
+	e->tgid = tgid;
 	e->netns_ino = BPF_CORE_READ(p, nsproxy, net_ns, ns.inum);
 	e->family = 0;
 	e->port = 0;

@@ -78,6 +78,12 @@ struct bpf_sock {
 	__u32 src_port;   /* host byte order */
 };
 
+/* UAPI: what bpf_get_ns_current_pid_tgid fills. */
+struct bpf_pidns_info {
+	__u32 pid;
+	__u32 tgid;
+};
+
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct ns_common {
