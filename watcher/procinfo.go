@@ -135,6 +135,8 @@ type holderDetails struct {
 	byPid        map[int32]*procInfo          // never changed in place: see sameListeners
 	recheckQueue roundRobin[int32, *procInfo] // byPid entries still to check this round
 	dpkgGen      uint32                       // the build of the dpkg index byPid was judged against
+	execed       []int32                      // the pids that exec'd, to read again (execs.go)
+	execEvents   bool                         // execs are told (SetExecEvents)
 }
 
 type procInfo struct {
@@ -174,7 +176,11 @@ func (w *Watcher) readHolders() {
 	w.refreshUsers()
 	w.refreshDpkg()
 	s := scratchPool.Get().(*scratch)
-	for range recheckPerTick {
+	n := recheckPerTick
+	if w.details.execEvents {
+		n = recheckPerTickExecEvents
+	}
+	for range n {
 		pid, ok := w.details.recheckQueue.next(w.details.byPid)
 		if !ok {
 			break

@@ -42,7 +42,8 @@ func TestMain(m *testing.M) {
 // in (PW_LO), reports "inode port" for each and for an inherited fd 3
 // (PW_HOLD), moves them to the descriptor numbers in PW_FDNUMS, then
 // "ready". It then serves commands on stdin until EOF:
-// "open SPEC" opens one more socket, "sendfd" passes the first socket (fd 3
+// "open SPEC" opens one more socket, "cloexec" has the next exec close the
+// first, "sendfd" passes the first socket (fd 3
 // when held) over the unix socket at fd 4 and closes its own copy.
 func helperMain() int {
 	switch os.Getenv(helperEnv) {
@@ -138,6 +139,12 @@ func helperMain() int {
 		case "close":
 			unix.Close(fds[0])
 			fmt.Fprintln(out, "closed")
+		case "cloexec":
+			// The next exec closes the first socket.
+			if _, err := unix.FcntlInt(uintptr(fds[0]), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+				return fail(err)
+			}
+			fmt.Fprintln(out, "cloexec")
 		case "exec":
 			// Become another program, keeping the descriptors.
 			out.Flush()

@@ -310,6 +310,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	fresh := w.addRefs(refs)
 	refs = w.searchParents(fresh, refs[:0])
+	refs = w.rescanExeced(refs[:0])
 	w.verifyHolders()
 	refs = w.searchUnknown(refs[:0])
 	w.holders.refs = refs[:0]
