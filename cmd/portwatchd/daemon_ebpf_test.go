@@ -46,11 +46,16 @@ func TestDaemonEBPF(t *testing.T) {
 	// close event. An interval of 5s: a listener that lived less is
 	// resolved at once when it closes, even on a slow test machine.
 	e.flapWindow = "1h"
-	e.writeConfig(strings.Replace(e.configText(), "interval: 300ms\n", "interval: 5s\nreconcile_interval: 1h\n", 1))
 	selfExe, err := filepath.EvalSymlinks(os.Args[0])
 	if err != nil {
 		t.Fatal(err)
 	}
+	// execPort is allowed to this test's program only (see the exec
+	// subtest).
+	execPort := e.base + 44
+	cfg := strings.Replace(e.configText(), "interval: 300ms\n", "interval: 5s\nreconcile_interval: 1h\n", 1)
+	cfg = strings.Replace(cfg, "allow:\n", fmt.Sprintf("allow:\n  - name: exec-test\n    port: %d\n    exe: %s\n    flags: [%s]\n", execPort, selfExe, testProgramFlags), 1)
+	e.writeConfig(cfg)
 	p := e.start()
 	readyAt := e.notify.wait(t, 0, 1, "READY=1", notifyIs("READY=1"))
 	if st := e.notify.since(0)[:readyAt]; !slices.ContainsFunc(st, func(m string) bool {
@@ -189,6 +194,36 @@ func TestDaemonEBPF(t *testing.T) {
 		}
 		b.Close()
 		e.waitEvents("closed", port, 1)
+	})
+
+	t.Run("holder that execs another program judged at once", func(t *testing.T) {
+		// Allowed to this program; it execs sleep, keeping the socket:
+		// no socket event, no snapshot due for an hour, only the exec
+		// (and the look it has follow, for the engine's second
+		// snapshot).
+		c := startDaemonListener(t, execPort)
+		c.KillOnStop = true
+		e.barrier()
+		if n := len(e.events("opened", execPort)); n != 0 {
+			t.Fatalf("%d alerts for the allowed listener before the exec", n)
+		}
+		sleep, err := exec.LookPath("sleep")
+		if err != nil {
+			t.Skip("no sleep")
+		}
+		if sleep, err = filepath.EvalSymlinks(sleep); err != nil {
+			t.Fatal(err)
+		}
+		from := e.logLen()
+		c.Tell(t, "exec "+sleep+" 600")
+		ent := e.waitEvents("changed", execPort, 1)[0]
+		// Told by the exec event, not found by the rolling re-check
+		// (which on a host with few holders may find it as soon).
+		e.waitLog(from, "holders exec'd")
+		if ent["PORTWATCH_EXE"] != sleep || ent["PORTWATCH_PID"] != strconv.Itoa(c.PID()) || ent["PORTWATCH_VERDICT"] != "unexpected" {
+			t.Errorf("after the exec: %q (exe %q pid %q verdict %q), want it unexpected, held by %s, pid %d",
+				ent["MESSAGE"], ent["PORTWATCH_EXE"], ent["PORTWATCH_PID"], ent["PORTWATCH_VERDICT"], sleep, c.PID())
+		}
 	})
 
 	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {

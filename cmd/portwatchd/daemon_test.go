@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/portwatchd/portwatchd/alerting"
 	"github.com/portwatchd/portwatchd/internal/journaltest"
 	"github.com/portwatchd/portwatchd/internal/listenertest"
@@ -51,7 +53,8 @@ func TestDaemonHelperListener(t *testing.T) {
 	}
 	fmt.Println("listening")
 	// A line on stdin names an executable: hand the socket over to it
-	// (it inherits the descriptor and holds it), then exit. EOF: close.
+	// (it inherits the descriptor and holds it), then exit. "exec PATH
+	// ARGS": become PATH, keeping the socket. EOF: close.
 	in := bufio.NewReader(os.Stdin)
 	line, err := in.ReadString('\n')
 	if err != nil {
@@ -60,6 +63,16 @@ func TestDaemonHelperListener(t *testing.T) {
 	}
 	f, err := ln.(*net.TCPListener).File()
 	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	if argv, ok := strings.CutPrefix(strings.TrimSpace(line), "exec "); ok {
+		// File's copy is close-on-exec; this one must stay.
+		_, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0)
+		if err == nil {
+			args := strings.Fields(argv)
+			err = syscall.Exec(args[0], args, os.Environ())
+		}
 		fmt.Println("error:", err)
 		os.Exit(1)
 	}

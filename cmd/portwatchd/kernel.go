@@ -122,7 +122,8 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 			k.failed <- err
 			return
 		}
-		if k.isForeign(ev.NetnsInode) {
+		// An exec is of a holder the daemon sees, whatever its namespace.
+		if ev.Kind != ebpf.KindExec && k.isForeign(ev.NetnsInode) {
 			continue
 		}
 		ke := kernelEvent{Event: ev}
@@ -237,6 +238,13 @@ type kernelState struct {
 	// limit counts the unexpected transient listeners of each program,
 	// which are alerted one by one only up to a rate (transientlimit.go).
 	limit transientLimit
+	// holders are the pids given to the probe for their execs, from the
+	// listeners holdersFrom (execs.go); holdersErr is the last refusal
+	// logged, rereadAt when lost events last had them all read again.
+	holders     []int32
+	holdersFrom []watcher.Listener
+	holdersErr  string
+	rereadAt    time.Time
 }
 
 // checkDrops says whether events were lost since the last call, reading the
@@ -258,6 +266,9 @@ func (d *daemon) checkDrops(extra uint64, now time.Time) bool {
 		}
 	}
 	k.lost += n
+	if n > 0 {
+		d.execsLost(now)
+	}
 	if k.lost > 0 && now.Sub(k.lostAt) >= time.Minute {
 		d.log.WithField("events", k.lost).Warn("eBPF events lost (ring buffer full); full snapshot taken")
 		k.lost, k.lostAt = 0, now
@@ -283,8 +294,13 @@ func (d *daemon) setPeriod() time.Duration {
 	d.intervalNS.Store(int64(p))
 	if d.w != nil {
 		// The events hint the watcher (triggered): its rolling re-check
-		// of every process's namespace may go slower.
+		// of every process's namespace may go slower. Execs are told
+		// once the probe has the holders (syncHolders).
 		d.w.SetEventDriven(d.kern.ev != nil)
+		if d.kern.ev == nil {
+			d.w.SetExecEvents(false)
+			d.kern.holdersFrom = nil
+		}
 	}
 	return p
 }

@@ -39,6 +39,7 @@ func (d *daemon) triggered(ctx context.Context) {
 	}
 	evs, overflow := d.kern.ev.take()
 	d.checkDrops(overflow, time.Now())
+	evs = d.execed(evs) // execs.go
 	// The processes that opened listeners: one that entered a namespace
 	// without a new pid is found in it by this look.
 	pids := make([]int32, 0, len(evs))
@@ -91,6 +92,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 		ix = indexSnapshotInto(snap, d.kern.prev)
 	}
 	d.kern.lastFull, d.kern.prev = now, ix
+	d.syncHolders(snap)                 // execs.go
 	snap = d.exposureObserve(snap, now) // exposure.go: adds the published ports with no socket
 	r := d.eng.Step(snap, d.engineConfig(), now)
 	if len(evs) > 0 {

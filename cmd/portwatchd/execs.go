@@ -1,0 +1,85 @@
+package main
+
+import (
+	"time"
+
+	"github.com/portwatchd/portwatchd/watcher"
+	"github.com/portwatchd/portwatchd/watcher/ebpf"
+)
+
+// The execs of holders, told by the kernel (ebpf.KindExec). An exec keeps
+// the pid and the descriptors that are not close-on-exec, so a listener's
+// holder may become another program without any socket event: a service
+// exploited into a shell that keeps its port. The daemon gives the probe
+// the holders of every snapshot (syncHolders); an exec of one triggers a
+// look that reads it again (watcher.Exec) and judges its listeners anew.
+
+// execRereadEvery bounds how often lost events have every holder read
+// again: in a storm the ring buffer may overflow at every look.
+const execRereadEvery = time.Minute
+
+// syncHolders gives the probe the holders of snap's listeners when they
+// may have changed (a list the watcher handed out again has the same
+// holders), and tells the watcher whether their execs are told.
+func (d *daemon) syncHolders(snap *watcher.Snapshot) {
+	k := &d.kern
+	if k.ev == nil || k.ev.probe.Execs() != nil {
+		return
+	}
+	if k.holdersFrom != nil && watcher.SameListeners(snap.Listeners, k.holdersFrom) {
+		return
+	}
+	k.holders = k.holders[:0]
+	for i := range snap.Listeners {
+		for _, p := range snap.Listeners[i].Processes {
+			k.holders = append(k.holders, int32(p.PID))
+		}
+	}
+	err := k.ev.probe.SetHolders(k.holders)
+	if err != nil && err.Error() != k.holdersErr {
+		d.log.WithError(err).Warn("ebpf: holders' execs are found by the rolling re-check only")
+	}
+	k.holdersErr = ""
+	if err != nil {
+		k.holdersErr = err.Error()
+	}
+	k.holdersFrom = snap.Listeners
+	d.w.SetExecEvents(err == nil)
+}
+
+// execed has the watcher read again the processes whose exec evs tell, and
+// returns the other events. After an exec the loop looks once more at once:
+// the engine takes a change of owners when two snapshots agree, and no
+// other snapshot may be due for reconcile_interval.
+func (d *daemon) execed(evs []kernelEvent) []kernelEvent {
+	var pids []int32
+	kept := evs[:0]
+	for _, ev := range evs {
+		if ev.Kind == ebpf.KindExec {
+			pids = append(pids, ev.Pid)
+			continue
+		}
+		kept = append(kept, ev)
+	}
+	if len(pids) > 0 {
+		d.log.WithField("pids", pids).Debug("ebpf: holders exec'd; reading them again")
+		d.w.Exec(pids)
+		select {
+		case d.kern.ev.trig <- struct{}{}:
+		default:
+		}
+	}
+	return kept
+}
+
+// execsLost has every holder read again after events were lost, at most
+// every execRereadEvery: an exec among them would otherwise wait for the
+// rolling re-check.
+func (d *daemon) execsLost(now time.Time) {
+	k := &d.kern
+	if k.ev == nil || now.Sub(k.rereadAt) < execRereadEvery {
+		return
+	}
+	k.rereadAt = now
+	d.w.Exec(k.holders)
+}
