@@ -3,7 +3,9 @@ package main
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,5 +70,17 @@ func TestNotifierReconnects(t *testing.T) {
 	// A path with no socket: an error, and the daemon goes on.
 	if err := n.send(filepath.Join(dir, "missing"), "READY=1"); err == nil {
 		t.Error("no error for a missing socket")
+	}
+}
+
+// The binary does not check the cgroup for GOMAXPROCS every second (main.go):
+// the //go:debug line must reach the build.
+func TestBuildGodebug(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.DefaultGODEBUG}}", ".").CombinedOutput()
+	if err != nil {
+		t.Skipf("go list: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "updatemaxprocs=0") {
+		t.Errorf("DefaultGODEBUG %q, want updatemaxprocs=0", strings.TrimSpace(string(out)))
 	}
 }
