@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"syscall"
+	"os"
+	"time"
 	"unsafe"
 
 	"github.com/mdlayher/netlink"
@@ -167,55 +168,73 @@ const dumpBufSize = 32 << 10
 // sockDiagConn is a NETLINK_SOCK_DIAG socket bound to one network namespace
 // (the one its creating thread was in).
 //
-// github.com/mdlayher/netlink opens and binds it, and frames the requests
-// and each reply (Message.MarshalBinary, Message.UnmarshalBinary); the
-// datagrams are sent and received through its SyscallConn. The library's own
-// Send and Receive start a goroutine for every system call (to watch a
-// context that cannot be cancelled here) and copy every datagram they
-// receive: on the steady tick of a host with a thousand listeners that was
-// about a third of the cost of the dumps, for nothing. Nothing else uses the
-// netlink.Conn once dialed, so the two cannot interleave.
+// The socket is opened here, blocking and outside Go's network poller;
+// github.com/mdlayher/netlink frames the requests and each reply
+// (Message.MarshalBinary, Message.UnmarshalBinary). A socket in the poller
+// (as netlink.Dial makes it, non-blocking and edge-triggered in its epoll
+// set) woke an idle thread of the runtime for each datagram of every dump,
+// only for it to find nothing to do: about fifteen wake-ups a look, on a VM
+// a share of an idle daemon's CPU (bench/idle, strace). The kernel answers
+// a dump as it is read, so a blocking receive does not wait on anything
+// else; a receive timeout turns a kernel that stopped answering into an
+// error, not a hung loop. The library's own Send and Receive also started
+// a goroutine for every system call and copied every datagram.
 type sockDiagConn struct {
-	c    *netlink.Conn
-	rc   syscall.RawConn
+	fd   int
 	pid  uint32    // the socket's netlink port id, as replies carry it
 	seq  uint32    // sequence number of the last request
 	reqs [4][]byte // the requests of dumpAll, in its order
 	buf  []byte    // dumpBufSize bytes, reused by every receive
 	to   unix.RawSockaddrNetlink
-
-	// State of the system call in progress (see send and recv).
-	sendFn, recvFn func(fd uintptr) bool
-	req            []byte
-	got            int
-	err            error
 }
 
+// sockDiagTimeout bounds a receive: the kernel answers at once.
+const sockDiagTimeout = 10 * time.Second
+
 func dialSockDiag() (*sockDiagConn, error) {
-	c, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
-		return nil, fmt.Errorf("sock_diag: %w", err)
+		return nil, fmt.Errorf("sock_diag: %w", os.NewSyscallError("socket", err))
 	}
-	rc, err := c.SyscallConn()
-	if err != nil {
-		c.Close()
+	s := &sockDiagConn{fd: fd, buf: make([]byte, dumpBufSize), to: unix.RawSockaddrNetlink{Family: unix.AF_NETLINK}}
+	if err := s.init(); err != nil {
+		unix.Close(fd)
 		return nil, fmt.Errorf("sock_diag: %w", err)
-	}
-	s := &sockDiagConn{c: c, rc: rc, pid: c.PID(), buf: make([]byte, dumpBufSize), to: unix.RawSockaddrNetlink{Family: unix.AF_NETLINK}}
-	s.sendFn, s.recvFn = s.send, s.recv
-	for i, q := range dumpQueries {
-		m := sockDiagRequest(q.tcp, q.family)
-		m.Header.Length = uint32(nlmsgHeaderLen + len(m.Data))
-		m.Header.PID = s.pid
-		if s.reqs[i], err = m.MarshalBinary(); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("sock_diag: %w", err)
-		}
 	}
 	return s, nil
 }
 
-func (s *sockDiagConn) Close() error { return s.c.Close() }
+// init binds the socket, learns its port id and builds the requests.
+func (s *sockDiagConn) init() error {
+	tv := unix.NsecToTimeval(sockDiagTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return os.NewSyscallError("setsockopt SO_RCVTIMEO", err)
+	}
+	if err := unix.Bind(s.fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return os.NewSyscallError("bind", err)
+	}
+	sa, err := unix.Getsockname(s.fd)
+	if err != nil {
+		return os.NewSyscallError("getsockname", err)
+	}
+	nl, ok := sa.(*unix.SockaddrNetlink)
+	if !ok {
+		return fmt.Errorf("getsockname: %T, not a netlink address", sa)
+	}
+	s.pid = nl.Pid
+	for i, q := range dumpQueries {
+		m := sockDiagRequest(q.tcp, q.family)
+		m.Header.Length = uint32(nlmsgHeaderLen + len(m.Data))
+		m.Header.PID = s.pid
+		var err error
+		if s.reqs[i], err = m.MarshalBinary(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *sockDiagConn) Close() error { return unix.Close(s.fd) }
 
 // dumpQueries are the dumps of dumpAll: both protocols, both families.
 var dumpQueries = [4]struct {
@@ -243,41 +262,33 @@ var errTruncated = errors.New("reply truncated")
 func (s *sockDiagConn) dumpOne(tcp bool, req []byte, out []sockEntry) ([]sockEntry, error) {
 	s.seq++
 	binary.NativeEndian.PutUint32(req[8:12], s.seq)
-	s.req = req
-	if err := s.rc.Write(s.sendFn); err != nil {
-		return out, fmt.Errorf("send: %w", err)
+	var err error = unix.EINTR
+	for err == unix.EINTR {
+		err = sendTo(s.fd, req, &s.to)
 	}
-	if s.err != nil {
-		return out, fmt.Errorf("send: %w", s.err)
+	if err != nil {
+		return out, fmt.Errorf("send: %w", err)
 	}
 	n := 0 // replies so far, for error messages
 	for {
-		if err := s.rc.Read(s.recvFn); err != nil {
-			return out, fmt.Errorf("receive: %w", err)
+		var got int
+		err := error(unix.EINTR)
+		for err == unix.EINTR {
+			got, err = recvTrunc(s.fd, s.buf)
 		}
 		switch {
-		case s.err != nil:
-			return out, fmt.Errorf("receive: %w", s.err)
-		case s.got > len(s.buf):
-			return out, fmt.Errorf("receive: %w: %d bytes", errTruncated, s.got)
+		case err == unix.EAGAIN:
+			return out, fmt.Errorf("receive: no answer from the kernel within %v", sockDiagTimeout)
+		case err != nil:
+			return out, fmt.Errorf("receive: %w", err)
+		case got > len(s.buf):
+			return out, fmt.Errorf("receive: %w: %d bytes", errTruncated, got)
 		}
 		var done bool
-		var err error
-		if out, done, err = parseDumpDatagram(tcp, s.seq, s.pid, s.buf[:s.got], &n, out); err != nil || done {
+		if out, done, err = parseDumpDatagram(tcp, s.seq, s.pid, s.buf[:got], &n, out); err != nil || done {
 			return out, err
 		}
 	}
-}
-
-// send sends s.req; recv receives a datagram into s.buf. They are the
-// callbacks of RawConn.Write and Read, made once (sendFn, recvFn) so that a
-// dump allocates nothing. They return false to wait until the socket is
-// ready.
-func (s *sockDiagConn) send(fd uintptr) bool {
-	for s.err = unix.EINTR; s.err == unix.EINTR; {
-		s.err = sendTo(int(fd), s.req, &s.to)
-	}
-	return s.err != unix.EAGAIN
 }
 
 // sendTo sends b to the kernel (a raw call: see rawsys.go).
@@ -288,13 +299,6 @@ func sendTo(fd int, b []byte, to *unix.RawSockaddrNetlink) error {
 		return errno
 	}
 	return nil
-}
-
-func (s *sockDiagConn) recv(fd uintptr) bool {
-	for s.err = unix.EINTR; s.err == unix.EINTR; {
-		s.got, s.err = recvTrunc(int(fd), s.buf)
-	}
-	return s.err != unix.EAGAIN
 }
 
 // recvTrunc receives one datagram into b, and returns its whole length even
