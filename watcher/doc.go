@@ -19,7 +19,9 @@
 // One concern per file: watcher.go (the Watcher and the order of a tick),
 // pids.go (the process table), procfs.go and holders.go (the descriptor
 // scan, and the cache of who holds each socket), procinfo.go (a holder's
-// details), netns.go (namespaces: discovery, naming, entering, dumping),
+// details), exits.go (holders' exits, through pidfds), execs.go (holders
+// that exec'd, told by the caller), rawsys.go (the raw system calls of a
+// steady look), netns.go (namespaces: discovery, naming, entering, dumping),
 // sockdiag.go and procnet.go (the dumps), build.go (the Snapshot, reused
 // when nothing changed), names.go (user and interface names), parse.go
 // (the parsers of what /proc and /etc hold). The evidence about holders
