@@ -46,14 +46,6 @@ func fstatat(dirfd int, path *byte, st *unix.Stat_t, flags int) error {
 	return nil
 }
 
-func rawRead(fd int, b []byte) (int, error) {
-	n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
 func rawPread(fd int, b []byte, off int64) (int, error) {
 	n, _, errno := unix.RawSyscall6(unix.SYS_PREAD64, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(off), 0, 0)
 	if errno != 0 {
