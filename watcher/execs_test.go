@@ -37,13 +37,7 @@ func TestSnapshotExec(t *testing.T) {
 		// A launcher that execs the service, its copy of the listening
 		// socket close-on-exec: the socket stays (this process holds
 		// it), the launcher's pid no longer holds it.
-		f, sock := listenFile(t)
-		h := startHelper(t, helperOpts{hold: f})
-		want := []int{os.Getpid(), h.pid()}
-		slices.Sort(want)
-		if diff := cmp.Diff(want, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
-			t.Fatalf("before exec, holders (-want +got):\n%s", diff)
-		}
+		h, sock := startSharer(t, w)
 		if got := h.Send(t, "cloexec"); got != "cloexec" {
 			t.Fatalf("helper said %q", got)
 		}

@@ -417,6 +417,20 @@ func listenFile(t *testing.T) (*os.File, helperSock) {
 	return f, helperSock{ino, uint16(port)}
 }
 
+// startSharer starts a helper that holds a copy of a listening socket this
+// process holds too, and checks that a snapshot of w lists both.
+func startSharer(t *testing.T, w *Watcher) (*helper, helperSock) {
+	t.Helper()
+	f, sock := listenFile(t)
+	h := startHelper(t, helperOpts{hold: f})
+	want := []int{os.Getpid(), h.pid()}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
+		t.Fatalf("shared socket, holders (-want +got):\n%s", diff)
+	}
+	return h, sock
+}
+
 func TestSnapshotSharedSocket(t *testing.T) {
 	requireRoot(t)
 	f, sock := listenFile(t)
@@ -844,13 +858,7 @@ func TestSnapshotIncremental(t *testing.T) {
 	t.Run("holder closes its copy", func(t *testing.T) {
 		// A launcher that hands a socket on and closes its own copy, but
 		// lives on, must stop being listed.
-		f, sock := listenFile(t)
-		h := startHelper(t, helperOpts{hold: f})
-		want := []int{os.Getpid(), h.pid()}
-		slices.Sort(want)
-		if diff := cmp.Diff(want, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
-			t.Fatalf("before close, holders (-want +got):\n%s", diff)
-		}
+		h, sock := startSharer(t, w)
 		if got := h.Send(t, "close"); got != "closed" {
 			t.Fatalf("helper said %q", got)
 		}
