@@ -282,7 +282,7 @@ func TestDaemonEBPFOnWithoutCapabilities(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := filepath.Join(dir, tt.name+".yaml")
-			if err := os.WriteFile(cfg, []byte(fmt.Sprintf("version: 1\ninclude: []\nebpf: %s\nnotify:\n  journald: false\n", tt.mode)), 0o600); err != nil {
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf("version: 1\ninclude: []\nebpf: %s\nnotify:\n  journald: false\nmetrics:\n  textfile: \"\"\n", tt.mode)), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(setpriv, "--bounding-set=-all", "--inh-caps=-all", "--",
