@@ -53,12 +53,5 @@ func (w *Watcher) rescanExeced(refs []sockRef) []sockRef {
 	if len(pids) == 0 {
 		return refs
 	}
-	refs = w.scan(pids, nil, refs)
-	for _, pid := range pids {
-		st := w.pids.byPid[pid]
-		st.scanned = w.gen
-		w.pids.byPid[pid] = st
-	}
-	w.addRefs(refs)
-	return refs
+	return w.rescan(pids, refs)
 }

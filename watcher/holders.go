@@ -305,13 +305,7 @@ func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
 		if len(pass) == 0 {
 			continue
 		}
-		refs = w.scan(pass, nil, refs[:0])
-		for _, pid := range pass {
-			st := w.pids.byPid[pid]
-			st.scanned = w.gen
-			w.pids.byPid[pid] = st
-		}
-		w.addRefs(refs)
+		refs = w.rescan(pass, refs[:0])
 		for ino := range w.holders.unknown {
 			if _, ok := w.holders.byInode[ino]; ok {
 				delete(w.holders.unknown, ino)
@@ -324,5 +318,19 @@ func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
 	for ino := range w.holders.unknown {
 		w.holders.lost[ino] = struct{}{}
 	}
+	return refs
+}
+
+// rescan reads the descriptors of pids, known processes, again, records
+// them as read this tick and what they hold, and returns refs with what
+// they hold appended.
+func (w *Watcher) rescan(pids []int32, refs []sockRef) []sockRef {
+	refs = w.scan(pids, nil, refs)
+	for _, pid := range pids {
+		st := w.pids.byPid[pid]
+		st.scanned = w.gen
+		w.pids.byPid[pid] = st
+	}
+	w.addRefs(refs)
 	return refs
 }
