@@ -58,9 +58,7 @@ func (w *Watcher) needFullRead() bool {
 	// then new to it (and scanned), where it would pass for the old holder.
 	w.pids.exited = w.exits.exited(w.pids.exited[:0])
 	for _, pid := range w.pids.exited {
-		delete(w.pids.byPid, pid)
-		delete(w.pids.denied, pid)
-		w.dropHolder(pid)
+		w.forgetPid(pid)
 	}
 	last, ok := w.lastPid()
 	if w.gen == 1 || !ok || last != w.pids.lastSeen || len(w.pids.exited) > 0 || w.pids.sinceFull >= fullReadEvery || w.opts.ProcRoot != "/proc" {
@@ -74,11 +72,20 @@ func (w *Watcher) needFullRead() bool {
 	}
 	for pid := range w.details.byPid {
 		if !w.exits.watched(pid) && !alive(pid) {
-			delete(w.pids.byPid, pid)
-			w.dropHolder(pid)
+			w.forgetPid(pid)
 		}
 	}
 	return false
+}
+
+// forgetPid forgets pid, which has exited: what the process table knows of
+// it and, for a holder, what it held.
+func (w *Watcher) forgetPid(pid int32) {
+	delete(w.pids.byPid, pid)
+	delete(w.pids.denied, pid)
+	if w.details.byPid[pid] != nil {
+		w.dropHolder(pid)
+	}
 }
 
 // netnsRecheckEvery is within how many ticks the network namespace of every
@@ -214,11 +221,7 @@ func (w *Watcher) readPids(newPids []int32) ([]int32, error) {
 	}
 	for pid, st := range w.pids.byPid {
 		if st.gen != w.gen {
-			delete(w.pids.byPid, pid)
-			delete(w.pids.denied, pid)
-			if w.details.byPid[pid] != nil {
-				w.dropHolder(pid)
-			}
+			w.forgetPid(pid)
 		}
 	}
 	return newPids, nil
