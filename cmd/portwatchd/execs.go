@@ -36,14 +36,13 @@ func (d *daemon) syncHolders(snap *watcher.Snapshot) {
 		}
 	}
 	err := k.ev.probe.SetHolders(k.holders)
-	if err != nil && err.Error() != k.holdersErr {
-		d.log.WithError(err).Warn("ebpf: holders' execs are found by the rolling re-check only")
-	}
-	k.holdersErr = ""
+	msg := ""
 	if err != nil {
-		k.holdersErr = err.Error()
+		if msg = err.Error(); msg != k.holdersErr {
+			d.log.WithError(err).Warn("ebpf: holders' execs are found by the rolling re-check only")
+		}
 	}
-	k.holdersFrom = snap.Listeners
+	k.holdersErr, k.holdersFrom = msg, snap.Listeners
 	d.w.SetExecEvents(err == nil)
 }
 
