@@ -43,38 +43,44 @@ func (n *sdNotifier) send(path, state string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for try := 0; ; try++ {
-		if n.path != path {
-			if n.path != "" {
-				unix.Close(n.fd)
-				n.path = ""
-			}
-			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-			if err != nil {
-				return fmt.Errorf("notify socket: %w", err)
-			}
-			// A name starting with @ is in the abstract namespace.
-			if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-				unix.Close(fd)
-				return fmt.Errorf("notify socket %s: %w", path, err)
-			}
-			n.fd, n.path = fd, path
+		if err := n.connect(path); err != nil {
+			return err
 		}
 		// Raw, as the watcher's calls of a steady look (watcher/rawsys.go):
 		// a ping must not wake the runtime's sysmon.
-		var err error
-		if _, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(n.fd), uintptr(unsafe.Pointer(unsafe.StringData(state))), uintptr(len(state))); errno != 0 {
-			err = errno
-		}
-		if err == nil || try > 0 || err == unix.EAGAIN {
-			if err != nil {
-				return fmt.Errorf("notify socket %s: %w", path, err)
-			}
+		_, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(n.fd), uintptr(unsafe.Pointer(unsafe.StringData(state))), uintptr(len(state)))
+		switch {
+		case errno == 0:
 			return nil
+		case try > 0 || errno == unix.EAGAIN:
+			return fmt.Errorf("notify socket %s: %w", path, errno)
 		}
 		// systemd made the socket again (a re-exec, say): connect anew once.
 		unix.Close(n.fd)
 		n.path = ""
 	}
+}
+
+// connect connects n to path unless it is already.
+func (n *sdNotifier) connect(path string) error {
+	if n.path == path {
+		return nil
+	}
+	if n.path != "" {
+		unix.Close(n.fd)
+		n.path = ""
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("notify socket: %w", err)
+	}
+	// A name starting with @ is in the abstract namespace.
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("notify socket %s: %w", path, err)
+	}
+	n.fd, n.path = fd, path
+	return nil
 }
 
 // monotonicUsec is the MONOTONIC_USEC= field that systemd 253 and later
