@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/portwatchd/portwatchd/watcher"
-	"github.com/portwatchd/portwatchd/watcher/ebpf"
 )
 
 // The execs of holders, told by the kernel (ebpf.KindExec). An exec keeps
@@ -46,29 +45,17 @@ func (d *daemon) syncHolders(snap *watcher.Snapshot) {
 	d.w.SetExecEvents(err == nil)
 }
 
-// execed has the watcher read again the processes whose exec evs tell, and
-// returns the other events. After an exec the loop looks once more at once:
-// the engine takes a change of owners when two snapshots agree, and no
-// other snapshot may be due for reconcile_interval.
-func (d *daemon) execed(evs []kernelEvent) []kernelEvent {
-	var pids []int32
-	kept := evs[:0]
-	for _, ev := range evs {
-		if ev.Kind == ebpf.KindExec {
-			pids = append(pids, ev.Pid)
-			continue
-		}
-		kept = append(kept, ev)
+// execed has the watcher read again the holders that exec'd, pids. The
+// loop then looks once more at once: the engine takes a change of owners
+// when two snapshots agree, and no other snapshot may be due for
+// reconcile_interval.
+func (d *daemon) execed(pids []int32) {
+	if len(pids) == 0 {
+		return
 	}
-	if len(pids) > 0 {
-		d.log.WithField("pids", pids).Debug("ebpf: holders exec'd; reading them again")
-		d.w.Exec(pids)
-		select {
-		case d.kern.ev.trig <- struct{}{}:
-		default:
-		}
-	}
-	return kept
+	d.log.WithField("pids", pids).Debug("ebpf: holders exec'd; reading them again")
+	d.w.Exec(pids)
+	d.kern.ev.trigger()
 }
 
 // execsLost has every holder read again after events were lost, at most

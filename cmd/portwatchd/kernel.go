@@ -55,7 +55,8 @@ type kernelEvents struct {
 
 	mu       sync.Mutex
 	pending  []kernelEvent
-	overflow uint64 // events not kept since the last take
+	execs    []int32 // the holders that exec'd
+	overflow uint64  // events not kept since the last take
 	// foreign are the network namespaces that a look triggered by their
 	// events did not inspect: the daemon cannot see into them (it runs in
 	// a PID namespace of its own, as in the benchmark's scene, or they are
@@ -122,8 +123,20 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 			k.failed <- err
 			return
 		}
-		// An exec is of a holder the daemon sees, whatever its namespace.
-		if ev.Kind != ebpf.KindExec && k.isForeign(ev.NetnsInode) {
+		if ev.Kind == ebpf.KindExec {
+			// Of a holder the daemon sees, whatever its namespace; the
+			// pid is all the look needs (execs.go).
+			k.mu.Lock()
+			if len(k.execs) < maxPending {
+				k.execs = append(k.execs, ev.Pid)
+			} else {
+				k.overflow++
+			}
+			k.mu.Unlock()
+			k.trigger()
+			continue
+		}
+		if k.isForeign(ev.NetnsInode) {
 			continue
 		}
 		ke := kernelEvent{Event: ev}
@@ -141,10 +154,15 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 			k.overflow++
 		}
 		k.mu.Unlock()
-		select {
-		case k.trig <- struct{}{}:
-		default:
-		}
+		k.trigger()
+	}
+}
+
+// trigger asks the loop for a look (one pending at most: more fold in).
+func (k *kernelEvents) trigger() {
+	select {
+	case k.trig <- struct{}{}:
+	default:
 	}
 }
 
@@ -195,13 +213,14 @@ func (k *kernelEvents) forgetForeign(ix snapIndex) {
 	}
 }
 
-// take returns the events kept since the last take and how many were not.
-func (k *kernelEvents) take() ([]kernelEvent, uint64) {
+// take returns the listener events and the pids of the execs kept since
+// the last take, and how many events were not kept.
+func (k *kernelEvents) take() ([]kernelEvent, []int32, uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	evs, n := k.pending, k.overflow
-	k.pending, k.overflow = nil, 0
-	return evs, n
+	evs, execs, n := k.pending, k.execs, k.overflow
+	k.pending, k.execs, k.overflow = nil, nil, 0
+	return evs, execs, n
 }
 
 // close stops the reader and unloads the programs.

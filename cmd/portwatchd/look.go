@@ -37,9 +37,9 @@ func (d *daemon) triggered(ctx context.Context) {
 	if ctx.Err() != nil || d.kern.ev == nil {
 		return
 	}
-	evs, overflow := d.kern.ev.take()
+	evs, execs, overflow := d.kern.ev.take()
 	d.checkDrops(overflow, time.Now())
-	evs = d.execed(evs) // execs.go
+	d.execed(execs) // execs.go
 	// The processes that opened listeners: one that entered a namespace
 	// without a new pid is found in it by this look.
 	pids := make([]int32, 0, len(evs))
