@@ -130,12 +130,13 @@ func (x *exitWatch) close() {
 }
 
 // syncExits watches the exit of every holder, and of no other process,
-// from the second tick on: a one-shot snapshot (`portwatchd list`) would
-// open a pidfd per holder for nothing.
+// from the second tick on (a one-shot snapshot, `portwatchd list`, would
+// open a pidfd per holder for nothing), when the holders changed.
 func (w *Watcher) syncExits() {
-	if w.gen < 2 {
+	if w.gen < 2 || !w.details.changed {
 		return
 	}
+	w.details.changed = false
 	for pid := range w.exits.fds {
 		if w.details.byPid[pid] == nil {
 			w.exits.forget(pid)

@@ -236,7 +236,7 @@ func (w *Watcher) verifyHolders() {
 // no holder is searched for again: someone else (a process it was passed to)
 // still holds it.
 func (w *Watcher) dropHolder(pid int32) {
-	delete(w.details.byPid, pid)
+	w.details.drop(pid)
 	for ino, h := range w.holders.byInode {
 		if i, found := slices.BinarySearch(h, pid); found {
 			h = slices.Delete(h, i, i+1)

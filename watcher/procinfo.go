@@ -137,6 +137,25 @@ type holderDetails struct {
 	dpkgGen      uint32                       // the build of the dpkg index byPid was judged against
 	execed       []int32                      // the pids that exec'd, to read again (execs.go)
 	execEvents   bool                         // execs are told (SetExecEvents)
+	// changed says byPid gained or lost a pid since syncExits matched the
+	// pidfds to it: a tick where the holders are the same does nothing.
+	changed bool
+}
+
+// put records pi as pid's details.
+func (d *holderDetails) put(pid int32, pi *procInfo) {
+	if _, ok := d.byPid[pid]; !ok {
+		d.changed = true
+	}
+	d.byPid[pid] = pi
+}
+
+// drop forgets pid's details.
+func (d *holderDetails) drop(pid int32) {
+	if _, ok := d.byPid[pid]; ok {
+		d.changed = true
+		delete(d.byPid, pid)
+	}
 }
 
 type procInfo struct {
@@ -194,11 +213,11 @@ func (w *Watcher) readHolders() {
 			continue // gone: found by the next full read; or not allowed
 		}
 		if exe, deleted := parseExe(string(link)); exe != pi.p.Exe || deleted != pi.p.ExeDeleted {
-			delete(w.details.byPid, pid)
+			w.details.drop(pid)
 			continue
 		}
 		if id, err := w.holderExeID(s, pid); err == nil && id != pi.exeID {
-			delete(w.details.byPid, pid)
+			w.details.drop(pid)
 		}
 	}
 	scratchPool.Put(s)
@@ -231,7 +250,7 @@ func (w *Watcher) readHolders() {
 	wg.Wait()
 	for i, pid := range todo {
 		if got[i] != nil {
-			w.details.byPid[pid] = got[i]
+			w.details.put(pid, got[i])
 		} else {
 			// Gone between the fd scan and now.
 			w.dropHolder(pid)
@@ -239,7 +258,7 @@ func (w *Watcher) readHolders() {
 	}
 	for pid, pi := range w.details.byPid {
 		if pi.used != w.gen {
-			delete(w.details.byPid, pid)
+			w.details.drop(pid)
 		}
 	}
 }
