@@ -148,3 +148,45 @@ func FuzzParseDumpDatagram(f *testing.F) {
 		}
 	})
 }
+
+// TestParseDumpDatagramTypes checks the reply types taken: those of
+// SOCK_DIAG_BY_FAMILY and of tcpDiagRequest (TCPDIAG_GETSOCK), which carry
+// the same inet_diag_msg; any other type is not ours and is skipped.
+func TestParseDumpDatagramTypes(t *testing.T) {
+	b, err := os.ReadFile("testdata/sockdiag/tcp4.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := splitMessages(b)
+	want, err := parseSockDiag(true, msgs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) == 0 {
+		t.Fatal("the recording holds no listener: the test tests nothing")
+	}
+	done := netlink.Message{Header: netlink.Header{Type: netlink.Done, Flags: netlink.Multi}, Data: make([]byte, 4)}
+	for _, tc := range []struct {
+		typ  netlink.HeaderType
+		want []sockEntry
+	}{
+		{sockDiagByFamily, want},
+		{tcpDiagGetSock, want},
+		{19, nil}, // DCCPDIAG_GETSOCK
+		{netlink.Overrun, nil},
+	} {
+		typed := make([]netlink.Message, len(msgs))
+		for i, m := range msgs {
+			typed[i] = m
+			typed[i].Header.Type = tc.typ
+		}
+		n := 0
+		got, fin, err := parseDumpDatagram(true, 7, 99, datagram(t, 7, 99, append(typed, done)...), &n, nil)
+		if err != nil || !fin {
+			t.Fatalf("type %d: done %v, %v", tc.typ, fin, err)
+		}
+		if diff := cmp.Diff(formatEntries(tc.want), formatEntries(got)); diff != "" {
+			t.Errorf("type %d (-want +got):\n%s", tc.typ, diff)
+		}
+	}
+}

@@ -60,33 +60,43 @@ func recordedSockDiag(t testing.TB) []sockEntry {
 	return got
 }
 
-func TestParseSockDiagRecorded(t *testing.T) {
-	got := recordedSockDiag(t)
-	golden(t, "testdata/sockdiag/parsed.golden", formatEntries(got))
-	// What the recording opened, independently of the golden file.
-	want := map[uint16]string{
-		8001: "tcp 127.0.0.1 v6=false dual=false if=0",
-		8002: "tcp ::1 v6=true dual=false if=0",
-		8003: "tcp :: v6=true dual=true if=0",
-		8004: "tcp 0.0.0.0 v6=false dual=false if=1",
-		8005: "udp 0.0.0.0 v6=false dual=false if=0",
-		8006: "udp :: v6=true dual=false if=0",
-		8008: "tcp 127.0.0.1 v6=false dual=false if=0", // IPv4-mapped: shown as IPv4
-		8009: "udp :: v6=true dual=true if=0",
-		8010: "tcp 127.0.0.1 v6=false dual=false if=0", // the listener, not its connections
-	}
-	gotByPort := map[uint16]string{}
-	for _, e := range got {
+// recordedListeners are the listeners recordedSockets open, by port, as
+// byPort formats them.
+var recordedListeners = map[uint16]string{
+	8001: "tcp 127.0.0.1 v6=false dual=false if=0",
+	8002: "tcp ::1 v6=true dual=false if=0",
+	8003: "tcp :: v6=true dual=true if=0",
+	8004: "tcp 0.0.0.0 v6=false dual=false if=1",
+	8005: "udp 0.0.0.0 v6=false dual=false if=0",
+	8006: "udp :: v6=true dual=false if=0",
+	8008: "tcp 127.0.0.1 v6=false dual=false if=0", // IPv4-mapped: shown as IPv4
+	8009: "udp :: v6=true dual=true if=0",
+	8010: "tcp 127.0.0.1 v6=false dual=false if=0", // the listener, not its connections
+}
+
+// byPort formats es by port, for recordedListeners, and fails t on a port
+// listed twice.
+func byPort(t testing.TB, es []sockEntry) map[uint16]string {
+	t.Helper()
+	got := map[uint16]string{}
+	for _, e := range es {
 		proto := "udp"
 		if e.tcp {
 			proto = "tcp"
 		}
-		if _, dup := gotByPort[e.port]; dup {
+		if _, dup := got[e.port]; dup {
 			t.Errorf("port %d listed twice", e.port)
 		}
-		gotByPort[e.port] = fmt.Sprintf("%s %s v6=%v dual=%v if=%d", proto, e.addr, e.v6, e.dualStack(), e.ifindex)
+		got[e.port] = fmt.Sprintf("%s %s v6=%v dual=%v if=%d", proto, e.addr, e.v6, e.dualStack(), e.ifindex)
 	}
-	if diff := cmp.Diff(want, gotByPort); diff != "" {
+	return got
+}
+
+func TestParseSockDiagRecorded(t *testing.T) {
+	got := recordedSockDiag(t)
+	golden(t, "testdata/sockdiag/parsed.golden", formatEntries(got))
+	// What the recording opened, independently of the golden file.
+	if diff := cmp.Diff(recordedListeners, byPort(t, got)); diff != "" {
 		t.Errorf("recorded listeners mismatch (-want +got):\n%s", diff)
 	}
 }

@@ -16,13 +16,15 @@ import (
 // Kernel constants from <linux/inet_diag.h> and <net/tcp_states.h>.
 const (
 	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
+	tcpDiagGetSock   = 18 // TCPDIAG_GETSOCK, the request before SOCK_DIAG_BY_FAMILY
 
 	tcpEstablished = 1
 	tcpClose       = 7
 	tcpListen      = 10
 
-	inetDiagReqLen = 56 // sizeof(struct inet_diag_req_v2)
-	inetDiagMsgLen = 72 // sizeof(struct inet_diag_msg)
+	inetDiagReqLen   = 56 // sizeof(struct inet_diag_req_v2)
+	inetDiagReqV1Len = 60 // sizeof(struct inet_diag_req), for tcpDiagGetSock
+	inetDiagMsgLen   = 72 // sizeof(struct inet_diag_msg)
 
 	inetDiagSKV6Only = 11 // INET_DIAG_SKV6ONLY
 )
@@ -71,6 +73,25 @@ func sockDiagRequest(tcp bool, family uint8) netlink.Message {
 	}
 }
 
+// tcpDiagRequest builds the dump request for the listening TCP sockets of
+// both families: the older TCPDIAG_GETSOCK request (struct inet_diag_req),
+// which the kernel serves with the family AF_UNSPEC that
+// SOCK_DIAG_BY_FAMILY cannot ask for. The kernel then walks its listening
+// hash once instead of once per family; that hash is the whole host's, and
+// is walked again for every network namespace dumped. The replies have the
+// request's type, and each says its family.
+func tcpDiagRequest() netlink.Message {
+	b := make([]byte, inetDiagReqV1Len)
+	binary.NativeEndian.PutUint32(b[52:56], 1<<tcpListen) // idiag_states, after the 4 bytes and the 48 of inet_diag_sockid
+	return netlink.Message{
+		Header: netlink.Header{
+			Type:  tcpDiagGetSock,
+			Flags: netlink.Request | netlink.Dump,
+		},
+		Data: b,
+	}
+}
+
 // errShortMessage is returned for an inet_diag message shorter than its header.
 var errShortMessage = errors.New("inet_diag message too short")
 
@@ -92,7 +113,7 @@ func parseSockDiag(tcp bool, msgs []netlink.Message, out []sockEntry) ([]sockEnt
 // holds one: parseSockDiag for one message, which dumpOne calls as each
 // arrives.
 func parseSockDiagMsg(tcp bool, i int, m *netlink.Message, out []sockEntry) ([]sockEntry, error) {
-	if m.Header.Type != sockDiagByFamily {
+	if m.Header.Type != sockDiagByFamily && m.Header.Type != tcpDiagGetSock {
 		// DONE and ERROR are handled by the caller (netlink.Conn.Execute,
 		// parseDumpDatagram); anything else is not ours.
 		return out, nil
@@ -181,11 +202,14 @@ const dumpBufSize = 32 << 10
 // a goroutine for every system call and copied every datagram.
 type sockDiagConn struct {
 	fd   int
-	pid  uint32    // the socket's netlink port id, as replies carry it
-	seq  uint32    // sequence number of the last request
-	reqs [4][]byte // the requests of dumpAll, in its order
-	buf  []byte    // dumpBufSize bytes, reused by every receive
+	pid  uint32                   // the socket's netlink port id, as replies carry it
+	seq  uint32                   // sequence number of the last request
+	reqs [len(dumpQueries)][]byte // the requests of dumpAll, in its order
+	buf  []byte                   // dumpBufSize bytes, reused by every receive
 	to   unix.RawSockaddrNetlink
+	// perFamilyTCP is set once the kernel refused tcpDiagRequest: TCP is
+	// then dumped one family at a time, as UDP is.
+	perFamilyTCP bool
 }
 
 // sockDiagTimeout bounds a receive: the kernel answers at once.
@@ -224,6 +248,9 @@ func (s *sockDiagConn) init() error {
 	s.pid = nl.Pid
 	for i, q := range dumpQueries {
 		m := sockDiagRequest(q.tcp, q.family)
+		if q.bothFamilies {
+			m = tcpDiagRequest()
+		}
 		m.Header.Length = uint32(nlmsgHeaderLen + len(m.Data))
 		m.Header.PID = s.pid
 		var err error
@@ -236,17 +263,33 @@ func (s *sockDiagConn) init() error {
 
 func (s *sockDiagConn) Close() error { return unix.Close(s.fd) }
 
-// dumpQueries are the dumps of dumpAll: both protocols, both families.
-var dumpQueries = [4]struct {
-	tcp    bool
-	family uint8
-}{{true, unix.AF_INET}, {true, unix.AF_INET6}, {false, unix.AF_INET}, {false, unix.AF_INET6}}
+// dumpQueries are the dumps of dumpAll: TCP for both families at once, then
+// UDP one family at a time (udp_diag takes no other request), and TCP one
+// family at a time for a kernel that refuses the first.
+var dumpQueries = [...]struct {
+	tcp          bool
+	family       uint8
+	bothFamilies bool // tcpDiagRequest
+}{{true, unix.AF_UNSPEC, true}, {false, unix.AF_INET, false}, {false, unix.AF_INET6, false},
+	{true, unix.AF_INET, false}, {true, unix.AF_INET6, false}}
 
 // dumpAll appends the listening sockets of both protocols and families.
 func (s *sockDiagConn) dumpAll(out []sockEntry) ([]sockEntry, error) {
 	for i, q := range dumpQueries {
+		if q.tcp && q.bothFamilies == s.perFamilyTCP {
+			continue
+		}
+		start := len(out)
 		var err error
-		if out, err = s.dumpOne(q.tcp, s.reqs[i], out); err != nil {
+		out, err = s.dumpOne(q.tcp, s.reqs[i], out)
+		if err != nil && q.bothFamilies && len(out) == start && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
+			// Refused before any reply (EOPNOTSUPP, or EINVAL from a
+			// kernel that dropped the old request): the rest of the
+			// loop dumps TCP per family, now and from now on.
+			s.perFamilyTCP = true
+			continue
+		}
+		if err != nil {
 			return out, fmt.Errorf("sock_diag dump: %w", err)
 		}
 	}
