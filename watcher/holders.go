@@ -96,6 +96,7 @@ func (w *Watcher) addRefs(refs []sockRef) (fresh []int32) {
 		i, found := slices.BinarySearch(h, r.pid)
 		if !found {
 			w.holders.byInode[r.inode] = slices.Insert(h, i, r.pid)
+			w.holders.changed = true
 		}
 		w.holders.fd[holderKey{r.inode, r.pid}] = r.fd
 		delete(w.holders.lost, r.inode)
@@ -142,6 +143,9 @@ type holderCache struct {
 	fd          map[holderKey]int32
 	verifyQueue roundRobin[holderKey, int32] // fd entries still to check this round
 	lost        map[uint64]struct{}          // listening inodes searched for and not found
+	// changed says byInode gained or lost a holder since readHolders
+	// matched the details to it.
+	changed bool
 
 	lastEphemeralSearch uint32 // tick of the last search set off by ephemeral UDP alone
 
@@ -224,6 +228,7 @@ func (w *Watcher) verifyHolders() {
 			continue
 		}
 		delete(w.holders.fd, k)
+		w.holders.changed = true
 		if h = slices.Delete(h, i, i+1); len(h) == 0 {
 			delete(w.holders.byInode, k.inode)
 		} else {
@@ -239,6 +244,7 @@ func (w *Watcher) dropHolder(pid int32) {
 	w.details.drop(pid)
 	for ino, h := range w.holders.byInode {
 		if i, found := slices.BinarySearch(h, pid); found {
+			w.holders.changed = true
 			h = slices.Delete(h, i, i+1)
 			if len(h) == 0 {
 				delete(w.holders.byInode, ino)
@@ -259,6 +265,15 @@ const ephemeralSearchEvery = 10
 // then all the rest. What is still not found is unattributed.
 func (w *Watcher) searchUnknown(refs []sockRef) []sockRef {
 	clear(w.holders.unknown)
+	// The unknown sockets are the listening ones neither held nor lost.
+	// byInode and lost hold only listening inodes (Snapshot drops the
+	// others, addRefs adds no other) and never the same one (addRefs
+	// takes a found socket out of lost; only unknown ones go in): when
+	// their sizes add up to the listening sockets', none is unknown, and
+	// the steady tick skips a lookup of every listener in both.
+	if len(w.holders.byInode)+len(w.holders.lost) == len(w.holders.listening) {
+		return refs
+	}
 	urgent := false
 	for ino, e := range w.holders.listening {
 		if _, ok := w.holders.byInode[ino]; ok {

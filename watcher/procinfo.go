@@ -140,6 +140,9 @@ type holderDetails struct {
 	// changed says byPid gained or lost a pid since syncExits matched the
 	// pidfds to it: a tick where the holders are the same does nothing.
 	changed bool
+	// shrank says byPid lost a pid since readHolders matched it to the
+	// holders.
+	shrank bool
 }
 
 // put records pi as pid's details.
@@ -153,7 +156,7 @@ func (d *holderDetails) put(pid int32, pi *procInfo) {
 // drop forgets pid's details.
 func (d *holderDetails) drop(pid int32) {
 	if _, ok := d.byPid[pid]; ok {
-		d.changed = true
+		d.changed, d.shrank = true, true
 		delete(d.byPid, pid)
 	}
 }
@@ -221,6 +224,14 @@ func (w *Watcher) readHolders() {
 		}
 	}
 	scratchPool.Put(s)
+	// What follows matches the details to the holders: those without
+	// are read, those no longer holders forgotten. When neither side
+	// changed since it last ran, it would only mark every one in use
+	// again: a steady tick skips it.
+	if !w.holders.changed && !w.details.shrank {
+		return
+	}
+	defer func() { w.holders.changed, w.details.shrank = false, false }()
 	for _, h := range w.holders.byInode {
 		for _, pid := range h {
 			if pi := w.details.byPid[pid]; pi != nil {
@@ -277,6 +288,7 @@ func (w *Watcher) refreshDpkg() {
 	if g := w.dpkg.gen.Load(); g != w.details.dpkgGen {
 		w.details.dpkgGen = g
 		clear(w.details.byPid)
+		w.details.shrank = true
 		w.risk.forget()
 	}
 }

@@ -867,10 +867,31 @@ func TestSnapshotIncremental(t *testing.T) {
 		var got []int
 		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
 			if got = pidsOf(byInode(snapshot(t, w), sock.inode)); slices.Equal(got, []int{os.Getpid()}) {
+				// It holds nothing more: its details go with it.
+				if w.details.byPid[int32(h.pid())] != nil {
+					t.Errorf("details of pid %d kept after it stopped holding anything", h.pid())
+				}
 				return
 			}
 		}
 		t.Errorf("after the child closed its copy, holders = %v, want only %d", got, os.Getpid())
+	})
+
+	t.Run("holder closes its only listener and lives on", func(t *testing.T) {
+		h := startHelper(t, helperOpts{socks: "tcp4=127.0.0.1:0"})
+		sock := h.socks[0]
+		if diff := cmp.Diff([]int{h.pid()}, pidsOf(byInode(snapshot(t, w), sock.inode))); diff != "" {
+			t.Fatalf("holders (-want +got):\n%s", diff)
+		}
+		if got := h.Send(t, "close"); got != "closed" {
+			t.Fatalf("helper said %q", got)
+		}
+		if l := byInode(snapshot(t, w), sock.inode); l != nil {
+			t.Fatalf("closed socket %d still listed", sock.inode)
+		}
+		if w.details.byPid[int32(h.pid())] != nil {
+			t.Errorf("details of pid %d kept after its only listener closed", h.pid())
+		}
 	})
 
 	t.Run("holder execs another program", func(t *testing.T) {

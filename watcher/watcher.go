@@ -301,6 +301,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	for ino := range w.holders.byInode {
 		if w.holders.listening[ino] == nil {
 			delete(w.holders.byInode, ino)
+			w.holders.changed = true
 		}
 	}
 	for ino := range w.holders.lost {
