@@ -14,6 +14,7 @@ type snapshotCache struct {
 	order []int32 // indexes of socks in the order of Snapshot.Listeners
 
 	lastSocks     []sockEntry
+	sameSocks     bool // socks is lastSocks again (Snapshot compares them)
 	lastListeners []Listener
 	lastHolders   []*procInfo // the holders of each listener, in turn
 	lastHolderEnd []int32     // per listener, the end of its holders in lastHolders
@@ -30,7 +31,7 @@ type snapshotCache struct {
 func (w *Watcher) build(now time.Time) *Snapshot {
 	snap := &Snapshot{Time: now}
 	socks := w.snap.socks
-	same := slices.Equal(socks, w.snap.lastSocks)
+	same := w.snap.sameSocks
 	if !same || len(w.snap.order) != len(socks) {
 		w.snap.sortSocks()
 	}

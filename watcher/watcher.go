@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Options configure a Watcher. The zero value watches the real host.
@@ -292,23 +294,15 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 			socks[i].ns = ns
 		}
 	}
+	// listening maps inodes to the entries of the array that socks
+	// reuses from tick to tick. When the dump is the last one again, in
+	// that same array, the map stands, and so does what was dropped for
+	// it: the steady tick skips a map insert and two lookups a socket.
+	w.snap.sameSocks = slices.Equal(socks, w.snap.lastSocks)
+	if !w.snap.sameSocks || unsafe.SliceData(socks) != unsafe.SliceData(w.snap.socks) {
+		w.indexListening(socks)
+	}
 	w.snap.socks = socks
-
-	clear(w.holders.listening)
-	for i := range socks {
-		w.holders.listening[socks[i].inode] = &socks[i]
-	}
-	for ino := range w.holders.byInode {
-		if w.holders.listening[ino] == nil {
-			delete(w.holders.byInode, ino)
-			w.holders.changed = true
-		}
-	}
-	for ino := range w.holders.lost {
-		if w.holders.listening[ino] == nil {
-			delete(w.holders.lost, ino)
-		}
-	}
 	fresh := w.addRefs(refs)
 	refs = w.searchParents(fresh, refs[:0])
 	refs = w.rescanExeced(refs[:0])
@@ -328,4 +322,24 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 		w.warn("attribution is partial: the descriptors of some processes cannot be read (permission denied), so some listeners show no process")
 	}
 	return snap, nil
+}
+
+// indexListening maps the inodes of socks, this tick's listening sockets,
+// and forgets the holders and lost sockets of those that are gone.
+func (w *Watcher) indexListening(socks []sockEntry) {
+	clear(w.holders.listening)
+	for i := range socks {
+		w.holders.listening[socks[i].inode] = &socks[i]
+	}
+	for ino := range w.holders.byInode {
+		if w.holders.listening[ino] == nil {
+			delete(w.holders.byInode, ino)
+			w.holders.changed = true
+		}
+	}
+	for ino := range w.holders.lost {
+		if w.holders.listening[ino] == nil {
+			delete(w.holders.lost, ino)
+		}
+	}
 }
