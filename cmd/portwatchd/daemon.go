@@ -131,6 +131,7 @@ type daemon struct {
 	lastCheck   time.Time       // last check for expired rules
 
 	met *daemonMetrics // the fleet view (metrics.go)
+	gc  *gcPacer       // from the first look on (gcpace.go)
 
 	kern       kernelState   // the kernel programs (kernel.go)
 	expo       exposureState // the rulesets and the exposure of each listener (exposure.go)

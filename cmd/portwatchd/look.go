@@ -109,6 +109,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 	d.fed(time.Now())
 	if !d.ready {
 		d.ready = true
+		d.gc = newGCPacer()
 		s := d.eng.Stats()
 		d.log.WithFields(logrus.Fields{
 			"config":     d.cfg.Source,
@@ -127,6 +128,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 		return true
 	}
 	d.updateStatus()
+	d.gc.check()
 	return true
 }
 
