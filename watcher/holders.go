@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"cmp"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -157,8 +158,16 @@ type holderCache struct {
 
 func newHolderCache() holderCache {
 	return holderCache{
-		byInode:   make(map[uint64][]int32),
-		fd:        make(map[holderKey]int32),
+		byInode: make(map[uint64][]int32),
+		fd:      make(map[holderKey]int32),
+		// A holder's sockets one after the other: the second readlink
+		// of /proc/PID/fd/N finds the process, its fd directory and
+		// their dentries in the caches the first one filled (at the
+		// idle daemon's pace, a look every reconcile_interval, they are
+		// cold otherwise).
+		verifyQueue: roundRobin[holderKey, int32]{order: func(a, b holderKey) int {
+			return cmp.Or(cmp.Compare(a.pid, b.pid), cmp.Compare(a.inode, b.inode))
+		}},
 		lost:      make(map[uint64]struct{}),
 		listening: make(map[uint64]*sockEntry),
 		unknown:   make(map[uint64]uint32),
@@ -175,6 +184,8 @@ type holderKey struct {
 // during a round is still handed out; callers look it up and skip it.
 type roundRobin[K comparable, V any] struct {
 	queue []K
+	// order, when set, is the order of each round.
+	order func(a, b K) int
 }
 
 // next returns the next key of m, or false when m is empty.
@@ -186,6 +197,10 @@ func (q *roundRobin[K, V]) next(m map[K]V) (K, bool) {
 		if len(q.queue) == 0 {
 			var zero K
 			return zero, false
+		}
+		if q.order != nil {
+			// Handed out from the end.
+			slices.SortFunc(q.queue, func(a, b K) int { return q.order(b, a) })
 		}
 	}
 	k := q.queue[len(q.queue)-1]
