@@ -97,7 +97,7 @@ func (w *Watcher) addRefs(refs []sockRef) (fresh []int32) {
 		i, found := slices.BinarySearch(h, r.pid)
 		if !found {
 			w.holders.byInode[r.inode] = slices.Insert(h, i, r.pid)
-			w.holders.changed = true
+			w.holders.touch()
 		}
 		w.holders.fd[holderKey{r.inode, r.pid}] = r.fd
 		delete(w.holders.lost, r.inode)
@@ -145,8 +145,10 @@ type holderCache struct {
 	verifyQueue roundRobin[holderKey, int32] // fd entries still to check this round
 	lost        map[uint64]struct{}          // listening inodes searched for and not found
 	// changed says byInode gained or lost a holder since readHolders
-	// matched the details to it.
+	// matched the details to it; gen counts such changes (see
+	// sameListeners).
 	changed bool
+	gen     uint64
 
 	lastEphemeralSearch uint32 // tick of the last search set off by ephemeral UDP alone
 
@@ -172,6 +174,12 @@ func newHolderCache() holderCache {
 		listening: make(map[uint64]*sockEntry),
 		unknown:   make(map[uint64]uint32),
 	}
+}
+
+// touch records a change to byInode.
+func (c *holderCache) touch() {
+	c.changed = true
+	c.gen++
 }
 
 type holderKey struct {
@@ -243,7 +251,7 @@ func (w *Watcher) verifyHolders() {
 			continue
 		}
 		delete(w.holders.fd, k)
-		w.holders.changed = true
+		w.holders.touch()
 		if h = slices.Delete(h, i, i+1); len(h) == 0 {
 			delete(w.holders.byInode, k.inode)
 		} else {
@@ -259,7 +267,7 @@ func (w *Watcher) dropHolder(pid int32) {
 	w.details.drop(pid)
 	for ino, h := range w.holders.byInode {
 		if i, found := slices.BinarySearch(h, pid); found {
-			w.holders.changed = true
+			w.holders.touch()
 			h = slices.Delete(h, i, i+1)
 			if len(h) == 0 {
 				delete(w.holders.byInode, ino)

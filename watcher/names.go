@@ -51,6 +51,7 @@ func (w *Watcher) refreshUsers() {
 		n.p.User = userName(w.users.byUID, pi.p.UID)
 		w.details.byPid[pid] = &n
 	}
+	w.details.gen++
 }
 
 // ifnamesEvery is how many ticks a namespace's table of interface names is

@@ -143,6 +143,8 @@ type holderDetails struct {
 	// shrank says byPid lost a pid since readHolders matched it to the
 	// holders.
 	shrank bool
+	// gen counts the changes to byPid (see sameListeners).
+	gen uint64
 }
 
 // put records pi as pid's details.
@@ -151,6 +153,7 @@ func (d *holderDetails) put(pid int32, pi *procInfo) {
 		d.changed = true
 	}
 	d.byPid[pid] = pi
+	d.gen++
 }
 
 // drop forgets pid's details.
@@ -158,6 +161,7 @@ func (d *holderDetails) drop(pid int32) {
 	if _, ok := d.byPid[pid]; ok {
 		d.changed, d.shrank = true, true
 		delete(d.byPid, pid)
+		d.gen++
 	}
 }
 
@@ -289,6 +293,7 @@ func (w *Watcher) refreshDpkg() {
 		w.details.dpkgGen = g
 		clear(w.details.byPid)
 		w.details.shrank = true
+		w.details.gen++
 		w.risk.forget()
 	}
 }

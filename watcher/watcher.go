@@ -334,7 +334,7 @@ func (w *Watcher) indexListening(socks []sockEntry) {
 	for ino := range w.holders.byInode {
 		if w.holders.listening[ino] == nil {
 			delete(w.holders.byInode, ino)
-			w.holders.changed = true
+			w.holders.touch()
 		}
 	}
 	for ino := range w.holders.lost {
