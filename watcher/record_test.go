@@ -41,28 +41,43 @@ func TestRecord(t *testing.T) {
 		t.Skip("run with -record to refresh the recorded kernel output")
 	}
 	requireRoot(t)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		errc <- recordInNewNetns()
-	}()
-	if err := <-errc; err != nil {
+	if err := inNewNetns(recordedSockets, func([]int) error { return recordHere() }); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func recordInNewNetns() error {
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		return err
-	}
-	if err := loopbackUp(); err != nil {
-		return err
-	}
-	for _, s := range recordedSockets {
-		if _, err := openSock(s); err != nil {
-			return fmt.Errorf("%v: %w", s, err)
-		}
-	}
+// inNewNetns runs fn on a thread of its own, in a new network namespace with
+// loopback up and socks open (fn gets their descriptors, which stay open).
+// The thread is never handed back to the runtime: it dies with its
+// goroutine, and what fn opened stays in the namespace.
+func inNewNetns(socks []sockSpec, fn func(fds []int) error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				return err
+			}
+			if err := loopbackUp(); err != nil {
+				return err
+			}
+			fds := make([]int, 0, len(socks))
+			for _, s := range socks {
+				fd, err := openSock(s)
+				if err != nil {
+					return fmt.Errorf("%v: %w", s, err)
+				}
+				fds = append(fds, fd)
+			}
+			return fn(fds)
+		}()
+	}()
+	return <-errc
+}
+
+// recordHere records the sock_diag dumps and /proc/net tables of the
+// calling thread's namespace.
+func recordHere() error {
 	c, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
 	if err != nil {
 		return err

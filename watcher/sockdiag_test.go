@@ -3,7 +3,6 @@ package watcher
 import (
 	"encoding/binary"
 	"fmt"
-	"runtime"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -16,71 +15,52 @@ import (
 // same sockets.
 func TestDumpAllLive(t *testing.T) {
 	requireRoot(t)
-	type result struct {
+	var (
 		both, perFamily, refused []sockEntry
 		fellBack, stayed         bool
-		err                      error
+	)
+	err := inNewNetns(recordedSockets, func([]int) error {
+		c, err := dialSockDiag()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if both, err = c.dumpAll(nil); err != nil {
+			return fmt.Errorf("both families: %w", err)
+		}
+		stayed = !c.perFamilyTCP
+		c.perFamilyTCP = true
+		if perFamily, err = c.dumpAll(nil); err != nil {
+			return fmt.Errorf("per family: %w", err)
+		}
+		// A request type sock_diag does not know: the kernel answers
+		// EINVAL, as one without TCPDIAG_GETSOCK would.
+		c.perFamilyTCP = false
+		binary.NativeEndian.PutUint16(c.reqs[0][4:6], 17)
+		if refused, err = c.dumpAll(nil); err != nil {
+			return fmt.Errorf("after the refusal: %w", err)
+		}
+		fellBack = c.perFamilyTCP
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	resc := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		var r result
-		r.err = func() error {
-			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-				return err
-			}
-			if err := loopbackUp(); err != nil {
-				return err
-			}
-			for _, s := range recordedSockets {
-				if _, err := openSock(s); err != nil {
-					return err
-				}
-			}
-			c, err := dialSockDiag()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if r.both, err = c.dumpAll(nil); err != nil {
-				return fmt.Errorf("both families: %w", err)
-			}
-			r.stayed = !c.perFamilyTCP
-			c.perFamilyTCP = true
-			if r.perFamily, err = c.dumpAll(nil); err != nil {
-				return fmt.Errorf("per family: %w", err)
-			}
-			// A request type sock_diag does not know: the kernel
-			// answers EINVAL, as one without TCPDIAG_GETSOCK would.
-			c.perFamilyTCP = false
-			binary.NativeEndian.PutUint16(c.reqs[0][4:6], 17)
-			if r.refused, err = c.dumpAll(nil); err != nil {
-				return fmt.Errorf("after the refusal: %w", err)
-			}
-			r.fellBack = c.perFamilyTCP
-			return nil
-		}()
-		resc <- r
-	}()
-	r := <-resc
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if !r.stayed {
+	if !stayed {
 		t.Error("the kernel refused TCPDIAG_GETSOCK: TCP was dumped per family")
 	}
-	if !r.fellBack {
+	if !fellBack {
 		t.Error("a refused request did not switch the connection to per-family TCP dumps")
 	}
 	for _, c := range []struct {
 		name string
 		got  []sockEntry
-	}{{"both families", r.both}, {"per family", r.perFamily}, {"after the refusal", r.refused}} {
+	}{{"both families", both}, {"per family", perFamily}, {"after the refusal", refused}} {
 		if diff := cmp.Diff(recordedListeners, byPort(t, c.got)); diff != "" {
 			t.Errorf("%s: listeners mismatch (-want +got):\n%s", c.name, diff)
 		}
 	}
-	if diff := cmp.Diff(formatEntries(r.perFamily), formatEntries(r.both)); diff != "" {
+	if diff := cmp.Diff(formatEntries(perFamily), formatEntries(both)); diff != "" {
 		t.Errorf("one TCP request against one per family (-per family +both):\n%s", diff)
 	}
 }
@@ -90,44 +70,27 @@ func TestDumpAllLive(t *testing.T) {
 // one family at a time.
 func BenchmarkDumpAll(b *testing.B) {
 	requireRoot(b)
-	type result struct {
+	kinds := []string{"tcp4", "tcp6only", "udp4", "udp6only"}
+	var socks []sockSpec
+	for i := range 1000 {
+		s := sockSpec{kind: kinds[i%len(kinds)], addr: fmt.Sprintf("127.0.0.1:%d", 20000+i)}
+		if s.kind == "tcp6only" || s.kind == "udp6only" {
+			s.addr = fmt.Sprintf("[::1]:%d", 20000+i)
+		}
+		socks = append(socks, s)
+	}
+	var r struct {
 		c   *sockDiagConn
 		fds []int
-		err error
 	}
-	resc := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		var r result
-		r.err = func() error {
-			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-				return err
-			}
-			if err := loopbackUp(); err != nil {
-				return err
-			}
-			kinds := []string{"tcp4", "tcp6only", "udp4", "udp6only"}
-			for i := range 1000 {
-				addr := fmt.Sprintf("127.0.0.1:%d", 20000+i)
-				k := kinds[i%len(kinds)]
-				if k == "tcp6only" || k == "udp6only" {
-					addr = fmt.Sprintf("[::1]:%d", 20000+i)
-				}
-				fd, err := openSock(sockSpec{kind: k, addr: addr})
-				if err != nil {
-					return err
-				}
-				r.fds = append(r.fds, fd)
-			}
-			var err error
-			r.c, err = dialSockDiag() // bound to this namespace for good
-			return err
-		}()
-		resc <- r
-	}()
-	r := <-resc
-	if r.err != nil {
-		b.Fatal(r.err)
+	err := inNewNetns(socks, func(fds []int) error {
+		r.fds = fds
+		var err error
+		r.c, err = dialSockDiag() // bound to this namespace for good
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
 	defer func() {
 		r.c.Close()
