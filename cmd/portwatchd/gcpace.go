@@ -27,6 +27,9 @@ import (
 // memory (about 20 MiB on a host with a thousand listeners) is too close.
 const gcLimitFloor = 64 << 20
 
+// gcLimitStep is the memory limit's granularity.
+const gcLimitStep = 4 << 20
+
 // gcMinGrowth is the least the heap grows by before a collection, as
 // the runtime's minimum heap of 4 MiB.
 const gcMinGrowth = 4 << 20
@@ -73,6 +76,7 @@ func (p *gcPacer) check() {
 	// Twice what is mapped once the heap has doubled: room for a burst
 	// between two looks without a collection for each allocation.
 	limit := max(2*(mapped-objects+2*live), gcLimitFloor)
+	limit = (limit + gcLimitStep - 1) &^ (gcLimitStep - 1) // not a new limit for every look's few allocations
 	if limit != p.limit {
 		debug.SetMemoryLimit(limit)
 		p.limit = limit
