@@ -25,6 +25,8 @@ type exitWatch struct {
 	fds map[int32]holderFDs
 	evs []unix.EpollEvent
 	err error // why the last pid was not watched, for the tests
+	// synced is the holderDetails.gen syncExits last matched fds to.
+	synced uint64
 }
 
 // holderFDs are the descriptors held for one holder.
@@ -133,10 +135,10 @@ func (x *exitWatch) close() {
 // from the second tick on (a one-shot snapshot, `portwatchd list`, would
 // open a pidfd per holder for nothing), when the holders changed.
 func (w *Watcher) syncExits() {
-	if w.gen < 2 || !w.details.changed {
+	if w.gen < 2 || w.details.gen == w.exits.synced {
 		return
 	}
-	w.details.changed = false
+	w.exits.synced = w.details.gen
 	for pid := range w.exits.fds {
 		if w.details.byPid[pid] == nil {
 			w.exits.forget(pid)

@@ -144,11 +144,9 @@ type holderCache struct {
 	fd          map[holderKey]int32
 	verifyQueue roundRobin[holderKey, int32] // fd entries still to check this round
 	lost        map[uint64]struct{}          // listening inodes searched for and not found
-	// changed says byInode gained or lost a holder since readHolders
-	// matched the details to it; gen counts such changes (see
-	// sameListeners).
-	changed bool
-	gen     uint64
+	// gen counts the changes to byInode: those that use it remember the
+	// gen they last saw (readHolders, sameListeners).
+	gen uint64
 
 	lastEphemeralSearch uint32 // tick of the last search set off by ephemeral UDP alone
 
@@ -177,10 +175,7 @@ func newHolderCache() holderCache {
 }
 
 // touch records a change to byInode.
-func (c *holderCache) touch() {
-	c.changed = true
-	c.gen++
-}
+func (c *holderCache) touch() { c.gen++ }
 
 type holderKey struct {
 	inode uint64

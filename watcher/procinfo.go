@@ -137,21 +137,16 @@ type holderDetails struct {
 	dpkgGen      uint32                       // the build of the dpkg index byPid was judged against
 	execed       []int32                      // the pids that exec'd, to read again (execs.go)
 	execEvents   bool                         // execs are told (SetExecEvents)
-	// changed says byPid gained or lost a pid since syncExits matched the
-	// pidfds to it: a tick where the holders are the same does nothing.
-	changed bool
-	// shrank says byPid lost a pid since readHolders matched it to the
-	// holders.
-	shrank bool
-	// gen counts the changes to byPid (see sameListeners).
+	// gen counts the changes to byPid: those that use it remember the gen
+	// they last saw (readHolders, syncExits, sameListeners), and a tick
+	// where it did not move skips them.
 	gen uint64
+	// The holderCache.gen and gen readHolders last matched the two at.
+	matchedHolders, matchedDetails uint64
 }
 
 // put records pi as pid's details.
 func (d *holderDetails) put(pid int32, pi *procInfo) {
-	if _, ok := d.byPid[pid]; !ok {
-		d.changed = true
-	}
 	d.byPid[pid] = pi
 	d.gen++
 }
@@ -159,7 +154,6 @@ func (d *holderDetails) put(pid int32, pi *procInfo) {
 // drop forgets pid's details.
 func (d *holderDetails) drop(pid int32) {
 	if _, ok := d.byPid[pid]; ok {
-		d.changed, d.shrank = true, true
 		delete(d.byPid, pid)
 		d.gen++
 	}
@@ -232,10 +226,10 @@ func (w *Watcher) readHolders() {
 	// are read, those no longer holders forgotten. When neither side
 	// changed since it last ran, it would only mark every one in use
 	// again: a steady tick skips it.
-	if !w.holders.changed && !w.details.shrank {
+	if w.holders.gen == w.details.matchedHolders && w.details.gen == w.details.matchedDetails {
 		return
 	}
-	defer func() { w.holders.changed, w.details.shrank = false, false }()
+	defer func() { w.details.matchedHolders, w.details.matchedDetails = w.holders.gen, w.details.gen }()
 	for _, h := range w.holders.byInode {
 		for _, pid := range h {
 			if pi := w.details.byPid[pid]; pi != nil {
@@ -292,7 +286,6 @@ func (w *Watcher) refreshDpkg() {
 	if g := w.dpkg.gen.Load(); g != w.details.dpkgGen {
 		w.details.dpkgGen = g
 		clear(w.details.byPid)
-		w.details.shrank = true
 		w.details.gen++
 		w.risk.forget()
 	}
