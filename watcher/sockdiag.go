@@ -247,10 +247,7 @@ func (s *sockDiagConn) init() error {
 	}
 	s.pid = nl.Pid
 	for i, q := range dumpQueries {
-		m := sockDiagRequest(q.tcp, q.family)
-		if q.bothFamilies {
-			m = tcpDiagRequest()
-		}
+		m := q.request()
 		m.Header.Length = uint32(nlmsgHeaderLen + len(m.Data))
 		m.Header.PID = s.pid
 		var err error
@@ -266,12 +263,23 @@ func (s *sockDiagConn) Close() error { return unix.Close(s.fd) }
 // dumpQueries are the dumps of dumpAll: TCP for both families at once, then
 // UDP one family at a time (udp_diag takes no other request), and TCP one
 // family at a time for a kernel that refuses the first.
-var dumpQueries = [...]struct {
+var dumpQueries = [...]dumpQuery{{true, unix.AF_UNSPEC, true}, {false, unix.AF_INET, false}, {false, unix.AF_INET6, false},
+	{true, unix.AF_INET, false}, {true, unix.AF_INET6, false}}
+
+// dumpQuery is one dump of dumpAll.
+type dumpQuery struct {
 	tcp          bool
 	family       uint8
 	bothFamilies bool // tcpDiagRequest
-}{{true, unix.AF_UNSPEC, true}, {false, unix.AF_INET, false}, {false, unix.AF_INET6, false},
-	{true, unix.AF_INET, false}, {true, unix.AF_INET6, false}}
+}
+
+// request builds q's request.
+func (q dumpQuery) request() netlink.Message {
+	if q.bothFamilies {
+		return tcpDiagRequest()
+	}
+	return sockDiagRequest(q.tcp, q.family)
+}
 
 // dumpAll appends the listening sockets of both protocols and families.
 func (s *sockDiagConn) dumpAll(out []sockEntry) ([]sockEntry, error) {
