@@ -126,14 +126,7 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 		if ev.Kind == ebpf.KindExec {
 			// Of a holder the daemon sees, whatever its namespace; the
 			// pid is all the look needs (execs.go).
-			k.mu.Lock()
-			if len(k.execs) < maxPending {
-				k.execs = append(k.execs, ev.Pid)
-			} else {
-				k.overflow++
-			}
-			k.mu.Unlock()
-			k.trigger()
+			keep(k, &k.execs, ev.Pid)
 			continue
 		}
 		if k.isForeign(ev.NetnsInode) {
@@ -147,15 +140,21 @@ func (k *kernelEvents) read(ctx context.Context, log logrus.FieldLogger) {
 				ke.proc = p
 			}
 		}
-		k.mu.Lock()
-		if len(k.pending) < maxPending {
-			k.pending = append(k.pending, ke)
-		} else {
-			k.overflow++
-		}
-		k.mu.Unlock()
-		k.trigger()
+		keep(k, &k.pending, ke)
 	}
+}
+
+// keep queues v in q, one of k's queues, for the next look, and asks for
+// it; a full queue counts v as not kept.
+func keep[T any](k *kernelEvents, q *[]T, v T) {
+	k.mu.Lock()
+	if len(*q) < maxPending {
+		*q = append(*q, v)
+	} else {
+		k.overflow++
+	}
+	k.mu.Unlock()
+	k.trigger()
 }
 
 // trigger asks the loop for a look (one pending at most: more fold in).
