@@ -135,9 +135,9 @@ type daemon struct {
 
 	kern       kernelState   // the kernel programs (kernel.go)
 	expo       exposureState // the rulesets and the exposure of each listener (exposure.go)
-	ticker     *time.Ticker
-	snapErr    string    // last snapshot error, "" when the last snapshot worked
-	snapErrAt  time.Time // when snapErr was last logged
+	clk        *loopClock    // the loop's periodic clock (clock.go)
+	snapErr    string        // last snapshot error, "" when the last snapshot worked
+	snapErrAt  time.Time     // when snapErr was last logged
 	ready      bool
 	status     string
 	stallFile  string
@@ -258,8 +258,8 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
 	}
 	d.startExposure(ctx)
 	d.wd, _ = watchdogInterval(d.log)
-	d.ticker = time.NewTicker(d.setPeriod())
-	defer d.ticker.Stop()
+	d.clk = newLoopClock(d.setPeriod())
+	defer d.clk.Stop()
 	ticks := make(chan time.Time, 1)
 	go d.clock(ctx, ticks)
 	d.tick(ctx)
@@ -443,7 +443,7 @@ func (d *daemon) reload(trigger string) {
 			Warn("ebpf changed; it takes effect at the next start")
 	}
 	if cfg.Interval != old.Interval || cfg.ReconcileInterval != old.ReconcileInterval {
-		d.ticker.Reset(d.setPeriod())
+		d.resetClock()
 		d.log.WithFields(logrus.Fields{"interval": cfg.Interval, "reconcile_interval": cfg.ReconcileInterval}).
 			Info("snapshot interval changed")
 	}

@@ -349,7 +349,7 @@ func (d *daemon) kernelFailed(err error) {
 	}
 	d.kern.ev = nil
 	d.kern.mode = "failed: " + oneLine(err.Error())
-	d.ticker.Reset(d.setPeriod())
+	d.resetClock()
 	d.updateStatus()
 }
 

@@ -106,10 +106,10 @@ func watchdogInterval(log logrus.FieldLogger) (time.Duration, bool) {
 // a snapshot (or anywhere else) stops the pings and systemd restarts the
 // daemon.
 //
-// One timer wakes the daemon for both the loop and its watchdog: the loop's
-// ticker, read by the clock goroutine, which hands each tick to the loop
-// and then checks the loop. An idle daemon with eBPF should wake only for
-// its reconcile snapshots: each other wake-up costs a burst of the Go
+// One clock wakes the daemon for both the loop and its watchdog: the loop's
+// (clock.go), read by the clock goroutine, which hands each tick to the
+// loop and then checks the loop. An idle daemon with eBPF should wake only
+// for its reconcile snapshots: each other wake-up costs a burst of the Go
 // runtime's own work, about 0.6 ms of CPU on the development VM
 // (bench/idle), and a timer of its own, or one pushed back at each ping
 // (the runtime wakes at its old deadline all the same), cost as much as
@@ -149,11 +149,9 @@ func (d *daemon) startWatchdog() {
 // skips ticks, as a ticker does) and checks the loop at each.
 func (d *daemon) clock(ctx context.Context, ticks chan<- time.Time) {
 	for {
-		var now time.Time
-		select {
-		case <-ctx.Done():
+		now, ok := d.clk.wait(ctx)
+		if !ok {
 			return
-		case now = <-d.ticker.C:
 		}
 		select {
 		case ticks <- now:
