@@ -2,7 +2,6 @@ package watcher
 
 import (
 	"errors"
-	"io"
 	"iter"
 	"os"
 	"strconv"
@@ -56,13 +55,13 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 // pids appends the numeric entries of /proc: the thread group ids.
 func (p *procDir) pids(s *scratch, out []int32) ([]int32, error) {
-	fd, err := unix.Openat(p.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := openat(p.fd, &dot[0], unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return out, &os.PathError{Op: "open", Path: p.root, Err: err}
 	}
-	defer unix.Close(fd)
+	defer rawClose(fd)
 	for {
-		n, err := unix.Getdents(fd, s.dirents[:])
+		n, err := getdents(fd, s.dirents[:])
 		if err != nil {
 			return out, &os.PathError{Op: "getdents", Path: p.root, Err: err}
 		}
@@ -161,10 +160,10 @@ func (p *procDir) scanFDs(s *scratch, pid int32, out []sockRef) ([]sockRef, erro
 	if err != nil {
 		return out, err
 	}
-	defer unix.Close(dfd)
+	defer rawClose(dfd)
 	from, left := 0, -1
 	var st unix.Stat_t
-	if p.probe && unix.Fstat(dfd, &st) == nil && st.Size > 0 {
+	if p.probe && fstatat(dfd, &empty[0], &st, unix.AT_EMPTY_PATH) == nil && st.Size > 0 {
 		var found int
 		if out, from, found, err = probeFDs(s, dfd, pid, int(st.Size), out); found == int(st.Size) || err != nil {
 			return out, err
@@ -223,12 +222,12 @@ func probeFDs(s *scratch, dfd int, pid int32, count int, out []sockRef) (_ []soc
 // would find the end.
 func listFDs(s *scratch, dfd int, pid int32, from, left int, out []sockRef) ([]sockRef, error) {
 	if from > 0 {
-		if _, err := unix.Seek(dfd, int64(from)+2, io.SeekStart); err != nil {
+		if err := seekStart(dfd, int64(from)+2); err != nil {
 			return out, err
 		}
 	}
 	for {
-		n, err := unix.Getdents(dfd, s.dirents[:])
+		n, err := getdents(dfd, s.dirents[:])
 		if err != nil {
 			return out, err
 		}

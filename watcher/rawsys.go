@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"io"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +54,30 @@ func rawPread(fd int, b []byte, off int64) (int, error) {
 	}
 	return int(n), nil
 }
+
+// getdents reads directory entries (struct linux_dirent64) into b.
+func getdents(fd int, b []byte) (int, error) {
+	n, _, errno := unix.RawSyscall(unix.SYS_GETDENTS64, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// seekStart sets fd's offset to off.
+func seekStart(fd int, off int64) error {
+	_, _, errno := unix.RawSyscall(unix.SYS_LSEEK, uintptr(fd), uintptr(off), io.SeekStart)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// dot and empty are the paths "." and "" (for AT_EMPTY_PATH), NUL-terminated.
+var (
+	dot   = [2]byte{'.', 0}
+	empty = [1]byte{0}
+)
 
 func rawClose(fd int) {
 	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)

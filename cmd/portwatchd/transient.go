@@ -269,6 +269,9 @@ func ephemeralPort(port uint16) bool {
 // stays in force (it is already gone); an allowed one is logged with
 // log_allowed.
 func (d *daemon) reportTransients(gone []goneEvent, now time.Time) {
+	if len(gone) == 0 {
+		return
+	}
 	mono := ebpf.MonotonicNow()
 	for _, g := range gone {
 		dec := d.cfg.Evaluate(d.transientListener(g), now)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -153,10 +154,12 @@ func parseEvent(b []byte) (Event, error) {
 }
 
 // MonotonicNow returns CLOCK_MONOTONIC, the clock of Event.Time, so that the
-// caller can tell how old an event is or how long a listener lived.
+// caller can tell how old an event is or how long a listener lived. The
+// call is raw, as the steady look's are (watcher/rawsys.go): it cannot
+// block, and the scheduler need not hear of it.
 func MonotonicNow() time.Duration {
 	var ts unix.Timespec
 	// CLOCK_MONOTONIC cannot fail with a valid pointer.
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	unix.RawSyscall(unix.SYS_CLOCK_GETTIME, unix.CLOCK_MONOTONIC, uintptr(unsafe.Pointer(&ts)), 0)
 	return time.Duration(ts.Nano())
 }
