@@ -52,9 +52,14 @@ type Mode struct {
 // Result is what was measured of one mode.
 type Result struct {
 	Mode
-	WallS       float64 `json:"wall_s"`
-	CPUMsPerS   float64 `json:"cpu_ms_per_s"`      // schedstat: every thread's run time
-	StatMsPerS  float64 `json:"stat_cpu_ms_per_s"` // utime+stime, clock ticks
+	WallS      float64 `json:"wall_s"`
+	CPUMsPerS  float64 `json:"cpu_ms_per_s"`      // schedstat: every thread's run time
+	StatMsPerS float64 `json:"stat_cpu_ms_per_s"` // utime+stime, clock ticks
+	// WakeupsPerS counts the times a thread of the daemon was put on a CPU
+	// (schedstat's time slices), per second of wall. On a VM each costs
+	// tens of µs of CPU besides the work done, and unlike the CPU time it
+	// hardly varies from run to run.
+	WakeupsPerS float64 `json:"wakeups_per_s"`
 	MaxRSSKiB   int64   `json:"max_vmrss_kib"`
 	LastRSSKiB  int64   `json:"last_vmrss_kib"`
 	Threads     int     `json:"threads"`
@@ -90,8 +95,8 @@ func run() int {
 			return 1
 		}
 		res = append(res, r)
-		fmt.Printf("idle ebpf=%s interval=%v: CPU %.3f ms per s of wall (utime+stime %.3f), VmRSS max %.1f MiB (last %.1f), %d threads, over %.0f s\n",
-			r.EBPF, r.Interval, r.CPUMsPerS, r.StatMsPerS, float64(r.MaxRSSKiB)/1024, float64(r.LastRSSKiB)/1024, r.Threads, r.WallS)
+		fmt.Printf("idle ebpf=%s interval=%v: CPU %.3f ms per s of wall (utime+stime %.3f), %.2f thread wake-ups per s, VmRSS max %.1f MiB (last %.1f), %d threads, over %.0f s\n",
+			r.EBPF, r.Interval, r.CPUMsPerS, r.StatMsPerS, r.WakeupsPerS, float64(r.MaxRSSKiB)/1024, float64(r.LastRSSKiB)/1024, r.Threads, r.WallS)
 		fmt.Printf("  STATUS=%s\n  kernel events on the machine meanwhile: %v\n", r.Listeners, r.Events)
 	}
 	if len(res) == 2 && res[1].CPUMsPerS > 0 {
@@ -203,7 +208,8 @@ func measure(ctx context.Context, bin string, m Mode, wall, settle time.Duration
 		return Result{}, err
 	}
 	evs := countEvents(ctx)
-	cpu0, stat0, t0 := schedCPU(pid), statCPU(pid), time.Now()
+	cpu0, slices0 := schedCPU(pid)
+	stat0, t0 := statCPU(pid), time.Now()
 	for time.Since(t0) < wall {
 		if err := sleep(ctx, time.Second, done, ns, &status); err != nil {
 			return Result{}, err
@@ -214,7 +220,9 @@ func measure(ctx context.Context, bin string, m Mode, wall, settle time.Duration
 	}
 	el := time.Since(t0)
 	r.WallS = el.Seconds()
-	r.CPUMsPerS = float64(schedCPU(pid)-cpu0) / float64(time.Millisecond) / r.WallS
+	cpu1, slices1 := schedCPU(pid)
+	r.CPUMsPerS = float64(cpu1-cpu0) / float64(time.Millisecond) / r.WallS
+	r.WakeupsPerS = float64(slices1-slices0) / r.WallS
 	r.StatMsPerS = float64(statCPU(pid)-stat0) / float64(time.Millisecond) / r.WallS
 	r.Events = evs()
 	r.Threads = int(statusKiB(pid, "Threads"))
@@ -273,21 +281,26 @@ func countEvents(ctx context.Context) func() map[string]int {
 	}
 }
 
-// schedCPU is the run time of every thread of pid, from schedstat.
-func schedCPU(pid int) time.Duration {
+// schedCPU is the run time of every thread of pid, and the number of time
+// slices they ran, from schedstat. (A thread that exited in between takes
+// its counts with it: the daemon's threads live as long as it does.)
+func schedCPU(pid int) (time.Duration, int64) {
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	var sum time.Duration
+	var slices int64
 	for _, f := range tasks {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
-		if fs := strings.Fields(string(b)); len(fs) > 0 {
+		if fs := strings.Fields(string(b)); len(fs) == 3 {
 			n, _ := strconv.ParseInt(fs[0], 10, 64)
+			k, _ := strconv.ParseInt(fs[2], 10, 64)
 			sum += time.Duration(n)
+			slices += k
 		}
 	}
-	return sum
+	return sum, slices
 }
 
 // statCPU is utime+stime of pid from /proc/PID/stat.
