@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -29,37 +30,51 @@ import (
 // thread, and sysmon sleeps on as long as the look makes no blocking system
 // call (watcher/rawsys.go, sdNotifier), at most a minute.
 //
+// A wait allocates nothing: on this VM an idle daemon's wake-up, cold, made
+// a per-wait context.AfterFunc cost a tenth of a look (perf).
+//
 // A host whose seccomp filter refuses timerfd_create gets a Ticker.
 type loopClock struct {
+	ctx     context.Context
 	f       *os.File        // the timerfd; nil with ticker
 	rc      syscall.RawConn // f's, for raw reads
 	ticker  *time.Ticker
-	stopped chan struct{} // closed by Stop, for a wait on ticker
+	stopped chan struct{} // closed by Stop
 	stop    sync.Once
 	period  atomic.Int64 // nanoseconds; Reset runs in the loop, wait in the clock goroutine
 }
 
-// newLoopClock starts a clock that ticks every period.
-func newLoopClock(period time.Duration) *loopClock {
-	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
-	if err != nil {
-		return newTickerClock(period)
-	}
-	c := &loopClock{f: os.NewFile(uintptr(fd), "timerfd")}
-	if c.rc, err = c.f.SyscallConn(); err == nil {
-		err = c.Reset(period)
-	}
-	if err != nil {
-		c.f.Close()
-		return newTickerClock(period)
-	}
-	return c
+// newLoopClock starts a clock that ticks every period until ctx is done.
+func newLoopClock(ctx context.Context, period time.Duration) *loopClock {
+	return newClock(ctx, period, true)
 }
 
-// newTickerClock is the clock made of a Ticker.
-func newTickerClock(period time.Duration) *loopClock {
-	c := &loopClock{ticker: time.NewTicker(period), stopped: make(chan struct{})}
+// newClock is newLoopClock; without timerfd, it makes the Ticker clock
+// (for tests).
+func newClock(ctx context.Context, period time.Duration, timerfd bool) *loopClock {
+	c := &loopClock{ctx: ctx, stopped: make(chan struct{})}
 	c.period.Store(int64(period))
+	fd, err := -1, errors.ErrUnsupported
+	if timerfd {
+		fd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	}
+	if err == nil {
+		c.f = os.NewFile(uintptr(fd), "timerfd")
+		if c.rc, err = c.f.SyscallConn(); err == nil {
+			err = c.Reset(period)
+		}
+		if err != nil {
+			c.f.Close()
+			c.f = nil
+		}
+	}
+	if c.f == nil {
+		c.ticker = time.NewTicker(period)
+		return c
+	}
+	// Once ctx is done every wait ends at once: a read deadline in the
+	// past, set once.
+	context.AfterFunc(ctx, func() { c.f.SetReadDeadline(time.Now()) })
 	return c
 }
 
@@ -83,13 +98,13 @@ func (c *loopClock) Reset(period time.Duration) error {
 	return nil
 }
 
-// wait returns at the next tick, or false when ctx is done or the clock
-// stopped. Ticks missed while nobody waited are dropped, as a Ticker
-// drops them.
-func (c *loopClock) wait(ctx context.Context) (time.Time, bool) {
+// wait returns at the next tick, or false once the clock's ctx is done or
+// the clock stopped. Ticks missed while nobody waited are dropped, as a
+// Ticker drops them.
+func (c *loopClock) wait() (time.Time, bool) {
 	if c.ticker != nil {
 		select {
-		case <-ctx.Done():
+		case <-c.ctx.Done():
 			return time.Time{}, false
 		case <-c.stopped:
 			return time.Time{}, false
@@ -97,19 +112,6 @@ func (c *loopClock) wait(ctx context.Context) (time.Time, bool) {
 			return now, true
 		}
 	}
-	// A done ctx ends the wait through a read deadline in the past, which
-	// the next wait must not find.
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		c.f.SetReadDeadline(time.Now())
-		close(fired)
-	})
-	defer func() {
-		if !stop() {
-			<-fired
-			c.f.SetReadDeadline(time.Time{})
-		}
-	}()
 	var (
 		expirations [8]byte
 		errno       syscall.Errno
@@ -117,7 +119,7 @@ func (c *loopClock) wait(ctx context.Context) (time.Time, bool) {
 	if err := c.rc.Read(func(fd uintptr) bool {
 		_, _, errno = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&expirations[0])), uintptr(len(expirations)))
 		return errno != unix.EAGAIN
-	}); err != nil || ctx.Err() != nil {
+	}); err != nil || c.ctx.Err() != nil {
 		return time.Time{}, false // ctx done (the deadline above), or Stop
 	}
 	if errno != 0 {
@@ -125,7 +127,9 @@ func (c *loopClock) wait(ctx context.Context) (time.Time, bool) {
 		// poller waits out. The period is waited out instead, so that a
 		// lasting error cannot spin the loop.
 		select {
-		case <-ctx.Done():
+		case <-c.ctx.Done():
+			return time.Time{}, false
+		case <-c.stopped:
 			return time.Time{}, false
 		case <-time.After(time.Duration(c.period.Load())):
 		}
@@ -137,9 +141,9 @@ func (c *loopClock) wait(ctx context.Context) (time.Time, bool) {
 // again does nothing.
 func (c *loopClock) Stop() {
 	c.stop.Do(func() {
+		close(c.stopped)
 		if c.ticker != nil {
 			c.ticker.Stop()
-			close(c.stopped)
 			return
 		}
 		c.f.Close()

@@ -258,10 +258,10 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) int {
 	}
 	d.startExposure(ctx)
 	d.wd, _ = watchdogInterval(d.log)
-	d.clk = newLoopClock(d.setPeriod())
+	d.clk = newLoopClock(ctx, d.setPeriod())
 	defer d.clk.Stop()
 	ticks := make(chan time.Time, 1)
-	go d.clock(ctx, ticks)
+	go d.clock(ticks)
 	d.tick(ctx)
 	for {
 		var trig <-chan struct{}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"sync"
@@ -147,9 +146,9 @@ func (d *daemon) startWatchdog() {
 
 // clock hands the loop's ticks to it (one waiting at most: a busy loop
 // skips ticks, as a ticker does) and checks the loop at each.
-func (d *daemon) clock(ctx context.Context, ticks chan<- time.Time) {
+func (d *daemon) clock(ticks chan<- time.Time) {
 	for {
-		now, ok := d.clk.wait(ctx)
+		now, ok := d.clk.wait()
 		if !ok {
 			return
 		}
