@@ -41,6 +41,7 @@ type loopClock struct {
 	ticker  *time.Ticker
 	stopped chan struct{} // closed by Stop
 	stop    sync.Once
+	unhook  func() bool  // undoes the context.AfterFunc of a timerfd clock
 	period  atomic.Int64 // nanoseconds; Reset runs in the loop, wait in the clock goroutine
 }
 
@@ -74,7 +75,7 @@ func newClock(ctx context.Context, period time.Duration, timerfd bool) *loopCloc
 	}
 	// Once ctx is done every wait ends at once: a read deadline in the
 	// past, set once.
-	context.AfterFunc(ctx, func() { c.f.SetReadDeadline(time.Now()) })
+	c.unhook = context.AfterFunc(ctx, func() { c.f.SetReadDeadline(time.Now()) })
 	return c
 }
 
@@ -146,6 +147,7 @@ func (c *loopClock) Stop() {
 			c.ticker.Stop()
 			return
 		}
+		c.unhook()
 		c.f.Close()
 	})
 }
