@@ -17,8 +17,8 @@ import (
 // wake-ups for each look, which on a VM where each one traps to the
 // hypervisor cost more than the look's own system calls (bench/idle, perf).
 // The calls a steady look makes cannot block for long (links and stats
-// under /proc, kill with signal 0, reading /proc/loadavg, a sock_diag dump),
-// so they are made raw: the scheduler is not told, and sysmon sleeps on. A
+// under /proc, listing /proc and a new process's descriptors, kill with
+// signal 0, reading /proc/loadavg, a sock_diag dump), so they are made raw: the scheduler is not told, and sysmon sleeps on. A
 // raw call keeps its P while in the kernel, which for these is what the
 // scheduler would do anyway (it hands a P off only after 20 µs in a call).
 

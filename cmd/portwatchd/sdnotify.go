@@ -105,9 +105,9 @@ func watchdogInterval(log logrus.FieldLogger) (time.Duration, bool) {
 // a snapshot (or anywhere else) stops the pings and systemd restarts the
 // daemon.
 //
-// One clock wakes the daemon for both the loop and its watchdog: the loop's
-// (clock.go), read by the clock goroutine, which hands each tick to the
-// loop and then checks the loop. An idle daemon with eBPF should wake only
+// One clock wakes the daemon for both the loop and its watchdog: the
+// loop's clock (clock.go), read by the clock goroutine, which hands each
+// tick to the loop and then checks the loop. An idle daemon with eBPF should wake only
 // for its reconcile snapshots: each other wake-up costs a burst of the Go
 // runtime's own work, about 0.6 ms of CPU on the development VM
 // (bench/idle), and a timer of its own, or one pushed back at each ping
