@@ -104,14 +104,7 @@ func (c *loopClock) Reset(period time.Duration) error {
 // Ticker drops them.
 func (c *loopClock) wait() (time.Time, bool) {
 	if c.ticker != nil {
-		select {
-		case <-c.ctx.Done():
-			return time.Time{}, false
-		case <-c.stopped:
-			return time.Time{}, false
-		case now := <-c.ticker.C:
-			return now, true
-		}
+		return c.after(c.ticker.C)
 	}
 	var (
 		expirations [8]byte
@@ -127,15 +120,24 @@ func (c *loopClock) wait() (time.Time, bool) {
 		// Not seen: a timerfd read fails only with EAGAIN, which the
 		// poller waits out. The period is waited out instead, so that a
 		// lasting error cannot spin the loop.
-		select {
-		case <-c.ctx.Done():
+		if _, ok := c.after(time.After(time.Duration(c.period.Load()))); !ok {
 			return time.Time{}, false
-		case <-c.stopped:
-			return time.Time{}, false
-		case <-time.After(time.Duration(c.period.Load())):
 		}
 	}
 	return time.Now(), true
+}
+
+// after returns what ch sends, or false once the clock's ctx is done or it
+// stopped.
+func (c *loopClock) after(ch <-chan time.Time) (time.Time, bool) {
+	select {
+	case <-c.ctx.Done():
+		return time.Time{}, false
+	case <-c.stopped:
+		return time.Time{}, false
+	case now := <-ch:
+		return now, true
+	}
 }
 
 // Stop stops the clock; a wait in progress returns false. Stopping it
