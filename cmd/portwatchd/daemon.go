@@ -130,8 +130,9 @@ type daemon struct {
 	expired     map[string]bool // expired rules already reported, by file:line
 	lastCheck   time.Time       // last check for expired rules
 
-	met *daemonMetrics // the fleet view (metrics.go)
-	gc  *gcPacer       // from the first look on (gcpace.go)
+	met   *daemonMetrics // the fleet view (metrics.go)
+	gc    *gcPacer       // from the first look on (gcpace.go)
+	procs procLimit      // processors for the goroutines (procs.go)
 
 	kern       kernelState   // the kernel programs (kernel.go)
 	expo       exposureState // the rulesets and the exposure of each listener (exposure.go)

@@ -110,6 +110,8 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 	if !d.ready {
 		d.ready = true
 		d.gc = newGCPacer()
+		d.procs = newProcLimit()
+		d.procs.set(d.kern.ev != nil)
 		s := d.eng.Stats()
 		d.log.WithFields(logrus.Fields{
 			"config":     d.cfg.Source,
