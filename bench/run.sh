@@ -25,6 +25,17 @@ TICKS=${TICKS:-1000}
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/portwatchd-bench.XXXXXX)}
 mkdir -p "$OUT"
 SS=$(command -v ss) || { echo "bench: ss not found (apt-get install iproute2)" >&2; exit 2; }
+if [ -n "${IDLE:-}" ]; then
+	# Every mode runs in one scene, which stops itself after 5 minutes: each
+	# needs its wall and about 30 s more (start, settling, stop) within the
+	# 270 s bench/idle is given.
+	modes=${IDLE_MODES:-on:10s,off:1s}
+	n=$(printf '%s\n' "$modes" | tr ',' '\n' | grep -c .)
+	if [ $((n * (${IDLE_WALL:-60} + 30))) -gt 270 ]; then
+		echo "bench: IDLE_WALL=${IDLE_WALL:-60} is too long for $n modes in one 5-minute scene: at most $((270 / n - 30)) s each (or fewer IDLE_MODES)" >&2
+		exit 2
+	fi
+fi
 
 # Two benchmarks at once on a 2-core machine would distort each other's
 # figures: wait (up to 10 minutes) for any other run to finish.
@@ -44,7 +55,7 @@ if [ -n "${IDLE:-}" ]; then
 	# second, each sampled for IDLE_WALL seconds after 15 s of settling.
 	status=0
 	timeout -k 10 330 "$OUT/scene" -size large -timeout 5m -- \
-		"$OUT/idle" -portwatchd "$OUT/portwatchd" -wall "${IDLE_WALL:-60}s" -modes "${IDLE_MODES:-on:10s,off:1s}" \
+		"$OUT/idle" -portwatchd "$OUT/portwatchd" -wall "${IDLE_WALL:-60}s" -modes "$modes" \
 		-json "$OUT/idle.json" -timeout 4m30s </dev/null || status=$?
 	echo "bench: figures in $OUT/idle.json"
 	exit $status
