@@ -15,9 +15,10 @@ import (
 // look itself: bench/idle, in runs alternating with GOMAXPROCS=1 over
 // several sessions, measured 5-10 % less CPU and less than half the
 // thread wake-ups with one processor. The first look, which reads every
-// process, keeps every processor (its descriptor scan runs in parallel),
-// and so does polling, whose looks are full snapshots. A daemon that falls
-// back to polling gets them back.
+// process, keeps every processor (its descriptor scan runs in parallel).
+// Polling keeps them too: only the event-driven daemon, which sleeps
+// between looks long enough for each wake-up to count, was measured with
+// one. A daemon that falls back to polling gets them back.
 //
 // GOMAXPROCS in the environment leaves the number alone: a host's own
 // setting wins.
