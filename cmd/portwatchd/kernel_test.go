@@ -1,9 +1,16 @@
 package main
 
 import (
+	"errors"
+	"io"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/portwatchd/portwatchd/alerting"
 	"github.com/portwatchd/portwatchd/policy"
 
 	"github.com/portwatchd/portwatchd/watcher/ebpf"
@@ -102,5 +109,53 @@ func TestSnapshotDue(t *testing.T) {
 		if got := d.snapshotDue(t0.Add(tt.since)); got != tt.want {
 			t.Errorf("%s: due %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// When the kernel programs fail mid-run, the daemon polls every interval
+// from then on, with every processor again, and says so.
+func TestKernelFailed(t *testing.T) {
+	requireEBPF(t)
+	start := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(start) })
+	if start < 2 {
+		runtime.GOMAXPROCS(2) // as on a host with two CPUs
+	}
+	full := runtime.GOMAXPROCS(0)
+	t.Setenv("GOMAXPROCS", "")
+
+	p, err := ebpf.Open(ebpf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	close(done) // no reader started
+	cfg := &policy.Config{Settings: policy.Settings{Interval: time.Second, ReconcileInterval: 10 * time.Second}}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	d := &daemon{cfg: cfg, eng: alerting.New(nil), log: log, kern: kernelState{ev: &kernelEvents{probe: p, done: done}, mode: "active"}}
+	d.clk = newLoopClock(t.Context(), d.setPeriod())
+	t.Cleanup(d.clk.Stop)
+	d.procs = newProcLimit()
+	d.procs.set(d.kern.ev != nil)
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Fatalf("eBPF active: %d processors, want 1", got)
+	}
+
+	d.kernelFailed(errors.New("ring buffer: bad file descriptor"))
+	if d.kern.ev != nil {
+		t.Error("the failed programs are still in use")
+	}
+	if want := "failed: ring buffer: bad file descriptor"; d.kern.mode != want {
+		t.Errorf("mode %q, want %q", d.kern.mode, want)
+	}
+	if got := runtime.GOMAXPROCS(0); got != full {
+		t.Errorf("polling after the failure: %d processors, want %d", got, full)
+	}
+	if got := time.Duration(d.intervalNS.Load()); got != time.Second {
+		t.Errorf("period after the failure %v, want the interval (1s)", got)
+	}
+	if !strings.Contains(d.status, "ebpf: failed: ring buffer") {
+		t.Errorf("status %q does not say eBPF failed", d.status)
 	}
 }
