@@ -116,13 +116,7 @@ func TestSnapshotDue(t *testing.T) {
 // from then on, with every processor again, and says so.
 func TestKernelFailed(t *testing.T) {
 	requireEBPF(t)
-	start := runtime.GOMAXPROCS(0)
-	t.Cleanup(func() { runtime.GOMAXPROCS(start) })
-	if start < 2 {
-		runtime.GOMAXPROCS(2) // as on a host with two CPUs
-	}
-	full := runtime.GOMAXPROCS(0)
-	t.Setenv("GOMAXPROCS", "")
+	full := severalProcs(t)
 
 	p, err := ebpf.Open(ebpf.Options{})
 	if err != nil {

@@ -5,15 +5,22 @@ import (
 	"testing"
 )
 
-func TestProcLimit(t *testing.T) {
+// severalProcs runs the test with two processors at least, as on a host
+// with two CPUs, and no GOMAXPROCS in the environment; it returns the
+// number. The number in force before is restored after the test.
+func severalProcs(t *testing.T) int {
+	t.Helper()
 	start := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(start) })
 	if start < 2 {
-		runtime.GOMAXPROCS(2) // as on a host with two CPUs
+		runtime.GOMAXPROCS(2)
 	}
-	full := runtime.GOMAXPROCS(0)
-
 	t.Setenv("GOMAXPROCS", "")
+	return runtime.GOMAXPROCS(0)
+}
+
+func TestProcLimit(t *testing.T) {
+	full := severalProcs(t)
 	p := newProcLimit()
 	for _, step := range []struct {
 		eventDriven bool
