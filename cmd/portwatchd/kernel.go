@@ -349,7 +349,7 @@ func (d *daemon) kernelFailed(err error) {
 	}
 	d.kern.ev = nil
 	d.kern.mode = "failed: " + oneLine(err.Error())
-	d.procs.set(false) // polling: full snapshots again
+	d.setProcs()
 	d.resetClock()
 	d.updateStatus()
 }

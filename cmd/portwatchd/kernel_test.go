@@ -131,7 +131,7 @@ func TestKernelFailed(t *testing.T) {
 	d.clk = newLoopClock(t.Context(), d.setPeriod())
 	t.Cleanup(d.clk.Stop)
 	d.procs = newProcLimit()
-	d.procs.set(d.kern.ev != nil)
+	d.setProcs()
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Fatalf("eBPF active: %d processors, want 1", got)
 	}

@@ -111,7 +111,7 @@ func (d *daemon) look(ctx context.Context, evs []kernelEvent) bool {
 		d.ready = true
 		d.gc = newGCPacer()
 		d.procs = newProcLimit()
-		d.procs.set(d.kern.ev != nil)
+		d.setProcs()
 		s := d.eng.Stats()
 		d.log.WithFields(logrus.Fields{
 			"config":     d.cfg.Source,

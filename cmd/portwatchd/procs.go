@@ -36,8 +36,8 @@ func newProcLimit() procLimit {
 }
 
 // set runs the goroutines on one processor when eventDriven, and on the
-// full number otherwise. Changing the number stops the world for a moment,
-// so it is changed only when it differs.
+// full number otherwise. The runtime stops the world only when the number
+// changes.
 func (p procLimit) set(eventDriven bool) {
 	if !p.on {
 		return
@@ -46,7 +46,11 @@ func (p procLimit) set(eventDriven bool) {
 	if eventDriven {
 		want = 1
 	}
-	if runtime.GOMAXPROCS(0) != want {
-		runtime.GOMAXPROCS(want)
-	}
+	runtime.GOMAXPROCS(want)
+}
+
+// setProcs sets the processors for the mode in force, as resetClock sets
+// the loop's period: one while the kernel's events drive the looks.
+func (d *daemon) setProcs() {
+	d.procs.set(d.kern.ev != nil)
 }
