@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -55,21 +54,7 @@ func newLoopClock(ctx context.Context, period time.Duration) *loopClock {
 func newClock(ctx context.Context, period time.Duration, timerfd bool) *loopClock {
 	c := &loopClock{ctx: ctx, stopped: make(chan struct{})}
 	c.period.Store(int64(period))
-	fd, err := -1, errors.ErrUnsupported
-	if timerfd {
-		fd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
-	}
-	if err == nil {
-		c.f = os.NewFile(uintptr(fd), "timerfd")
-		if c.rc, err = c.f.SyscallConn(); err == nil {
-			err = c.Reset(period)
-		}
-		if err != nil {
-			c.f.Close()
-			c.f = nil
-		}
-	}
-	if c.f == nil {
+	if !timerfd || c.openTimerfd(period) != nil {
 		c.ticker = time.NewTicker(period)
 		return c
 	}
@@ -77,6 +62,24 @@ func newClock(ctx context.Context, period time.Duration, timerfd bool) *loopCloc
 	// past, set once.
 	c.unhook = context.AfterFunc(ctx, func() { c.f.SetReadDeadline(time.Now()) })
 	return c
+}
+
+// openTimerfd makes the clock a timerfd ticking every period; on error the
+// clock has none.
+func (c *loopClock) openTimerfd(period time.Duration) error {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	c.f = os.NewFile(uintptr(fd), "timerfd")
+	if c.rc, err = c.f.SyscallConn(); err == nil {
+		err = c.Reset(period)
+	}
+	if err != nil {
+		c.f.Close()
+		c.f, c.rc = nil, nil
+	}
+	return err
 }
 
 // Reset has the clock tick every period from now on.
