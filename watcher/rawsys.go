@@ -18,9 +18,10 @@ import (
 // hypervisor cost more than the look's own system calls (bench/idle, perf).
 // The calls a steady look makes cannot block for long (links and stats
 // under /proc, listing /proc and a new process's descriptors, kill with
-// signal 0, reading /proc/loadavg, a sock_diag dump), so they are made raw: the scheduler is not told, and sysmon sleeps on. A
-// raw call keeps its P while in the kernel, which for these is what the
-// scheduler would do anyway (it hands a P off only after 20 µs in a call).
+// signal 0, reading /proc/loadavg, a sock_diag dump), so they are made
+// raw: the scheduler is not told, and sysmon sleeps on. A raw call keeps
+// its P while in the kernel, which for these is what the scheduler would
+// do anyway (it hands a P off only after 20 µs in a call).
 
 func openat(dirfd int, path *byte, flags int) (int, error) {
 	fd, _, errno := unix.RawSyscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(path)), uintptr(flags|unix.O_CLOEXEC), 0, 0, 0)

@@ -107,17 +107,17 @@ func watchdogInterval(log logrus.FieldLogger) (time.Duration, bool) {
 //
 // One clock wakes the daemon for both the loop and its watchdog: the
 // loop's clock (clock.go), read by the clock goroutine, which hands each
-// tick to the loop and then checks the loop. An idle daemon with eBPF should wake only
-// for its reconcile snapshots: each other wake-up costs a burst of the Go
-// runtime's own work, about 0.6 ms of CPU on the development VM
-// (bench/idle), and a timer of its own, or one pushed back at each ping
-// (the runtime wakes at its old deadline all the same), cost as much as
-// the snapshots. The loop ticks at least every half timeout (setPeriod;
-// a tick snapshots only when one is due) and pings after a tick when the
-// last ping is a quarter of the timeout old (fed). The clock pings too when the
-// loop's last completed tick is at most one period plus half the timeout
-// old (a slow loop), and otherwise says once that the loop is stuck and
-// withholds the pings.
+// tick to the loop and then checks the loop. An idle daemon with eBPF
+// should wake only for its reconcile snapshots: each other wake-up costs a
+// burst of the Go runtime's own work, about 0.6 ms of CPU on the
+// development VM (bench/idle), and a timer of its own, or one pushed back
+// at each ping (the runtime wakes at its old deadline all the same), cost
+// as much as the snapshots. The loop ticks at least every half timeout
+// (setPeriod; a tick snapshots only when one is due) and pings after a
+// tick when the last ping is a quarter of the timeout old (fed). The clock
+// pings too when the loop's last completed tick is at most one period plus
+// half the timeout old (a slow loop), and otherwise says once that the
+// loop is stuck and withholds the pings.
 
 // fed records that the loop completed a tick at now, and pings the
 // watchdog when due. It runs in the loop.
